@@ -1,0 +1,16 @@
+//! The campus food ordering domain, shared by every service and transport.
+//!
+//! Everything here is pure: "given this order and this stock, what happens"
+//! is a plain function. Services and adapters translate to and from it.
+
+pub mod catalogue;
+pub mod fault;
+pub mod order;
+pub mod request;
+pub mod reservation;
+
+pub use catalogue::{Catalogue, ItemName, StockSpecError};
+pub use fault::{FaultDecision, FaultError, Faults};
+pub use order::{Order, OrderId, OrderLine, OrderStatus};
+pub use request::{OrderRequest, ValidationError};
+pub use reservation::{ReservationError, plan_reservation};

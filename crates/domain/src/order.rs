@@ -1,0 +1,143 @@
+//! Orders and their life cycle.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::catalogue::ItemName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderId(pub Uuid);
+
+impl OrderId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for OrderId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for OrderId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// One line of an order: so many of one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub item: ItemName,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Accepted, stock not yet reserved.
+    Placed,
+    /// Stock reserved for every line.
+    Reserved,
+    /// Nothing reserved: out of stock, unknown item, or a dependency failed.
+    Failed,
+    /// Reserved and the customer was notified.
+    Notified,
+    /// A dependency did not answer in time; the outcome is unknown to the order service.
+    Timeout,
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 5] = [
+        Self::Placed,
+        Self::Reserved,
+        Self::Failed,
+        Self::Notified,
+        Self::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placed => "placed",
+            Self::Reserved => "reserved",
+            Self::Failed => "failed",
+            Self::Notified => "notified",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// Whether the order has reached an end state (no further transition expected).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Placed)
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown order status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for OrderStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// An order as the order service keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: OrderId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    pub items: Vec<OrderLine>,
+    pub status: OrderStatus,
+    /// Why the order failed or timed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in OrderStatus::ALL {
+            assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
+        }
+        assert!("cooking".parse::<OrderStatus>().is_err());
+    }
+
+    #[test]
+    fn only_placed_is_not_terminal() {
+        let open: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect();
+        assert_eq!(open, vec![OrderStatus::Placed]);
+    }
+}
