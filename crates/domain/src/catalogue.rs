@@ -81,9 +81,12 @@ impl Catalogue {
                 .ok_or_else(|| StockSpecError::NotAPair(entry.to_owned()))?;
             let name =
                 ItemName::parse(name).ok_or_else(|| StockSpecError::EmptyName(entry.to_owned()))?;
-            let count = count.trim().parse::<u64>().map_err(|_| StockSpecError::BadCount {
-                entry: entry.to_owned(),
-            })?;
+            let count = count
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| StockSpecError::BadCount {
+                    entry: entry.to_owned(),
+                })?;
             catalogue.initial_stock.insert(name, count);
         }
         Ok(catalogue)
@@ -99,7 +102,9 @@ mod tests {
     use super::*;
 
     fn stock(c: &Catalogue, item: &str) -> Option<u64> {
-        c.initial_stock().get(&ItemName::parse(item).unwrap()).copied()
+        c.initial_stock()
+            .get(&ItemName::parse(item).unwrap())
+            .copied()
     }
 
     #[test]

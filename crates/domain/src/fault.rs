@@ -100,8 +100,14 @@ mod tests {
     #[test]
     fn validation_rejects_rates_and_statuses_out_of_range() {
         assert!(failing(0.5).validate().is_ok());
-        assert_eq!(failing(1.5).validate(), Err(FaultError::RateOutOfRange("1.5".into())));
-        assert_eq!(failing(f64::NAN).validate(), Err(FaultError::RateOutOfRange("NaN".into())));
+        assert_eq!(
+            failing(1.5).validate(),
+            Err(FaultError::RateOutOfRange("1.5".into()))
+        );
+        assert_eq!(
+            failing(f64::NAN).validate(),
+            Err(FaultError::RateOutOfRange("NaN".into()))
+        );
         let ok_status = Faults {
             fail_status: 200,
             ..failing(1.0)

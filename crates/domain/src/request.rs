@@ -11,7 +11,13 @@ use crate::order::OrderLine;
 
 const ITEM_KEYS: [&str; 4] = ["item", "item_id", "itemId", "sku"];
 const QUANTITY_KEYS: [&str; 2] = ["quantity", "qty"];
-const CUSTOMER_KEYS: [&str; 5] = ["customer_id", "user_id", "student_id", "studentId", "customerId"];
+const CUSTOMER_KEYS: [&str; 5] = [
+    "customer_id",
+    "user_id",
+    "student_id",
+    "studentId",
+    "customerId",
+];
 
 /// The most of one item a single line may ask for.
 pub const MAX_QUANTITY: u32 = 10_000;
@@ -79,7 +85,9 @@ impl OrderRequest {
 }
 
 fn first<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
-    keys.iter().find_map(|key| object.get(*key)).filter(|v| !v.is_null())
+    keys.iter()
+        .find_map(|key| object.get(*key))
+        .filter(|v| !v.is_null())
 }
 
 fn customer_id(object: &Map<String, Value>) -> Result<Option<String>, ValidationError> {
@@ -135,10 +143,26 @@ mod tests {
     #[test]
     fn accepts_every_field_variant_the_seeds_use() {
         let cases = [
-            (json!({"item": "burger", "quantity": 2}), None, vec![line("burger", 2)]),
-            (json!({"item_id": "Pizza", "qty": 3}), None, vec![line("pizza", 3)]),
-            (json!({"itemId": "SALAD", "quantity": 1, "studentId": "s9"}), Some("s9"), vec![line("salad", 1)]),
-            (json!({"sku": "burger", "user_id": 42}), Some("42"), vec![line("burger", 1)]),
+            (
+                json!({"item": "burger", "quantity": 2}),
+                None,
+                vec![line("burger", 2)],
+            ),
+            (
+                json!({"item_id": "Pizza", "qty": 3}),
+                None,
+                vec![line("pizza", 3)],
+            ),
+            (
+                json!({"itemId": "SALAD", "quantity": 1, "studentId": "s9"}),
+                Some("s9"),
+                vec![line("salad", 1)],
+            ),
+            (
+                json!({"sku": "burger", "user_id": 42}),
+                Some("42"),
+                vec![line("burger", 1)],
+            ),
             (
                 json!({"student_id": "s1", "items": [{"sku": "burger", "qty": 1}, {"item": "pizza", "quantity": 2}]}),
                 Some("s1"),
@@ -156,18 +180,62 @@ mod tests {
     fn rejects_invalid_fields_with_a_reason() {
         let cases = [
             (json!([1, 2]), ValidationError::NotAnObject),
-            (json!({"quantity": 2}), ValidationError::MissingItem { at: "order".into() }),
-            (json!({"item": "  "}), ValidationError::InvalidItem { at: "order".into() }),
-            (json!({"item": 7}), ValidationError::InvalidItem { at: "order".into() }),
-            (json!({"item": "burger", "quantity": 0}), ValidationError::QuantityNotPositive { at: "order".into(), got: 0 }),
-            (json!({"item": "burger", "qty": -4}), ValidationError::QuantityNotPositive { at: "order".into(), got: -4 }),
-            (json!({"item": "burger", "quantity": 1.5}), ValidationError::QuantityNotAnInteger { at: "order".into() }),
-            (json!({"item": "burger", "quantity": "2"}), ValidationError::QuantityNotAnInteger { at: "order".into() }),
-            (json!({"item": "burger", "quantity": 10_001}), ValidationError::QuantityTooLarge { at: "order".into(), got: 10_001 }),
+            (
+                json!({"quantity": 2}),
+                ValidationError::MissingItem { at: "order".into() },
+            ),
+            (
+                json!({"item": "  "}),
+                ValidationError::InvalidItem { at: "order".into() },
+            ),
+            (
+                json!({"item": 7}),
+                ValidationError::InvalidItem { at: "order".into() },
+            ),
+            (
+                json!({"item": "burger", "quantity": 0}),
+                ValidationError::QuantityNotPositive {
+                    at: "order".into(),
+                    got: 0,
+                },
+            ),
+            (
+                json!({"item": "burger", "qty": -4}),
+                ValidationError::QuantityNotPositive {
+                    at: "order".into(),
+                    got: -4,
+                },
+            ),
+            (
+                json!({"item": "burger", "quantity": 1.5}),
+                ValidationError::QuantityNotAnInteger { at: "order".into() },
+            ),
+            (
+                json!({"item": "burger", "quantity": "2"}),
+                ValidationError::QuantityNotAnInteger { at: "order".into() },
+            ),
+            (
+                json!({"item": "burger", "quantity": 10_001}),
+                ValidationError::QuantityTooLarge {
+                    at: "order".into(),
+                    got: 10_001,
+                },
+            ),
             (json!({"items": []}), ValidationError::NoItems),
-            (json!({"items": {"item": "burger"}}), ValidationError::ItemsNotAList),
-            (json!({"items": [{"item": "burger"}, {"qty": 1}]}), ValidationError::MissingItem { at: "items[1]".into() }),
-            (json!({"item": "burger", "user_id": ["x"]}), ValidationError::InvalidCustomer),
+            (
+                json!({"items": {"item": "burger"}}),
+                ValidationError::ItemsNotAList,
+            ),
+            (
+                json!({"items": [{"item": "burger"}, {"qty": 1}]}),
+                ValidationError::MissingItem {
+                    at: "items[1]".into(),
+                },
+            ),
+            (
+                json!({"item": "burger", "user_id": ["x"]}),
+                ValidationError::InvalidCustomer,
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(OrderRequest::from_json(&body), Err(expected), "{body}");

@@ -36,13 +36,14 @@ pub fn plan_reservation(
             let available = *stock
                 .get(item)
                 .ok_or_else(|| ReservationError::UnknownItem(item.clone()))?;
-            let left = available
-                .checked_sub(requested)
-                .ok_or_else(|| ReservationError::OutOfStock {
-                    item: item.clone(),
-                    requested,
-                    available,
-                })?;
+            let left =
+                available
+                    .checked_sub(requested)
+                    .ok_or_else(|| ReservationError::OutOfStock {
+                        item: item.clone(),
+                        requested,
+                        available,
+                    })?;
             Ok((item.clone(), left))
         })
         .collect()
@@ -70,7 +71,10 @@ mod tests {
     #[test]
     fn reservation_table() {
         let s = stock(&[("burger", 5), ("pizza", 1)]);
-        let cases: Vec<(Vec<OrderLine>, Result<BTreeMap<ItemName, u64>, ReservationError>)> = vec![
+        let cases: Vec<(
+            Vec<OrderLine>,
+            Result<BTreeMap<ItemName, u64>, ReservationError>,
+        )> = vec![
             (vec![line("burger", 2)], Ok(stock(&[("burger", 3)]))),
             (vec![line("burger", 5)], Ok(stock(&[("burger", 0)]))),
             (

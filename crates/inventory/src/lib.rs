@@ -1,0 +1,50 @@
+//! The inventory service: owns the stock, reserves it for orders.
+//!
+//! REST mode: `POST /reserve` decides an order (all lines or nothing,
+//! idempotent on `order_id`), `GET /stock`, `GET /stats`,
+//! `GET /reservations/{order_id}`.
+
+pub mod http;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use foodlab_domain::Catalogue;
+use foodlab_service_kit::ServiceArgs;
+use foodlab_store::StockStore;
+
+pub const SERVICE: &str = "inventory";
+pub const DEFAULT_PORT: u16 = 8001;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "inventory",
+    about = "FoodLab inventory service: owns the stock and reserves it for orders"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    /// Initial stock on top of the default 100 each of burger, pizza and salad,
+    /// e.g. `burger=1000000,pizza=5`. Applies to items not yet in the database.
+    #[arg(long, env = "FOODLAB_STOCK", default_value = "")]
+    pub stock: String,
+}
+
+/// Builds the whole service (store, routes, faults) from its arguments.
+pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
+    let catalogue = Catalogue::with_overrides(&args.stock).context("invalid FOODLAB_STOCK")?;
+    let faults = args
+        .service
+        .faults
+        .to_faults()
+        .context("invalid start-up faults")?;
+    let store = StockStore::open(&args.service.database(SERVICE), &catalogue)
+        .context("cannot open the inventory database")?;
+    let kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    Ok(kit.router(http::routes(store)))
+}
+
+pub fn listen_addr(args: &Args) -> SocketAddr {
+    args.service.listen_or(DEFAULT_PORT)
+}

@@ -1,0 +1,29 @@
+//! The kit every FoodLab service is assembled from.
+//!
+//! A service supplies its business `Router`; the kit wraps it with fault
+//! injection, adds the admin, health and metrics routes, renders errors as
+//! problem details, and serves it until SIGTERM or Ctrl-C.
+
+pub mod config;
+pub mod faults;
+pub mod health;
+pub mod json;
+pub mod metrics;
+pub mod problem;
+pub mod serve;
+pub mod telemetry;
+
+pub use config::{FaultArgs, LogFormat, ServiceArgs};
+pub use faults::FaultState;
+pub use health::Readiness;
+pub use json::JsonBody;
+pub use problem::ApiError;
+pub use serve::{Kit, serve};
+
+/// Milliseconds since the Unix epoch, the timestamp unit of FoodLab's records.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}

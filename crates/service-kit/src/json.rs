@@ -1,0 +1,61 @@
+//! A JSON body extractor whose rejections are problem details:
+//! malformed JSON is 400, well-formed JSON of the wrong shape is 422.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::unprocessable(format!("invalid body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Delay {
+        seconds: f64,
+    }
+
+    #[test]
+    fn malformed_is_400_and_wrong_shape_is_422() {
+        assert_eq!(
+            parse::<Delay>(b"{nope").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            parse::<Delay>(b"").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let wrong = parse::<Delay>(br#"{"seconds":"two"}"#).unwrap_err();
+        assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(wrong.detail.contains("seconds") || wrong.detail.contains("invalid type"));
+        assert!(parse::<Delay>(br#"{"seconds":2}"#).is_ok());
+    }
+}

@@ -1,0 +1,94 @@
+//! Assembling a service's router and serving it.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use foodlab_domain::Faults;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::faults::{self, FaultState};
+use crate::health::{self, Readiness};
+use crate::metrics::{self, HttpMetrics};
+use crate::problem::no_route;
+
+/// The shared parts of one service, before its router is built.
+pub struct Kit {
+    service: &'static str,
+    faults: FaultState,
+    readiness: Readiness,
+    registry: Registry,
+    http: HttpMetrics,
+}
+
+impl Kit {
+    pub fn new(service: &'static str, initial_faults: Faults) -> Self {
+        let mut registry = Registry::with_prefix("foodlab");
+        let http = HttpMetrics::register(&mut registry);
+        Self {
+            service,
+            faults: FaultState::new(initial_faults),
+            readiness: Readiness::default(),
+            registry,
+            http,
+        }
+    }
+
+    pub fn faults(&self) -> FaultState {
+        self.faults.clone()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// For a service's own metrics, registered before `router` is called.
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The full router: `business` behind fault injection, plus admin,
+    /// health and metrics routes, all measured.
+    pub fn router(self, business: Router) -> Router {
+        let business = business.layer(from_fn_with_state(self.faults.clone(), faults::inject));
+        Router::new()
+            .merge(business)
+            .merge(faults::admin_routes(self.faults))
+            .merge(health::routes(self.service, self.readiness))
+            .merge(metrics::routes(Arc::new(self.registry)))
+            .fallback(no_route)
+            .layer(from_fn_with_state(self.http, metrics::record))
+            .layer(TraceLayer::new_for_http())
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
+pub async fn serve(router: Router, listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
