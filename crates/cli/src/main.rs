@@ -1,1 +1,129 @@
-fn main() {}
+//! `foodlab`: bring a part up on this machine, run labs, benchmark, print the CRD.
+
+mod bench;
+mod crd;
+mod report;
+mod run;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use foodlab_lab::Transport;
+
+#[derive(Parser)]
+#[command(
+    name = "foodlab",
+    version,
+    about = "FoodLab: one ordering workflow, three ways to wire it, with the evidence"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Part {
+    /// Synchronous REST calls (order → inventory → notification).
+    SyncRest,
+}
+
+impl Part {
+    fn transport(self) -> Transport {
+        match self {
+            Self::SyncRest => Transport::Rest,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a part on the default ports (order 8000, inventory 8001,
+    /// notification 8002) and keep it up until Ctrl-C.
+    Up {
+        part: Part,
+        /// Where the services keep their databases.
+        #[arg(long, default_value = ".foodlab/up")]
+        data_dir: PathBuf,
+    },
+    /// Run FoodLab files on this machine and print their results; exits 0
+    /// only if every lab passes.
+    Run {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print each report as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a part: latency at concurrency 1, throughput at concurrency 16.
+    Bench {
+        part: Part,
+        /// Orders for the latency run (concurrency 1).
+        #[arg(long, default_value_t = 2000)]
+        latency_orders: u32,
+        /// Orders for the throughput run.
+        #[arg(long, default_value_t = 20000)]
+        throughput_orders: u32,
+        /// Concurrency of the throughput run.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u32,
+    },
+    /// Print the FoodLab CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    let outcome = match cli.command {
+        Command::Up { part, data_dir } => up::run(part.transport(), data_dir).await,
+        Command::Run { files, json } => run::run(&files, json).await,
+        Command::Bench {
+            part,
+            latency_orders,
+            throughput_orders,
+            concurrency,
+        } => {
+            bench::run(
+                part.transport(),
+                latency_orders,
+                throughput_orders,
+                concurrency,
+            )
+            .await
+        }
+        Command::Crd => crd::print(),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

@@ -1,1 +1,22 @@
+//! The FoodLab scenario engine.
+//!
+//! A lab (`spec::FoodLab`) declares a transport, faults, a workload, chaos
+//! steps and expectations. `engine::run_lab` runs it against any `Platform`:
+//! `local::LocalPlatform` (child processes on 127.0.0.1) here, the Kubernetes
+//! platform in the operator.
 
+pub mod chaos;
+pub mod engine;
+pub mod faults;
+pub mod local;
+pub mod measure;
+pub mod platform;
+pub mod results;
+pub mod spec;
+pub mod verdict;
+pub mod workload;
+
+pub use engine::{LabError, LabReport, Observer, Quiet, run_lab};
+pub use local::{LocalOptions, LocalPlatform, Logs, Ports};
+pub use platform::{Platform, PlatformError};
+pub use spec::{FoodLab, FoodLabSpec, Service, Transport, Verdict};

@@ -81,7 +81,7 @@ pub fn admin_routes(state: FaultState) -> Router {
     Router::new()
         .route("/admin/delay", post(set_delay))
         .route("/admin/fail", post(set_fail))
-        .route("/admin/faults", get(show).delete(clear))
+        .route("/admin/faults", get(show).put(replace).delete(clear))
         .with_state(state)
 }
 
@@ -91,6 +91,17 @@ async fn show(State(state): State<FaultState>) -> axum::Json<Faults> {
 
 async fn clear(State(state): State<FaultState>) -> axum::Json<Faults> {
     axum::Json(state.update(|f| *f = Faults::default()))
+}
+
+/// `PUT /admin/faults` with the whole fault set, as `GET` shows it.
+async fn replace(
+    State(state): State<FaultState>,
+    JsonBody(faults): JsonBody<Faults>,
+) -> Result<axum::Json<Faults>, ApiError> {
+    faults
+        .validate()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    Ok(axum::Json(state.update(|f| *f = faults)))
 }
 
 async fn set_delay(

@@ -1,0 +1,73 @@
+//! The results of a lab as tables.
+
+use comfy_table::{Cell, Color, Table, presets::UTF8_FULL_CONDENSED};
+use foodlab_lab::{LabReport, Verdict};
+
+pub fn print(name: &str, report: &LabReport) {
+    let r = &report.results;
+    let mut figures = Table::new();
+    figures
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["measure", "value"]);
+    let codes = r
+        .status_codes
+        .iter()
+        .map(|(code, n)| format!("{code}×{n}"))
+        .collect::<Vec<_>>()
+        .join("  ");
+    let rows: Vec<(&str, String)> = vec![
+        ("transport", report.transport.part().to_owned()),
+        ("orders accepted", r.accepted.to_string()),
+        ("orders reserved", r.reserved.to_string()),
+        ("orders failed", r.failed.to_string()),
+        ("status codes", codes),
+        (
+            "latency p50 / p95 / p99 / max",
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max
+            ),
+        ),
+        (
+            "throughput",
+            format!("{:.1} orders/s", r.throughput_per_second),
+        ),
+        ("workload time", format!("{:.2} s", r.workload_seconds)),
+        ("lab time", format!("{:.1} s", report.elapsed_seconds)),
+    ];
+    for (measure, value) in rows {
+        figures.add_row([measure.to_owned(), value]);
+    }
+    for record in &report.chaos {
+        figures.add_row([
+            format!("chaos {:?} {}", record.action, record.target),
+            format!(
+                "from {} until {}",
+                record.started_at,
+                record
+                    .restored_at
+                    .map_or_else(|| "not restored".to_owned(), |t| t.to_string())
+            ),
+        ]);
+    }
+    let mut checks = Table::new();
+    checks
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["expectation", "held", "detail"]);
+    for check in &r.checks {
+        let held = if check.passed {
+            Cell::new("yes").fg(Color::Green)
+        } else {
+            Cell::new("NO").fg(Color::Red)
+        };
+        checks.add_row(vec![Cell::new(&check.name), held, Cell::new(&check.detail)]);
+    }
+    let verdict = match report.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+    };
+    println!("\n== lab {name}: {verdict}\n{figures}");
+    if !r.checks.is_empty() {
+        println!("{checks}");
+    }
+}

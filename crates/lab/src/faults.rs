@@ -1,0 +1,66 @@
+//! Setting a service's faults through its admin API (the same on every platform).
+
+use foodlab_domain::Faults;
+
+use crate::platform::{Platform, PlatformError};
+use crate::spec::Service;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set the faults of {service}: {reason}")]
+pub struct FaultApiError {
+    pub service: Service,
+    pub reason: String,
+}
+
+impl From<PlatformError> for FaultApiError {
+    fn from(e: PlatformError) -> Self {
+        let service = match &e {
+            PlatformError::NotDeployed(s)
+            | PlatformError::Unsupported { service: s, .. }
+            | PlatformError::NotReady { service: s, .. }
+            | PlatformError::Io { service: s, .. } => *s,
+            PlatformError::Setup(_) => Service::Order,
+        };
+        Self {
+            service,
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct FaultClient {
+    http: reqwest::Client,
+}
+
+impl Default for FaultClient {
+    fn default() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl FaultClient {
+    pub async fn set<P: Platform>(
+        &self,
+        platform: &P,
+        service: Service,
+        faults: &Faults,
+    ) -> Result<(), FaultApiError> {
+        let url = format!("{}/admin/faults", platform.endpoint(service)?);
+        let fail = |reason: String| FaultApiError { service, reason };
+        let response = self
+            .http
+            .put(&url)
+            .json(faults)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("{url} answered {}", response.status())));
+        }
+        tracing::info!(%service, delay_ms = faults.delay_ms, fail_rate = faults.fail_rate, "faults set");
+        Ok(())
+    }
+}

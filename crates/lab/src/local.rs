@@ -1,0 +1,408 @@
+//! The local platform: the service binaries as child processes on 127.0.0.1.
+//!
+//! Children are started in their own process group with a parent-death
+//! signal, so they go away with the supervisor whatever way it ends
+//! (return, Ctrl-C, SIGTERM, panic or SIGKILL).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use crate::platform::{Platform, PlatformError};
+use crate::spec::{Service, Transport};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Where the services listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    /// The documented defaults: order 8000, inventory 8001, notification 8002.
+    Defaults,
+    /// Free ports picked at start (tests, labs running beside `foodlab up`).
+    Free,
+}
+
+/// Where the services' output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// Into the supervisor's own stdout/stderr (`foodlab up`).
+    Inherit,
+    /// Into `<data dir>/logs/<service>.log`.
+    Files,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub transport: Transport,
+    pub ports: Ports,
+    pub logs: Logs,
+    /// Data directory; a temporary one (removed at the end) when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding the service binaries; found next to the running
+    /// executable when `None` (or from `FOODLAB_BIN_DIR`).
+    pub bin_dir: Option<PathBuf>,
+    /// Extra environment for every service (e.g. `FOODLAB_STOCK`).
+    pub env: Vec<(String, String)>,
+    /// `--dependency-timeout` for the order service.
+    pub dependency_timeout: Option<Duration>,
+}
+
+impl LocalOptions {
+    pub fn new(transport: Transport) -> Self {
+        Self {
+            transport,
+            ports: Ports::Free,
+            logs: Logs::Files,
+            data_dir: None,
+            bin_dir: None,
+            env: Vec::new(),
+            dependency_timeout: None,
+        }
+    }
+
+    /// The options a lab's settings ask for (stock, timeouts).
+    pub fn for_lab(lab: &crate::spec::FoodLabSpec) -> Self {
+        let mut options = Self::new(lab.transport);
+        if let Some(stock) = &lab.settings.stock {
+            options
+                .env
+                .push(("FOODLAB_STOCK".to_owned(), stock.clone()));
+        }
+        options.dependency_timeout = lab.settings.dependency_timeout;
+        options
+    }
+}
+
+struct Managed {
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+pub struct LocalPlatform {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    logs: Logs,
+    env: Vec<(String, String)>,
+    services: Mutex<BTreeMap<Service, Managed>>,
+    ports: BTreeMap<Service, u16>,
+    http: reqwest::Client,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// The services of a part, in start order (dependencies first).
+pub fn services_of(transport: Transport) -> &'static [Service] {
+    match transport {
+        Transport::Rest => &[Service::Inventory, Service::Notification, Service::Order],
+        Transport::Rabbitmq => &[Service::Inventory, Service::Notification, Service::Order],
+        Transport::Kafka => &[Service::Inventory, Service::Analytics, Service::Order],
+    }
+}
+
+impl LocalPlatform {
+    /// Starts every service of the part and waits until each is ready.
+    pub async fn start(options: LocalOptions) -> Result<Self, PlatformError> {
+        if options.transport != Transport::Rest {
+            return Err(PlatformError::Setup(format!(
+                "the {} part is not available on the local platform yet",
+                options.transport.part()
+            )));
+        }
+        let bin_dir = match options.bin_dir {
+            Some(dir) => dir,
+            None => find_bin_dir()?,
+        };
+        let (data_dir, temp) = match options.data_dir {
+            Some(dir) => (dir, None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("foodlab-")
+                    .tempdir()
+                    .map_err(|e| {
+                        PlatformError::Setup(format!("cannot create a data directory: {e}"))
+                    })?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let services = services_of(options.transport);
+        let mut ports = BTreeMap::new();
+        for service in services {
+            let port = match options.ports {
+                Ports::Defaults => service.default_port(),
+                Ports::Free => free_port().map_err(|source| PlatformError::Io {
+                    service: *service,
+                    source,
+                })?,
+            };
+            ports.insert(*service, port);
+        }
+        let url = |s: Service| format!("http://127.0.0.1:{}", ports[&s]);
+        let data = data_dir.display().to_string();
+        let mut managed = BTreeMap::new();
+        for service in services {
+            let mut args = vec![
+                "--listen".to_owned(),
+                format!("127.0.0.1:{}", ports[service]),
+                "--data-dir".to_owned(),
+                data.clone(),
+            ];
+            if *service == Service::Order {
+                args.extend([
+                    "--inventory-url".to_owned(),
+                    url(Service::Inventory),
+                    "--notification-url".to_owned(),
+                    url(Service::Notification),
+                ]);
+                if let Some(timeout) = options.dependency_timeout {
+                    args.extend([
+                        "--dependency-timeout".to_owned(),
+                        format!("{}ms", timeout.as_millis()),
+                    ]);
+                }
+            }
+            managed.insert(
+                *service,
+                Managed {
+                    port: ports[service],
+                    args,
+                    child: None,
+                },
+            );
+        }
+        let platform = Self {
+            bin_dir,
+            data_dir,
+            logs: options.logs,
+            env: options.env,
+            services: Mutex::new(managed),
+            ports,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|e| PlatformError::Setup(e.to_string()))?,
+            _temp: temp,
+        };
+        for service in services {
+            platform.scale(*service, 1).await?;
+        }
+        Ok(platform)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = Service> + '_ {
+        self.ports.keys().copied()
+    }
+
+    /// Process ids of the running services.
+    pub async fn pids(&self) -> BTreeMap<Service, u32> {
+        self.services
+            .lock()
+            .await
+            .iter()
+            .filter_map(|(service, m)| Some((*service, m.child.as_ref()?.id()?)))
+            .collect()
+    }
+
+    /// Stops every service (SIGTERM, then SIGKILL after a grace period).
+    pub async fn shutdown(&self) {
+        let mut services = self.services.lock().await;
+        for (service, managed) in services.iter_mut().rev() {
+            if let Some(child) = managed.child.take() {
+                stop(*service, child).await;
+            }
+        }
+    }
+
+    async fn spawn(&self, service: Service, managed: &mut Managed) -> Result<(), PlatformError> {
+        let binary = self.bin_dir.join(service.name());
+        let io = |source| PlatformError::Io { service, source };
+        let mut command = Command::new(&binary);
+        command
+            .args(&managed.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .process_group(0);
+        if self.logs == Logs::Files {
+            let dir = self.data_dir.join("logs");
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{}.log", service.name())))
+                .map_err(io)?;
+            command.stdout(file.try_clone().map_err(io)?).stderr(file);
+        }
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|e| PlatformError::Io {
+            service,
+            source: std::io::Error::new(
+                e.kind(),
+                format!("cannot start {}: {e}", binary.display()),
+            ),
+        })?;
+        tracing::info!(%service, port = managed.port, pid = child.id(), "service started");
+        managed.child = Some(child);
+        self.wait_ready(service, managed).await
+    }
+
+    async fn wait_ready(
+        &self,
+        service: Service,
+        managed: &mut Managed,
+    ) -> Result<(), PlatformError> {
+        let url = format!("http://127.0.0.1:{}/readyz", managed.port);
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = managed.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    managed.child = None;
+                    return Err(PlatformError::NotReady {
+                        service,
+                        reason: format!("exited with {status}{}", self.log_tail(service)),
+                    });
+                }
+            }
+            if let Ok(response) = self.http.get(&url).send().await {
+                if response.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PlatformError::NotReady {
+                    service,
+                    reason: format!("no ready answer at {url} within {READY_TIMEOUT:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn log_tail(&self, service: Service) -> String {
+        let path = self
+            .data_dir
+            .join("logs")
+            .join(format!("{}.log", service.name()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+                format!("; last log lines ({}):\n{tail}", path.display())
+            }
+            Err(_) => String::new(),
+        }
+    }
+}
+
+impl Platform for LocalPlatform {
+    fn endpoint(&self, service: Service) -> Result<String, PlatformError> {
+        self.ports
+            .get(&service)
+            .map(|port| format!("http://127.0.0.1:{port}"))
+            .ok_or(PlatformError::NotDeployed(service))
+    }
+
+    async fn scale(&self, service: Service, replicas: u32) -> Result<(), PlatformError> {
+        let mut services = self.services.lock().await;
+        let managed = services
+            .get_mut(&service)
+            .ok_or(PlatformError::NotDeployed(service))?;
+        reap(managed);
+        match (replicas, managed.child.is_some()) {
+            (0, true) => {
+                if let Some(child) = managed.child.take() {
+                    stop(service, child).await;
+                }
+                Ok(())
+            }
+            (1, false) => self.spawn(service, managed).await,
+            (0 | 1, _) => Ok(()),
+            (n, _) => Err(PlatformError::Unsupported {
+                service,
+                reason: format!("the local platform runs one replica per service, not {n}"),
+            }),
+        }
+    }
+
+    async fn replicas(&self, service: Service) -> Result<u32, PlatformError> {
+        let mut services = self.services.lock().await;
+        let managed = services
+            .get_mut(&service)
+            .ok_or(PlatformError::NotDeployed(service))?;
+        reap(managed);
+        Ok(u32::from(managed.child.is_some()))
+    }
+}
+
+/// Forgets a child that has exited on its own.
+fn reap(managed: &mut Managed) {
+    if let Some(child) = managed.child.as_mut() {
+        if !matches!(child.try_wait(), Ok(None)) {
+            managed.child = None;
+        }
+    }
+}
+
+async fn stop(service: Service, mut child: Child) {
+    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        if let Ok(Ok(status)) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
+            tracing::info!(%service, %status, "service stopped");
+            return;
+        }
+    }
+    let _ = child.kill().await;
+    tracing::warn!(%service, "service killed after the grace period");
+}
+
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // an async-signal-safe system call (prctl).
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The service binaries sit next to the `foodlab` binary, or one level up
+/// from a test binary in `target/<profile>/deps`.
+fn find_bin_dir() -> Result<PathBuf, PlatformError> {
+    if let Some(dir) = std::env::var_os("FOODLAB_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| PlatformError::Setup(format!("cannot locate the running executable: {e}")))?;
+    let mut dir = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| PlatformError::Setup("executable has no directory".into()))?;
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    if !dir.join(Service::Order.name()).is_file() {
+        return Err(PlatformError::Setup(format!(
+            "the service binaries are not in {} (build them with `cargo build --workspace --bins`, \
+             or point FOODLAB_BIN_DIR at them)",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}

@@ -1,0 +1,40 @@
+//! Where a lab runs. The engine only asks a platform for endpoints and
+//! replica counts; on Kubernetes that is Service DNS and the Deployment scale
+//! subresource, on one machine a supervisor of child processes.
+
+use std::future::Future;
+
+use crate::spec::Service;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{0} is not part of this platform's deployment")]
+    NotDeployed(Service),
+    #[error("{service}: {reason}")]
+    Unsupported { service: Service, reason: String },
+    #[error("{service} did not become ready: {reason}")]
+    NotReady { service: Service, reason: String },
+    #[error("{service}: {source}")]
+    Io {
+        service: Service,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub trait Platform: Send + Sync {
+    /// Base URL of a service, e.g. `http://127.0.0.1:8000`.
+    fn endpoint(&self, service: Service) -> Result<String, PlatformError>;
+
+    /// Sets the number of running replicas; returns once they are ready (or gone).
+    fn scale(
+        &self,
+        service: Service,
+        replicas: u32,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+
+    /// The number of replicas currently running.
+    fn replicas(&self, service: Service)
+    -> impl Future<Output = Result<u32, PlatformError>> + Send;
+}

@@ -1,0 +1,392 @@
+//! The `FoodLab` resource: one lab run, declared as data.
+//!
+//! The same YAML runs on the local platform (`foodlab run FILE`) and on
+//! Kubernetes, where the operator reconciles it as a custom resource.
+
+use std::fmt;
+use std::time::Duration;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::results::{ChaosRecord, LabResults};
+
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "foodlab.dev",
+    version = "v1alpha1",
+    kind = "FoodLab",
+    plural = "foodlabs",
+    shortname = "fl",
+    namespaced,
+    status = "FoodLabStatus",
+    printcolumn = r#"{"name":"Transport","type":"string","jsonPath":".spec.transport"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FoodLabSpec {
+    /// Which part of the lab runs the workflow.
+    pub transport: Transport,
+    /// Faults each service injects for the whole run.
+    #[serde(default)]
+    pub faults: ServiceFaults,
+    /// The orders the lab places.
+    pub workload: Workload,
+    /// Disruptions during the run, each undone when its duration is over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<ChaosStep>,
+    /// What must hold for the verdict to be Pass.
+    #[serde(default)]
+    pub expect: Expectations,
+    /// Service settings the lab starts the part with.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// sync-rest: blocking HTTP calls along the chain.
+    Rest,
+    /// async-rabbitmq: events over RabbitMQ.
+    Rabbitmq,
+    /// streaming-kafka: an event log in Kafka.
+    Kafka,
+}
+
+impl Transport {
+    /// The part (chart, `foodlab up` name) that implements this transport.
+    pub fn part(self) -> &'static str {
+        match self {
+            Self::Rest => "sync-rest",
+            Self::Rabbitmq => "async-rabbitmq",
+            Self::Kafka => "streaming-kafka",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Rest => "rest",
+            Self::Rabbitmq => "rabbitmq",
+            Self::Kafka => "kafka",
+        })
+    }
+}
+
+/// A FoodLab service, as a fault or chaos target.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Order,
+    Inventory,
+    Notification,
+    Analytics,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Self::Order,
+        Self::Inventory,
+        Self::Notification,
+        Self::Analytics,
+    ];
+
+    /// Binary, Deployment and Service name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Order => "order",
+            Self::Inventory => "inventory",
+            Self::Notification => "notification",
+            Self::Analytics => "analytics",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Order => 8000,
+            Self::Inventory => 8001,
+            Self::Notification | Self::Analytics => 8002,
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceFaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<FaultSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<FaultSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<FaultSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<FaultSpec>,
+}
+
+impl ServiceFaults {
+    pub fn get(&self, service: Service) -> Option<&FaultSpec> {
+        match service {
+            Service::Order => self.order.as_ref(),
+            Service::Inventory => self.inventory.as_ref(),
+            Service::Notification => self.notification.as_ref(),
+            Service::Analytics => self.analytics.as_ref(),
+        }
+    }
+
+    /// The services with a declared fault, in a stable order.
+    pub fn declared(&self) -> impl Iterator<Item = (Service, &FaultSpec)> {
+        Service::ALL
+            .into_iter()
+            .filter_map(|service| self.get(service).map(|spec| (service, spec)))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultSpec {
+    /// Seconds added to each business request.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 3600.0))]
+    pub delay_seconds: f64,
+    /// Fraction of business requests that fail.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub fail_rate: f64,
+    /// Status code of the injected failures (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 400, max = 599))]
+    pub fail_status: Option<u16>,
+}
+
+impl FaultSpec {
+    pub fn to_faults(&self) -> Result<foodlab_domain::Faults, foodlab_domain::FaultError> {
+        let faults = foodlab_domain::Faults {
+            delay_ms: foodlab_domain::Faults::delay_ms_from_seconds(self.delay_seconds)?,
+            fail_rate: self.fail_rate,
+            fail_status: self
+                .fail_status
+                .unwrap_or(foodlab_domain::fault::DEFAULT_FAIL_STATUS),
+        };
+        faults.validate()?;
+        Ok(faults)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    /// How many orders to place.
+    #[schemars(range(min = 1, max = 1000000))]
+    pub orders: u32,
+    /// Place orders at this steady rate (open loop). Without it, orders go
+    /// out as fast as `concurrency` allows (closed loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.001))]
+    pub rate_per_second: Option<f64>,
+    /// Orders in flight at once (closed loop); default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: Option<u32>,
+    /// Items ordered, in turn; default burger.
+    #[serde(default = "default_items")]
+    #[schemars(length(min = 1))]
+    pub items: Vec<String>,
+    /// Quantity per order; default 1.
+    #[serde(default = "default_quantity")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub quantity: u32,
+}
+
+fn default_items() -> Vec<String> {
+    vec!["burger".to_owned()]
+}
+
+fn default_quantity() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ChaosAction {
+    /// Scale the target to zero replicas for `duration`, then back.
+    ScaleToZero,
+    /// Kill the target's pods (local: restart the process) once.
+    PodKill,
+    /// Add `delaySeconds` to the target's requests for `duration`.
+    Delay,
+    /// Fail `failRate` of the target's requests for `duration`.
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosStep {
+    pub action: ChaosAction,
+    pub target: Service,
+    /// When to start, counted from the start of the workload (e.g. `5s`).
+    #[serde(with = "humantime_serde", default)]
+    #[schemars(with = "String")]
+    pub after: Duration,
+    /// How long the disruption lasts (e.g. `60s`); not used by PodKill.
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub duration: Option<Duration>,
+    /// Delay during a Delay window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 3600.0))]
+    pub delay_seconds: Option<f64>,
+    /// Failure rate during a Fail window (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub fail_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Expectations {
+    /// Every order reaches a final status (reserved, notified, failed, timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_orders_terminal: Option<bool>,
+    /// How long the lab may take, workload and settling included (e.g. `180s`).
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub within: Option<Duration>,
+    /// Every `POST /order` answers with this status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub response_status: Option<u16>,
+    /// Bounds on the latency of `POST /order`, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<LatencyBounds>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyBounds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_at_least: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_at_most: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_at_most: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// How long order waits for inventory and notification (sync-rest; default 5s).
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub dependency_timeout: Option<Duration>,
+    /// Initial stock overrides, e.g. `burger=1000000,pizza=5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pass => "Pass",
+            Self::Fail => "Fail",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FoodLabStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<ChaosRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<LabResults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+impl FoodLabSpec {
+    /// Checks what the schema cannot express. Returns every problem found.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.workload.orders == 0 {
+            problems.push("workload.orders must be at least 1".to_owned());
+        }
+        if let Some(rate) = self.workload.rate_per_second {
+            if !(rate.is_finite() && rate > 0.0) {
+                problems.push(format!("workload.ratePerSecond must be > 0, got {rate}"));
+            }
+        }
+        if self.workload.concurrency == Some(0) {
+            problems.push("workload.concurrency must be at least 1".to_owned());
+        }
+        if self.workload.items.is_empty() {
+            problems.push("workload.items must name at least one item".to_owned());
+        }
+        for (service, fault) in self.faults.declared() {
+            if let Err(e) = fault.to_faults() {
+                problems.push(format!("faults.{service}: {e}"));
+            }
+        }
+        for (i, step) in self.chaos.iter().enumerate() {
+            let needs_duration = step.action != ChaosAction::PodKill;
+            match step.duration {
+                Some(d) if d.is_zero() => problems.push(format!("chaos[{i}].duration must be > 0")),
+                None if needs_duration => {
+                    problems.push(format!("chaos[{i}]: {:?} needs a duration", step.action))
+                }
+                _ => {}
+            }
+            if step.fail_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                problems.push(format!("chaos[{i}].failRate must be between 0 and 1"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}

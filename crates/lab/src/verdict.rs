@@ -1,0 +1,182 @@
+//! Judging a run against its expectations.
+
+use std::time::Duration;
+
+use crate::results::{Check, LabResults};
+use crate::spec::{Expectations, Verdict};
+
+/// What the run looked like at the end, beyond the figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub orders: u64,
+    pub terminal: u64,
+    pub elapsed: Duration,
+}
+
+/// One check per declared expectation, in a stable order.
+pub fn evaluate(expect: &Expectations, results: &LabResults, outcome: Outcome) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut check = |name: &str, passed: bool, detail: String| {
+        checks.push(Check {
+            name: name.to_owned(),
+            passed,
+            detail,
+        })
+    };
+    if expect.all_orders_terminal == Some(true) {
+        check(
+            "allOrdersTerminal",
+            outcome.terminal == outcome.orders,
+            format!(
+                "{} of {} orders reached a final status",
+                outcome.terminal, outcome.orders
+            ),
+        );
+    }
+    if let Some(within) = expect.within {
+        check(
+            "within",
+            outcome.elapsed <= within,
+            format!(
+                "took {:.1} s, allowed {:.1} s",
+                outcome.elapsed.as_secs_f64(),
+                within.as_secs_f64()
+            ),
+        );
+    }
+    if let Some(code) = expect.response_status {
+        let matching = results
+            .status_codes
+            .get(&code.to_string())
+            .copied()
+            .unwrap_or(0);
+        let total: u64 = results.status_codes.values().sum();
+        check(
+            "responseStatus",
+            total > 0 && matching == total,
+            format!("{matching} of {total} answers were {code}"),
+        );
+    }
+    if let Some(bounds) = &expect.latency_ms {
+        let p50 = results.latency_ms.p50;
+        let p99 = results.latency_ms.p99;
+        if let Some(min) = bounds.p50_at_least {
+            check(
+                "latency.p50AtLeast",
+                p50 >= min,
+                format!("p50 {p50} ms, at least {min} ms"),
+            );
+        }
+        if let Some(max) = bounds.p50_at_most {
+            check(
+                "latency.p50AtMost",
+                p50 <= max,
+                format!("p50 {p50} ms, at most {max} ms"),
+            );
+        }
+        if let Some(max) = bounds.p99_at_most {
+            check(
+                "latency.p99AtMost",
+                p99 <= max,
+                format!("p99 {p99} ms, at most {max} ms"),
+            );
+        }
+    }
+    checks
+}
+
+pub fn verdict(checks: &[Check]) -> Verdict {
+    if checks.iter().all(|c| c.passed) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::results::LatencySummary;
+    use crate::spec::LatencyBounds;
+
+    fn results(codes: &[(&str, u64)], p50: f64, p99: f64) -> LabResults {
+        LabResults {
+            status_codes: codes
+                .iter()
+                .map(|(c, n)| ((*c).to_owned(), *n))
+                .collect::<BTreeMap<_, _>>(),
+            latency_ms: LatencySummary {
+                p50,
+                p95: p99,
+                p99,
+                max: p99,
+            },
+            ..LabResults::default()
+        }
+    }
+
+    fn outcome(orders: u64, terminal: u64, secs: u64) -> Outcome {
+        Outcome {
+            orders,
+            terminal,
+            elapsed: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn checks_table() {
+        let expect = Expectations {
+            all_orders_terminal: Some(true),
+            within: Some(Duration::from_secs(10)),
+            response_status: Some(502),
+            latency_ms: Some(LatencyBounds {
+                p50_at_least: Some(2000.0),
+                p50_at_most: None,
+                p99_at_most: Some(3000.0),
+            }),
+        };
+        let all_good = evaluate(
+            &expect,
+            &results(&[("502", 4)], 2100.0, 2500.0),
+            outcome(4, 4, 9),
+        );
+        assert_eq!(all_good.len(), 5);
+        assert!(all_good.iter().all(|c| c.passed), "{all_good:?}");
+        assert_eq!(verdict(&all_good), Verdict::Pass);
+
+        let bad = evaluate(
+            &expect,
+            &results(&[("502", 3), ("201", 1)], 1999.0, 3001.0),
+            outcome(4, 3, 11),
+        );
+        let failed: Vec<_> = bad
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "allOrdersTerminal",
+                "within",
+                "responseStatus",
+                "latency.p50AtLeast",
+                "latency.p99AtMost"
+            ]
+        );
+        assert_eq!(verdict(&bad), Verdict::Fail);
+        assert_eq!(bad[2].detail, "3 of 4 answers were 502");
+    }
+
+    #[test]
+    fn no_answers_never_satisfy_a_response_status() {
+        let expect = Expectations {
+            response_status: Some(201),
+            ..Expectations::default()
+        };
+        let checks = evaluate(&expect, &results(&[], 0.0, 0.0), outcome(0, 0, 0));
+        assert!(!checks[0].passed);
+    }
+}
