@@ -46,6 +46,9 @@ enum Command {
         /// Where the services keep their databases.
         #[arg(long, default_value = ".foodlab/up")]
         data_dir: PathBuf,
+        /// Listen on free ports instead of the defaults.
+        #[arg(long)]
+        free_ports: bool,
     },
     /// Run FoodLab files on this machine and print their results; exits 0
     /// only if every lab passes.
@@ -78,7 +81,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
     let outcome = match cli.command {
-        Command::Up { part, data_dir } => up::run(part.transport(), data_dir).await,
+        Command::Up {
+            part,
+            data_dir,
+            free_ports,
+        } => up::run(part.transport(), data_dir, free_ports).await,
         Command::Run { files, json } => run::run(&files, json).await,
         Command::Bench {
             part,

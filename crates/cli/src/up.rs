@@ -3,9 +3,17 @@ use std::process::ExitCode;
 
 use foodlab_lab::{LocalOptions, LocalPlatform, Logs, Platform, Ports, Transport};
 
-pub async fn run(transport: Transport, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    transport: Transport,
+    data_dir: PathBuf,
+    free_ports: bool,
+) -> anyhow::Result<ExitCode> {
     let mut options = LocalOptions::new(transport);
-    options.ports = Ports::Defaults;
+    options.ports = if free_ports {
+        Ports::Free
+    } else {
+        Ports::Defaults
+    };
     options.logs = Logs::Inherit;
     options.data_dir = Some(data_dir.clone());
     // The services read FOODLAB_* from the environment they inherit.

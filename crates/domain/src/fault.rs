@@ -51,7 +51,7 @@ impl Faults {
 
     /// Delay from a number of seconds, as people write it (`2`, `0.25`).
     pub fn delay_ms_from_seconds(seconds: f64) -> Result<u64, FaultError> {
-        if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 {
+        if !(0.0..=86_400.0).contains(&seconds) {
             return Err(FaultError::InvalidDelay(seconds.to_string()));
         }
         Ok((seconds * 1000.0).round() as u64)

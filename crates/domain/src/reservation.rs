@@ -71,10 +71,11 @@ mod tests {
     #[test]
     fn reservation_table() {
         let s = stock(&[("burger", 5), ("pizza", 1)]);
-        let cases: Vec<(
+        type Case = (
             Vec<OrderLine>,
             Result<BTreeMap<ItemName, u64>, ReservationError>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (vec![line("burger", 2)], Ok(stock(&[("burger", 3)]))),
             (vec![line("burger", 5)], Ok(stock(&[("burger", 0)]))),
             (

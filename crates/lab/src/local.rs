@@ -264,19 +264,19 @@ impl LocalPlatform {
         let url = format!("http://127.0.0.1:{}/readyz", managed.port);
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(child) = managed.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    managed.child = None;
-                    return Err(PlatformError::NotReady {
-                        service,
-                        reason: format!("exited with {status}{}", self.log_tail(service)),
-                    });
-                }
+            if let Some(child) = managed.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                managed.child = None;
+                return Err(PlatformError::NotReady {
+                    service,
+                    reason: format!("exited with {status}{}", self.log_tail(service)),
+                });
             }
-            if let Ok(response) = self.http.get(&url).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(PlatformError::NotReady {
@@ -346,10 +346,10 @@ impl Platform for LocalPlatform {
 
 /// Forgets a child that has exited on its own.
 fn reap(managed: &mut Managed) {
-    if let Some(child) = managed.child.as_mut() {
-        if !matches!(child.try_wait(), Ok(None)) {
-            managed.child = None;
-        }
+    if let Some(child) = managed.child.as_mut()
+        && !matches!(child.try_wait(), Ok(None))
+    {
+        managed.child = None;
     }
 }
 

@@ -354,10 +354,10 @@ impl FoodLabSpec {
         if self.workload.orders == 0 {
             problems.push("workload.orders must be at least 1".to_owned());
         }
-        if let Some(rate) = self.workload.rate_per_second {
-            if !(rate.is_finite() && rate > 0.0) {
-                problems.push(format!("workload.ratePerSecond must be > 0, got {rate}"));
-            }
+        if let Some(rate) = self.workload.rate_per_second
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            problems.push(format!("workload.ratePerSecond must be > 0, got {rate}"));
         }
         if self.workload.concurrency == Some(0) {
             problems.push("workload.concurrency must be at least 1".to_owned());

@@ -1,6 +1,8 @@
 //! The sync-rest HTTP contract, with the three services on real loopback
 //! sockets in this process.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Fails if a FoodLab service process built from this checkout is still running
+# (tests must stop everything they start).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|foodlab)( |$)" || true)
+if [ -n "$left" ]; then
+  echo "processes left running after the tests:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "no FoodLab processes left running"
