@@ -1,4 +1,5 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,14 +16,33 @@ pub enum StoreError {
     },
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
-    #[error("database worker stopped: {0}")]
-    Worker(String),
+    #[error("cannot start the WAL checkpointer: {0}")]
+    Checkpointer(std::io::Error),
 }
 
-/// One SQLite connection shared by a service, used from blocking threads.
+/// How often the background checkpointer folds the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
+
+/// One SQLite connection shared by a service.
+///
+/// In WAL mode with `synchronous=NORMAL` a commit is an append to the WAL
+/// without fsync, which takes microseconds; so statements run inline on the
+/// caller's thread. The one slow operation, the checkpoint (it fsyncs), runs
+/// on a background thread with its own connection, off the request path.
 #[derive(Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    stop_checkpointer: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_checkpointer.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Db {
@@ -39,40 +59,59 @@ impl Db {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.execute_batch(schema)?;
+        let stop_checkpointer = Arc::new(AtomicBool::new(false));
+        spawn_checkpointer(path.to_path_buf(), Arc::clone(&stop_checkpointer))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                stop_checkpointer,
+            }),
         })
     }
 
-    /// Runs `work` with the connection on the calling thread (start-up only).
+    /// Runs `work` with the connection (start-up and tests).
     pub fn blocking<T>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // A panic while holding the lock cannot leave SQLite half-written (an
+        // open transaction rolls back on drop), so a poisoned lock is safe to reuse.
         let mut guard = self
+            .inner
             .conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&mut guard)
     }
 
-    /// Runs `work` with the connection on a blocking thread.
+    /// Runs `work` with the connection. Async so callers stay unaware of how
+    /// the store schedules its work.
     pub async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError>,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written
-            // (the transaction rolls back on drop), so a poisoned lock is safe to reuse.
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            work(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
+        self.blocking(work)
     }
+}
+
+fn spawn_checkpointer(path: PathBuf, stop: Arc<AtomicBool>) -> Result<(), StoreError> {
+    let conn = Connection::open(&path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(path = %path.display(), %error, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(StoreError::Checkpointer)?;
+    Ok(())
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
