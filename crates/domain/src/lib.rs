@@ -4,12 +4,14 @@
 //! is a plain function. Services and adapters translate to and from it.
 
 pub mod catalogue;
+pub mod event;
 pub mod fault;
 pub mod order;
 pub mod request;
 pub mod reservation;
 
 pub use catalogue::{Catalogue, ItemName, StockSpecError};
+pub use event::{Envelope, Event, EventType, Poison};
 pub use fault::{FaultDecision, FaultError, Faults};
 pub use order::{Order, OrderId, OrderLine, OrderStatus};
 pub use request::{OrderRequest, ValidationError};

@@ -5,13 +5,15 @@
 //! `GET /reservations/{order_id}`.
 
 pub mod http;
+pub mod messaging;
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use foodlab_domain::Catalogue;
-use foodlab_service_kit::ServiceArgs;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
 use foodlab_store::StockStore;
+use foodlab_transport::amqp::AmqpArgs;
 
 pub const SERVICE: &str = "inventory";
 pub const DEFAULT_PORT: u16 = 8001;
@@ -29,6 +31,14 @@ pub struct Args {
     /// e.g. `burger=1000000,pizza=5`. Applies to items not yet in the database.
     #[arg(long, env = "FOODLAB_STOCK", default_value = "")]
     pub stock: String,
+
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+
+    /// Abort after this many committed reservations, before publishing and
+    /// acking (rabbitmq mode; for crash-recovery labs).
+    #[arg(long, env = "FOODLAB_FAULT_CRASH_AFTER_COMMITS", hide = true)]
+    pub crash_after_commits: Option<u64>,
 }
 
 /// Builds the whole service (store, routes, faults) from its arguments.
@@ -41,7 +51,18 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = StockStore::open(&args.service.database(SERVICE), &catalogue)
         .context("cannot open the inventory database")?;
-    let kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    if args.service.transport == TransportMode::Rabbitmq {
+        messaging::Consumer {
+            args: args.amqp.clone(),
+            store: store.clone(),
+            faults: kit.faults(),
+            metrics: MessageMetrics::register(kit.registry()),
+            crash_after_commits: args.crash_after_commits,
+            commits: Default::default(),
+        }
+        .spawn(kit.readiness());
+    }
     Ok(kit.router(http::routes(store)))
 }
 

@@ -2,12 +2,14 @@
 //! once per order. REST mode: `POST /send`, `GET /notifications`.
 
 pub mod http;
+pub mod messaging;
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use foodlab_service_kit::ServiceArgs;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
 use foodlab_store::NotificationStore;
+use foodlab_transport::amqp::AmqpArgs;
 
 pub const SERVICE: &str = "notification";
 pub const DEFAULT_PORT: u16 = 8002;
@@ -20,6 +22,9 @@ pub const DEFAULT_PORT: u16 = 8002;
 pub struct Args {
     #[command(flatten)]
     pub service: ServiceArgs,
+
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
 }
 
 pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
@@ -30,7 +35,16 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = NotificationStore::open(&args.service.database(SERVICE))
         .context("cannot open the notification database")?;
-    let kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    if args.service.transport == TransportMode::Rabbitmq {
+        messaging::Consumer {
+            args: args.amqp.clone(),
+            store: store.clone(),
+            faults: kit.faults(),
+            metrics: MessageMetrics::register(kit.registry()),
+        }
+        .spawn(kit.readiness());
+    }
     Ok(kit.router(http::routes(store)))
 }
 

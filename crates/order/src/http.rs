@@ -4,12 +4,12 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use foodlab_domain::{Order, OrderId, OrderRequest, OrderStatus};
+use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus};
 use foodlab_service_kit::{ApiError, JsonBody, now_ms};
 use serde_json::Value;
 
-use crate::AppState;
-use crate::rest_chain::{detail, refusal};
+use crate::rest_chain::{RestChain, detail, refusal};
+use crate::{AppState, Workflow};
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
@@ -19,16 +19,15 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `POST /order`: store the order as `placed`, reserve, notify; answer 201
-/// with the final order, or the mapped error with the order's id and status.
+/// `POST /order`: validate, then hand the order to the workflow.
 async fn place_order(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<(StatusCode, axum::Json<Order>), ApiError> {
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let request =
         OrderRequest::from_json(&body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let now = now_ms();
-    let mut order = Order {
+    let order = Order {
         order_id: OrderId::new(),
         customer_id: request.customer_id,
         items: request.lines,
@@ -37,13 +36,50 @@ async fn place_order(
         created_at_ms: now,
         updated_at_ms: now,
     };
+    match &app.workflow {
+        Workflow::Rest(chain) => {
+            let order = place_synchronously(&app, chain, order).await?;
+            let body = serde_json::to_value(&order).map_err(ApiError::internal)?;
+            Ok((StatusCode::CREATED, axum::Json(body)))
+        }
+        Workflow::Outbox(nudge) => {
+            let order_id = order.order_id;
+            let event = Envelope::new(
+                order_id,
+                order_id.to_string(),
+                jiff::Timestamp::now(),
+                Event::OrderPlaced {
+                    customer_id: order.customer_id.clone(),
+                    items: order.items.clone(),
+                },
+            );
+            app.store
+                .insert_with_event(order, &event)
+                .await
+                .map_err(ApiError::internal)?;
+            nudge.notify_one();
+            app.metrics.reached(OrderStatus::Placed);
+            tracing::info!(%order_id, message_id = %event.message_id, "order accepted");
+            let body = serde_json::json!({"order_id": order_id, "status": OrderStatus::Placed});
+            Ok((StatusCode::ACCEPTED, axum::Json(body)))
+        }
+    }
+}
+
+/// Stores the order as `placed`, reserves, notifies: the final order, or
+/// the mapped error with the order's id and status.
+async fn place_synchronously(
+    app: &AppState,
+    chain: &RestChain,
+    mut order: Order,
+) -> Result<Order, ApiError> {
     app.store
         .insert(order.clone())
         .await
         .map_err(ApiError::internal)?;
     let order_id = order.order_id;
 
-    if let Err(error) = app.chain.reserve(&order).await {
+    if let Err(error) = chain.reserve(&order).await {
         let refused = refusal(&error);
         let reason = detail(&error);
         tracing::warn!(%order_id, status = %refused.order_status, %reason, "order not reserved");
@@ -63,7 +99,7 @@ async fn place_order(
     }
 
     // A failed notification does not undo a reservation: the order stays reserved.
-    order.status = match app.chain.notify(&order).await {
+    order.status = match chain.notify(&order).await {
         Ok(()) => OrderStatus::Notified,
         Err(error) => {
             tracing::warn!(%order_id, %error, "notification failed; order stays reserved");
@@ -77,7 +113,7 @@ async fn place_order(
         .map_err(ApiError::internal)?;
     app.metrics.reached(order.status);
     tracing::info!(%order_id, status = %order.status, "order placed");
-    Ok((StatusCode::CREATED, axum::Json(order)))
+    Ok(order)
 }
 
 async fn list_orders(State(app): State<AppState>) -> Result<axum::Json<Vec<Order>>, ApiError> {

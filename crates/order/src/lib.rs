@@ -2,20 +2,28 @@
 //! reservation and notification.
 //!
 //! REST mode (`sync-rest`): `POST /order` calls inventory and then
-//! notification, each call blocking the caller, and answers with the order's
-//! final status. `GET /orders`, `GET /orders/{id}`.
+//! notification, each call blocking the caller, and answers 201 with the
+//! order's final status.
+//! RabbitMQ mode (`async-rabbitmq`): `POST /order` stores the order and its
+//! OrderPlaced event together and answers 202; a relay publishes the event
+//! and a consumer records inventory's decision.
+//! Both: `GET /orders`, `GET /orders/{id}`.
 
 pub mod http;
+pub mod messaging;
 pub mod metrics;
 pub mod rest_chain;
+
+use std::sync::Arc;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use foodlab_service_kit::ServiceArgs;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
 use foodlab_store::OrderStore;
 use foodlab_transport::HttpClient;
+use foodlab_transport::amqp::AmqpArgs;
 
 pub const SERVICE: &str = "order";
 pub const DEFAULT_PORT: u16 = 8000;
@@ -48,13 +56,25 @@ pub struct Args {
     /// How long to wait for inventory or notification before giving up (e.g. `5s`, `800ms`).
     #[arg(long, env = "FOODLAB_DEPENDENCY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub dependency_timeout: Duration,
+
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+}
+
+/// How an accepted order travels on.
+#[derive(Clone)]
+pub enum Workflow {
+    /// Blocking calls to inventory and notification.
+    Rest(rest_chain::RestChain),
+    /// An event in the outbox; the nudge wakes the relay.
+    Outbox(Arc<tokio::sync::Notify>),
 }
 
 /// Everything a request handler needs.
 #[derive(Clone)]
 pub struct AppState {
     pub store: OrderStore,
-    pub chain: rest_chain::RestChain,
+    pub workflow: Workflow,
     pub metrics: metrics::OrderMetrics,
 }
 
@@ -66,14 +86,33 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = OrderStore::open(&args.service.database(SERVICE))
         .context("cannot open the order database")?;
-    let client =
-        HttpClient::new(args.dependency_timeout).context("cannot build the HTTP client")?;
-    let chain = rest_chain::RestChain::new(client, &args.inventory_url, &args.notification_url);
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
     let metrics = metrics::OrderMetrics::register(kit.registry());
+    let workflow = match args.service.transport {
+        TransportMode::Rest => {
+            let client =
+                HttpClient::new(args.dependency_timeout).context("cannot build the HTTP client")?;
+            Workflow::Rest(rest_chain::RestChain::new(
+                client,
+                &args.inventory_url,
+                &args.notification_url,
+            ))
+        }
+        TransportMode::Rabbitmq => {
+            let outbox_nudge = Arc::new(tokio::sync::Notify::new());
+            messaging::Messaging {
+                args: args.amqp.clone(),
+                store: store.clone(),
+                metrics: MessageMetrics::register(kit.registry()),
+                outbox_nudge: Arc::clone(&outbox_nudge),
+            }
+            .spawn(kit.readiness());
+            Workflow::Outbox(outbox_nudge)
+        }
+    };
     let state = AppState {
         store,
-        chain,
+        workflow,
         metrics,
     };
     Ok(kit.router(http::routes(state)))

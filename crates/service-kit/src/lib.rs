@@ -13,10 +13,11 @@ pub mod problem;
 pub mod serve;
 pub mod telemetry;
 
-pub use config::{FaultArgs, LogFormat, ServiceArgs};
+pub use config::{FaultArgs, LogFormat, ServiceArgs, TransportMode};
 pub use faults::FaultState;
 pub use health::Readiness;
 pub use json::JsonBody;
+pub use metrics::MessageMetrics;
 pub use problem::ApiError;
 pub use serve::{Kit, serve};
 

@@ -52,6 +52,40 @@ impl HttpMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    queue: String,
+    outcome: &'static str,
+}
+
+/// Messages a consumer handled, by queue and outcome (`processed`,
+/// `duplicate`, `dead_lettered`, `retried`, ...).
+#[derive(Clone)]
+pub struct MessageMetrics {
+    messages: Family<MessageLabels, Counter>,
+}
+
+impl MessageMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let messages = Family::<MessageLabels, Counter>::default();
+        registry.register(
+            "messages",
+            "Messages consumed, by queue and outcome",
+            messages.clone(),
+        );
+        Self { messages }
+    }
+
+    pub fn count(&self, queue: &str, outcome: &'static str) {
+        self.messages
+            .get_or_create(&MessageLabels {
+                queue: queue.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+}
+
 pub async fn record(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();

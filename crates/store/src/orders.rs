@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use foodlab_domain::{Order, OrderId, OrderStatus};
+use foodlab_domain::{Envelope, Order, OrderId, OrderStatus};
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::db::{Db, StoreError, from_json, to_json};
@@ -19,6 +19,11 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_by_creation ON orders (created_at_ms, order_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    envelope   BLOB NOT NULL
+);
 ";
 
 const COLUMNS: &str = "order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms";
@@ -36,22 +41,85 @@ impl OrderStore {
     }
 
     pub async fn insert(&self, order: Order) -> Result<(), StoreError> {
+        self.db.call(move |conn| insert_order(conn, &order)).await
+    }
+
+    /// Stores an order and the event announcing it in one transaction (the
+    /// outbox): there is never an order without its event or the reverse.
+    pub async fn insert_with_event(
+        &self,
+        order: Order,
+        event: &Envelope,
+    ) -> Result<(), StoreError> {
+        let message_id = event.message_id.to_string();
+        let body = event.to_json();
         self.db
             .call(move |conn| {
-                conn.execute(
-                    "INSERT INTO orders (order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        order.order_id.to_string(),
-                        order.customer_id,
-                        to_json(&order.items)?,
-                        order.status.as_str(),
-                        order.reason,
-                        order.created_at_ms,
-                        order.updated_at_ms,
-                    ],
+                let tx = conn.transaction()?;
+                insert_order(&tx, &order)?;
+                tx.execute(
+                    "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
+                    params![message_id, body],
                 )?;
+                tx.commit()?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Events not yet confirmed by the broker, oldest first, with their position.
+    pub async fn pending_events(&self, limit: usize) -> Result<Vec<(i64, Envelope)>, StoreError> {
+        self.db
+            .call(move |conn| {
+                let mut statement =
+                    conn.prepare_cached("SELECT seq, envelope FROM outbox ORDER BY seq LIMIT ?1")?;
+                let rows = statement.query_map([limit as i64], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })?;
+                rows.map(|row| {
+                    let (seq, body) = row?;
+                    let envelope = Envelope::parse(&body)
+                        .map_err(|e| StoreError::Corrupt(format!("outbox event {seq}: {e}")))?;
+                    Ok((seq, envelope))
+                })
+                .collect()
+            })
+            .await
+    }
+
+    /// Forgets events the broker has confirmed, up to and including `seq`.
+    pub async fn mark_published(&self, up_to_seq: i64) -> Result<(), StoreError> {
+        self.db
+            .call(move |conn| {
+                conn.execute("DELETE FROM outbox WHERE seq <= ?1", [up_to_seq])?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn pending_count(&self) -> Result<u64, StoreError> {
+        self.db
+            .call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?))
+            .await
+    }
+
+    /// Records the outcome of an order that is still `placed`; an outcome
+    /// heard again (a redelivered result) changes nothing. Returns whether it applied.
+    pub async fn settle(
+        &self,
+        id: OrderId,
+        status: OrderStatus,
+        reason: Option<String>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.db
+            .call(move |conn| {
+                let changed = conn.execute(
+                    "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4
+                     WHERE order_id = ?1 AND status = 'placed'",
+                    params![id.to_string(), status.as_str(), reason, now_ms],
+                )?;
+                Ok(changed == 1)
             })
             .await
     }
@@ -117,6 +185,23 @@ impl OrderStore {
             })
             .await
     }
+}
+
+fn insert_order(conn: &rusqlite::Connection, order: &Order) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO orders (order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            order.order_id.to_string(),
+            order.customer_id,
+            to_json(&order.items)?,
+            order.status.as_str(),
+            order.reason,
+            order.created_at_ms,
+            order.updated_at_ms,
+        ],
+    )?;
+    Ok(())
 }
 
 fn read_order(row: &Row<'_>) -> rusqlite::Result<Result<Order, StoreError>> {
@@ -201,6 +286,63 @@ mod tests {
         let counts = store.count_by_status().await.unwrap();
         assert_eq!(counts.get("failed"), Some(&1));
         assert_eq!(counts.get("placed"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn the_outbox_keeps_events_until_published_and_settling_happens_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.db");
+        let placed = order(1);
+        let event = foodlab_domain::Envelope::new(
+            placed.order_id,
+            "c".into(),
+            jiff::Timestamp::UNIX_EPOCH,
+            foodlab_domain::Event::OrderPlaced {
+                customer_id: None,
+                items: placed.items.clone(),
+            },
+        );
+        {
+            let store = OrderStore::open(&path).unwrap();
+            store
+                .insert_with_event(placed.clone(), &event)
+                .await
+                .unwrap();
+            store
+                .insert_with_event(order(2), &event.clone())
+                .await
+                .unwrap_err();
+        }
+        // A restart before publishing keeps the event.
+        let store = OrderStore::open(&path).unwrap();
+        let pending = store.pending_events(10).await.unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "the failed insert left neither order nor event"
+        );
+        assert_eq!(store.list().await.unwrap().len(), 1);
+        assert_eq!(pending[0].1, event);
+        store.mark_published(pending[0].0).await.unwrap();
+        assert_eq!(store.pending_count().await.unwrap(), 0);
+
+        let id = placed.order_id;
+        assert!(
+            store
+                .settle(id, OrderStatus::Reserved, None, 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .settle(id, OrderStatus::Failed, Some("late".into()), 6)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().status,
+            OrderStatus::Reserved
+        );
     }
 
     #[tokio::test]

@@ -19,6 +19,11 @@ CREATE TABLE IF NOT EXISTS stock (
     item      TEXT PRIMARY KEY,
     available INTEGER NOT NULL CHECK (available >= 0)
 );
+CREATE TABLE IF NOT EXISTS processed_messages (
+    message_id    TEXT PRIMARY KEY,
+    order_id      TEXT NOT NULL,
+    processed_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reservations (
     order_id      TEXT PRIMARY KEY,
     items         TEXT NOT NULL,
@@ -117,7 +122,23 @@ impl StockStore {
         now_ms: i64,
     ) -> Result<ReserveResult, StoreError> {
         self.db
-            .call(move |conn| reserve_in(conn, order_id, lines, now_ms))
+            .call(move |conn| reserve_in(conn, None, order_id, lines, now_ms))
+            .await
+    }
+
+    /// As `reserve`, for an order that arrived as a message: the message id
+    /// is recorded in the same transaction as the decision, so a redelivered
+    /// or duplicated message (same message id, or same order id) is a replay.
+    pub async fn reserve_message(
+        &self,
+        message_id: &str,
+        order_id: OrderId,
+        lines: Vec<OrderLine>,
+        now_ms: i64,
+    ) -> Result<ReserveResult, StoreError> {
+        let message_id = message_id.to_owned();
+        self.db
+            .call(move |conn| reserve_in(conn, Some(&message_id), order_id, lines, now_ms))
             .await
     }
 
@@ -166,12 +187,43 @@ impl StockStore {
 
 fn reserve_in(
     conn: &mut Connection,
+    message_id: Option<&str>,
     order_id: OrderId,
     lines: Vec<OrderLine>,
     now_ms: i64,
 ) -> Result<ReserveResult, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(reservation) = read_reservation(&tx, order_id)? {
+    if let Some(message_id) = message_id {
+        let earlier: Option<String> = tx
+            .query_row(
+                "SELECT order_id FROM processed_messages WHERE message_id = ?1",
+                [message_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        // A message id seen before is a replay of the order it carried then.
+        let decided = match earlier {
+            Some(earlier) => {
+                let earlier: OrderId = earlier
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("order id `{earlier}`")))?;
+                read_reservation(&tx, earlier)?
+            }
+            None => read_reservation(&tx, order_id)?,
+        };
+        tx.execute(
+            "INSERT OR IGNORE INTO processed_messages (message_id, order_id, processed_at_ms)
+             VALUES (?1, ?2, ?3)",
+            params![message_id, order_id.to_string(), now_ms],
+        )?;
+        if let Some(reservation) = decided {
+            tx.commit()?;
+            return Ok(ReserveResult {
+                reservation,
+                replayed: true,
+            });
+        }
+    } else if let Some(reservation) = read_reservation(&tx, order_id)? {
         return Ok(ReserveResult {
             reservation,
             replayed: true,
@@ -322,6 +374,39 @@ mod tests {
         assert!(again.replayed);
         assert_eq!(again.reservation, first.reservation);
         assert_eq!(store.stock().await.unwrap()["burger"], 96);
+    }
+
+    #[tokio::test]
+    async fn a_message_is_processed_once_by_message_id_or_order_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, "");
+        let order = OrderId::new();
+        let first = store
+            .reserve_message("m-1", order, vec![line("salad", 5)], 1)
+            .await
+            .unwrap();
+        assert!(!first.replayed);
+        // The same message again (a redelivery).
+        let again = store
+            .reserve_message("m-1", order, vec![line("salad", 5)], 2)
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        // Another message for the same order (a duplicate publish).
+        let duplicate = store
+            .reserve_message("m-2", order, vec![line("salad", 5)], 3)
+            .await
+            .unwrap();
+        assert!(duplicate.replayed);
+        assert_eq!(duplicate.reservation, first.reservation);
+        // The same message id reused for another order is still a replay of the first.
+        let reused = store
+            .reserve_message("m-1", OrderId::new(), vec![line("salad", 5)], 4)
+            .await
+            .unwrap();
+        assert!(reused.replayed);
+        assert_eq!(reused.reservation.order_id, order);
+        assert_eq!(store.stock().await.unwrap()["salad"], 95);
     }
 
     #[tokio::test]

@@ -1,8 +1,11 @@
 //! How FoodLab services talk to each other.
 //!
-//! `http`: the pooled client of the synchronous part, with a timeout per call
-//! and failures sorted into the classes callers map to 502/503/504.
+//! - `http`: the pooled client of the synchronous part, with a timeout per
+//!   call and failures sorted into the classes callers map to 502/503/504.
+//! - `amqp`: RabbitMQ topology, confirming publisher, dead-lettering, and a
+//!   reconnecting session loop.
 
+pub mod amqp;
 pub mod http;
 
 pub use http::{CallError, HttpClient};

@@ -1,0 +1,268 @@
+//! The events of the workflow and the envelope they travel in, on any broker.
+//!
+//! Parsing is strict: a message that is not JSON, lacks a field or carries an
+//! invalid one is poison, and the reason says which.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::order::{OrderId, OrderLine};
+use crate::request::OrderRequest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    OrderPlaced,
+    InventoryReserved,
+    InventoryFailed,
+}
+
+impl EventType {
+    /// The routing key (RabbitMQ) that carries this event.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            Self::OrderPlaced => "order.placed",
+            Self::InventoryReserved => "inventory.reserved",
+            Self::InventoryFailed => "inventory.failed",
+        }
+    }
+}
+
+/// What happened, with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    OrderPlaced {
+        customer_id: Option<String>,
+        items: Vec<OrderLine>,
+    },
+    InventoryReserved {
+        customer_id: Option<String>,
+        items: Vec<OrderLine>,
+    },
+    InventoryFailed {
+        reason: String,
+    },
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Self::OrderPlaced { .. } => EventType::OrderPlaced,
+            Self::InventoryReserved { .. } => EventType::InventoryReserved,
+            Self::InventoryFailed { .. } => EventType::InventoryFailed,
+        }
+    }
+
+    fn payload(&self) -> Value {
+        match self {
+            Self::OrderPlaced { customer_id, items }
+            | Self::InventoryReserved { customer_id, items } => {
+                serde_json::json!({ "customer_id": customer_id, "items": items })
+            }
+            Self::InventoryFailed { reason } => serde_json::json!({ "reason": reason }),
+        }
+    }
+}
+
+/// An event with its identity: `message_id` is unique per message (a
+/// redelivery keeps it), `correlation_id` follows one order through the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub message_id: Uuid,
+    pub order_id: OrderId,
+    pub occurred_at: jiff::Timestamp,
+    pub correlation_id: String,
+    pub event: Event,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    message_id: Uuid,
+    #[serde(rename = "type")]
+    event_type: EventType,
+    order_id: OrderId,
+    occurred_at: jiff::Timestamp,
+    correlation_id: String,
+    payload: Value,
+}
+
+/// Why a message cannot be processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Poison(pub String);
+
+impl Envelope {
+    pub fn new(
+        order_id: OrderId,
+        correlation_id: String,
+        now: jiff::Timestamp,
+        event: Event,
+    ) -> Self {
+        Self {
+            message_id: Uuid::new_v4(),
+            order_id,
+            occurred_at: now,
+            correlation_id,
+            event,
+        }
+    }
+
+    /// The result event of an order gets an id derived from the order, so
+    /// publishing it again (after a redelivery) is recognisably the same message.
+    pub fn result_of(order: &Envelope, now: jiff::Timestamp, event: Event) -> Self {
+        Self {
+            message_id: Uuid::new_v5(&order.order_id.0, b"inventory-result"),
+            order_id: order.order_id,
+            occurred_at: now,
+            correlation_id: order.correlation_id.clone(),
+            event,
+        }
+    }
+
+    pub fn event_type(&self) -> EventType {
+        self.event.event_type()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = Wire {
+            message_id: self.message_id,
+            event_type: self.event_type(),
+            order_id: self.order_id,
+            occurred_at: self.occurred_at,
+            correlation_id: self.correlation_id.clone(),
+            payload: self.event.payload(),
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, Poison> {
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| Poison(format!("not JSON: {e}")))?;
+        let wire: Wire =
+            serde_json::from_value(value).map_err(|e| Poison(format!("invalid envelope: {e}")))?;
+        let customer_id = || {
+            wire.payload
+                .get("customer_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let items = || {
+            OrderRequest::from_json(&wire.payload)
+                .map(|r| r.lines)
+                .map_err(|e| Poison(format!("invalid payload: {e}")))
+        };
+        let event = match wire.event_type {
+            EventType::OrderPlaced => Event::OrderPlaced {
+                customer_id: customer_id(),
+                items: items()?,
+            },
+            EventType::InventoryReserved => Event::InventoryReserved {
+                customer_id: customer_id(),
+                items: items()?,
+            },
+            EventType::InventoryFailed => Event::InventoryFailed {
+                reason: wire
+                    .payload
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            },
+        };
+        Ok(Self {
+            message_id: wire.message_id,
+            order_id: wire.order_id,
+            occurred_at: wire.occurred_at,
+            correlation_id: wire.correlation_id,
+            event,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalogue::ItemName;
+
+    fn placed() -> Envelope {
+        Envelope::new(
+            OrderId::new(),
+            "c-1".into(),
+            jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            Event::OrderPlaced {
+                customer_id: Some("s1".into()),
+                items: vec![OrderLine {
+                    item: ItemName::parse("burger").unwrap(),
+                    quantity: 2,
+                }],
+            },
+        )
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let envelope = placed();
+        assert_eq!(Envelope::parse(&envelope.to_json()), Ok(envelope.clone()));
+        let wire: Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        assert_eq!(wire["type"], "OrderPlaced");
+        assert_eq!(wire["occurred_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(
+            wire["payload"]["items"],
+            json!([{"item": "burger", "quantity": 2}])
+        );
+    }
+
+    #[test]
+    fn result_ids_are_stable_per_order() {
+        let order = placed();
+        let now = jiff::Timestamp::now();
+        let a = Envelope::result_of(&order, now, Event::InventoryFailed { reason: "x".into() });
+        let b = Envelope::result_of(&order, now, Event::InventoryFailed { reason: "x".into() });
+        assert_eq!(a.message_id, b.message_id);
+        assert_ne!(a.message_id, order.message_id);
+        assert_eq!(a.correlation_id, "c-1");
+    }
+
+    #[test]
+    fn poison_is_named() {
+        let good: Value = serde_json::from_slice(&placed().to_json()).unwrap();
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut v = good.clone();
+            f(&mut v);
+            serde_json::to_vec(&v).unwrap()
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{not json".to_vec(), "not JSON"),
+            (
+                with(&|v| drop(v.as_object_mut().unwrap().remove("order_id"))),
+                "invalid envelope: missing field `order_id`",
+            ),
+            (
+                with(&|v| v["type"] = json!("OrderEaten")),
+                "invalid envelope: unknown variant",
+            ),
+            (
+                with(&|v| v["message_id"] = json!("nope")),
+                "invalid envelope",
+            ),
+            (
+                with(&|v| v["payload"]["items"][0]["quantity"] = json!(0)),
+                "invalid payload: items[0]: `quantity` must be at least 1",
+            ),
+            (
+                with(&|v| v["payload"] = json!({})),
+                "invalid payload: order: `item` is missing",
+            ),
+        ];
+        for (bytes, reason) in cases {
+            let poison = Envelope::parse(&bytes).unwrap_err();
+            assert!(
+                poison.0.starts_with(reason),
+                "{} does not start with {reason}",
+                poison.0
+            );
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Inventory over RabbitMQ: consume OrderPlaced, reserve, publish the result,
+//! then ack. Poison is dead-lettered with its reason and never retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use foodlab_domain::{Envelope, Event};
+use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
+use foodlab_store::{Outcome, StockStore};
+use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, FaultOutcome, Publisher};
+use lapin::message::Delivery;
+
+#[derive(Clone)]
+pub struct Consumer {
+    pub args: AmqpArgs,
+    pub store: StockStore,
+    pub faults: FaultState,
+    pub metrics: MessageMetrics,
+    /// Abort the process right after this many reservations are committed,
+    /// before their result is published and the message acked (chaos testing).
+    pub crash_after_commits: Option<u64>,
+    pub commits: Arc<AtomicU64>,
+}
+
+impl Consumer {
+    pub fn spawn(self, readiness: Readiness) {
+        readiness.set("rabbitmq", false);
+        tokio::spawn(async move {
+            let url = self.args.amqp_url.clone();
+            amqp::run_forever(
+                &url,
+                "inventory",
+                |up| readiness.set("rabbitmq", up),
+                |connection| {
+                    let consumer = self.clone();
+                    async move { consumer.session(connection).await }
+                },
+            )
+            .await
+        });
+    }
+
+    async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
+        let topology = &self.args.topology;
+        topology
+            .declare(&connection.create_channel().await?)
+            .await?;
+        let publisher = Publisher::new(&connection, topology.clone()).await?;
+        amqp::consume(
+            &connection,
+            &topology.inventory_queue,
+            self.args.prefetch,
+            |delivery| self.handle(&publisher, delivery),
+        )
+        .await
+    }
+
+    async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        let queue = self.args.topology.inventory_queue.as_str();
+        let envelope = match Envelope::parse(&delivery.data) {
+            Ok(envelope) if matches!(envelope.event, Event::OrderPlaced { .. }) => envelope,
+            Ok(other) => {
+                let reason = format!("expected OrderPlaced, got {:?}", other.event_type());
+                return self.dead_letter(publisher, &delivery, &reason).await;
+            }
+            Err(poison) => return self.dead_letter(publisher, &delivery, &poison.0).await,
+        };
+        match amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await? {
+            FaultOutcome::Proceed => {}
+            FaultOutcome::Retried => {
+                tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, "injected failure; retrying");
+                self.metrics.count(queue, "retried");
+                return Ok(());
+            }
+            FaultOutcome::DeadLettered => {
+                tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, "injected failure; dead-lettered");
+                self.metrics.count(queue, "dead_lettered");
+                return Ok(());
+            }
+        }
+        let Event::OrderPlaced { customer_id, items } = &envelope.event else {
+            return Ok(());
+        };
+        let result = self
+            .store
+            .reserve_message(
+                &envelope.message_id.to_string(),
+                envelope.order_id,
+                items.clone(),
+                now_ms(),
+            )
+            .await
+            .map_err(|e| AmqpError::Handler(e.to_string()))?;
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.crash_after_commits == Some(commits) {
+            tracing::error!(order_id = %envelope.order_id, "crash point reached: aborting between commit and ack");
+            std::process::abort();
+        }
+        let reservation = result.reservation;
+        let outcome = match reservation.outcome {
+            Outcome::Reserved => Event::InventoryReserved {
+                customer_id: customer_id.clone(),
+                items: reservation.items.clone(),
+            },
+            Outcome::OutOfStock | Outcome::UnknownItem => Event::InventoryFailed {
+                reason: reservation.reason.clone().unwrap_or_default(),
+            },
+        };
+        // A replayed decision is published again: the first attempt may have
+        // died between commit and publish. Its id is the same, so it is harmless.
+        publisher
+            .publish(&Envelope::result_of(
+                &envelope,
+                jiff::Timestamp::now(),
+                outcome,
+            ))
+            .await?;
+        amqp::ack(&delivery).await?;
+        let label = if result.replayed {
+            "duplicate"
+        } else {
+            "processed"
+        };
+        self.metrics.count(queue, label);
+        tracing::info!(
+            message_id = %envelope.message_id,
+            order_id = %envelope.order_id,
+            correlation_id = %envelope.correlation_id,
+            outcome = ?reservation.outcome,
+            duplicate = result.replayed,
+            "order decided"
+        );
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), AmqpError> {
+        publisher.dead_letter(delivery, reason).await?;
+        amqp::ack(delivery).await?;
+        self.metrics
+            .count(self.args.topology.inventory_queue.as_str(), "dead_lettered");
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::warn!(%message_id, %reason, "poison message dead-lettered");
+        Ok(())
+    }
+}

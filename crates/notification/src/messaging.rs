@@ -1,0 +1,113 @@
+//! Notification over RabbitMQ: one notification per InventoryReserved.
+
+use foodlab_domain::{Envelope, Event};
+use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
+use foodlab_store::NotificationStore;
+use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, FaultOutcome, Publisher};
+use lapin::message::Delivery;
+
+#[derive(Clone)]
+pub struct Consumer {
+    pub args: AmqpArgs,
+    pub store: NotificationStore,
+    pub faults: FaultState,
+    pub metrics: MessageMetrics,
+}
+
+impl Consumer {
+    pub fn spawn(self, readiness: Readiness) {
+        readiness.set("rabbitmq", false);
+        tokio::spawn(async move {
+            let url = self.args.amqp_url.clone();
+            amqp::run_forever(
+                &url,
+                "notification",
+                |up| readiness.set("rabbitmq", up),
+                |connection| {
+                    let consumer = self.clone();
+                    async move { consumer.session(connection).await }
+                },
+            )
+            .await
+        });
+    }
+
+    async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
+        let topology = &self.args.topology;
+        topology
+            .declare(&connection.create_channel().await?)
+            .await?;
+        let publisher = Publisher::new(&connection, topology.clone()).await?;
+        amqp::consume(
+            &connection,
+            &topology.notification_queue,
+            self.args.prefetch,
+            |delivery| self.handle(&publisher, delivery),
+        )
+        .await
+    }
+
+    async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        let queue = self.args.topology.notification_queue.as_str();
+        let envelope = match Envelope::parse(&delivery.data) {
+            Ok(envelope) if matches!(envelope.event, Event::InventoryReserved { .. }) => envelope,
+            Ok(other) => {
+                let reason = format!("expected InventoryReserved, got {:?}", other.event_type());
+                return self.dead_letter(publisher, &delivery, &reason).await;
+            }
+            Err(poison) => return self.dead_letter(publisher, &delivery, &poison.0).await,
+        };
+        match amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await? {
+            FaultOutcome::Proceed => {}
+            FaultOutcome::Retried => {
+                self.metrics.count(queue, "retried");
+                return Ok(());
+            }
+            FaultOutcome::DeadLettered => {
+                self.metrics.count(queue, "dead_lettered");
+                return Ok(());
+            }
+        }
+        let Event::InventoryReserved { customer_id, items } = &envelope.event else {
+            return Ok(());
+        };
+        let what = items
+            .iter()
+            .map(|line| format!("{} x {}", line.quantity, line.item))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let message = format!("Your order {} is confirmed: {what}", envelope.order_id);
+        let (_, fresh) = self
+            .store
+            .record(envelope.order_id, customer_id.clone(), message, now_ms())
+            .await
+            .map_err(|e| AmqpError::Handler(e.to_string()))?;
+        amqp::ack(&delivery).await?;
+        self.metrics
+            .count(queue, if fresh { "processed" } else { "duplicate" });
+        tracing::info!(
+            message_id = %envelope.message_id,
+            order_id = %envelope.order_id,
+            correlation_id = %envelope.correlation_id,
+            duplicate = !fresh,
+            "notification sent"
+        );
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), AmqpError> {
+        publisher.dead_letter(delivery, reason).await?;
+        amqp::ack(delivery).await?;
+        self.metrics.count(
+            self.args.topology.notification_queue.as_str(),
+            "dead_lettered",
+        );
+        tracing::warn!(%reason, "poison message dead-lettered");
+        Ok(())
+    }
+}

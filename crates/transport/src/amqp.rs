@@ -1,0 +1,463 @@
+//! RabbitMQ: topology, a confirming publisher, dead-lettering with a reason,
+//! and a session loop that reconnects with backoff.
+
+use std::future::Future;
+use std::time::Duration;
+
+use foodlab_domain::{Envelope, EventType};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+
+/// Header carrying why a message was dead-lettered.
+pub const REASON_HEADER: &str = "x-foodlab-reason";
+/// Header counting how often a message was retried after a failure.
+pub const RETRIES_HEADER: &str = "x-foodlab-retries";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("AMQP: {0}")]
+    Lapin(#[from] lapin::Error),
+    #[error("the broker refused message {0} (nack)")]
+    Nacked(String),
+    #[error("the consumer of {0} was cancelled or its connection closed")]
+    ConsumerEnded(String),
+    #[error("{0}")]
+    Handler(String),
+}
+
+/// Names of the exchanges and queues (every one configurable).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct Topology {
+    /// Topic exchange the workflow's events are published to.
+    #[arg(long, env = "FOODLAB_AMQP_EXCHANGE", default_value = "orders_exchange")]
+    pub exchange: String,
+    /// Exchange that dead letters go to.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_DEAD_LETTER_EXCHANGE",
+        default_value = "orders_dlx"
+    )]
+    pub dead_letter_exchange: String,
+    /// Queue of OrderPlaced, consumed by inventory.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_INVENTORY_QUEUE",
+        default_value = "inventory_queue"
+    )]
+    pub inventory_queue: String,
+    /// Queue of InventoryReserved, consumed by notification.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_NOTIFICATION_QUEUE",
+        default_value = "notification_queue"
+    )]
+    pub notification_queue: String,
+    /// Queue of InventoryReserved/Failed, consumed by order.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_ORDER_STATUS_QUEUE",
+        default_value = "order_status_queue"
+    )]
+    pub order_status_queue: String,
+    /// Queue of dead letters.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_DEAD_LETTER_QUEUE",
+        default_value = "dlq_queue"
+    )]
+    pub dead_letter_queue: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            exchange: "orders_exchange".into(),
+            dead_letter_exchange: "orders_dlx".into(),
+            inventory_queue: "inventory_queue".into(),
+            notification_queue: "notification_queue".into(),
+            order_status_queue: "order_status_queue".into(),
+            dead_letter_queue: "dlq_queue".into(),
+        }
+    }
+}
+
+impl Topology {
+    /// Declares everything; safe to repeat (same arguments each time).
+    pub async fn declare(&self, channel: &Channel) -> Result<(), AmqpError> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        self.queue(channel, &self.dead_letter_queue, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_letter_queue.as_str().into(),
+                self.dead_letter_exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut dead_lettered = FieldTable::default();
+        dead_lettered.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
+        );
+        let bindings = [
+            (&self.inventory_queue, &[EventType::OrderPlaced][..]),
+            (
+                &self.notification_queue,
+                &[EventType::InventoryReserved][..],
+            ),
+            (
+                &self.order_status_queue,
+                &[EventType::InventoryReserved, EventType::InventoryFailed][..],
+            ),
+        ];
+        for (queue, events) in bindings {
+            self.queue(channel, queue, dead_lettered.clone()).await?;
+            for event in events {
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        self.exchange.as_str().into(),
+                        event.routing_key().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
+        channel
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
+            .await?;
+        Ok(())
+    }
+}
+
+pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(url, properties).await?)
+}
+
+/// Publishes persistent messages and waits for the broker's confirm.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    topology: Topology,
+}
+
+impl Publisher {
+    pub async fn new(connection: &Connection, topology: Topology) -> Result<Self, AmqpError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel, topology })
+    }
+
+    fn properties(envelope: &Envelope) -> BasicProperties {
+        BasicProperties::default()
+            .with_message_id(envelope.message_id.to_string().into())
+            .with_correlation_id(envelope.correlation_id.as_str().into())
+            .with_content_type("application/json".into())
+            .with_type(format!("{:?}", envelope.event_type()).into())
+            .with_delivery_mode(2)
+    }
+
+    /// Publishes one event and waits until the broker has it.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), AmqpError> {
+        self.publish_all(std::slice::from_ref(envelope)).await
+    }
+
+    /// Publishes events back to back, then waits for every confirm.
+    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), AmqpError> {
+        let mut confirms = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.topology.exchange.as_str().into(),
+                    envelope.event_type().routing_key().into(),
+                    BasicPublishOptions::default(),
+                    &envelope.to_json(),
+                    Self::properties(envelope),
+                )
+                .await?;
+            confirms.push((envelope.message_id, confirm));
+        }
+        for (message_id, confirm) in confirms {
+            if let Confirmation::Nack(_) = confirm.await? {
+                return Err(AmqpError::Nacked(message_id.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes raw bytes to the workflow exchange (labs use this to send
+    /// duplicates and poison exactly as a broken producer would).
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        self.confirm(&self.topology.exchange, routing_key, body, properties)
+            .await
+    }
+
+    /// Sends a delivery to the dead-letter exchange with the reason in a header.
+    pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), AmqpError> {
+        let properties = with_header(
+            delivery.properties.clone(),
+            REASON_HEADER,
+            AMQPValue::LongString(reason.into()),
+        );
+        self.confirm(
+            &self.topology.dead_letter_exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            properties,
+        )
+        .await
+    }
+
+    /// Puts a delivery back on its routing key with its retry count raised.
+    pub async fn retry(&self, delivery: &Delivery, retries: u32) -> Result<(), AmqpError> {
+        let properties = with_header(
+            delivery.properties.clone(),
+            RETRIES_HEADER,
+            AMQPValue::LongUInt(retries),
+        );
+        self.confirm(
+            &self.topology.exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            properties,
+        )
+        .await
+    }
+
+    async fn confirm(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        let message_id = properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::to_string)
+            .unwrap_or_default();
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Nack(_) => Err(AmqpError::Nacked(message_id)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn with_header(properties: BasicProperties, key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(key.into(), value);
+    properties.with_headers(headers)
+}
+
+/// How often a delivery has been retried so far (0 for a first delivery).
+pub fn retries_of(delivery: &Delivery) -> u32 {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(RETRIES_HEADER).cloned());
+    match value {
+        Some(AMQPValue::LongUInt(n)) => n,
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(n),
+        _ => 0,
+    }
+}
+
+/// The dead-letter reason a message carries, if any.
+pub fn reason_of(properties: &BasicProperties) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(REASON_HEADER)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+/// Consumes `queue` with manual acks, one delivery at a time; `handle` acks.
+/// Returns an error when the consumer ends (connection lost, cancelled).
+pub async fn consume<F, Fut>(
+    connection: &Connection,
+    queue: &str,
+    prefetch: u16,
+    mut handle: F,
+) -> Result<(), AmqpError>
+where
+    F: FnMut(Delivery) -> Fut,
+    Fut: Future<Output = Result<(), AmqpError>>,
+{
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            format!("{queue}-{}", uuid::Uuid::new_v4()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    while let Some(delivery) = consumer.next().await {
+        handle(delivery?).await?;
+    }
+    Err(AmqpError::ConsumerEnded(queue.to_owned()))
+}
+
+pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// Runs `session` on a fresh connection, again and again: when the broker
+/// goes away the session fails, and a new connection is tried with backoff
+/// (0.1 s doubling to 5 s). `on_connected` hears every change.
+pub async fn run_forever<S, Fut>(
+    url: &str,
+    name: &str,
+    on_connected: impl Fn(bool),
+    mut session: S,
+) -> !
+where
+    S: FnMut(Connection) -> Fut,
+    Fut: Future<Output = Result<(), AmqpError>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect(url, name).await {
+            Ok(connection) => {
+                tracing::info!(service = name, "connected to RabbitMQ");
+                on_connected(true);
+                backoff = Duration::from_millis(100);
+                let error = match session(connection).await {
+                    Ok(()) => "session ended".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                on_connected(false);
+                tracing::warn!(service = name, %error, "RabbitMQ session lost; reconnecting");
+            }
+            Err(error) => {
+                tracing::warn!(service = name, %error, ?backoff, "cannot reach RabbitMQ; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Settings of a service's RabbitMQ connection.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmqpArgs {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Unacknowledged deliveries a consumer may hold.
+    #[arg(long, env = "FOODLAB_AMQP_PREFETCH", default_value_t = 100)]
+    pub prefetch: u16,
+    #[command(flatten)]
+    pub topology: Topology,
+}
+
+/// How often a failing delivery is retried before it is dead-lettered.
+pub const MAX_RETRIES: u32 = 3;
+
+/// What injected faults did to a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// No failure injected: handle the delivery.
+    Proceed,
+    /// Failed and put back for another try.
+    Retried,
+    /// Failed too often: dead-lettered.
+    DeadLettered,
+}
+
+/// Applies a consumer's injected faults to a delivery: waits the delay, and
+/// on an injected failure retries (up to `MAX_RETRIES`) or dead-letters it,
+/// acking the original either way.
+pub async fn apply_faults(
+    faults: &foodlab_domain::Faults,
+    roll: f64,
+    publisher: &Publisher,
+    delivery: &Delivery,
+) -> Result<FaultOutcome, AmqpError> {
+    if faults.delay_ms > 0 {
+        tokio::time::sleep(faults.delay()).await;
+    }
+    if faults.decide(roll) == foodlab_domain::FaultDecision::Proceed {
+        return Ok(FaultOutcome::Proceed);
+    }
+    let retries = retries_of(delivery);
+    let outcome = if retries < MAX_RETRIES {
+        publisher.retry(delivery, retries + 1).await?;
+        FaultOutcome::Retried
+    } else {
+        let reason = format!("injected failure, gave up after {MAX_RETRIES} retries");
+        publisher.dead_letter(delivery, &reason).await?;
+        FaultOutcome::DeadLettered
+    };
+    ack(delivery).await?;
+    Ok(outcome)
+}

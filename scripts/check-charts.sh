@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Checks the Helm charts without a cluster. For every chart in charts/, with its default
+# values and with each charts/<chart>/ci/*.yaml:
+#   - helm lint --strict;
+#   - helm template (CRDs included) | kubernetes-validate --strict against Kubernetes 1.30
+#     (the oldest version the charts support) and 1.37 (the newest the validator knows);
+#     any ERROR or WARN line (e.g. an unknown kind) fails;
+#   - scripts/check-rendered.py: probes, resources, non-root security context, names and
+#     labels of the FoodLab services, RBAC without wildcards.
+# Also: the operator chart ships exactly manifests/crds/foodlab.yaml, and the
+# values.schema.json files are what scripts/chart-schemas.py generates.
+# helm and kubernetes-validate are installed into .tools/ first if missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+scripts/install-helm.sh
+scripts/install-kubernetes-validate.sh
+helm=.tools/bin/helm
+validate=.tools/venv/bin/kubernetes-validate
+python=.tools/venv/bin/python   # has PyYAML (a dependency of kubernetes-validate)
+
+charts=(foodlab-operator sync-rest async-rabbitmq streaming-kafka)
+kube_versions=(1.30 1.37)
+namespace=foodlab
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0
+failed=0
+
+# Runs a check quietly; prints its output only when it fails.
+check() {
+  local name=$1
+  shift
+  if "$@" >"$work/log" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok    $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL  $name"
+    sed 's/^/      /' "$work/log"
+  fi
+}
+
+# helm, without the notice it prints for the symlinked library chart on every call.
+run_helm() {
+  local rc=0
+  "$helm" "$@" 2>"$work/helm-stderr" || rc=$?
+  grep -v 'found symbolic link in path' "$work/helm-stderr" >&2 || true
+  return "$rc"
+}
+
+# Validates a rendered file; the validator's exit code ignores warnings, so read its output.
+validate_rendered() {
+  local file=$1 args=() output rc=0
+  for v in "${kube_versions[@]}"; do args+=(-k "$v"); done
+  output=$("$validate" "${args[@]}" --strict --quiet "$file") || rc=$?
+  if [ -n "$output" ]; then
+    echo "$output"
+  fi
+  [ "$rc" -eq 0 ] && [ -z "$output" ]
+}
+
+same_crd() {
+  diff -u manifests/crds/foodlab.yaml charts/foodlab-operator/crds/foodlab.yaml || {
+    echo "fix: cp manifests/crds/foodlab.yaml charts/foodlab-operator/crds/foodlab.yaml"
+    return 1
+  }
+}
+
+check "CRD: charts/foodlab-operator/crds/foodlab.yaml is manifests/crds/foodlab.yaml" same_crd
+check "values.schema.json files are up to date (scripts/chart-schemas.py)" \
+  "$python" scripts/chart-schemas.py --check
+
+for chart in "${charts[@]}"; do
+  values_files=("")
+  for f in "charts/$chart"/ci/*.yaml; do
+    [ -e "$f" ] && values_files+=("$f")
+  done
+  for values in "${values_files[@]}"; do
+    args=()
+    label="$chart (default values)"
+    if [ -n "$values" ]; then
+      args=(-f "$values")
+      label="$chart -f ${values#charts/"$chart"/}"
+    fi
+    rendered="$work/$chart-$(basename "${values:-default}" .yaml).yaml"
+    check "$label: helm lint --strict" \
+      run_helm lint --strict "charts/$chart" "${args[@]}"
+    if run_helm template "$chart" "charts/$chart" --namespace "$namespace" --include-crds \
+      "${args[@]}" >"$rendered" 2>"$work/template-stderr"; then
+      check "$label: kubernetes-validate --strict -k ${kube_versions[*]}" validate_rendered "$rendered"
+      check "$label: chart policy (scripts/check-rendered.py)" \
+        "$python" scripts/check-rendered.py "$chart" "$rendered"
+    else
+      failed=$((failed + 1))
+      echo "FAIL  $label: helm template"
+      sed 's/^/      /' "$work/template-stderr"
+    fi
+  done
+done
+
+echo "charts: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
