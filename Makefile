@@ -8,7 +8,8 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-failure.yaml \
              manifests/examples/sync-timeout.yaml
 
-.PHONY: build demo test unit-and-integration bench fmt lint crd check-orphans clean
+.PHONY: build demo demo-async test unit-and-integration bench fmt fmt-check lint crd check-orphans \
+        rabbitmq-up rabbitmq-down clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -17,8 +18,27 @@ build:
 demo: build
 	$(FOODLAB) run $(SYNC_LABS)
 
-## test: formatting, lints, every unit, integration and lab test, no orphans left
-test: fmt-check lint build unit-and-integration check-orphans
+ASYNC_LABS := manifests/examples/async-backlog-drain.yaml \
+              manifests/examples/async-idempotency.yaml \
+              manifests/examples/async-poison.yaml
+
+## demo-async: the async-rabbitmq labs (backlog drain takes about two minutes)
+demo-async: build rabbitmq-up
+	$(FOODLAB) run $(ASYNC_LABS)
+
+## test: formatting, lints, every unit, integration and lab test (with a real
+## RabbitMQ, installed and started here, stopped after), no orphans left
+test: fmt-check lint build
+	scripts/rabbitmq.sh start
+	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; exit $$status
+	$(MAKE) check-orphans
+
+## rabbitmq-up / rabbitmq-down: the project's RabbitMQ node on 127.0.0.1:5672 (management :15672)
+rabbitmq-up:
+	scripts/rabbitmq.sh start
+
+rabbitmq-down:
+	scripts/rabbitmq.sh stop
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -44,9 +64,10 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## crd: regenerate the checked-in CRD from the Rust types
+## crd: regenerate the checked-in CRD (and the operator chart's copy) from the Rust types
 crd: build
 	$(FOODLAB) crd > manifests/crds/foodlab.yaml
+	cp manifests/crds/foodlab.yaml charts/foodlab-operator/crds/foodlab.yaml
 
 clean:
 	$(CARGO) clean

@@ -4,6 +4,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|foodlab)( |$)" || true)
+# A RabbitMQ node started from this checkout's scripts (its data lives here).
+left+=$(pgrep -af "beam.smp.*$here/.foodlab/rabbitmq" || true)
 if [ -n "$left" ]; then
   echo "processes left running after the tests:" >&2
   echo "$left" >&2

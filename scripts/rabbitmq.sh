@@ -42,6 +42,8 @@ node_env() {
   export RABBITMQ_CONF_ENV_FILE="$base/rabbitmq-env.conf"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins"
   export ERL_EPMD_ADDRESS=127.0.0.1
+  # Keep the Erlang distribution listener on loopback too.
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
 management_up() {
@@ -64,6 +66,8 @@ listeners.tcp.default = 127.0.0.1:$port
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $mgmt_port
 loopback_users = none
+# Queue depths in the management API are at most this old (ms); labs read them.
+collect_statistics_interval = 500
 CONF
   : >"$RABBITMQ_CONF_ENV_FILE"
   echo "[rabbitmq_management]." >"$RABBITMQ_ENABLED_PLUGINS_FILE"

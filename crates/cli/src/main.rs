@@ -27,12 +27,15 @@ struct Cli {
 enum Part {
     /// Synchronous REST calls (order → inventory → notification).
     SyncRest,
+    /// Events over RabbitMQ (order → inventory → notification and order).
+    AsyncRabbitmq,
 }
 
 impl Part {
     fn transport(self) -> Transport {
         match self {
             Self::SyncRest => Transport::Rest,
+            Self::AsyncRabbitmq => Transport::Rabbitmq,
         }
     }
 }

@@ -35,6 +35,27 @@ pub fn print(name: &str, report: &LabReport) {
         ("workload time", format!("{:.2} s", r.workload_seconds)),
         ("lab time", format!("{:.1} s", report.elapsed_seconds)),
     ];
+    let optional: Vec<(&str, Option<String>)> = vec![
+        (
+            "end to end p50 / p95 / p99 / max",
+            r.end_to_end_ms.as_ref().map(|l| {
+                format!(
+                    "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                    l.p50, l.p95, l.p99, l.max
+                )
+            }),
+        ),
+        ("reservations made", r.reservations.map(|n| n.to_string())),
+        ("stock consumed", r.stock_consumed.map(|n| n.to_string())),
+        (
+            "peak backlog",
+            r.max_backlog.map(|n| format!("{n} messages")),
+        ),
+        ("drain time", r.drain_seconds.map(|s| format!("{s:.2} s"))),
+        ("dead-lettered", r.dead_lettered.map(|n| n.to_string())),
+    ];
+    let mut rows = rows;
+    rows.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
     for (measure, value) in rows {
         figures.add_row([measure.to_owned(), value]);
     }
@@ -42,11 +63,11 @@ pub fn print(name: &str, report: &LabReport) {
         figures.add_row([
             format!("chaos {:?} {}", record.action, record.target),
             format!(
-                "from {} until {}",
-                record.started_at,
+                "{} → {}",
+                clock(record.started_at),
                 record
                     .restored_at
-                    .map_or_else(|| "not restored".to_owned(), |t| t.to_string())
+                    .map_or_else(|| "not restored".to_owned(), clock)
             ),
         ]);
     }
@@ -70,4 +91,8 @@ pub fn print(name: &str, report: &LabReport) {
     if !r.checks.is_empty() {
         println!("{checks}");
     }
+}
+
+fn clock(t: jiff::Timestamp) -> String {
+    t.strftime("%H:%M:%S%.3f UTC").to_string()
 }

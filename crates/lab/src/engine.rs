@@ -1,5 +1,7 @@
-//! Running a lab: faults, workload and chaos together, then the verdict.
+//! Running a lab: faults, workload, injections and chaos together; then
+//! waiting for the orders to settle, measuring, and the verdict.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,11 +10,15 @@ use foodlab_domain::Faults;
 use crate::chaos::{self, ChaosError};
 use crate::faults::{FaultApiError, FaultClient};
 use crate::measure::{self, Sample};
+use crate::observe::{BacklogSampler, Snapshot, wait_queues_empty, wait_settled};
 use crate::platform::{Platform, PlatformError};
 use crate::results::{ChaosRecord, LabResults};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
 use crate::verdict::{self, Outcome};
-use crate::workload;
+use crate::{inject, workload};
+
+/// How long a lab without `expect.within` waits for its orders to settle.
+const DEFAULT_SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -24,6 +30,8 @@ pub enum LabError {
     Faults(#[from] FaultApiError),
     #[error(transparent)]
     Chaos(#[from] ChaosError),
+    #[error("publishing the lab's injected messages failed: {0}")]
+    Inject(String),
 }
 
 /// Hears about a lab while it runs (progress bars, logs).
@@ -52,7 +60,13 @@ pub async fn run_lab<P: Platform>(
     observer: Arc<dyn Observer>,
 ) -> Result<LabReport, LabError> {
     lab.validate().map_err(LabError::Invalid)?;
+    if lab.inject.is_some() && platform.rabbitmq().is_none() {
+        return Err(LabError::Invalid(vec![
+            "inject needs the async-rabbitmq part (transport: rabbitmq)".into(),
+        ]));
+    }
     let started = Instant::now();
+    let http = reqwest::Client::new();
     let faults = FaultClient::default();
     for (service, spec) in lab.faults.declared() {
         let faults_of = spec
@@ -64,6 +78,8 @@ pub async fn run_lab<P: Platform>(
             faults_of.delay_ms, faults_of.fail_rate
         ));
     }
+    let before = Snapshot::take(platform, &http).await;
+    let sampler = BacklogSampler::start(platform);
 
     let order_url = platform.endpoint(Service::Order)?;
     observer.workload_started(u64::from(lab.workload.orders));
@@ -77,10 +93,24 @@ pub async fn run_lab<P: Platform>(
             .iter()
             .map(|step| chaos::run_step(platform, &faults, &lab.faults, step, origin)),
     );
-    let ((samples, workload_time), chaos_records) = tokio::join!(
+    let injections = async {
+        match (&lab.inject, platform.rabbitmq()) {
+            (Some(injection), Some(admin)) => {
+                let item = lab.workload.items.first().map_or("burger", String::as_str);
+                inject::publish(&admin.amqp_url(), injection, item, lab.workload.quantity)
+                    .await
+                    .map(drop)
+                    .map_err(|e| LabError::Inject(e.to_string()))
+            }
+            _ => Ok(()),
+        }
+    };
+    let ((samples, workload_time), chaos_records, injected) = tokio::join!(
         workload::run(&lab.workload, &order_url, on_sample),
-        chaos_steps
+        chaos_steps,
+        injections
     );
+    let workload_done = Instant::now();
 
     // Leave the part as the lab found it, whatever happened above.
     for (service, _) in lab.faults.declared() {
@@ -89,19 +119,62 @@ pub async fn run_lab<P: Platform>(
         }
     }
     let chaos = chaos_records.into_iter().collect::<Result<Vec<_>, _>>()?;
+    injected?;
 
     let mut results = measure::summarize(&samples, workload_time);
+    let mut terminal = count_terminal(&samples);
+    if lab.transport != Transport::Rest {
+        // Accepted orders settle after their answer: wait for them.
+        observer.note("waiting for accepted orders to settle");
+        let watched: HashSet<String> = samples
+            .iter()
+            .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
+            .filter_map(|s| s.order_id.clone())
+            .collect();
+        let limit = lab.expect.within.unwrap_or(DEFAULT_SETTLE_LIMIT);
+        let settlement = wait_settled(platform, &http, &watched, started + limit).await;
+        results.reserved = settlement
+            .statuses
+            .values()
+            .filter(|s| matches!(s.as_str(), "reserved" | "notified"))
+            .count() as u64;
+        results.failed = samples.len() as u64 - results.reserved;
+        terminal = settlement
+            .statuses
+            .values()
+            .filter(|s| s.as_str() != "placed")
+            .count() as u64
+            + (samples.len() - watched.len()) as u64;
+        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
+    }
+    let limit = lab.expect.within.unwrap_or(DEFAULT_SETTLE_LIMIT);
+    if !wait_queues_empty(platform, started + limit).await {
+        observer.note("queues still hold messages at the deadline");
+    }
+    if let Some(backlog) = sampler.map(BacklogSampler::stop) {
+        results.max_backlog = Some(backlog.max());
+        // Draining starts when the last disruption is undone (or the
+        // workload ends, for a lab without chaos).
+        let drain_from = chaos
+            .iter()
+            .filter_map(|record| record.restored_at)
+            .max()
+            .map_or(workload_done, instant_of);
+        results.drain_seconds = backlog
+            .drained_after(drain_from)
+            .map(|d| round3(d.as_secs_f64()));
+    }
+    if let (Some(before), Some(after)) = (before, Snapshot::take(platform, &http).await) {
+        results.reservations = Some(after.reservations.saturating_sub(before.reservations));
+        results.stock_consumed = Some(before.stock.saturating_sub(after.stock));
+        if let (Some(b), Some(a)) = (before.dead_letters, after.dead_letters) {
+            results.dead_lettered = Some(a.saturating_sub(b));
+        }
+    }
+
     let outcome = Outcome {
         orders: u64::from(lab.workload.orders),
-        terminal: samples
-            .iter()
-            .filter(|s| {
-                s.order_status
-                    .as_deref()
-                    .and_then(|st| st.parse::<foodlab_domain::OrderStatus>().ok())
-                    .is_some_and(foodlab_domain::OrderStatus::is_terminal)
-            })
-            .count() as u64,
+        terminal,
         elapsed: started.elapsed(),
     };
     results.checks = verdict::evaluate(&lab.expect, &results, outcome);
@@ -111,10 +184,29 @@ pub async fn run_lab<P: Platform>(
         results,
         chaos,
         verdict,
-        elapsed_seconds: round1(started.elapsed()),
+        elapsed_seconds: round3(started.elapsed().as_secs_f64()),
     })
 }
 
-fn round1(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10.0).round() / 10.0
+fn count_terminal(samples: &[Sample]) -> u64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.order_status
+                .as_deref()
+                .and_then(|st| st.parse::<foodlab_domain::OrderStatus>().ok())
+                .is_some_and(foodlab_domain::OrderStatus::is_terminal)
+        })
+        .count() as u64
+}
+
+/// The monotonic instant of a wall-clock timestamp in the recent past.
+fn instant_of(timestamp: jiff::Timestamp) -> Instant {
+    let ago = jiff::Timestamp::now().duration_since(timestamp);
+    let ago = Duration::try_from(ago).unwrap_or_default();
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }

@@ -8,9 +8,12 @@
 pub mod chaos;
 pub mod engine;
 pub mod faults;
+pub mod inject;
 pub mod local;
 pub mod measure;
+pub mod observe;
 pub mod platform;
+pub mod rabbitmq;
 pub mod results;
 pub mod spec;
 pub mod verdict;

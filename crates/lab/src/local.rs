@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
 use crate::platform::{Platform, PlatformError};
+use crate::rabbitmq::{Broker, RabbitAdmin};
 use crate::spec::{Service, Transport};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,8 +51,12 @@ pub struct LocalOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra environment for every service (e.g. `FOODLAB_STOCK`).
     pub env: Vec<(String, String)>,
+    /// Environment for one service only (e.g. a crash point for inventory).
+    pub service_env: Vec<(Service, String, String)>,
     /// `--dependency-timeout` for the order service.
     pub dependency_timeout: Option<Duration>,
+    /// The RabbitMQ of the async-rabbitmq part.
+    pub broker: Broker,
 }
 
 impl LocalOptions {
@@ -63,7 +68,9 @@ impl LocalOptions {
             data_dir: None,
             bin_dir: None,
             env: Vec::new(),
+            service_env: Vec::new(),
             dependency_timeout: None,
+            broker: Broker::default(),
         }
     }
 
@@ -83,6 +90,7 @@ impl LocalOptions {
 struct Managed {
     port: u16,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -93,6 +101,9 @@ pub struct LocalPlatform {
     env: Vec<(String, String)>,
     services: Mutex<BTreeMap<Service, Managed>>,
     ports: BTreeMap<Service, u16>,
+    rabbitmq: Option<RabbitAdmin>,
+    /// The vhost was made for this platform and goes with it.
+    owns_vhost: bool,
     http: reqwest::Client,
     _temp: Option<tempfile::TempDir>,
 }
@@ -109,12 +120,40 @@ pub fn services_of(transport: Transport) -> &'static [Service] {
 impl LocalPlatform {
     /// Starts every service of the part and waits until each is ready.
     pub async fn start(options: LocalOptions) -> Result<Self, PlatformError> {
-        if options.transport != Transport::Rest {
+        if options.transport == Transport::Kafka {
             return Err(PlatformError::Setup(format!(
                 "the {} part is not available on the local platform yet",
                 options.transport.part()
             )));
         }
+        let mut env = options.env.clone();
+        // `foodlab up` uses the broker's default vhost, so its queues are the
+        // ones people look for; every other run gets a vhost of its own.
+        let owns_vhost = options.ports == Ports::Free;
+        let rabbitmq = match options.transport {
+            Transport::Rabbitmq => {
+                let vhost = if owns_vhost {
+                    format!(
+                        "foodlab-{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..12]
+                    )
+                } else {
+                    "/".to_owned()
+                };
+                let admin = options.broker.ready(&vhost).await?;
+                if owns_vhost {
+                    admin.create_vhost().await?;
+                }
+                env.push(("FOODLAB_TRANSPORT".into(), "rabbitmq".into()));
+                env.push(("FOODLAB_AMQP_URL".into(), admin.amqp_url()));
+                Some(admin)
+            }
+            Transport::Rest => {
+                env.push(("FOODLAB_TRANSPORT".into(), "rest".into()));
+                None
+            }
+            Transport::Kafka => None,
+        };
         let bin_dir = match options.bin_dir {
             Some(dir) => dir,
             None => find_bin_dir()?,
@@ -167,11 +206,18 @@ impl LocalPlatform {
                     ]);
                 }
             }
+            let env = options
+                .service_env
+                .iter()
+                .filter(|(s, _, _)| s == service)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect();
             managed.insert(
                 *service,
                 Managed {
                     port: ports[service],
                     args,
+                    env,
                     child: None,
                 },
             );
@@ -180,9 +226,11 @@ impl LocalPlatform {
             bin_dir,
             data_dir,
             logs: options.logs,
-            env: options.env,
+            env,
             services: Mutex::new(managed),
             ports,
+            rabbitmq,
+            owns_vhost,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
@@ -203,6 +251,13 @@ impl LocalPlatform {
         self.ports.keys().copied()
     }
 
+    /// Replaces the environment one service gets on its next start.
+    pub async fn set_service_env(&self, service: Service, env: Vec<(String, String)>) {
+        if let Some(managed) = self.services.lock().await.get_mut(&service) {
+            managed.env = env;
+        }
+    }
+
     /// Process ids of the running services.
     pub async fn pids(&self) -> BTreeMap<Service, u32> {
         self.services
@@ -213,13 +268,19 @@ impl LocalPlatform {
             .collect()
     }
 
-    /// Stops every service (SIGTERM, then SIGKILL after a grace period).
+    /// Stops every service (SIGTERM, then SIGKILL after a grace period) and
+    /// removes what the platform made on the broker.
     pub async fn shutdown(&self) {
         let mut services = self.services.lock().await;
         for (service, managed) in services.iter_mut().rev() {
             if let Some(child) = managed.child.take() {
                 stop(*service, child).await;
             }
+        }
+        if let (Some(admin), true) = (&self.rabbitmq, self.owns_vhost)
+            && let Err(error) = admin.delete_vhost().await
+        {
+            tracing::warn!(%error, "could not delete the lab's vhost");
         }
     }
 
@@ -230,6 +291,7 @@ impl LocalPlatform {
         command
             .args(&managed.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(managed.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .process_group(0);
@@ -332,6 +394,10 @@ impl Platform for LocalPlatform {
                 reason: format!("the local platform runs one replica per service, not {n}"),
             }),
         }
+    }
+
+    fn rabbitmq(&self) -> Option<&RabbitAdmin> {
+        self.rabbitmq.as_ref()
     }
 
     async fn replicas(&self, service: Service) -> Result<u32, PlatformError> {

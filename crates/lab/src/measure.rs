@@ -26,10 +26,16 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn latency_summary(samples: &[Sample]) -> LatencySummary {
-    let mut ms: Vec<f64> = samples
-        .iter()
-        .map(|s| s.latency.as_secs_f64() * 1000.0)
-        .collect();
+    summary_of_ms(
+        samples
+            .iter()
+            .map(|s| s.latency.as_secs_f64() * 1000.0)
+            .collect(),
+    )
+}
+
+/// Percentiles of latencies given in milliseconds.
+pub fn summary_of_ms(mut ms: Vec<f64>) -> LatencySummary {
     ms.sort_by(f64::total_cmp);
     LatencySummary {
         p50: round3(percentile(&ms, 50.0)),

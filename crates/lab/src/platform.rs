@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use crate::rabbitmq::RabbitAdmin;
 use crate::spec::Service;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,9 @@ pub trait Platform: Send + Sync {
         service: Service,
         replicas: u32,
     ) -> impl Future<Output = Result<(), PlatformError>> + Send;
+
+    /// The RabbitMQ broker of the async-rabbitmq part, if that part runs here.
+    fn rabbitmq(&self) -> Option<&RabbitAdmin>;
 
     /// The number of replicas currently running.
     fn replicas(&self, service: Service)

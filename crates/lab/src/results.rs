@@ -21,6 +21,16 @@ pub struct LabResults {
     pub status_codes: BTreeMap<String, u64>,
     /// Latency of `POST /order`.
     pub latency_ms: LatencySummary,
+    /// From an order's creation to its final status, for orders settled
+    /// after the answer (async parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_to_end_ms: Option<LatencySummary>,
+    /// Reservations inventory made during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<u64>,
+    /// Units of stock consumed during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_consumed: Option<u64>,
     /// Orders per second over the workload.
     pub throughput_per_second: f64,
     /// Seconds from the first order to the end of the workload.

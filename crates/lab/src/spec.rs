@@ -35,6 +35,10 @@ pub struct FoodLabSpec {
     pub faults: ServiceFaults,
     /// The orders the lab places.
     pub workload: Workload,
+    /// Messages published straight to the broker during the run, bypassing
+    /// the order API (async-rabbitmq).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject: Option<Inject>,
     /// Disruptions during the run, each undone when its duration is over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<ChaosStep>,
@@ -218,6 +222,27 @@ fn default_quantity() -> u32 {
     1
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Inject {
+    /// OrderPlaced events for new orders, each published `copies` times with
+    /// the same order_id and message_id (a producer that retried).
+    #[serde(default)]
+    pub duplicate_orders: u32,
+    /// How many times each duplicated order is published (default 3).
+    #[serde(default = "default_copies")]
+    #[schemars(range(min = 1, max = 100))]
+    pub copies: u32,
+    /// Malformed messages on the OrderPlaced routing key: not JSON, missing
+    /// fields, invalid quantities, unknown event types.
+    #[serde(default)]
+    pub poison_messages: u32,
+}
+
+fn default_copies() -> u32 {
+    3
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ChaosAction {
     /// Scale the target to zero replicas for `duration`, then back.
@@ -271,6 +296,15 @@ pub struct Expectations {
     )]
     #[schemars(with = "Option<String>")]
     pub within: Option<Duration>,
+    /// Every order accepted by the API ends reserved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_orders_reserved: Option<bool>,
+    /// Inventory made exactly this many reservations during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<u64>,
+    /// Exactly this many messages were dead-lettered during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_lettered: Option<u64>,
     /// Every `POST /order` answers with this status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]

@@ -33,6 +33,35 @@ pub fn evaluate(expect: &Expectations, results: &LabResults, outcome: Outcome) -
             ),
         );
     }
+    if expect.all_orders_reserved == Some(true) {
+        check(
+            "allOrdersReserved",
+            results.accepted > 0 && results.reserved == results.accepted,
+            format!(
+                "{} of {} accepted orders reserved",
+                results.reserved, results.accepted
+            ),
+        );
+    }
+    if let Some(expected) = expect.reservations {
+        let made = results.reservations;
+        check(
+            "reservations",
+            made == Some(expected),
+            format!("{} reservations made, expected {expected}", shown(made)),
+        );
+    }
+    if let Some(expected) = expect.dead_lettered {
+        let made = results.dead_lettered;
+        check(
+            "deadLettered",
+            made == Some(expected),
+            format!(
+                "{} messages dead-lettered, expected {expected}",
+                shown(made)
+            ),
+        );
+    }
     if let Some(within) = expect.within {
         check(
             "within",
@@ -85,6 +114,10 @@ pub fn evaluate(expect: &Expectations, results: &LabResults, outcome: Outcome) -
     checks
 }
 
+fn shown(value: Option<u64>) -> String {
+    value.map_or_else(|| "unknown".to_owned(), |v| v.to_string())
+}
+
 pub fn verdict(checks: &[Check]) -> Verdict {
     if checks.iter().all(|c| c.passed) {
         Verdict::Pass
@@ -128,6 +161,9 @@ mod tests {
     #[test]
     fn checks_table() {
         let expect = Expectations {
+            all_orders_reserved: None,
+            reservations: None,
+            dead_lettered: None,
             all_orders_terminal: Some(true),
             within: Some(Duration::from_secs(10)),
             response_status: Some(502),
@@ -168,6 +204,29 @@ mod tests {
         );
         assert_eq!(verdict(&bad), Verdict::Fail);
         assert_eq!(bad[2].detail, "3 of 4 answers were 502");
+    }
+
+    #[test]
+    fn message_counts_must_be_exact() {
+        let expect = Expectations {
+            all_orders_reserved: Some(true),
+            reservations: Some(10),
+            dead_lettered: Some(5),
+            ..Expectations::default()
+        };
+        let mut r = results(&[("202", 20)], 1.0, 2.0);
+        r.accepted = 20;
+        r.reserved = 20;
+        r.reservations = Some(10);
+        r.dead_lettered = Some(5);
+        let ok = evaluate(&expect, &r, outcome(20, 20, 1));
+        assert!(ok.iter().all(|c| c.passed), "{ok:?}");
+        r.reservations = Some(11);
+        r.dead_lettered = None;
+        r.reserved = 19;
+        let bad = evaluate(&expect, &r, outcome(20, 20, 1));
+        assert!(bad.iter().all(|c| !c.passed), "{bad:?}");
+        assert_eq!(bad[2].detail, "unknown messages dead-lettered, expected 5");
     }
 
     #[test]

@@ -4,44 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use foodlab_lab::spec::{ChaosAction, ChaosStep, FaultSpec};
-use foodlab_lab::{
-    FoodLab, LocalOptions, LocalPlatform, Platform, Quiet, Service, Verdict, run_lab,
-};
-use serde_json::{Value, json};
-
-fn example(name: &str) -> FoodLab {
-    let path = format!(
-        "{}/../../manifests/examples/{name}.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-async fn start(lab: &FoodLab) -> LocalPlatform {
-    LocalPlatform::start(LocalOptions::for_lab(&lab.spec))
-        .await
-        .unwrap()
-}
-
-async fn get(platform: &LocalPlatform, service: Service, path: &str) -> Value {
-    let url = format!("{}{path}", platform.endpoint(service).unwrap());
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-async fn post(platform: &LocalPlatform, service: Service, path: &str, body: Value) -> (u16, Value) {
-    let url = format!("{}{path}", platform.endpoint(service).unwrap());
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
+use foodlab_lab::{Platform, Quiet, Service, Verdict, run_lab};
+use serde_json::json;
+use support::{alive, example, get, post, start};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baseline_lab_answers_every_order_201_and_decrements_stock() {
@@ -251,17 +222,6 @@ async fn scaling_inventory_to_zero_mid_run_gives_503_then_recovers() {
         "every 201 reserved exactly one item, no 503 did"
     );
     platform.shutdown().await;
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie has exited; only its exit status is left.
-        Ok(stat) => stat
-            .split_whitespace()
-            .nth(2)
-            .is_none_or(|state| state != "Z"),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

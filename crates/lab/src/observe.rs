@@ -1,0 +1,242 @@
+//! Looking at the part while a lab runs: inventory and broker snapshots,
+//! the backlog over time, and waiting for accepted orders to settle.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::platform::Platform;
+use crate::spec::Service;
+
+const POLL: Duration = Duration::from_millis(250);
+
+/// Counters read before and after a run; the difference is what the run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub reservations: u64,
+    pub stock: u64,
+    pub dead_letters: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Stats {
+    reserved_orders: u64,
+}
+
+impl Snapshot {
+    pub async fn take<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
+        let base = platform.endpoint(Service::Inventory).ok()?;
+        let stats: Stats = http
+            .get(format!("{base}/stats"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let stock: BTreeMap<String, u64> = http
+            .get(format!("{base}/stock"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let dead_letters = match platform.rabbitmq() {
+            Some(admin) => admin
+                .queue_depth(&foodlab_transport::amqp::Topology::default().dead_letter_queue)
+                .await
+                .ok()
+                .map(|d| d.total()),
+            None => None,
+        };
+        Some(Self {
+            reservations: stats.reserved_orders,
+            stock: stock.values().sum(),
+            dead_letters,
+        })
+    }
+}
+
+/// Samples the inventory queue's depth until stopped.
+pub struct BacklogSampler {
+    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the sampler saw.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Backlog {
+    pub samples: Vec<(Instant, u64)>,
+}
+
+impl Backlog {
+    pub fn max(&self) -> u64 {
+        self.samples
+            .iter()
+            .map(|(_, depth)| *depth)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Time from `from` until the queue was first seen empty after it.
+    pub fn drained_after(&self, from: Instant) -> Option<Duration> {
+        self.samples
+            .iter()
+            .find(|(at, depth)| *at >= from && *depth == 0)
+            .map(|(at, _)| at.saturating_duration_since(from))
+    }
+}
+
+impl BacklogSampler {
+    pub fn start<P: Platform>(platform: &P) -> Option<Self> {
+        let admin = platform.rabbitmq()?.clone();
+        let queue = foodlab_transport::amqp::Topology::default().inventory_queue;
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&samples);
+        let task = tokio::spawn(async move {
+            loop {
+                if let Ok(depth) = admin.queue_depth(&queue).await {
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((Instant::now(), depth.total()));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        Some(Self { samples, task })
+    }
+
+    pub fn stop(self) -> Backlog {
+        self.task.abort();
+        let samples = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));
+        Backlog { samples }
+    }
+}
+
+/// Waits until no queue of the workflow holds a message (read several times
+/// in a row, as the management API's figures are up to half a second old).
+pub async fn wait_queues_empty<P: Platform>(platform: &P, deadline: Instant) -> bool {
+    let Some(admin) = platform.rabbitmq() else {
+        return true;
+    };
+    let topology = foodlab_transport::amqp::Topology::default();
+    let queues = [
+        topology.inventory_queue,
+        topology.notification_queue,
+        topology.order_status_queue,
+    ];
+    let mut quiet_reads = 0;
+    while Instant::now() < deadline {
+        let mut total = 0;
+        for queue in &queues {
+            total += admin.queue_depth(queue).await.map_or(1, |d| d.total());
+        }
+        quiet_reads = if total == 0 { quiet_reads + 1 } else { 0 };
+        if quiet_reads >= 4 {
+            return true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    false
+}
+
+/// Where the accepted orders ended up.
+#[derive(Debug, Clone, Default)]
+pub struct Settlement {
+    /// Final status of each watched order (absent: not found).
+    pub statuses: BTreeMap<String, String>,
+    /// Creation-to-final-status times of the settled orders, in ms.
+    pub end_to_end_ms: Vec<f64>,
+    /// When the last watched order settled (None: not all did in time).
+    pub all_settled_at: Option<Instant>,
+}
+
+fn is_terminal(status: &str) -> bool {
+    status
+        .parse::<foodlab_domain::OrderStatus>()
+        .is_ok_and(foodlab_domain::OrderStatus::is_terminal)
+}
+
+/// Polls `GET /orders` until every watched order is in a final status or the deadline passes.
+pub async fn wait_settled<P: Platform>(
+    platform: &P,
+    http: &reqwest::Client,
+    watched: &HashSet<String>,
+    deadline: Instant,
+) -> Settlement {
+    let Ok(base) = platform.endpoint(Service::Order) else {
+        return Settlement::default();
+    };
+    let mut settlement = Settlement::default();
+    loop {
+        if let Ok(response) = http.get(format!("{base}/orders")).send().await
+            && let Ok(orders) = response.json::<Vec<Value>>().await
+        {
+            settlement.statuses.clear();
+            settlement.end_to_end_ms.clear();
+            for order in &orders {
+                let (Some(id), Some(status)) =
+                    (order["order_id"].as_str(), order["status"].as_str())
+                else {
+                    continue;
+                };
+                if !watched.contains(id) {
+                    continue;
+                }
+                settlement.statuses.insert(id.to_owned(), status.to_owned());
+                if is_terminal(status)
+                    && let (Some(created), Some(updated)) = (
+                        order["created_at_ms"].as_i64(),
+                        order["updated_at_ms"].as_i64(),
+                    )
+                {
+                    settlement.end_to_end_ms.push((updated - created) as f64);
+                }
+            }
+            let settled = settlement
+                .statuses
+                .values()
+                .filter(|s| is_terminal(s))
+                .count();
+            if settled == watched.len() {
+                settlement.all_settled_at = Some(Instant::now());
+                return settlement;
+            }
+        }
+        if Instant::now() >= deadline {
+            return settlement;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_is_measured_to_the_first_empty_reading_after_the_restore() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let backlog = Backlog {
+            samples: vec![
+                (at(0), 0),
+                (at(500), 12),
+                (at(1000), 30),
+                (at(1500), 8),
+                (at(2000), 0),
+                (at(2500), 0),
+            ],
+        };
+        assert_eq!(backlog.max(), 30);
+        assert_eq!(
+            backlog.drained_after(at(1000)),
+            Some(Duration::from_millis(1000))
+        );
+        assert_eq!(backlog.drained_after(at(2600)), None);
+    }
+}

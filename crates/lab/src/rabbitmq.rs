@@ -1,0 +1,253 @@
+//! The lab's view of RabbitMQ: queue depths from the management API, a vhost
+//! per lab run (so runs never see each other's queues), and starting the
+//! project's own broker when none is running.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::platform::PlatformError;
+
+pub const DEFAULT_AMQP_PORT: u16 = 5672;
+pub const DEFAULT_MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
+
+/// A broker, and the vhost the lab's services use on it.
+#[derive(Debug, Clone)]
+pub struct RabbitAdmin {
+    pub management_url: String,
+    pub amqp_host_port: String,
+    pub vhost: String,
+    pub user: String,
+    pub password: String,
+    http: reqwest::Client,
+    amqp: std::sync::Arc<tokio::sync::Mutex<Option<lapin::Connection>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct QueueDepth {
+    #[serde(default)]
+    pub messages_ready: u64,
+    #[serde(default)]
+    pub messages_unacknowledged: u64,
+}
+
+impl QueueDepth {
+    pub fn total(self) -> u64 {
+        self.messages_ready + self.messages_unacknowledged
+    }
+}
+
+fn encode(vhost: &str) -> String {
+    vhost.replace('%', "%25").replace('/', "%2F")
+}
+
+impl RabbitAdmin {
+    pub fn new(management_url: &str, amqp_host_port: &str, vhost: &str) -> Self {
+        Self {
+            management_url: management_url.trim_end_matches('/').to_owned(),
+            amqp_host_port: amqp_host_port.to_owned(),
+            vhost: vhost.to_owned(),
+            user: "guest".into(),
+            password: "guest".into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            amqp: Default::default(),
+        }
+    }
+
+    /// The broker the project's script starts on 127.0.0.1.
+    pub fn local(vhost: &str) -> Self {
+        Self::new(
+            DEFAULT_MANAGEMENT_URL,
+            &format!("127.0.0.1:{DEFAULT_AMQP_PORT}"),
+            vhost,
+        )
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!(
+            "amqp://{}:{}@{}/{}",
+            self.user,
+            self.password,
+            self.amqp_host_port,
+            encode(&self.vhost)
+        )
+    }
+
+    pub async fn is_up(&self) -> bool {
+        self.http
+            .get(format!("{}/api/overview", self.management_url))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> PlatformError {
+        PlatformError::Setup(format!("RabbitMQ at {}: {what}: {e}", self.management_url))
+    }
+
+    async fn put(&self, path: &str, body: serde_json::Value) -> Result<(), PlatformError> {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.management_url))
+            .basic_auth(&self.user, Some(&self.password))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.err(path, e))?;
+        if !response.status().is_success() {
+            return Err(self.err(path, response.status()));
+        }
+        Ok(())
+    }
+
+    /// Creates the vhost and lets the lab's user use it.
+    pub async fn create_vhost(&self) -> Result<(), PlatformError> {
+        let vhost = encode(&self.vhost);
+        self.put(&format!("/api/vhosts/{vhost}"), serde_json::json!({}))
+            .await?;
+        self.put(
+            &format!("/api/permissions/{vhost}/{}", self.user),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await
+    }
+
+    pub async fn delete_vhost(&self) -> Result<(), PlatformError> {
+        let path = format!("/api/vhosts/{}", encode(&self.vhost));
+        self.http
+            .delete(format!("{}{path}", self.management_url))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .map_err(|e| self.err(&path, e))?;
+        Ok(())
+    }
+
+    /// Depth of a queue; zero for a queue not declared yet. Ready messages
+    /// are counted over AMQP (exact, now); unacknowledged ones come from the
+    /// management API, whose figures can be a few seconds old.
+    pub async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, PlatformError> {
+        Ok(QueueDepth {
+            messages_ready: self.ready(queue).await?,
+            messages_unacknowledged: self.managed_depth(queue).await?.messages_unacknowledged,
+        })
+    }
+
+    async fn ready(&self, queue: &str) -> Result<u64, PlatformError> {
+        let mut connection = self.amqp.lock().await;
+        if !connection.as_ref().is_some_and(|c| c.status().connected()) {
+            let fresh = foodlab_transport::amqp::connect(&self.amqp_url(), "foodlab-lab-observer")
+                .await
+                .map_err(|e| self.err("connect", e))?;
+            *connection = Some(fresh);
+        }
+        let Some(connection) = connection.as_ref() else {
+            return Ok(0);
+        };
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| self.err("channel", e))?;
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let count = match channel
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+        {
+            Ok(declared) => u64::from(declared.message_count()),
+            // The broker closes the channel for a queue that does not exist.
+            Err(_) => 0,
+        };
+        let _ = channel.close(200, "done".into()).await;
+        Ok(count)
+    }
+
+    async fn managed_depth(&self, queue: &str) -> Result<QueueDepth, PlatformError> {
+        let path = format!("/api/queues/{}/{queue}", encode(&self.vhost));
+        let response = self
+            .http
+            .get(format!("{}{path}", self.management_url))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .map_err(|e| self.err(&path, e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(QueueDepth::default());
+        }
+        response.json().await.map_err(|e| self.err(&path, e))
+    }
+}
+
+/// Which RabbitMQ a local platform uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broker {
+    /// The project's node on the default ports, started with its script
+    /// (`scripts/rabbitmq.sh`, or this path) if nothing answers.
+    Local { script: Option<PathBuf> },
+    /// A broker that is already running.
+    At {
+        management_url: String,
+        amqp_host_port: String,
+    },
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::Local { script: None }
+    }
+}
+
+impl Broker {
+    /// Makes sure the broker answers; the admin handle for `vhost` on it.
+    pub async fn ready(&self, vhost: &str) -> Result<RabbitAdmin, PlatformError> {
+        match self {
+            Self::Local { script } => {
+                ensure_local_broker(script.clone()).await?;
+                Ok(RabbitAdmin::local(vhost))
+            }
+            Self::At {
+                management_url,
+                amqp_host_port,
+            } => Ok(RabbitAdmin::new(management_url, amqp_host_port, vhost)),
+        }
+    }
+}
+
+/// Starts the project's RabbitMQ node (`scripts/rabbitmq.sh start`) unless a
+/// broker answers already. The script is `script`, else `FOODLAB_RABBITMQ_SCRIPT`,
+/// else `scripts/rabbitmq.sh` under the current directory.
+pub async fn ensure_local_broker(script: Option<PathBuf>) -> Result<(), PlatformError> {
+    if RabbitAdmin::local("/").is_up().await {
+        return Ok(());
+    }
+    let script = script
+        .or_else(|| std::env::var_os("FOODLAB_RABBITMQ_SCRIPT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("scripts/rabbitmq.sh"));
+    if !script.is_file() {
+        return Err(PlatformError::Setup(format!(
+            "no RabbitMQ answers at {DEFAULT_MANAGEMENT_URL} and {} is not here to start one \
+             (run from the repository, `make rabbitmq-up`, or set FOODLAB_RABBITMQ_SCRIPT)",
+            script.display()
+        )));
+    }
+    tracing::info!(script = %script.display(), "starting RabbitMQ");
+    let status = tokio::process::Command::new(&script)
+        .arg("start")
+        .status()
+        .await
+        .map_err(|e| PlatformError::Setup(format!("cannot run {}: {e}", script.display())))?;
+    if !status.success() {
+        return Err(PlatformError::Setup(format!(
+            "{} start failed: {status}",
+            script.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The async-rabbitmq labs and recovery cases, on the local platform against
+//! the project's real RabbitMQ on 127.0.0.1 (started if not running). Each
+//! platform gets a vhost of its own, so tests run side by side.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use foodlab_domain::{Envelope, Event, ItemName, OrderId, OrderLine};
+use foodlab_lab::{LocalPlatform, Platform, Quiet, Service, Verdict, run_lab};
+use foodlab_transport::amqp::{self, Publisher, Topology};
+use serde_json::{Value, json};
+use support::{eventually, example, get, options, post, start};
+
+async fn publisher(platform: &LocalPlatform) -> (lapin::Connection, Publisher) {
+    let url = platform.rabbitmq().unwrap().amqp_url();
+    let connection = amqp::connect(&url, "test").await.unwrap();
+    let publisher = Publisher::new(&connection, Topology::default())
+        .await
+        .unwrap();
+    (connection, publisher)
+}
+
+fn order_placed(item: &str, quantity: u32) -> Envelope {
+    Envelope::new(
+        OrderId::new(),
+        "test".into(),
+        jiff::Timestamp::now(),
+        Event::OrderPlaced {
+            customer_id: None,
+            items: vec![OrderLine {
+                item: ItemName::parse(item).unwrap(),
+                quantity,
+            }],
+        },
+    )
+}
+
+async fn stats(platform: &LocalPlatform) -> Value {
+    get(platform, Service::Inventory, "/stats").await
+}
+
+async fn all_orders_settled(platform: &LocalPlatform, expected: usize) -> bool {
+    let orders = get(platform, Service::Order, "/orders").await;
+    let orders = orders.as_array().unwrap();
+    orders.len() == expected && orders.iter().all(|o| o["status"] != "placed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_drain_lab_reserves_every_order_after_a_five_second_outage() {
+    let mut lab = example("async-backlog-drain");
+    let step = &mut lab.spec.chaos[0];
+    assert_eq!(step.duration, Some(Duration::from_secs(60)));
+    step.after = Duration::from_secs(1);
+    step.duration = Some(Duration::from_secs(5));
+    lab.spec.workload.orders = 40;
+    lab.spec.workload.rate_per_second = Some(5.0);
+    lab.spec.expect.reservations = Some(40);
+    let platform = start(&lab).await;
+    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    let r = &report.results;
+    assert_eq!((r.accepted, r.reserved, r.reservations), (40, 40, Some(40)));
+    assert_eq!(r.stock_consumed, Some(40));
+    // Five seconds at five orders a second wait in the queue.
+    assert!(r.max_backlog.unwrap() >= 15, "{r:?}");
+    assert!(r.drain_seconds.is_some(), "{r:?}");
+    assert_eq!(report.chaos[0].original_replicas, Some(1));
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_lab_reserves_each_duplicated_order_once() {
+    let lab = example("async-idempotency");
+    let platform = start(&lab).await;
+    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    // 10 through the API, 10 published three times each.
+    assert_eq!(report.results.reservations, Some(20));
+    assert_eq!(report.results.stock_consumed, Some(20));
+    assert_eq!(report.results.dead_lettered, Some(0));
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_lab_dead_letters_exactly_the_poison_and_good_orders_flow() {
+    let lab = example("async-poison");
+    let platform = start(&lab).await;
+    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    assert_eq!(report.results.dead_lettered, Some(5));
+    assert_eq!(report.results.reserved, 20);
+    // Every dead letter carries its reason.
+    let (connection, _) = publisher(&platform).await;
+    let channel = connection.create_channel().await.unwrap();
+    let mut reasons = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            Topology::default().dead_letter_queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        reasons.push(amqp::reason_of(&message.delivery.properties).unwrap());
+    }
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.starts_with("not JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("missing field")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("quantity")),
+        "{reasons:?}"
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_after_an_inventory_restart_is_still_ignored() {
+    let lab = example("async-idempotency");
+    let platform = start(&lab).await;
+    let (_connection, publisher) = publisher(&platform).await;
+    let placed = order_placed("pizza", 3);
+    publisher.publish(&placed).await.unwrap();
+    assert!(
+        eventually(10, || async {
+            stats(&platform).await["reserved_orders"] == 1
+        })
+        .await
+    );
+
+    platform.scale(Service::Inventory, 0).await.unwrap();
+    platform.scale(Service::Inventory, 1).await.unwrap();
+    publisher.publish(&placed).await.unwrap();
+    // A later order, to know the duplicate before it has been handled.
+    publisher.publish(&order_placed("salad", 1)).await.unwrap();
+    assert!(
+        eventually(10, || async {
+            stats(&platform).await["reserved_orders"] == 2
+        })
+        .await
+    );
+    let stock = get(&platform, Service::Inventory, "/stock").await;
+    assert_eq!(
+        (stock["pizza"].as_u64(), stock["salad"].as_u64()),
+        (Some(97), Some(99))
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
+    let lab = example("async-poison");
+    let mut options = options(&lab);
+    options.service_env.push((
+        Service::Inventory,
+        "FOODLAB_FAULT_CRASH_AFTER_COMMITS".into(),
+        "5".into(),
+    ));
+    let platform = LocalPlatform::start(options).await.unwrap();
+    for _ in 0..20 {
+        let (status, _) = post(
+            &platform,
+            Service::Order,
+            "/order",
+            json!({"item": "burger"}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    assert!(
+        eventually(10, || async {
+            platform.replicas(Service::Inventory).await.unwrap() == 0
+        })
+        .await,
+        "inventory should have hit its crash point"
+    );
+    platform
+        .set_service_env(Service::Inventory, Vec::new())
+        .await;
+    platform.scale(Service::Inventory, 1).await.unwrap();
+    assert!(eventually(20, || all_orders_settled(&platform, 20)).await);
+    let stats = stats(&platform).await;
+    assert_eq!(stats["reserved_orders"], 20, "{stats}");
+    assert_eq!(
+        get(&platform, Service::Inventory, "/stock").await["burger"],
+        80
+    );
+    let orders = get(&platform, Service::Order, "/orders").await;
+    assert!(
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "reserved"),
+        "{orders}"
+    );
+    platform.shutdown().await;
+}
+
+/// A RabbitMQ node of this test's own (free ports, temporary data), stopped on drop.
+struct PrivateBroker {
+    dir: tempfile::TempDir,
+    amqp: u16,
+    management: u16,
+    dist: u16,
+}
+
+impl PrivateBroker {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            amqp: Self::free_port(),
+            management: Self::free_port(),
+            dist: Self::free_port(),
+        }
+    }
+
+    fn script(&self, action: &str) -> bool {
+        std::process::Command::new(support::repo().join("scripts/rabbitmq.sh"))
+            .arg(action)
+            .env("RABBITMQ_PORT", self.amqp.to_string())
+            .env("RABBITMQ_MGMT_PORT", self.management.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist.to_string())
+            .env("FOODLAB_RABBITMQ_DIR", self.dir.path())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn broker(&self) -> foodlab_lab::rabbitmq::Broker {
+        foodlab_lab::rabbitmq::Broker::At {
+            management_url: format!("http://127.0.0.1:{}", self.management),
+            amqp_host_port: format!("127.0.0.1:{}", self.amqp),
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_accepted_while_the_broker_is_down_are_reserved_when_it_returns() {
+    let node = PrivateBroker::new();
+    assert!(node.script("start"));
+    let lab = example("async-poison");
+    let mut options = options(&lab);
+    options.broker = node.broker();
+    let platform = LocalPlatform::start(options).await.unwrap();
+    for _ in 0..5 {
+        post(
+            &platform,
+            Service::Order,
+            "/order",
+            json!({"item": "salad"}),
+        )
+        .await;
+    }
+    assert!(eventually(10, || all_orders_settled(&platform, 5)).await);
+
+    assert!(node.script("stop"));
+    for _ in 0..10 {
+        let (status, body) = post(
+            &platform,
+            Service::Order,
+            "/order",
+            json!({"item": "salad"}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let placed = get(&platform, Service::Order, "/orders").await;
+    let waiting = placed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["status"] == "placed")
+        .count();
+    assert_eq!(waiting, 10);
+    let ready = reqwest::get(format!(
+        "{}/readyz",
+        platform.endpoint(Service::Order).unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "readiness follows the broker connection"
+    );
+
+    assert!(node.script("start"));
+    assert!(eventually(30, || all_orders_settled(&platform, 15)).await);
+    let orders = get(&platform, Service::Order, "/orders").await;
+    assert!(
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "reserved"),
+        "{orders}"
+    );
+    assert_eq!(stats(&platform).await["reserved_orders"], 15);
+    assert_eq!(
+        get(&platform, Service::Inventory, "/stock").await["salad"],
+        85
+    );
+    platform.shutdown().await;
+}

@@ -1,0 +1,80 @@
+//! What the lab tests share: examples, platforms with the project's broker,
+//! small HTTP helpers.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use foodlab_lab::rabbitmq::Broker;
+use foodlab_lab::{FoodLab, LocalOptions, LocalPlatform, Platform, Service};
+use serde_json::Value;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn example(name: &str) -> FoodLab {
+    let path = repo().join(format!("manifests/examples/{name}.yaml"));
+    serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Options for a lab, with the project's RabbitMQ script for the async part.
+pub fn options(lab: &FoodLab) -> LocalOptions {
+    let mut options = LocalOptions::for_lab(&lab.spec);
+    options.broker = Broker::Local {
+        script: Some(repo().join("scripts/rabbitmq.sh")),
+    };
+    options
+}
+
+pub async fn start(lab: &FoodLab) -> LocalPlatform {
+    LocalPlatform::start(options(lab)).await.unwrap()
+}
+
+pub async fn get(platform: &LocalPlatform, service: Service, path: &str) -> Value {
+    let url = format!("{}{path}", platform.endpoint(service).unwrap());
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+pub async fn post(
+    platform: &LocalPlatform,
+    service: Service,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let url = format!("{}{path}", platform.endpoint(service).unwrap());
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Polls `probe` every 100 ms until it returns true or `seconds` pass.
+pub async fn eventually<F, Fut>(seconds: u64, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if probe().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has exited; only its exit status is left.
+        Ok(stat) => stat
+            .split_whitespace()
+            .nth(2)
+            .is_none_or(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
