@@ -9,7 +9,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-timeout.yaml
 
 .PHONY: build demo demo-async test unit-and-integration bench fmt fmt-check lint crd check-orphans \
-        rabbitmq-up rabbitmq-down clean
+        rabbitmq-up rabbitmq-down charts kind-up kind-down e2e-kind clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -28,10 +28,31 @@ demo-async: build rabbitmq-up
 
 ## test: formatting, lints, every unit, integration and lab test (with a real
 ## RabbitMQ, installed and started here, stopped after), no orphans left
-test: fmt-check lint build
+test: fmt-check lint build charts
 	scripts/rabbitmq.sh start
 	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; exit $$status
 	$(MAKE) check-orphans
+
+## charts: helm lint --strict and kubernetes-validate of every chart (installs helm and
+## the validator under .tools/ when missing), CRD copy and values schemas up to date
+charts:
+	scripts/check-charts.sh
+
+## On Kubernetes (needs Docker and kind): see docs/kubernetes.md
+kind-up:
+	scripts/kind.sh up
+
+kind-down:
+	scripts/kind.sh down
+
+deploy-%:
+	scripts/kind.sh deploy $*
+
+lab-%:
+	scripts/kind.sh lab manifests/examples/$*.yaml
+
+e2e-kind:
+	scripts/kind.sh e2e
 
 ## rabbitmq-up / rabbitmq-down: the project's RabbitMQ node on 127.0.0.1:5672 (management :15672)
 rabbitmq-up:

@@ -1,0 +1,193 @@
+{{/*
+The FoodLab services of a part chart: for every enabled entry of .Values.services, a
+Service, a Deployment and, with persistence on, a PersistentVolumeClaim, all named after
+the service (order, inventory, notification, analytics). Call it from the part chart:
+
+  {{ include "foodlab.services" (dict "ctx" $ "transport" "rest") }}
+*/}}
+{{- define "foodlab.services" -}}
+{{- range $name, $svc := .ctx.Values.services }}
+{{- if $svc.enabled }}
+{{ include "foodlab.service" (dict "ctx" $.ctx "transport" $.transport "name" $name "svc" $svc) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* One service; takes (dict "ctx" $ "transport" "rest" "name" "inventory" "svc" .Values.services.inventory). */}}
+{{- define "foodlab.service" -}}
+{{- $v := .ctx.Values -}}
+{{- $labels := dict "ctx" .ctx "name" .name "component" "service" -}}
+{{- $persistent := $v.persistence.enabled -}}
+{{- if and $persistent (gt (int .svc.replicas) 1) -}}
+{{- fail (printf "services.%s.replicas is %v: with persistence.enabled each service has one ReadWriteOnce volume for its SQLite files, so it runs one replica" .name .svc.replicas) -}}
+{{- end -}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "foodlab.labels" $labels | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "foodlab.selectorLabels" $labels | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ int .svc.port }}
+      targetPort: http
+{{- if $persistent }}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ .name }}-data
+  labels:
+    {{- include "foodlab.labels" $labels | nindent 4 }}
+spec:
+  accessModes: [ReadWriteOnce]
+  {{- with $v.persistence.storageClass }}
+  storageClassName: {{ . }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ $v.persistence.size }}
+{{- end }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "foodlab.labels" $labels | nindent 4 }}
+spec:
+  replicas: {{ int .svc.replicas }}
+  revisionHistoryLimit: 3
+  {{- /* With a ReadWriteOnce volume the old pod must let go of it before the new one starts. */}}
+  strategy:
+    type: {{ ternary "Recreate" "RollingUpdate" $persistent }}
+  selector:
+    matchLabels:
+      {{- include "foodlab.selectorLabels" $labels | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "foodlab.labels" $labels | nindent 8 }}
+      annotations:
+        {{- include "foodlab.scrapeAnnotations" (dict "port" (int .svc.port) "path" "/admin/metrics") | nindent 8 }}
+        {{- with $v.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      # The services never call the Kubernetes API, and Service env links would only add noise.
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      {{- with $v.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.waitFor }}
+      initContainers:
+        # Start once the brokers take connections (bash's /dev/tcp: the image has no other client).
+        - name: wait-for-brokers
+          image: {{ include "foodlab.image" $.ctx }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          command:
+            - /bin/bash
+            - -c
+            - |
+              for target in "$@"; do
+                until timeout 2 bash -c "exec 3<>/dev/tcp/${target%:*}/${target##*:}" 2>/dev/null; do
+                  echo "waiting for $target"; sleep 2
+                done
+                echo "$target is up"
+              done
+            - wait-for-brokers
+          args: {{ toJson . }}
+          resources:
+            {{- toYaml $v.initResources | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+      {{- end }}
+      containers:
+        - name: {{ .name }}
+          image: {{ include "foodlab.image" .ctx }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          command: [/usr/local/bin/{{ .name }}]
+          ports:
+            - name: http
+              containerPort: {{ int .svc.port }}
+          env:
+            {{- include "foodlab.serviceEnv" . | nindent 12 }}
+          livenessProbe:
+            httpGet: {path: /healthz, port: http}
+            {{- toYaml $v.probes.liveness | nindent 12 }}
+          readinessProbe:
+            httpGet: {path: /readyz, port: http}
+            {{- toYaml $v.probes.readiness | nindent 12 }}
+          resources:
+            {{- toYaml (.svc.resources | default $v.resources) | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+          volumeMounts:
+            - name: data
+              mountPath: /data
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: data
+          {{- if $persistent }}
+          persistentVolumeClaim:
+            claimName: {{ .name }}-data
+          {{- else }}
+          emptyDir:
+            {{- toYaml $v.emptyDir | nindent 12 }}
+          {{- end }}
+        # The root filesystem is read-only; SQLite may spill temporary files here.
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+{{- end }}
+
+{{/*
+A service's environment (the binaries read all their settings from FOODLAB_* variables).
+.Values.env (every service) and .Values.services.<name>.env (this one; wins on a clash)
+come last, in name order.
+*/}}
+{{- define "foodlab.serviceEnv" -}}
+{{- $v := .ctx.Values -}}
+- name: FOODLAB_TRANSPORT
+  value: {{ .transport | quote }}
+- name: FOODLAB_LISTEN
+  value: {{ printf "0.0.0.0:%d" (int .svc.port) | quote }}
+- name: FOODLAB_DATA_DIR
+  value: /data
+- name: FOODLAB_LOG_FORMAT
+  value: {{ $v.logFormat | quote }}
+- name: RUST_LOG
+  value: {{ $v.rustLog | quote }}
+{{- with $v.stock }}
+- name: FOODLAB_STOCK
+  value: {{ . | quote }}
+{{- end }}
+{{- with .svc.faults }}
+{{- if hasKey . "delayMs" }}
+- name: FOODLAB_FAULT_DELAY_MS
+  value: {{ int64 .delayMs | quote }}
+{{- end }}
+{{- if hasKey . "failRate" }}
+- name: FOODLAB_FAULT_FAIL_RATE
+  value: {{ float64 .failRate | quote }}
+{{- end }}
+{{- if hasKey . "failStatus" }}
+- name: FOODLAB_FAULT_FAIL_STATUS
+  value: {{ int .failStatus | quote }}
+{{- end }}
+{{- end }}
+{{- range $name, $value := merge (deepCopy (.svc.env | default dict)) ($v.env | default dict) }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
