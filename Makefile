@@ -75,9 +75,10 @@ check-orphans:
 	scripts/check-no-orphans.sh
 
 ## bench: figures (not assertions) from an optimised build
-bench:
+bench: rabbitmq-up
 	$(CARGO) build --release --workspace --bins
 	./target/release/foodlab bench sync-rest
+	./target/release/foodlab bench async-rabbitmq
 
 fmt:
 	$(CARGO) fmt --all

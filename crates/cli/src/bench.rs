@@ -1,34 +1,38 @@
 //! `foodlab bench`: figures, not assertions.
 
+use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use foodlab_lab::measure::{Sample, latency_summary};
+use foodlab_lab::measure::{Sample, latency_summary, summary_of_ms};
+use foodlab_lab::observe::wait_settled;
 use foodlab_lab::spec::Workload;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
-pub async fn run(
-    transport: Transport,
-    latency_orders: u32,
-    throughput_orders: u32,
-    concurrency: u32,
-) -> anyhow::Result<ExitCode> {
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSize {
+    pub latency_orders: u32,
+    pub throughput_orders: u32,
+    pub concurrency: u32,
+}
+
+pub async fn run(transport: Transport, size: BenchSize) -> anyhow::Result<ExitCode> {
     let mut options = LocalOptions::new(transport);
     options.env.push((
         "FOODLAB_STOCK".into(),
         "burger=1000000000,pizza=1000000000,salad=1000000000".into(),
     ));
     let platform = LocalPlatform::start(options).await?;
-    let order_url = platform.endpoint(Service::Order)?;
     let outcome = tokio::select! {
-        figures = measure(&order_url, latency_orders, throughput_orders, concurrency) => Some(figures),
+        figures = measure(&platform, transport, size) => Some(figures),
         () = super::interrupted() => None,
     };
     platform.shutdown().await;
-    let Some(()) = outcome else {
-        return Ok(ExitCode::from(130));
-    };
-    Ok(ExitCode::SUCCESS)
+    match outcome {
+        Some(figures) => figures.map(|()| ExitCode::SUCCESS),
+        None => Ok(ExitCode::from(130)),
+    }
 }
 
 fn workload_of(orders: u32, concurrency: u32) -> Workload {
@@ -41,33 +45,130 @@ fn workload_of(orders: u32, concurrency: u32) -> Workload {
     }
 }
 
-async fn measure(order_url: &str, latency_orders: u32, throughput_orders: u32, concurrency: u32) {
-    let ignore: Arc<dyn Fn(&Sample) + Send + Sync> = Arc::new(|_| {});
+fn ignore() -> Arc<dyn Fn(&Sample) + Send + Sync> {
+    Arc::new(|_| {})
+}
+
+fn unexpected(samples: &[Sample], status: u16) -> usize {
+    samples.iter().filter(|s| s.status != Some(status)).count()
+}
+
+async fn measure(
+    platform: &LocalPlatform,
+    transport: Transport,
+    size: BenchSize,
+) -> anyhow::Result<()> {
+    let order_url = platform.endpoint(Service::Order)?;
+    match transport {
+        Transport::Rest => sync_rest(&order_url, size).await,
+        Transport::Rabbitmq => async_rabbitmq(platform, &order_url, size).await?,
+        Transport::Kafka => anyhow::bail!("the streaming-kafka part has no benchmark yet"),
+    }
+    Ok(())
+}
+
+async fn sync_rest(order_url: &str, size: BenchSize) {
     println!("sync-rest chain (order → inventory → notification, SQLite WAL on every hop)");
     // Warm-up: connection pools, SQLite caches, page faults.
-    workload::run(&workload_of(500, concurrency), order_url, ignore.clone()).await;
+    workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
 
     let (samples, _) =
-        workload::run(&workload_of(latency_orders, 1), order_url, ignore.clone()).await;
+        workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
     let latency = latency_summary(&samples);
-    let failures = samples.iter().filter(|s| s.status != Some(201)).count();
     println!(
-        "  concurrency 1:  {latency_orders} orders  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  (non-201: {failures})",
-        latency.p50, latency.p99, latency.max
+        "  concurrency 1:  {} orders  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  (non-201: {})",
+        size.latency_orders,
+        latency.p50,
+        latency.p99,
+        latency.max,
+        unexpected(&samples, 201)
     );
 
     let (samples, took) = workload::run(
-        &workload_of(throughput_orders, concurrency),
+        &workload_of(size.throughput_orders, size.concurrency),
         order_url,
-        ignore,
+        ignore(),
     )
     .await;
     let latency = latency_summary(&samples);
-    let failures = samples.iter().filter(|s| s.status != Some(201)).count();
     println!(
-        "  concurrency {concurrency}: {throughput_orders} orders  {:.0} orders/s  p50 {:.3} ms  p99 {:.3} ms  (non-201: {failures})",
-        f64::from(throughput_orders) / took.as_secs_f64(),
+        "  concurrency {}: {} orders  {:.0} orders/s  p50 {:.3} ms  p99 {:.3} ms  (non-201: {})",
+        size.concurrency,
+        size.throughput_orders,
+        f64::from(size.throughput_orders) / took.as_secs_f64(),
         latency.p50,
-        latency.p99
+        latency.p99,
+        unexpected(&samples, 201)
     );
+}
+
+async fn async_rabbitmq(
+    platform: &LocalPlatform,
+    order_url: &str,
+    size: BenchSize,
+) -> anyhow::Result<()> {
+    println!(
+        "async-rabbitmq (outbox + publisher confirms, manual acks, SQLite WAL, persistent messages)"
+    );
+    let http = reqwest::Client::new();
+    workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
+
+    let (samples, _) =
+        workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
+    let accept = latency_summary(&samples);
+    println!(
+        "  accept (POST /order → 202), concurrency 1: {} orders  p50 {:.3} ms  p99 {:.3} ms  (non-202: {})",
+        size.latency_orders,
+        accept.p50,
+        accept.p99,
+        unexpected(&samples, 202)
+    );
+
+    let steady = Workload {
+        rate_per_second: Some(500.0),
+        concurrency: None,
+        ..workload_of(5000, 1)
+    };
+    let (samples, took) = workload::run(&steady, order_url, ignore()).await;
+    let watched: HashSet<String> = samples.iter().filter_map(|s| s.order_id.clone()).collect();
+    let settlement = wait_settled(
+        platform,
+        &http,
+        &watched,
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await;
+    let end_to_end = summary_of_ms(settlement.end_to_end_ms.clone());
+    println!(
+        "  end to end (placed → reserved) at 500 orders/s: {} orders in {:.1} s  p50 {:.1} ms  p99 {:.1} ms  (settled: {})",
+        samples.len(),
+        took.as_secs_f64(),
+        end_to_end.p50,
+        end_to_end.p99,
+        settlement.end_to_end_ms.len()
+    );
+
+    let backlog = 10_000;
+    platform.scale(Service::Inventory, 0).await?;
+    workload::run(&workload_of(backlog, size.concurrency), order_url, ignore()).await;
+    let admin = platform
+        .rabbitmq()
+        .ok_or_else(|| anyhow::anyhow!("no broker"))?
+        .clone();
+    let queue = "inventory_queue";
+    while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    platform.scale(Service::Inventory, 1).await?;
+    while admin.queue_depth(queue).await?.messages_ready > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "  drain of a {backlog}-message backlog (inventory restarted, readiness included): {:.2} s  {:.0} msg/s",
+        took.as_secs_f64(),
+        f64::from(backlog) / took.as_secs_f64()
+    );
+    Ok(())
 }

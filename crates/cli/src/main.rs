@@ -96,13 +96,12 @@ async fn main() -> ExitCode {
             throughput_orders,
             concurrency,
         } => {
-            bench::run(
-                part.transport(),
+            let size = bench::BenchSize {
                 latency_orders,
                 throughput_orders,
                 concurrency,
-            )
-            .await
+            };
+            bench::run(part.transport(), size).await
         }
         Command::Crd => crd::print(),
     };

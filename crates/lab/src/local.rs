@@ -277,10 +277,13 @@ impl LocalPlatform {
                 stop(*service, child).await;
             }
         }
-        if let (Some(admin), true) = (&self.rabbitmq, self.owns_vhost)
-            && let Err(error) = admin.delete_vhost().await
-        {
-            tracing::warn!(%error, "could not delete the lab's vhost");
+        if let Some(admin) = &self.rabbitmq {
+            admin.close().await;
+            if self.owns_vhost
+                && let Err(error) = admin.delete_vhost().await
+            {
+                tracing::warn!(%error, "could not delete the lab's vhost");
+            }
         }
     }
 

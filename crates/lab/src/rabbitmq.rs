@@ -117,6 +117,13 @@ impl RabbitAdmin {
         .await
     }
 
+    /// Closes the observer's AMQP connection (before the vhost goes away).
+    pub async fn close(&self) {
+        if let Some(connection) = self.amqp.lock().await.take() {
+            let _ = connection.close(200, "lab over".into()).await;
+        }
+    }
+
     pub async fn delete_vhost(&self) -> Result<(), PlatformError> {
         let path = format!("/api/vhosts/{}", encode(&self.vhost));
         self.http

@@ -228,6 +228,25 @@ impl Publisher {
         Ok(())
     }
 
+    /// Sends an event without waiting for the broker: the returned confirm is
+    /// awaited later, so a consumer can go on with the next delivery.
+    pub async fn send(&self, envelope: &Envelope) -> Result<PendingConfirm, AmqpError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.topology.exchange.as_str().into(),
+                envelope.event_type().routing_key().into(),
+                BasicPublishOptions::default(),
+                &envelope.to_json(),
+                Self::properties(envelope),
+            )
+            .await?;
+        Ok(PendingConfirm {
+            message_id: envelope.message_id.to_string(),
+            confirm,
+        })
+    }
+
     /// Publishes raw bytes to the workflow exchange (labs use this to send
     /// duplicates and poison exactly as a broken producer would).
     pub async fn publish_raw(
@@ -300,6 +319,44 @@ impl Publisher {
             _ => Ok(()),
         }
     }
+}
+
+/// A published message the broker has not confirmed yet.
+pub struct PendingConfirm {
+    message_id: String,
+    confirm: lapin::PublisherConfirm,
+}
+
+impl PendingConfirm {
+    pub async fn confirmed(self) -> Result<(), AmqpError> {
+        match self.confirm.await? {
+            Confirmation::Nack(_) => Err(AmqpError::Nacked(self.message_id)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Acks `delivery` once `pending` is confirmed, in the background; if the
+/// broker refuses the message, the delivery is requeued to be handled again.
+pub fn ack_when_confirmed(pending: PendingConfirm, delivery: Delivery) {
+    tokio::spawn(async move {
+        let outcome = match pending.confirmed().await {
+            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+            Err(error) => {
+                tracing::warn!(%error, "result not confirmed; requeueing the delivery");
+                delivery
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(error) = outcome {
+            // The channel is gone; the broker redelivers the message.
+            tracing::warn!(%error, "could not settle a delivery");
+        }
+    });
 }
 
 fn with_header(properties: BasicProperties, key: &str, value: AMQPValue) -> BasicProperties {
