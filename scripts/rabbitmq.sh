@@ -72,7 +72,8 @@ CONF
   : >"$RABBITMQ_CONF_ENV_FILE"
   echo "[rabbitmq_management]." >"$RABBITMQ_ENABLED_PLUGINS_FILE"
   log "starting node $node (AMQP 127.0.0.1:$port, management 127.0.0.1:$mgmt_port, data $base)"
-  setsid "$bin/rabbitmq-server" >"$base/log/server.out" 2>&1 </dev/null &
+  # The node must not inherit the lock (fd 9), or it would hold it for its lifetime.
+  setsid "$bin/rabbitmq-server" >"$base/log/server.out" 2>&1 </dev/null 9>&- &
   ctl wait "$RABBITMQ_PID_FILE" --timeout 60 >/dev/null
   for _ in $(seq 1 300); do
     if management_up; then

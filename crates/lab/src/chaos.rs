@@ -38,6 +38,7 @@ pub async fn run_step<P: Platform>(
     platform: &P,
     faults: &FaultClient,
     base_faults: &ServiceFaults,
+    index: usize,
     step: &ChaosStep,
     origin: Instant,
 ) -> Result<ChaosRecord, ChaosError> {
@@ -53,6 +54,7 @@ pub async fn run_step<P: Platform>(
         .checked_add(jiff::SignedDuration::try_from(duration).unwrap_or_default())
         .ok();
     let mut record = ChaosRecord {
+        step: u32::try_from(index).unwrap_or(u32::MAX),
         action: step.action,
         target: step.target,
         original_replicas: None,

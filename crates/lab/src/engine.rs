@@ -91,7 +91,8 @@ pub async fn run_lab<P: Platform>(
     let chaos_steps = futures::future::join_all(
         lab.chaos
             .iter()
-            .map(|step| chaos::run_step(platform, &faults, &lab.faults, step, origin)),
+            .enumerate()
+            .map(|(i, step)| chaos::run_step(platform, &faults, &lab.faults, i, step, origin)),
     );
     let injections = async {
         match (&lab.inject, platform.rabbitmq()) {

@@ -68,6 +68,9 @@ pub struct Check {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChaosRecord {
+    /// Index of the step in `spec.chaos` this record is for.
+    #[serde(default)]
+    pub step: u32,
     pub action: ChaosAction,
     pub target: Service,
     /// Replicas before the step, to restore to.

@@ -371,6 +371,13 @@ pub struct FoodLabStatus {
     pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// When the run began: chaos steps count their `after` from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<jiff::Timestamp>,
+    /// The Job running the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_job: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,0 +1,15 @@
+//! The FoodLab operator: reconciles `FoodLab` resources on Kubernetes.
+//!
+//! - `controller`: the reconcile loop (finalizer, faults, chaos, workload Job, status)
+//! - `chaos_plan`: what chaos should look like now, a pure function of spec, status and clock
+//! - `platform`: the Kubernetes `Platform` (Deployment scale subresource, Service DNS)
+//! - `job`: the workload Job and the report it hands back
+//! - `rbac`: every API verb the operator uses (the chart grants exactly these)
+
+pub mod chaos_plan;
+pub mod controller;
+pub mod job;
+pub mod lab_job;
+pub mod metrics;
+pub mod platform;
+pub mod rbac;
