@@ -24,28 +24,21 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
-        readiness.set("rabbitmq", false);
-        tokio::spawn(async move {
-            let url = self.args.amqp_url.clone();
-            amqp::run_forever(
-                &url,
-                "inventory",
-                |up| readiness.set("rabbitmq", up),
-                |connection| {
-                    let consumer = self.clone();
-                    async move { consumer.session(connection).await }
-                },
-            )
-            .await
-        });
+        let url = self.args.amqp_url.clone();
+        amqp::spawn_forever(
+            url,
+            "inventory",
+            move |up| readiness.set("rabbitmq", up),
+            move |connection| {
+                let consumer = self.clone();
+                async move { consumer.session(connection).await }
+            },
+        );
     }
 
     async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
         let topology = &self.args.topology;
-        topology
-            .declare(&connection.create_channel().await?)
-            .await?;
-        let publisher = Publisher::new(&connection, topology.clone()).await?;
+        let publisher = amqp::open_session(&connection, topology).await?;
         amqp::consume(
             &connection,
             &topology.inventory_queue,
@@ -61,22 +54,20 @@ impl Consumer {
             Ok(envelope) if matches!(envelope.event, Event::OrderPlaced { .. }) => envelope,
             Ok(other) => {
                 let reason = format!("expected OrderPlaced, got {:?}", other.event_type());
-                return self.dead_letter(publisher, &delivery, &reason).await;
-            }
-            Err(poison) => return self.dead_letter(publisher, &delivery, &poison.0).await,
-        };
-        match amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await? {
-            FaultOutcome::Proceed => {}
-            FaultOutcome::Retried => {
-                tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, "injected failure; retrying");
-                self.metrics.count(queue, "retried");
-                return Ok(());
-            }
-            FaultOutcome::DeadLettered => {
-                tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, "injected failure; dead-lettered");
                 self.metrics.count(queue, "dead_lettered");
-                return Ok(());
+                return publisher.reject_poison(&delivery, &reason).await;
             }
+            Err(poison) => {
+                self.metrics.count(queue, "dead_lettered");
+                return publisher.reject_poison(&delivery, &poison.0).await;
+            }
+        };
+        let faulted =
+            amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await?;
+        if faulted != FaultOutcome::Proceed {
+            tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, outcome = faulted.label(), "injected failure");
+            self.metrics.count(queue, faulted.label());
+            return Ok(());
         }
         let Event::OrderPlaced { customer_id, items } = &envelope.event else {
             return Ok(());
@@ -130,26 +121,6 @@ impl Consumer {
             duplicate = result.replayed,
             "order decided"
         );
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        publisher: &Publisher,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<(), AmqpError> {
-        publisher.dead_letter(delivery, reason).await?;
-        amqp::ack(delivery).await?;
-        self.metrics
-            .count(self.args.topology.inventory_queue.as_str(), "dead_lettered");
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        tracing::warn!(%message_id, %reason, "poison message dead-lettered");
         Ok(())
     }
 }

@@ -16,28 +16,21 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
-        readiness.set("rabbitmq", false);
-        tokio::spawn(async move {
-            let url = self.args.amqp_url.clone();
-            amqp::run_forever(
-                &url,
-                "notification",
-                |up| readiness.set("rabbitmq", up),
-                |connection| {
-                    let consumer = self.clone();
-                    async move { consumer.session(connection).await }
-                },
-            )
-            .await
-        });
+        let url = self.args.amqp_url.clone();
+        amqp::spawn_forever(
+            url,
+            "notification",
+            move |up| readiness.set("rabbitmq", up),
+            move |connection| {
+                let consumer = self.clone();
+                async move { consumer.session(connection).await }
+            },
+        );
     }
 
     async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
         let topology = &self.args.topology;
-        topology
-            .declare(&connection.create_channel().await?)
-            .await?;
-        let publisher = Publisher::new(&connection, topology.clone()).await?;
+        let publisher = amqp::open_session(&connection, topology).await?;
         amqp::consume(
             &connection,
             &topology.notification_queue,
@@ -53,20 +46,19 @@ impl Consumer {
             Ok(envelope) if matches!(envelope.event, Event::InventoryReserved { .. }) => envelope,
             Ok(other) => {
                 let reason = format!("expected InventoryReserved, got {:?}", other.event_type());
-                return self.dead_letter(publisher, &delivery, &reason).await;
-            }
-            Err(poison) => return self.dead_letter(publisher, &delivery, &poison.0).await,
-        };
-        match amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await? {
-            FaultOutcome::Proceed => {}
-            FaultOutcome::Retried => {
-                self.metrics.count(queue, "retried");
-                return Ok(());
-            }
-            FaultOutcome::DeadLettered => {
                 self.metrics.count(queue, "dead_lettered");
-                return Ok(());
+                return publisher.reject_poison(&delivery, &reason).await;
             }
+            Err(poison) => {
+                self.metrics.count(queue, "dead_lettered");
+                return publisher.reject_poison(&delivery, &poison.0).await;
+            }
+        };
+        let faulted =
+            amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await?;
+        if faulted != FaultOutcome::Proceed {
+            self.metrics.count(queue, faulted.label());
+            return Ok(());
         }
         let Event::InventoryReserved { customer_id, items } = &envelope.event else {
             return Ok(());
@@ -92,22 +84,6 @@ impl Consumer {
             duplicate = !fresh,
             "notification sent"
         );
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        publisher: &Publisher,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<(), AmqpError> {
-        publisher.dead_letter(delivery, reason).await?;
-        amqp::ack(delivery).await?;
-        self.metrics.count(
-            self.args.topology.notification_queue.as_str(),
-            "dead_lettered",
-        );
-        tracing::warn!(%reason, "poison message dead-lettered");
         Ok(())
     }
 }

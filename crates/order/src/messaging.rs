@@ -94,23 +94,17 @@ impl Messaging {
         let envelope = match Envelope::parse(&delivery.data) {
             Ok(envelope) => envelope,
             Err(poison) => {
-                publisher.dead_letter(&delivery, &poison.0).await?;
-                amqp::ack(&delivery).await?;
                 self.metrics.count(queue, "dead_lettered");
-                tracing::warn!(reason = %poison.0, "poison status message dead-lettered");
-                return Ok(());
+                return publisher.reject_poison(&delivery, &poison.0).await;
             }
         };
         let (status, reason) = match &envelope.event {
             Event::InventoryReserved { .. } => (OrderStatus::Reserved, None),
             Event::InventoryFailed { reason } => (OrderStatus::Failed, Some(reason.clone())),
             Event::OrderPlaced { .. } => {
-                publisher
-                    .dead_letter(&delivery, "expected an inventory result, got OrderPlaced")
-                    .await?;
-                amqp::ack(&delivery).await?;
                 self.metrics.count(queue, "dead_lettered");
-                return Ok(());
+                let reason = "expected an inventory result, got OrderPlaced";
+                return publisher.reject_poison(&delivery, reason).await;
             }
         };
         let applied = self

@@ -169,6 +169,33 @@ impl Topology {
     }
 }
 
+/// The start of every service's session: declare the topology, open a
+/// confirming publisher.
+pub async fn open_session(
+    connection: &Connection,
+    topology: &Topology,
+) -> Result<Publisher, AmqpError> {
+    topology
+        .declare(&connection.create_channel().await?)
+        .await?;
+    Publisher::new(connection, topology.clone()).await
+}
+
+/// Runs a service's RabbitMQ side in the background for the life of the
+/// process: `session` on every fresh connection, readiness following it.
+pub fn spawn_forever<S, Fut>(
+    url: String,
+    service: &'static str,
+    on_connected: impl Fn(bool) + Send + 'static,
+    session: S,
+) where
+    S: FnMut(Connection) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), AmqpError>> + Send,
+{
+    on_connected(false);
+    tokio::spawn(async move { run_forever(&url, service, on_connected, session).await });
+}
+
 pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     Ok(Connection::connect(url, properties).await?)
@@ -273,6 +300,20 @@ impl Publisher {
             properties,
         )
         .await
+    }
+
+    /// Dead-letters poison with its reason and acks it: logged, never retried.
+    pub async fn reject_poison(&self, delivery: &Delivery, reason: &str) -> Result<(), AmqpError> {
+        self.dead_letter(delivery, reason).await?;
+        ack(delivery).await?;
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::warn!(%message_id, queue = %delivery.routing_key, %reason, "poison message dead-lettered");
+        Ok(())
     }
 
     /// Puts a delivery back on its routing key with its retry count raised.
@@ -489,6 +530,17 @@ pub enum FaultOutcome {
     Retried,
     /// Failed too often: dead-lettered.
     DeadLettered,
+}
+
+impl FaultOutcome {
+    /// How the message metrics count it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Proceed => "processed",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
 }
 
 /// Applies a consumer's injected faults to a delivery: waits the delay, and
