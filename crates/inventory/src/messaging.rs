@@ -62,8 +62,14 @@ impl Consumer {
                 return publisher.reject_poison(&delivery, &poison.0).await;
             }
         };
-        let faulted =
-            amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await?;
+        let faulted = amqp::apply_faults(
+            &self.faults.get(),
+            rand::random(),
+            publisher,
+            &delivery,
+            queue,
+        )
+        .await?;
         if faulted != FaultOutcome::Proceed {
             tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, outcome = faulted.label(), "injected failure");
             self.metrics.count(queue, faulted.label());
@@ -80,8 +86,18 @@ impl Consumer {
                 items.clone(),
                 now_ms(),
             )
-            .await
-            .map_err(|e| AmqpError::Handler(e.to_string()))?;
+            .await;
+        let result = match result {
+            Err(foodlab_store::StoreError::MessageIdReused { earlier_order }) => {
+                let reason = format!(
+                    "message id {} was already used for order {earlier_order}",
+                    envelope.message_id
+                );
+                self.metrics.count(queue, "dead_lettered");
+                return publisher.reject_poison(&delivery, &reason).await;
+            }
+            other => other.map_err(|e| AmqpError::Handler(e.to_string()))?,
+        };
         let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
         if self.crash_after_commits == Some(commits) {
             tracing::error!(order_id = %envelope.order_id, "crash point reached: aborting between commit and ack");
@@ -99,14 +115,11 @@ impl Consumer {
         };
         // A replayed decision is published again: the first attempt may have
         // died between commit and publish. Its id is the same, so it is harmless.
-        publisher
-            .publish(&Envelope::result_of(
-                &envelope,
-                jiff::Timestamp::now(),
-                outcome,
-            ))
-            .await?;
-        amqp::ack(&delivery).await?;
+        // The delivery is acked once the broker confirms the result, in the
+        // background, so the next delivery does not wait for the confirm.
+        let result_event = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
+        let pending = publisher.send(&result_event).await?;
+        amqp::ack_when_confirmed(pending, delivery);
         let label = if result.replayed {
             "duplicate"
         } else {

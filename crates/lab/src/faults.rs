@@ -36,7 +36,11 @@ pub struct FaultClient {
 impl Default for FaultClient {
     fn default() -> Self {
         Self {
-            http: reqwest::Client::new(),
+            // A hung admin endpoint must not hold up a lab (or a reconcile) for ever.
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
         }
     }
 }

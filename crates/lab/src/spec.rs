@@ -424,10 +424,57 @@ impl FoodLabSpec {
                 problems.push(format!("chaos[{i}].failRate must be between 0 and 1"));
             }
         }
+        // Two disruptions of one service at once would each remember the
+        // other's state as the one to restore.
+        let window =
+            |step: &ChaosStep| (step.after, step.after + step.duration.unwrap_or_default());
+        for (i, a) in self.chaos.iter().enumerate() {
+            for (j, b) in self.chaos.iter().enumerate().skip(i + 1) {
+                let ((a_start, a_end), (b_start, b_end)) = (window(a), window(b));
+                if a.target == b.target && a_start <= b_end && b_start <= a_end {
+                    problems.push(format!(
+                        "chaos[{i}] and chaos[{j}] both disrupt {} at the same time",
+                        a.target
+                    ));
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab(chaos: &str) -> FoodLabSpec {
+        serde_json::from_str(&format!(
+            r#"{{"transport": "rabbitmq", "workload": {{"orders": 5}}, "chaos": {chaos}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn overlapping_disruptions_of_one_service_are_refused() {
+        let overlapping = lab(r#"[
+            {"action": "ScaleToZero", "target": "inventory", "after": "5s", "duration": "60s"},
+            {"action": "PodKill", "target": "inventory", "after": "30s"}
+        ]"#);
+        assert_eq!(
+            overlapping.validate(),
+            Err(vec![
+                "chaos[0] and chaos[1] both disrupt inventory at the same time".to_owned()
+            ])
+        );
+        let apart = lab(r#"[
+            {"action": "ScaleToZero", "target": "inventory", "after": "5s", "duration": "10s"},
+            {"action": "Delay", "target": "inventory", "after": "20s", "duration": "10s", "delaySeconds": 1},
+            {"action": "Fail", "target": "notification", "after": "5s", "duration": "60s"}
+        ]"#);
+        assert_eq!(apart.validate(), Ok(()));
     }
 }

@@ -54,8 +54,14 @@ impl Consumer {
                 return publisher.reject_poison(&delivery, &poison.0).await;
             }
         };
-        let faulted =
-            amqp::apply_faults(&self.faults.get(), rand::random(), publisher, &delivery).await?;
+        let faulted = amqp::apply_faults(
+            &self.faults.get(),
+            rand::random(),
+            publisher,
+            &delivery,
+            queue,
+        )
+        .await?;
         if faulted != FaultOutcome::Proceed {
             self.metrics.count(queue, faulted.label());
             return Ok(());

@@ -80,6 +80,16 @@ pub fn plan(
             Some(_) => {}
         }
     }
+    // Records of steps no longer in the spec (it was edited mid-run) are
+    // undone all the same.
+    for record in records {
+        if record.step as usize >= steps.len() && record.restored_at.is_none() {
+            finished = false;
+            moves.push(ChaosMove::Restore {
+                step: record.step as usize,
+            });
+        }
+    }
     ChaosPlan {
         moves,
         next_due,
@@ -211,6 +221,13 @@ mod tests {
         let p = plan(&steps, &records, t(0), t(25));
         assert_eq!(p.moves, vec![ChaosMove::Start { step: 1 }]);
         assert_eq!(p.next_due, Some(t(100)));
+    }
+
+    #[test]
+    fn a_record_whose_step_left_the_spec_is_still_restored() {
+        let p = plan(&[], &[record(3, 0, 100, None)], t(0), t(10));
+        assert_eq!(p.moves, vec![ChaosMove::Restore { step: 3 }]);
+        assert!(!p.finished);
     }
 
     #[test]

@@ -163,19 +163,37 @@ fn ready(
     }
 }
 
-async fn write_status(api: &Api<FoodLab>, name: &str, status: &FoodLabStatus) -> Result<(), Error> {
-    let patch = serde_json::json!({
-        "apiVersion": "foodlab.dev/v1alpha1",
-        "kind": "FoodLab",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+/// Writes status with server-side apply, guarded by the resourceVersion the
+/// reconcile started from: a reconcile working from a stale copy (the cache
+/// had not seen our last write yet) gets a conflict and retries, instead of
+/// overwriting newer chaos records.
+struct StatusWriter<'a> {
+    api: &'a Api<FoodLab>,
+    name: String,
+    resource_version: Option<String>,
+}
+
+impl StatusWriter<'_> {
+    async fn write(&mut self, status: &FoodLabStatus) -> Result<(), Error> {
+        let mut patch = serde_json::json!({
+            "apiVersion": "foodlab.dev/v1alpha1",
+            "kind": "FoodLab",
+            "status": status,
+        });
+        if let Some(version) = &self.resource_version {
+            patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+        }
+        let written = self
+            .api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        self.resource_version = written.metadata.resource_version;
+        Ok(())
+    }
 }
 
 async fn apply(
@@ -185,11 +203,26 @@ async fn apply(
     namespace: &str,
 ) -> Result<Action, Error> {
     let now = (ctx.now)();
-    let name = lab.name_any();
     let generation = lab.metadata.generation;
+    let mut writer = StatusWriter {
+        api,
+        name: lab.name_any(),
+        resource_version: lab.metadata.resource_version.clone(),
+    };
     let mut status = lab.status.clone().unwrap_or_default();
+    let platform = platform_for(lab, ctx, namespace);
 
+    // A spec that was invalid and has been edited since: start afresh.
+    let was_invalid = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec");
+    if was_invalid && status.observed_generation != generation {
+        status = FoodLabStatus::default();
+    }
     if let Err(problems) = lab.spec.validate() {
+        // Whatever ran before the spec turned invalid is undone first.
+        restore_everything(lab, ctx, &platform, &mut status, now).await;
         let message = problems.join("; ");
         status.phase = Some(Phase::Failed);
         status.observed_generation = generation;
@@ -197,7 +230,7 @@ async fn apply(
             &mut status,
             ready("False", "InvalidSpec", message.clone(), generation, now),
         );
-        write_status(api, &name, &status).await?;
+        writer.write(&status).await?;
         ctx.event(lab, EventType::Warning, "InvalidSpec", message)
             .await;
         // Nothing will change until the spec does: no retry loop.
@@ -222,7 +255,7 @@ async fn apply(
                     now,
                 ),
             );
-            write_status(api, &name, &status).await?;
+            writer.write(&status).await?;
             ctx.event(
                 lab,
                 EventType::Normal,
@@ -234,24 +267,32 @@ async fn apply(
         }
     };
 
-    let platform = platform_for(lab, ctx, namespace);
-    keep_faults_applied(lab, &platform).await?;
-
+    // Chaos first (restores above all), so nothing else can hold a restore up.
     let plan = chaos_plan::plan(&lab.spec.chaos, &status.chaos, started_at, now);
+    let mut first_error = None;
     for change in plan.moves {
-        match change {
+        let done = match change {
             ChaosMove::Start { step } => {
-                start_step(lab, ctx, api, &platform, &mut status, step, now).await?;
+                start_step(lab, ctx, &mut writer, &platform, &mut status, step, now).await
             }
             ChaosMove::Restore { step } => {
-                restore_step(lab, ctx, &platform, &mut status, step, now).await?;
-                write_status(api, &name, &status).await?;
+                match restore_step(lab, ctx, &platform, &mut status, step, now).await {
+                    Ok(()) => writer.write(&status).await,
+                    Err(error) => Err(error),
+                }
             }
+        };
+        if let Err(error) = done {
+            first_error.get_or_insert(error);
         }
     }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    keep_faults_applied(lab, &platform, &status).await;
     let chaos_over = chaos_plan::plan(&lab.spec.chaos, &status.chaos, started_at, now).finished;
 
-    let finished = run_workload(lab, ctx, api, &mut status, chaos_over, now).await?;
+    let finished = run_workload(lab, ctx, &mut writer, &mut status, chaos_over, now).await?;
     if finished {
         return Ok(Action::await_change());
     }
@@ -261,17 +302,48 @@ async fn apply(
     Ok(Action::requeue(until_due.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
-/// Faults are re-applied on every reconcile: a restarted pod starts without them.
-async fn keep_faults_applied(lab: &FoodLab, platform: &KubernetesPlatform) -> Result<(), Error> {
+/// Undoes every disruption still in place, as far as possible; what cannot
+/// be undone is logged (used when the spec turned invalid mid-run).
+async fn restore_everything(
+    lab: &FoodLab,
+    ctx: &Context,
+    platform: &KubernetesPlatform,
+    status: &mut FoodLabStatus,
+    now: Timestamp,
+) {
+    for change in chaos_plan::restore_all(&status.chaos) {
+        if let ChaosMove::Restore { step } = change
+            && let Err(error) = restore_step(lab, ctx, platform, status, step, now).await
+        {
+            tracing::warn!(step, %error, "could not undo a chaos step");
+        }
+    }
+}
+
+/// Faults are re-applied on every reconcile: a restarted pod starts without
+/// them. Best effort, and never on a service a chaos step is disrupting
+/// (it may have no pods, or carry a Delay/Fail window's faults).
+async fn keep_faults_applied(lab: &FoodLab, platform: &KubernetesPlatform, status: &FoodLabStatus) {
     let client = FaultClient::default();
     for (service, spec) in lab.spec.faults.declared() {
-        let faults = spec.to_faults().map_err(|e| FaultApiError {
-            service,
-            reason: e.to_string(),
-        })?;
-        client.set(platform, service, &faults).await?;
+        let disrupted = status
+            .chaos
+            .iter()
+            .any(|r| r.target == service && r.restored_at.is_none());
+        if disrupted {
+            continue;
+        }
+        let applied = match spec.to_faults() {
+            Ok(faults) => client
+                .set(platform, service, &faults)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = applied {
+            tracing::warn!(%service, %error, "could not apply the lab's faults; will retry");
+        }
     }
-    Ok(())
 }
 
 fn base_faults(lab: &FoodLab, service: Service) -> foodlab_domain::Faults {
@@ -285,7 +357,7 @@ fn base_faults(lab: &FoodLab, service: Service) -> foodlab_domain::Faults {
 async fn start_step(
     lab: &FoodLab,
     ctx: &Context,
-    api: &Api<FoodLab>,
+    writer: &mut StatusWriter<'_>,
     platform: &KubernetesPlatform,
     status: &mut FoodLabStatus,
     index: usize,
@@ -308,7 +380,7 @@ async fn start_step(
         restore_at: Some(chaos_plan::restore_at(step, now)),
         restored_at: None,
     });
-    write_status(api, &lab.name_any(), status).await?;
+    writer.write(status).await?;
     match step.action {
         ChaosAction::ScaleToZero => platform.scale(step.target, 0).await?,
         ChaosAction::PodKill => {
@@ -357,9 +429,14 @@ async fn restore_step(
     };
     match record.action {
         ChaosAction::ScaleToZero => {
-            platform
+            match platform
                 .scale(record.target, record.original_replicas.unwrap_or(1))
-                .await?;
+                .await
+            {
+                // The Deployment is gone (its part was uninstalled): nothing to restore.
+                Ok(()) | Err(PlatformError::NotDeployed(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         ChaosAction::Delay | ChaosAction::Fail => {
             FaultClient::default()
@@ -381,7 +458,7 @@ async fn restore_step(
 async fn run_workload(
     lab: &FoodLab,
     ctx: &Context,
-    api: &Api<FoodLab>,
+    writer: &mut StatusWriter<'_>,
     status: &mut FoodLabStatus,
     chaos_over: bool,
     now: Timestamp,
@@ -389,11 +466,27 @@ async fn run_workload(
     let namespace = lab.namespace().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let name = job::job_name(lab);
+    let generation = lab.metadata.generation;
     let Some(existing) = jobs.get_opt(&name).await? else {
+        if status.workload_job.is_some() {
+            // Started before and gone now (deleted, or expired after its TTL):
+            // placing the orders again would be a second run, not this one.
+            status.phase = Some(Phase::Failed);
+            status.verdict = Some(Verdict::Fail);
+            let message = format!("Job {name} disappeared before its report was read");
+            set_condition(
+                status,
+                ready("False", "WorkloadLost", message.clone(), generation, now),
+            );
+            writer.write(status).await?;
+            ctx.event(lab, EventType::Warning, "WorkloadLost", message)
+                .await;
+            return Ok(true);
+        }
         let job = job::workload_job(lab, &ctx.job_image, &ctx.job_pull_policy)?;
         jobs.create(&PostParams::default(), &job).await?;
         status.workload_job = Some(name.clone());
-        write_status(api, &lab.name_any(), status).await?;
+        writer.write(status).await?;
         ctx.event(
             lab,
             EventType::Normal,
@@ -408,7 +501,6 @@ async fn run_workload(
     if !done || !chaos_over {
         return Ok(false);
     }
-    let generation = lab.metadata.generation;
     match read_report(ctx, &namespace, &name).await? {
         Some(report) => {
             let passed = report.verdict == Verdict::Pass;
@@ -461,7 +553,7 @@ async fn run_workload(
                 .await;
         }
     }
-    write_status(api, &lab.name_any(), status).await?;
+    writer.write(status).await?;
     Ok(true)
 }
 

@@ -43,9 +43,14 @@ impl KubernetesPlatform {
     }
 
     fn failed(service: Service, error: kube::Error) -> PlatformError {
-        PlatformError::Unsupported {
-            service,
-            reason: error.to_string(),
+        match error {
+            kube::Error::Api(status) if status.is_not_found() => {
+                PlatformError::NotDeployed(service)
+            }
+            other => PlatformError::Unsupported {
+                service,
+                reason: other.to_string(),
+            },
         }
     }
 }

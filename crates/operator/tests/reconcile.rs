@@ -12,9 +12,9 @@ use foodlab_operator::controller::{Context, FINALIZER, reconcile};
 use foodlab_operator::rbac;
 use http::{Request, Response};
 use jiff::Timestamp;
+use kube::Client;
 use kube::client::Body;
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -97,6 +97,24 @@ async fn run(
         "an unexpected extra request was made"
     );
     action
+}
+
+/// Runs `reconcile` expecting it to fail after the scenario's requests.
+async fn run_failing(lab: FoodLab, now: fn() -> Timestamp, server: impl AsyncFnOnce(&mut Handle)) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let reconciler = tokio::spawn(reconcile(Arc::new(lab), context(client, now)));
+    tokio::time::timeout(Duration::from_secs(5), server(&mut handle))
+        .await
+        .expect("the scenario's requests did not all come");
+    let result = tokio::time::timeout(Duration::from_secs(5), reconciler)
+        .await
+        .expect("reconcile did not finish")
+        .unwrap();
+    assert!(
+        result.is_err(),
+        "the reconcile should have failed: {result:?}"
+    );
 }
 
 /// Takes the next request, checks its method and path, answers `reply`; returns the body.
@@ -317,5 +335,72 @@ async fn an_invalid_spec_gets_a_condition_with_a_reason_and_no_retry() {
     )
     .await;
     assert_eq!(action, Action::await_change());
-    assert_eq!(current.finalizers(), [FINALIZER]);
+}
+
+#[tokio::test]
+async fn a_spec_turned_invalid_mid_run_restores_before_failing() {
+    let mut current = lab(running_with(scale_record(None)));
+    current.spec.workload.orders = 0;
+    let reply = echo(&current);
+    let action = run(
+        current,
+        || t(30),
+        async move |h: &mut Handle| {
+            let patch = expect(h, "PATCH", SCALE, 200, scale(2)).await;
+            assert_eq!(patch, json!({"spec": {"replicas": 2}}));
+            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            assert_eq!(status["status"]["chaos"][0]["restoredAt"], json!(t(30)));
+            assert_eq!(status["status"]["conditions"][0]["reason"], "InvalidSpec");
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_workload_job_that_vanished_fails_the_lab_instead_of_running_twice() {
+    let current = lab(running_with(scale_record(Some(65))));
+    let reply = echo(&current);
+    let action = run(
+        current,
+        || t(5000),
+        async move |h: &mut Handle| {
+            expect(h, "GET", JOB, 404, not_found()).await;
+            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            assert_eq!(status["status"]["conditions"][0]["reason"], "WorkloadLost");
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_stale_copy_cannot_overwrite_newer_status() {
+    // The status write carries the resourceVersion the reconcile started from,
+    // so the API server refuses it if the object changed in between.
+    let mut current = lab(running());
+    current.metadata.resource_version = Some("41".into());
+    let reply = echo(&current);
+    run_failing(
+        current,
+        || t(10),
+        async move |h: &mut Handle| {
+            expect(h, "GET", SCALE, 200, scale(1)).await;
+            let status = expect(
+                h,
+                "PATCH",
+                &format!("{LABS}/status"),
+                409,
+                json!({
+                    "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict",
+                    "code": 409, "message": "the object has been modified"
+                }),
+            )
+            .await;
+            assert_eq!(status["metadata"]["resourceVersion"], "41");
+            let _ = reply;
+        },
+    )
+    .await;
 }

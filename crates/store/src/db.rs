@@ -16,6 +16,8 @@ pub enum StoreError {
     },
     #[error("stored row is unreadable: {0}")]
     Corrupt(String),
+    #[error("the message id was already used for order {earlier_order}")]
+    MessageIdReused { earlier_order: String },
     #[error("cannot start the WAL checkpointer: {0}")]
     Checkpointer(std::io::Error),
 }

@@ -201,16 +201,16 @@ fn reserve_in(
                 |row| row.get(0),
             )
             .optional()?;
-        // A message id seen before is a replay of the order it carried then.
-        let decided = match earlier {
-            Some(earlier) => {
-                let earlier: OrderId = earlier
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("order id `{earlier}`")))?;
-                read_reservation(&tx, earlier)?
-            }
-            None => read_reservation(&tx, order_id)?,
-        };
+        // A message id seen before is a replay of the order it carried then;
+        // the same id on another order is a broken producer, not a replay.
+        if let Some(earlier) = earlier
+            && earlier != order_id.to_string()
+        {
+            return Err(StoreError::MessageIdReused {
+                earlier_order: earlier,
+            });
+        }
+        let decided = read_reservation(&tx, order_id)?;
         tx.execute(
             "INSERT OR IGNORE INTO processed_messages (message_id, order_id, processed_at_ms)
              VALUES (?1, ?2, ?3)",
@@ -399,13 +399,14 @@ mod tests {
             .unwrap();
         assert!(duplicate.replayed);
         assert_eq!(duplicate.reservation, first.reservation);
-        // The same message id reused for another order is still a replay of the first.
+        // The same message id reused for another order is refused, not replayed.
         let reused = store
             .reserve_message("m-1", OrderId::new(), vec![line("salad", 5)], 4)
-            .await
-            .unwrap();
-        assert!(reused.replayed);
-        assert_eq!(reused.reservation.order_id, order);
+            .await;
+        assert!(
+            matches!(reused, Err(StoreError::MessageIdReused { ref earlier_order }) if *earlier_order == order.to_string()),
+            "{reused:?}"
+        );
         assert_eq!(store.stock().await.unwrap()["salad"], 95);
     }
 

@@ -316,20 +316,21 @@ impl Publisher {
         Ok(())
     }
 
-    /// Puts a delivery back on its routing key with its retry count raised.
-    pub async fn retry(&self, delivery: &Delivery, retries: u32) -> Result<(), AmqpError> {
+    /// Puts a delivery back at the end of `queue` (through the default
+    /// exchange, so no other queue bound to its routing key gets a copy),
+    /// with its retry count raised.
+    pub async fn retry(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        retries: u32,
+    ) -> Result<(), AmqpError> {
         let properties = with_header(
             delivery.properties.clone(),
             RETRIES_HEADER,
             AMQPValue::LongUInt(retries),
         );
-        self.confirm(
-            &self.topology.exchange,
-            delivery.routing_key.as_str(),
-            &delivery.data,
-            properties,
-        )
-        .await
+        self.confirm("", queue, &delivery.data, properties).await
     }
 
     async fn confirm(
@@ -467,7 +468,9 @@ pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
 
 /// Runs `session` on a fresh connection, again and again: when the broker
 /// goes away the session fails, and a new connection is tried with backoff
-/// (0.1 s doubling to 5 s). `on_connected` hears every change.
+/// (0.1 s doubling to 5 s; back to 0.1 s only after a session that lasted,
+/// so a session that fails at once does not spin). `on_connected` hears
+/// every change.
 pub async fn run_forever<S, Fut>(
     url: &str,
     name: &str,
@@ -484,13 +487,16 @@ where
             Ok(connection) => {
                 tracing::info!(service = name, "connected to RabbitMQ");
                 on_connected(true);
-                backoff = Duration::from_millis(100);
+                let began = tokio::time::Instant::now();
                 let error = match session(connection).await {
                     Ok(()) => "session ended".to_owned(),
                     Err(e) => e.to_string(),
                 };
                 on_connected(false);
-                tracing::warn!(service = name, %error, "RabbitMQ session lost; reconnecting");
+                if began.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_millis(100);
+                }
+                tracing::warn!(service = name, %error, ?backoff, "RabbitMQ session lost; reconnecting");
             }
             Err(error) => {
                 tracing::warn!(service = name, %error, ?backoff, "cannot reach RabbitMQ; retrying");
@@ -551,6 +557,7 @@ pub async fn apply_faults(
     roll: f64,
     publisher: &Publisher,
     delivery: &Delivery,
+    queue: &str,
 ) -> Result<FaultOutcome, AmqpError> {
     if faults.delay_ms > 0 {
         tokio::time::sleep(faults.delay()).await;
@@ -560,7 +567,7 @@ pub async fn apply_faults(
     }
     let retries = retries_of(delivery);
     let outcome = if retries < MAX_RETRIES {
-        publisher.retry(delivery, retries + 1).await?;
+        publisher.retry(delivery, queue, retries + 1).await?;
         FaultOutcome::Retried
     } else {
         let reason = format!("injected failure, gave up after {MAX_RETRIES} retries");
