@@ -73,6 +73,19 @@ impl Consumer {
         if faulted != FaultOutcome::Proceed {
             tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, outcome = faulted.label(), "injected failure");
             self.metrics.count(queue, faulted.label());
+            if faulted == FaultOutcome::DeadLettered {
+                // The order itself must still end somewhere: failed, with the reason.
+                let reason = format!(
+                    "inventory failed {} times (injected failure); the message was dead-lettered",
+                    amqp::MAX_RETRIES + 1
+                );
+                let failed = Envelope::result_of(
+                    &envelope,
+                    jiff::Timestamp::now(),
+                    Event::InventoryFailed { reason },
+                );
+                publisher.publish(&failed).await?;
+            }
             return Ok(());
         }
         let Event::OrderPlaced { customer_id, items } = &envelope.event else {

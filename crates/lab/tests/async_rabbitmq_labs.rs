@@ -332,3 +332,96 @@ async fn orders_accepted_while_the_broker_is_down_are_reserved_when_it_returns()
     );
     platform.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_orders_settle_with_exact_stock_arithmetic() {
+    let lab = example("async-poison");
+    let platform = start(&lab).await;
+    let (status, body) = post(
+        &platform,
+        Service::Order,
+        "/orders/bulk",
+        json!({"count": 150, "item": "pizza", "quantity": 1}),
+    )
+    .await;
+    assert_eq!((status, body), (201, json!({"count": 150})));
+    assert!(eventually(20, || all_orders_settled(&platform, 150)).await);
+    let orders = get(&platform, Service::Order, "/orders").await;
+    let count = |status: &str| {
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["status"] == status)
+            .count()
+    };
+    // 100 pizzas in stock: the first 100 decided are reserved, the rest fail.
+    assert_eq!((count("reserved"), count("failed")), (100, 50));
+    assert_eq!(
+        get(&platform, Service::Inventory, "/stock").await["pizza"],
+        0
+    );
+    let (status, _) = post(
+        &platform,
+        Service::Order,
+        "/orders/bulk",
+        json!({"count": 0, "item": "pizza"}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_failing_every_retry_is_dead_lettered_and_ends_failed() {
+    let lab = example("async-poison");
+    let platform = start(&lab).await;
+    let (status, _) = post(
+        &platform,
+        Service::Inventory,
+        "/admin/fail",
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for _ in 0..3 {
+        post(
+            &platform,
+            Service::Order,
+            "/order",
+            json!({"item": "salad"}),
+        )
+        .await;
+    }
+    assert!(eventually(20, || all_orders_settled(&platform, 3)).await);
+    let orders = get(&platform, Service::Order, "/orders").await;
+    for order in orders.as_array().unwrap() {
+        assert_eq!(order["status"], "failed", "{order}");
+        assert!(
+            order["reason"].as_str().unwrap().contains("dead-lettered"),
+            "{order}"
+        );
+    }
+    let admin = platform.rabbitmq().unwrap();
+    let dlq = Topology::default().dead_letter_queue;
+    assert!(
+        eventually(10, || async {
+            admin.queue_depth(&dlq).await.unwrap().messages_ready == 3
+        })
+        .await
+    );
+    // Faults cover every business endpoint, reads included: lift them to look.
+    post(
+        &platform,
+        Service::Inventory,
+        "/admin/fail",
+        json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(stats(&platform).await["reserved_orders"], 0);
+    assert_eq!(
+        get(&platform, Service::Inventory, "/stock").await["salad"],
+        100
+    );
+    platform.shutdown().await;
+}

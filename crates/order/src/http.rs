@@ -15,6 +15,7 @@ pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/order", post(place_order))
         .route("/orders", get(list_orders).post(place_order))
+        .route("/orders/bulk", post(place_bulk))
         .route("/orders/{order_id}", get(get_order))
         .with_state(state)
 }
@@ -44,15 +45,7 @@ async fn place_order(
         }
         Workflow::Outbox(nudge) => {
             let order_id = order.order_id;
-            let event = Envelope::new(
-                order_id,
-                order_id.to_string(),
-                jiff::Timestamp::now(),
-                Event::OrderPlaced {
-                    customer_id: order.customer_id.clone(),
-                    items: order.items.clone(),
-                },
-            );
+            let event = placed_event(&order);
             app.store
                 .insert_with_event(order, &event)
                 .await
@@ -64,6 +57,73 @@ async fn place_order(
             Ok((StatusCode::ACCEPTED, axum::Json(body)))
         }
     }
+}
+
+fn placed_event(order: &Order) -> Envelope {
+    Envelope::new(
+        order.order_id,
+        order.order_id.to_string(),
+        jiff::Timestamp::now(),
+        Event::OrderPlaced {
+            customer_id: order.customer_id.clone(),
+            items: order.items.clone(),
+        },
+    )
+}
+
+/// The most orders one bulk request may place.
+const MAX_BULK: u64 = 100_000;
+
+/// `POST /orders/bulk {"count": 10000, "item": "burger", "quantity": 1}`:
+/// `count` identical orders, stored with their events in one transaction.
+async fn place_bulk(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let Workflow::Outbox(nudge) = &app.workflow else {
+        return Err(ApiError::unprocessable(
+            "bulk orders are for the async parts; the sync-rest part places orders one by one",
+        ));
+    };
+    let count = match body.get("count") {
+        Some(count) => count
+            .as_u64()
+            .filter(|n| (1..=MAX_BULK).contains(n))
+            .ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "`count` must be a whole number from 1 to {MAX_BULK}"
+                ))
+            })?,
+        None => return Err(ApiError::unprocessable("`count` is missing")),
+    };
+    let request =
+        OrderRequest::from_json(&body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let now = now_ms();
+    let placed: Vec<(Order, Envelope)> = (0..count)
+        .map(|_| {
+            let order = Order {
+                order_id: OrderId::new(),
+                customer_id: request.customer_id.clone(),
+                items: request.lines.clone(),
+                status: OrderStatus::Placed,
+                reason: None,
+                created_at_ms: now,
+                updated_at_ms: now,
+            };
+            let event = placed_event(&order);
+            (order, event)
+        })
+        .collect();
+    app.store
+        .insert_all_with_events(placed)
+        .await
+        .map_err(ApiError::internal)?;
+    nudge.notify_one();
+    tracing::info!(count, "bulk orders accepted");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "count": count })),
+    ))
 }
 
 /// Stores the order as `placed`, reserves, notifies: the final order, or

@@ -51,16 +51,25 @@ impl OrderStore {
         order: Order,
         event: &Envelope,
     ) -> Result<(), StoreError> {
-        let message_id = event.message_id.to_string();
-        let body = event.to_json();
+        self.insert_all_with_events(vec![(order, event.clone())])
+            .await
+    }
+
+    /// As `insert_with_event` for many orders, all in one transaction.
+    pub async fn insert_all_with_events(
+        &self,
+        placed: Vec<(Order, Envelope)>,
+    ) -> Result<(), StoreError> {
         self.db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                insert_order(&tx, &order)?;
-                tx.execute(
-                    "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
-                    params![message_id, body],
-                )?;
+                for (order, event) in &placed {
+                    insert_order(&tx, order)?;
+                    tx.execute(
+                        "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
+                        params![event.message_id.to_string(), event.to_json()],
+                    )?;
+                }
                 tx.commit()?;
                 Ok(())
             })
