@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -255,7 +255,12 @@ pub enum ChaosAction {
     Fail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One disruption: what, to which service, when, and for how long.
+// Admission checks (CEL) that every disruption but a pod kill lasts a while.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "self.action == 'PodKill' || (has(self.duration) && duration(self.duration) > duration('0s'))"
+).message("ScaleToZero, Delay and Fail need a duration greater than zero, such as 60s"))]
 #[serde(rename_all = "camelCase")]
 pub struct ChaosStep {
     pub action: ChaosAction,
