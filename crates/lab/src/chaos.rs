@@ -57,6 +57,7 @@ pub async fn run_step<P: Platform>(
         step: u32::try_from(index).unwrap_or(u32::MAX),
         action: step.action,
         target: step.target,
+        disrupted: true,
         original_replicas: None,
         started_at,
         restore_at,

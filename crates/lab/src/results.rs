@@ -73,6 +73,9 @@ pub struct ChaosRecord {
     pub step: u32,
     pub action: ChaosAction,
     pub target: Service,
+    /// The disruption itself happened (the record is written first).
+    #[serde(default)]
+    pub disrupted: bool,
     /// Replicas before the step, to restore to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_replicas: Option<u32>,

@@ -74,6 +74,10 @@ pub fn plan(
                 if now >= at {
                     moves.push(ChaosMove::Restore { step: i });
                 } else {
+                    if !record.disrupted {
+                        // Recorded, but the disruption itself failed: try it again.
+                        moves.push(ChaosMove::Start { step: i });
+                    }
                     due_later(at);
                 }
             }
@@ -134,6 +138,7 @@ mod tests {
             step,
             action: ChaosAction::ScaleToZero,
             target: Service::Inventory,
+            disrupted: true,
             original_replicas: Some(2),
             started_at: t(started),
             restore_at: Some(t(restore)),
@@ -221,6 +226,18 @@ mod tests {
         let p = plan(&steps, &records, t(0), t(25));
         assert_eq!(p.moves, vec![ChaosMove::Start { step: 1 }]);
         assert_eq!(p.next_due, Some(t(100)));
+    }
+
+    #[test]
+    fn a_recorded_step_whose_disruption_failed_is_started_again_until_its_restore_time() {
+        let steps = [scale_to_zero(5, 60)];
+        let mut half = record(0, 5, 65, None);
+        half.disrupted = false;
+        let p = plan(&steps, std::slice::from_ref(&half), t(0), t(20));
+        assert_eq!(p.moves, vec![ChaosMove::Start { step: 0 }]);
+        assert_eq!(p.next_due, Some(t(65)));
+        let p = plan(&steps, &[half], t(0), t(65));
+        assert_eq!(p.moves, vec![ChaosMove::Restore { step: 0 }]);
     }
 
     #[test]

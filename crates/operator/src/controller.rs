@@ -366,21 +366,30 @@ async fn start_step(
     let Some(step) = lab.spec.chaos.get(index) else {
         return Ok(());
     };
-    let original = match step.action {
-        ChaosAction::ScaleToZero => Some(platform.replicas(step.target).await?),
-        _ => None,
+    // The record goes to status before the disruption, so it can always be
+    // undone; a record whose disruption failed is reused on the next try.
+    let position = match status.chaos.iter().position(|r| r.step as usize == index) {
+        Some(position) => position,
+        None => {
+            let original = match step.action {
+                ChaosAction::ScaleToZero => Some(platform.replicas(step.target).await?),
+                _ => None,
+            };
+            status.chaos.push(ChaosRecord {
+                step: u32::try_from(index).unwrap_or(u32::MAX),
+                action: step.action,
+                target: step.target,
+                disrupted: false,
+                original_replicas: original,
+                started_at: now,
+                restore_at: Some(chaos_plan::restore_at(step, now)),
+                restored_at: None,
+            });
+            writer.write(status).await?;
+            status.chaos.len() - 1
+        }
     };
-    // The record goes to status before the disruption, so it can always be undone.
-    status.chaos.push(ChaosRecord {
-        step: u32::try_from(index).unwrap_or(u32::MAX),
-        action: step.action,
-        target: step.target,
-        original_replicas: original,
-        started_at: now,
-        restore_at: Some(chaos_plan::restore_at(step, now)),
-        restored_at: None,
-    });
-    writer.write(status).await?;
+    let original = status.chaos[position].original_replicas;
     match step.action {
         ChaosAction::ScaleToZero => platform.scale(step.target, 0).await?,
         ChaosAction::PodKill => {
@@ -400,6 +409,8 @@ async fn start_step(
                 .await?;
         }
     }
+    status.chaos[position].disrupted = true;
+    writer.write(status).await?;
     ctx.metrics.chaos_started();
     ctx.event(
         lab,

@@ -58,7 +58,7 @@ fn running_with(record: Value) -> Value {
 
 fn scale_record(restored: Option<i64>) -> Value {
     let mut record = json!({
-        "step": 0, "action": "ScaleToZero", "target": "inventory", "originalReplicas": 2,
+        "step": 0, "action": "ScaleToZero", "target": "inventory", "originalReplicas": 2, "disrupted": true,
         "startedAt": t(5), "restoreAt": t(65)
     });
     if let Some(at) = restored {
@@ -194,8 +194,11 @@ async fn scale_to_zero_records_the_original_replicas_before_scaling_to_zero() {
             assert_eq!(record["startedAt"], json!(t(10)));
             assert_eq!(record["restoreAt"], json!(t(70)));
             assert!(record.get("restoredAt").is_none());
+            assert_eq!(record["disrupted"], false);
             let patch = expect(h, "PATCH", SCALE, 200, scale(0)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 0}}));
+            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply.clone()).await;
+            assert_eq!(status["status"]["chaos"][0]["disrupted"], true);
             // Then the workload Job is created and named in status.
             expect(h, "GET", JOB, 404, not_found()).await;
             let created = expect(h, "POST", JOBS, 201, job(json!({}))).await;
@@ -400,6 +403,32 @@ async fn a_stale_copy_cannot_overwrite_newer_status() {
             .await;
             assert_eq!(status["metadata"]["resourceVersion"], "41");
             let _ = reply;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_recorded_disruption_that_failed_is_tried_again_with_the_recorded_replicas() {
+    let mut record = scale_record(None);
+    record["disrupted"] = json!(false);
+    let current = lab(running_with(record));
+    let reply = echo(&current);
+    run(
+        current,
+        || t(20),
+        async move |h: &mut Handle| {
+            // No new record and no new reading of the replicas: the first one stands.
+            let patch = expect(h, "PATCH", SCALE, 200, scale(0)).await;
+            assert_eq!(patch, json!({"spec": {"replicas": 0}}));
+            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let records = status["status"]["chaos"].as_array().unwrap();
+            assert_eq!(records.len(), 1);
+            assert_eq!(
+                (&records[0]["disrupted"], &records[0]["originalReplicas"]),
+                (&json!(true), &json!(2))
+            );
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )
     .await;

@@ -28,28 +28,19 @@ pub struct Messaging {
 
 impl Messaging {
     pub fn spawn(self, readiness: Readiness) {
-        readiness.set("rabbitmq", false);
-        tokio::spawn(async move {
-            let url = self.args.amqp_url.clone();
-            amqp::run_forever(
-                &url,
-                "order",
-                |up| readiness.set("rabbitmq", up),
-                |connection| {
-                    let messaging = self.clone();
-                    async move { messaging.session(connection).await }
-                },
-            )
-            .await
+        let url = self.args.amqp_url.clone();
+        // Orders are accepted into the outbox without a broker: the connection
+        // is reported, but the service stays ready.
+        let report = move |up| readiness.note("rabbitmq", up);
+        amqp::spawn_forever(url, "order", report, move |connection| {
+            let messaging = self.clone();
+            async move { messaging.session(connection).await }
         });
     }
 
     async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
         let topology = &self.args.topology;
-        topology
-            .declare(&connection.create_channel().await?)
-            .await?;
-        let publisher = Publisher::new(&connection, topology.clone()).await?;
+        let publisher = amqp::open_session(&connection, topology).await?;
         let statuses = amqp::consume(
             &connection,
             &topology.order_status_queue,

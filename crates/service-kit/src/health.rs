@@ -9,17 +9,35 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-/// Named readiness checks; the service is ready when every check is.
+/// Named readiness checks; the service is ready when every gating check is.
 /// Services flip a check as a dependency (a broker connection) comes and goes.
+/// An informational check is reported but does not make the service unready
+/// (the order service accepts orders into its outbox while the broker is away).
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<RwLock<BTreeMap<&'static str, bool>>>);
+pub struct Readiness(Arc<RwLock<BTreeMap<&'static str, Check>>>);
+
+#[derive(Clone, Copy)]
+struct Check {
+    ok: bool,
+    gating: bool,
+}
 
 impl Readiness {
-    pub fn set(&self, check: &'static str, ready: bool) {
+    /// A check the service cannot be ready without.
+    pub fn set(&self, name: &'static str, ok: bool) {
+        self.put(name, Check { ok, gating: true });
+    }
+
+    /// A check that is reported, but does not decide readiness.
+    pub fn note(&self, name: &'static str, ok: bool) {
+        self.put(name, Check { ok, gating: false });
+    }
+
+    fn put(&self, name: &'static str, check: Check) {
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(check, ready);
+            .insert(name, check);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -27,12 +45,18 @@ impl Readiness {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .all(|ok| *ok)
+            .all(|c| c.ok || !c.gating)
     }
 
     fn report(&self) -> Value {
-        let checks = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
-        json!({ "ready": checks.values().all(|ok| *ok), "checks": checks })
+        let checks: BTreeMap<&str, bool> = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, c)| (*name, c.ok))
+            .collect();
+        json!({ "ready": self.is_ready(), "checks": checks })
     }
 }
 
@@ -52,4 +76,22 @@ async fn ready(State(readiness): State<Readiness>) -> (StatusCode, axum::Json<Va
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(readiness.report()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gating_checks_decide_readiness() {
+        let readiness = Readiness::default();
+        assert!(readiness.is_ready());
+        readiness.note("rabbitmq", false);
+        assert!(readiness.is_ready());
+        assert_eq!(readiness.report()["checks"]["rabbitmq"], false);
+        readiness.set("database", false);
+        assert!(!readiness.is_ready());
+        readiness.set("database", true);
+        assert!(readiness.is_ready());
+    }
 }
