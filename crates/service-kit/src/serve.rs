@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
+use axum::serve::ListenerExt;
 use foodlab_domain::Faults;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -66,6 +67,12 @@ impl Kit {
 
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub async fn serve(router: Router, listener: TcpListener) -> std::io::Result<()> {
+    // Small JSON answers go out at once instead of waiting for Nagle's algorithm.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
