@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use foodlab_domain::{Envelope, Event};
+use foodlab_domain::{Envelope, Event, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
 use foodlab_store::{Outcome, StockStore};
-use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, FaultOutcome, Publisher};
+use foodlab_transport::amqp::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
 #[derive(Clone)]
@@ -50,44 +50,29 @@ impl Consumer {
 
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
         let queue = self.args.topology.inventory_queue.as_str();
-        let envelope = match Envelope::parse(&delivery.data) {
-            Ok(envelope) if matches!(envelope.event, Event::OrderPlaced { .. }) => envelope,
-            Ok(other) => {
-                let reason = format!("expected OrderPlaced, got {:?}", other.event_type());
-                self.metrics.count(queue, "dead_lettered");
-                return publisher.reject_poison(&delivery, &reason).await;
-            }
-            Err(poison) => {
-                self.metrics.count(queue, "dead_lettered");
-                return publisher.reject_poison(&delivery, &poison.0).await;
+        let faults = self.faults.get();
+        let admission =
+            amqp::admit(&delivery, EventType::OrderPlaced, &faults, publisher, queue).await?;
+        let envelope = match admission {
+            Admission::Handle(envelope) => envelope,
+            Admission::Settled {
+                outcome,
+                dead_letter_of,
+            } => {
+                self.metrics.count(queue, outcome);
+                if let Some(envelope) = dead_letter_of {
+                    // The order itself must still end somewhere: failed, with the reason.
+                    let reason = format!(
+                        "inventory failed {} times (injected failure); the message was dead-lettered",
+                        amqp::MAX_RETRIES + 1
+                    );
+                    let failed = Event::InventoryFailed { reason };
+                    let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), failed);
+                    publisher.publish(&result).await?;
+                }
+                return Ok(());
             }
         };
-        let faulted = amqp::apply_faults(
-            &self.faults.get(),
-            rand::random(),
-            publisher,
-            &delivery,
-            queue,
-        )
-        .await?;
-        if faulted != FaultOutcome::Proceed {
-            tracing::warn!(message_id = %envelope.message_id, order_id = %envelope.order_id, outcome = faulted.label(), "injected failure");
-            self.metrics.count(queue, faulted.label());
-            if faulted == FaultOutcome::DeadLettered {
-                // The order itself must still end somewhere: failed, with the reason.
-                let reason = format!(
-                    "inventory failed {} times (injected failure); the message was dead-lettered",
-                    amqp::MAX_RETRIES + 1
-                );
-                let failed = Envelope::result_of(
-                    &envelope,
-                    jiff::Timestamp::now(),
-                    Event::InventoryFailed { reason },
-                );
-                publisher.publish(&failed).await?;
-            }
-            return Ok(());
-        }
         let Event::OrderPlaced { customer_id, items } = &envelope.event else {
             return Ok(());
         };

@@ -1,9 +1,9 @@
 //! Notification over RabbitMQ: one notification per InventoryReserved.
 
-use foodlab_domain::{Envelope, Event};
+use foodlab_domain::{Event, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
 use foodlab_store::NotificationStore;
-use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, FaultOutcome, Publisher};
+use foodlab_transport::amqp::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
 #[derive(Clone)]
@@ -42,30 +42,22 @@ impl Consumer {
 
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
         let queue = self.args.topology.notification_queue.as_str();
-        let envelope = match Envelope::parse(&delivery.data) {
-            Ok(envelope) if matches!(envelope.event, Event::InventoryReserved { .. }) => envelope,
-            Ok(other) => {
-                let reason = format!("expected InventoryReserved, got {:?}", other.event_type());
-                self.metrics.count(queue, "dead_lettered");
-                return publisher.reject_poison(&delivery, &reason).await;
-            }
-            Err(poison) => {
-                self.metrics.count(queue, "dead_lettered");
-                return publisher.reject_poison(&delivery, &poison.0).await;
-            }
-        };
-        let faulted = amqp::apply_faults(
-            &self.faults.get(),
-            rand::random(),
-            publisher,
+        let faults = self.faults.get();
+        let admission = amqp::admit(
             &delivery,
+            EventType::InventoryReserved,
+            &faults,
+            publisher,
             queue,
         )
         .await?;
-        if faulted != FaultOutcome::Proceed {
-            self.metrics.count(queue, faulted.label());
-            return Ok(());
-        }
+        let envelope = match admission {
+            Admission::Handle(envelope) => envelope,
+            Admission::Settled { outcome, .. } => {
+                self.metrics.count(queue, outcome);
+                return Ok(());
+            }
+        };
         let Event::InventoryReserved { customer_id, items } = &envelope.event else {
             return Ok(());
         };

@@ -433,3 +433,60 @@ async fn a_recorded_disruption_that_failed_is_tried_again_with_the_recorded_repl
     )
     .await;
 }
+
+#[tokio::test]
+async fn pod_kill_records_then_deletes_the_targets_pods() {
+    let mut current = lab(
+        json!({"phase": "Running", "startedAt": t(0), "workloadJob": "backlog-drain-workload"}),
+    );
+    current.spec.chaos = serde_json::from_value(
+        json!([{"action": "PodKill", "target": "inventory", "after": "5s"}]),
+    )
+    .unwrap();
+    let reply = echo(&current);
+    let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+        {"metadata": {"name": "inventory-7d9f-abcde"}}
+    ]});
+    let pod =
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "inventory-7d9f-abcde"}});
+    run(
+        current,
+        || t(6),
+        async move |h: &mut Handle| {
+            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply.clone()).await;
+            let record = &status["status"]["chaos"][0];
+            assert_eq!(
+                (&record["action"], &record["disrupted"]),
+                (&json!("PodKill"), &json!(false))
+            );
+            assert!(record.get("originalReplicas").is_none());
+            let (list, send) = h.next_request().await.unwrap();
+            assert_eq!(list.uri().path(), "/api/v1/namespaces/default/pods");
+            assert!(
+                list.uri()
+                    .query()
+                    .unwrap()
+                    .contains("labelSelector=app.kubernetes.io%2Fname%3Dinventory"),
+                "{}",
+                list.uri()
+            );
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&pods).unwrap()))
+                    .unwrap(),
+            );
+            expect(
+                h,
+                "DELETE",
+                "/api/v1/namespaces/default/pods/inventory-7d9f-abcde",
+                200,
+                pod,
+            )
+            .await;
+            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            assert_eq!(status["status"]["chaos"][0]["disrupted"], true);
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+        },
+    )
+    .await;
+}

@@ -549,6 +549,57 @@ impl FaultOutcome {
     }
 }
 
+/// A delivery after the checks every consumer makes first.
+#[derive(Debug)]
+pub enum Admission {
+    /// The expected event and no injected failure: handle it.
+    Handle(Envelope),
+    /// Already settled: dead-lettered as poison, or retried or dead-lettered
+    /// by an injected failure. `outcome` is its metrics label; `dead_letter_of`
+    /// is a valid event that was given up on (its order still needs an end).
+    Settled {
+        outcome: &'static str,
+        dead_letter_of: Option<Envelope>,
+    },
+}
+
+/// Parses a delivery, dead-letters it if it is poison or not the `expected`
+/// event, and applies the consumer's injected faults.
+pub async fn admit(
+    delivery: &Delivery,
+    expected: EventType,
+    faults: &foodlab_domain::Faults,
+    publisher: &Publisher,
+    queue: &str,
+) -> Result<Admission, AmqpError> {
+    let poison = match Envelope::parse(&delivery.data) {
+        Ok(envelope) if envelope.event_type() == expected => {
+            let faulted = apply_faults(faults, rand::random(), publisher, delivery, queue).await?;
+            if faulted == FaultOutcome::Proceed {
+                return Ok(Admission::Handle(envelope));
+            }
+            tracing::warn!(
+                message_id = %envelope.message_id,
+                order_id = %envelope.order_id,
+                outcome = faulted.label(),
+                "injected failure"
+            );
+            let dead_letter_of = (faulted == FaultOutcome::DeadLettered).then_some(envelope);
+            return Ok(Admission::Settled {
+                outcome: faulted.label(),
+                dead_letter_of,
+            });
+        }
+        Ok(other) => format!("expected {expected:?}, got {:?}", other.event_type()),
+        Err(poison) => poison.0,
+    };
+    publisher.reject_poison(delivery, &poison).await?;
+    Ok(Admission::Settled {
+        outcome: "dead_lettered",
+        dead_letter_of: None,
+    })
+}
+
 /// Applies a consumer's injected faults to a delivery: waits the delay, and
 /// on an injected failure retries (up to `MAX_RETRIES`) or dead-letters it,
 /// acking the original either way.
