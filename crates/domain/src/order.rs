@@ -78,6 +78,11 @@ impl OrderStatus {
         }
     }
 
+    /// Whether stock is held for the order.
+    pub fn is_reserved(self) -> bool {
+        matches!(self, Self::Reserved | Self::Notified)
+    }
+
     /// Whether the order has reached an end state (no further transition expected).
     pub fn is_terminal(self) -> bool {
         !matches!(self, Self::Placed)
@@ -118,6 +123,21 @@ pub struct Order {
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+impl Order {
+    /// A new order for a validated request, `placed` at `now_ms`.
+    pub fn placed(request: &crate::OrderRequest, now_ms: i64) -> Self {
+        Self {
+            order_id: OrderId::new(),
+            customer_id: request.customer_id.clone(),
+            items: request.lines.clone(),
+            status: OrderStatus::Placed,
+            reason: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,8 @@ pub async fn run_step<P: Platform>(
         .map_err(|e| fail(e.to_string()))?;
     tracing::info!(action = ?step.action, target = %step.target, ?duration, "chaos step starts");
     match step.action {
-        ChaosAction::ScaleToZero => {
+        // Locally a pod kill is a stop and a start: a scale to zero lasting no time.
+        ChaosAction::ScaleToZero | ChaosAction::PodKill => {
             let original = platform
                 .replicas(step.target)
                 .await
@@ -81,22 +82,6 @@ pub async fn run_step<P: Platform>(
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             tokio::time::sleep(duration).await;
-            platform
-                .scale(step.target, original.max(1))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            reapply(platform, faults, step, base.as_ref()).await?;
-        }
-        ChaosAction::PodKill => {
-            let original = platform
-                .replicas(step.target)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            record.original_replicas = Some(original);
-            platform
-                .scale(step.target, 0)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
             platform
                 .scale(step.target, original.max(1))
                 .await

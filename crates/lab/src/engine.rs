@@ -137,15 +137,17 @@ pub async fn run_lab<P: Platform>(
         results.reserved = settlement
             .statuses
             .values()
-            .filter(|s| matches!(s.as_str(), "reserved" | "notified"))
+            .filter(|s| measure::is_reserved(s))
             .count() as u64;
         results.failed = samples.len() as u64 - results.reserved;
+        // A request the API refused is final too.
+        let refused = (samples.len() - watched.len()) as u64;
         terminal = settlement
             .statuses
             .values()
-            .filter(|s| s.as_str() != "placed")
+            .filter(|s| measure::is_terminal(s))
             .count() as u64
-            + (samples.len() - watched.len()) as u64;
+            + refused;
         results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
     }
     let limit = lab.expect.within.unwrap_or(DEFAULT_SETTLE_LIMIT);
@@ -192,12 +194,7 @@ pub async fn run_lab<P: Platform>(
 fn count_terminal(samples: &[Sample]) -> u64 {
     samples
         .iter()
-        .filter(|s| {
-            s.order_status
-                .as_deref()
-                .and_then(|st| st.parse::<foodlab_domain::OrderStatus>().ok())
-                .is_some_and(foodlab_domain::OrderStatus::is_terminal)
-        })
+        .filter(|s| s.order_status.as_deref().is_some_and(measure::is_terminal))
         .count() as u64
 }
 

@@ -2,7 +2,7 @@
 
 use foodlab_domain::Faults;
 
-use crate::platform::{Platform, PlatformError};
+use crate::platform::Platform;
 use crate::spec::Service;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,22 +10,6 @@ use crate::spec::Service;
 pub struct FaultApiError {
     pub service: Service,
     pub reason: String,
-}
-
-impl From<PlatformError> for FaultApiError {
-    fn from(e: PlatformError) -> Self {
-        let service = match &e {
-            PlatformError::NotDeployed(s)
-            | PlatformError::Unsupported { service: s, .. }
-            | PlatformError::NotReady { service: s, .. }
-            | PlatformError::Io { service: s, .. } => *s,
-            PlatformError::Setup(_) => Service::Order,
-        };
-        Self {
-            service,
-            reason: e.to_string(),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -52,8 +36,11 @@ impl FaultClient {
         service: Service,
         faults: &Faults,
     ) -> Result<(), FaultApiError> {
-        let url = format!("{}/admin/faults", platform.endpoint(service)?);
         let fail = |reason: String| FaultApiError { service, reason };
+        let base = platform
+            .endpoint(service)
+            .map_err(|e| fail(e.to_string()))?;
+        let url = format!("{base}/admin/faults");
         let response = self
             .http
             .put(&url)

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use foodlab_domain::OrderStatus;
+
 use crate::results::{LabResults, LatencySummary};
 
 /// One `POST /order` as the workload saw it.
@@ -49,8 +51,18 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn is_reserved(status: Option<&str>) -> bool {
-    matches!(status, Some("reserved" | "notified"))
+/// Whether an order status, as the API shows it, is final.
+pub fn is_terminal(status: &str) -> bool {
+    status
+        .parse::<OrderStatus>()
+        .is_ok_and(OrderStatus::is_terminal)
+}
+
+/// Whether an order status, as the API shows it, holds stock.
+pub fn is_reserved(status: &str) -> bool {
+    status
+        .parse::<OrderStatus>()
+        .is_ok_and(OrderStatus::is_reserved)
 }
 
 /// The figures of a workload whose answers were final (the sync-rest part).
@@ -68,7 +80,7 @@ pub fn summarize(samples: &[Sample], workload: Duration) -> LabResults {
         .count() as u64;
     let reserved = samples
         .iter()
-        .filter(|s| is_reserved(s.order_status.as_deref()))
+        .filter(|s| s.order_status.as_deref().is_some_and(is_reserved))
         .count() as u64;
     let seconds = workload.as_secs_f64();
     LabResults {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::measure::is_terminal;
 use crate::platform::Platform;
 use crate::spec::Service;
 
@@ -153,12 +154,6 @@ pub struct Settlement {
     pub end_to_end_ms: Vec<f64>,
     /// When the last watched order settled (None: not all did in time).
     pub all_settled_at: Option<Instant>,
-}
-
-fn is_terminal(status: &str) -> bool {
-    status
-        .parse::<foodlab_domain::OrderStatus>()
-        .is_ok_and(foodlab_domain::OrderStatus::is_terminal)
 }
 
 /// Polls `GET /orders` until every watched order is in a final status or the deadline passes.

@@ -15,6 +15,9 @@ pub enum PlatformError {
     Unsupported { service: Service, reason: String },
     #[error("{service} did not become ready: {reason}")]
     NotReady { service: Service, reason: String },
+    /// The platform's own API failed (e.g. the Kubernetes API server).
+    #[error("{service}: {reason}")]
+    Api { service: Service, reason: String },
     #[error("{service}: {source}")]
     Io {
         service: Service,

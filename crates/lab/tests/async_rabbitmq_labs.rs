@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use foodlab_domain::{Envelope, Event, ItemName, OrderId, OrderLine};
-use foodlab_lab::{LocalPlatform, Platform, Quiet, Service, Verdict, run_lab};
+use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::amqp::{self, Publisher, Topology};
 use serde_json::{Value, json};
 use support::{eventually, example, get, options, post, start};
@@ -59,10 +58,7 @@ async fn backlog_drain_lab_reserves_every_order_after_a_five_second_outage() {
     lab.spec.workload.orders = 40;
     lab.spec.workload.rate_per_second = Some(5.0);
     lab.spec.expect.reservations = Some(40);
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     let r = &report.results;
     assert_eq!((r.accepted, r.reserved, r.reservations), (40, 40, Some(40)));
@@ -77,10 +73,7 @@ async fn backlog_drain_lab_reserves_every_order_after_a_five_second_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_lab_reserves_each_duplicated_order_once() {
     let lab = example("async-idempotency");
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     // 10 through the API, 10 published three times each.
     assert_eq!(report.results.reservations, Some(20));
@@ -92,10 +85,7 @@ async fn idempotency_lab_reserves_each_duplicated_order_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_lab_dead_letters_exactly_the_poison_and_good_orders_flow() {
     let lab = example("async-poison");
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     assert_eq!(report.results.dead_lettered, Some(5));
     assert_eq!(report.results.reserved, 20);

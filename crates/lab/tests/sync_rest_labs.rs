@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use foodlab_lab::spec::{ChaosAction, ChaosStep, FaultSpec};
-use foodlab_lab::{Platform, Quiet, Service, Verdict, run_lab};
+use foodlab_lab::{Platform, Service, Verdict};
 use serde_json::json;
 use support::{alive, example, get, post, start};
 
@@ -18,10 +17,7 @@ use support::{alive, example, get, post, start};
 async fn baseline_lab_answers_every_order_201_and_decrements_stock() {
     let mut lab = example("sync-baseline");
     lab.spec.workload.orders = 30;
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     assert_eq!(report.results.status_codes.get("201"), Some(&30));
     assert_eq!(report.results.reserved, 30);
@@ -55,10 +51,7 @@ async fn delay_lab_adds_the_injected_delay_to_every_order() {
     });
     lab.spec.expect.latency_ms.as_mut().unwrap().p50_at_least = Some(300.0);
     lab.spec.workload.orders = 8;
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     assert!(
         report.results.latency_ms.p50 >= 300.0,
@@ -75,10 +68,7 @@ async fn delay_lab_adds_the_injected_delay_to_every_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_lab_cascades_inventory_500_to_502_for_every_order() {
     let lab = example("sync-failure");
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     assert_eq!(report.results.status_codes.get("502"), Some(&20));
     assert_eq!(report.results.status_codes.len(), 1);
@@ -106,10 +96,7 @@ async fn timeout_lab_gives_504_close_to_the_timeout_not_the_delay() {
     bounds.p50_at_least = Some(500.0);
     bounds.p50_at_most = Some(1000.0);
     lab.spec.workload.orders = 4;
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
     assert_eq!(report.results.status_codes.get("504"), Some(&4));
     assert!(
@@ -197,10 +184,7 @@ async fn scaling_inventory_to_zero_mid_run_gives_503_then_recovers() {
         fail_rate: None,
     }];
     lab.spec.expect.response_status = None;
-    let platform = start(&lab).await;
-    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
-        .await
-        .unwrap();
+    let (platform, report) = support::run(&lab).await;
     let codes = &report.results.status_codes;
     let created = codes.get("201").copied().unwrap_or(0);
     let unavailable = codes.get("503").copied().unwrap_or(0);

@@ -16,30 +16,13 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
-        let url = self.args.amqp_url.clone();
-        amqp::spawn_forever(
-            url,
-            "notification",
-            move |up| readiness.set("rabbitmq", up),
-            move |connection| {
-                let consumer = self.clone();
-                async move { consumer.session(connection).await }
-            },
-        );
+        let queue = self.args.topology.notification_queue.clone();
+        let report = move |up| readiness.set("rabbitmq", up);
+        amqp::spawn_consumer(&self.args.clone(), "notification", &queue, report, self);
     }
+}
 
-    async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
-        let topology = &self.args.topology;
-        let publisher = amqp::open_session(&connection, topology).await?;
-        amqp::consume(
-            &connection,
-            &topology.notification_queue,
-            self.args.prefetch,
-            |delivery| self.handle(&publisher, delivery),
-        )
-        .await
-    }
-
+impl amqp::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
         let queue = self.args.topology.notification_queue.as_str();
         let faults = self.faults.get();

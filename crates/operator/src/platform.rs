@@ -47,7 +47,7 @@ impl KubernetesPlatform {
             kube::Error::Api(status) if status.is_not_found() => {
                 PlatformError::NotDeployed(service)
             }
-            other => PlatformError::Unsupported {
+            other => PlatformError::Api {
                 service,
                 reason: other.to_string(),
             },

@@ -27,16 +27,7 @@ async fn place_order(
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let request =
         OrderRequest::from_json(&body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    let now = now_ms();
-    let order = Order {
-        order_id: OrderId::new(),
-        customer_id: request.customer_id,
-        items: request.lines,
-        status: OrderStatus::Placed,
-        reason: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-    };
+    let order = Order::placed(&request, now_ms());
     match &app.workflow {
         Workflow::Rest(chain) => {
             let order = place_synchronously(&app, chain, order).await?;
@@ -101,15 +92,7 @@ async fn place_bulk(
     let now = now_ms();
     let placed: Vec<(Order, Envelope)> = (0..count)
         .map(|_| {
-            let order = Order {
-                order_id: OrderId::new(),
-                customer_id: request.customer_id.clone(),
-                items: request.lines.clone(),
-                status: OrderStatus::Placed,
-                reason: None,
-                created_at_ms: now,
-                updated_at_ms: now,
-            };
+            let order = Order::placed(&request, now);
             let event = placed_event(&order);
             (order, event)
         })

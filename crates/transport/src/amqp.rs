@@ -181,6 +181,45 @@ pub async fn open_session(
     Publisher::new(connection, topology.clone()).await
 }
 
+/// What a service does with each delivery of the queue it consumes.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Handles one delivery, acking or rejecting it; an error ends the
+    /// session (the delivery is then redelivered on the next one).
+    fn handle(
+        &self,
+        publisher: &Publisher,
+        delivery: Delivery,
+    ) -> impl Future<Output = Result<(), AmqpError>> + Send;
+}
+
+/// Consumes `queue` with `handler` for the life of the process: every
+/// session declares the topology, opens a publisher and consumes, and a lost
+/// connection is followed by a new session.
+pub fn spawn_consumer<H: Handler>(
+    args: &AmqpArgs,
+    service: &'static str,
+    queue: &str,
+    on_connected: impl Fn(bool) + Send + 'static,
+    handler: H,
+) {
+    let (topology, prefetch, queue) = (args.topology.clone(), args.prefetch, queue.to_owned());
+    spawn_forever(
+        args.amqp_url.clone(),
+        service,
+        on_connected,
+        move |connection| {
+            let (handler, topology, queue) = (handler.clone(), topology.clone(), queue.clone());
+            async move {
+                let publisher = open_session(&connection, &topology).await?;
+                consume(&connection, &queue, prefetch, |delivery| {
+                    handler.handle(&publisher, delivery)
+                })
+                .await
+            }
+        },
+    );
+}
+
 /// Runs a service's RabbitMQ side in the background for the life of the
 /// process: `session` on every fresh connection, readiness following it.
 pub fn spawn_forever<S, Fut>(
@@ -233,24 +272,12 @@ impl Publisher {
 
     /// Publishes events back to back, then waits for every confirm.
     pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), AmqpError> {
-        let mut confirms = Vec::with_capacity(envelopes.len());
+        let mut pending = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    self.topology.exchange.as_str().into(),
-                    envelope.event_type().routing_key().into(),
-                    BasicPublishOptions::default(),
-                    &envelope.to_json(),
-                    Self::properties(envelope),
-                )
-                .await?;
-            confirms.push((envelope.message_id, confirm));
+            pending.push(self.send(envelope).await?);
         }
-        for (message_id, confirm) in confirms {
-            if let Confirmation::Nack(_) = confirm.await? {
-                return Err(AmqpError::Nacked(message_id.to_string()));
-            }
+        for confirm in pending {
+            confirm.confirmed().await?;
         }
         Ok(())
     }

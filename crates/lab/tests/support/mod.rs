@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 
 use foodlab_lab::rabbitmq::Broker;
-use foodlab_lab::{FoodLab, LocalOptions, LocalPlatform, Platform, Service};
+use std::sync::Arc;
+
+use foodlab_lab::{
+    FoodLab, LabReport, LocalOptions, LocalPlatform, Platform, Quiet, Service, run_lab,
+};
 use serde_json::Value;
 
 pub fn repo() -> PathBuf {
@@ -29,6 +33,16 @@ pub fn options(lab: &FoodLab) -> LocalOptions {
 
 pub async fn start(lab: &FoodLab) -> LocalPlatform {
     LocalPlatform::start(options(lab)).await.unwrap()
+}
+
+/// Starts the lab's part and runs the lab on it; the platform stays up so
+/// the test can look at the services afterwards.
+pub async fn run(lab: &FoodLab) -> (LocalPlatform, LabReport) {
+    let platform = start(lab).await;
+    let report = run_lab(&platform, &lab.spec, Arc::new(Quiet))
+        .await
+        .unwrap();
+    (platform, report)
 }
 
 pub async fn get(platform: &LocalPlatform, service: Service, path: &str) -> Value {
