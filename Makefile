@@ -8,15 +8,17 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-failure.yaml \
              manifests/examples/sync-timeout.yaml
 
-.PHONY: build demo demo-async test unit-and-integration bench fmt fmt-check lint crd check-orphans \
-        rabbitmq-up rabbitmq-down charts kind-up kind-down e2e-kind clean
+.PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench fmt fmt-check lint crd \
+        check-orphans rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean
 
 build:
 	$(CARGO) build --workspace --bins
 
-## demo: start the sync-rest part on 127.0.0.1 and run its labs with their tables
-demo: build
-	$(FOODLAB) run $(SYNC_LABS)
+## demo: the sync-rest labs and the streaming part's replay lab, each on its part
+## started on 127.0.0.1, with their tables (the Kafka-protocol broker is built on
+## first use, about 18 minutes, and reused after)
+demo: build kafka-up
+	$(FOODLAB) run $(SYNC_LABS) manifests/examples/streaming-replay.yaml
 
 ASYNC_LABS := manifests/examples/async-backlog-drain.yaml \
               manifests/examples/async-idempotency.yaml \
@@ -26,11 +28,26 @@ ASYNC_LABS := manifests/examples/async-backlog-drain.yaml \
 demo-async: build rabbitmq-up
 	$(FOODLAB) run $(ASYNC_LABS)
 
+STREAMING_LABS := manifests/examples/streaming-burst.yaml \
+                  manifests/examples/streaming-lag.yaml \
+                  manifests/examples/streaming-replay.yaml
+
+## demo-streaming: the streaming-kafka labs (burst, consumer lag, replay); the
+## first run builds the broker (about 18 minutes), later runs reuse it
+demo-streaming: build kafka-up
+	$(FOODLAB) run $(STREAMING_LABS)
+
+## demo-replay: only the replay lab of the streaming part
+demo-replay: build kafka-up
+	$(FOODLAB) run manifests/examples/streaming-replay.yaml
+
 ## test: formatting, lints, every unit, integration and lab test (with a real
-## RabbitMQ, installed and started here, stopped after), no orphans left
+## RabbitMQ and a real Kafka-protocol broker, installed and started here,
+## stopped after), no orphans left
 test: fmt-check lint build charts
 	scripts/rabbitmq.sh start
-	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; exit $$status
+	scripts/kafka.sh start
+	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit $$status
 	$(MAKE) check-orphans
 
 ## charts: helm lint --strict and kubernetes-validate of every chart (installs helm and
@@ -61,6 +78,14 @@ rabbitmq-up:
 rabbitmq-down:
 	scripts/rabbitmq.sh stop
 
+## kafka-up / kafka-down: the project's Kafka-protocol broker (tansu) on 127.0.0.1:9092,
+## topics order-events and inventory-events with 3 partitions
+kafka-up:
+	scripts/kafka.sh start
+
+kafka-down:
+	scripts/kafka.sh stop
+
 fmt-check:
 	$(CARGO) fmt --all -- --check
 
@@ -75,10 +100,11 @@ check-orphans:
 	scripts/check-no-orphans.sh
 
 ## bench: figures (not assertions) from an optimised build
-bench: rabbitmq-up
+bench: rabbitmq-up kafka-up
 	$(CARGO) build --release --workspace --bins
 	./target/release/foodlab bench sync-rest
 	./target/release/foodlab bench async-rabbitmq
+	./target/release/foodlab bench streaming-kafka
 
 fmt:
 	$(CARGO) fmt --all

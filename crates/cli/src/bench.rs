@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use foodlab_lab::measure::{Sample, latency_summary, summary_of_ms};
 use foodlab_lab::observe::wait_settled;
+use foodlab_lab::results::AnalyticsTotals;
 use foodlab_lab::spec::Workload;
+use foodlab_lab::streaming::Analytics;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +64,7 @@ async fn measure(
     match transport {
         Transport::Rest => sync_rest(&order_url, size).await,
         Transport::Rabbitmq => async_rabbitmq(platform, &order_url, size).await?,
-        Transport::Kafka => anyhow::bail!("the streaming-kafka part has no benchmark yet"),
+        Transport::Kafka => streaming_kafka(platform, &order_url).await?,
     }
     Ok(())
 }
@@ -169,6 +171,102 @@ async fn async_rabbitmq(
         "  drain of a {backlog}-message backlog (inventory restarted, readiness included): {:.2} s  {:.0} msg/s",
         took.as_secs_f64(),
         f64::from(backlog) / took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Inventory's decisions so far (every outcome).
+async fn decisions(http: &reqwest::Client, inventory_url: &str) -> anyhow::Result<u64> {
+    let stats: serde_json::Value = http
+        .get(format!("{inventory_url}/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok([
+        "reserved_orders",
+        "out_of_stock_orders",
+        "unknown_item_orders",
+        "rejected_orders",
+    ]
+    .iter()
+    .filter_map(|key| stats[*key].as_u64())
+    .sum())
+}
+
+async fn streaming_kafka(platform: &LocalPlatform, order_url: &str) -> anyhow::Result<()> {
+    println!(
+        "streaming-kafka (outbox → idempotent producer acks=all, 3 partitions, inventory-group and analytics-group)"
+    );
+    let http = reqwest::Client::new();
+    let inventory_url = platform.endpoint(Service::Inventory)?;
+    let analytics = Analytics::of(platform, &http)
+        .ok_or_else(|| anyhow::anyhow!("the part runs no analytics service"))?;
+    let bulk = |count: u64| {
+        http.post(format!("{order_url}/orders/bulk"))
+            .json(&serde_json::json!({"count": count, "item": "burger", "quantity": 1}))
+            .send()
+    };
+    let deadline = || Instant::now() + Duration::from_secs(120);
+
+    // Warm-up: producer, consumers and their groups, SQLite caches.
+    bulk(1000).await?.error_for_status()?;
+    let warm = AnalyticsTotals {
+        orders: 1000,
+        inventory_events: 1000,
+        failures: 0,
+    };
+    analytics
+        .wait_caught_up(warm, deadline())
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the warm-up burst was not processed in time"))?;
+
+    let burst: u64 = 10_000;
+    let started = Instant::now();
+    bulk(burst).await?.error_for_status()?;
+    let accepted = started.elapsed();
+    println!(
+        "  burst: {burst} orders accepted (POST /orders/bulk → 201) in {:.3} s",
+        accepted.as_secs_f64()
+    );
+    let mut inventory_done = None;
+    let target = AnalyticsTotals {
+        orders: 1000 + burst,
+        inventory_events: 1000 + burst,
+        failures: 0,
+    };
+    let analytics_done = loop {
+        if inventory_done.is_none() && decisions(&http, &inventory_url).await? >= 1000 + burst {
+            inventory_done = Some(started.elapsed());
+        }
+        if let Some(totals) = analytics.totals().await
+            && totals.orders >= target.orders
+            && totals.inventory_events >= target.inventory_events
+            && inventory_done.is_some()
+        {
+            break started.elapsed();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the burst was not processed within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let inventory_done = inventory_done.unwrap_or(analytics_done);
+    println!(
+        "  burst processed: inventory decided all {burst} after {:.3} s; analytics counted every order and result after {:.3} s ({:.0} orders/s end to end)",
+        inventory_done.as_secs_f64(),
+        analytics_done.as_secs_f64(),
+        burst as f64 / analytics_done.as_secs_f64()
+    );
+
+    let replay = analytics
+        .replay(deadline())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "  replay (analytics rewound to the earliest offsets): {} events read again in {:.3} s  {:.0} events/s  (totals identical: {})",
+        replay.events, replay.seconds, replay.events_per_second, replay.identical
     );
     Ok(())
 }

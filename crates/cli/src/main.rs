@@ -29,6 +29,8 @@ enum Part {
     SyncRest,
     /// Events over RabbitMQ (order → inventory → notification and order).
     AsyncRabbitmq,
+    /// An event log in Kafka (order → inventory; analytics reads both topics).
+    StreamingKafka,
 }
 
 impl Part {
@@ -36,6 +38,7 @@ impl Part {
         match self {
             Self::SyncRest => Transport::Rest,
             Self::AsyncRabbitmq => Transport::Rabbitmq,
+            Self::StreamingKafka => Transport::Kafka,
         }
     }
 }
@@ -43,7 +46,7 @@ impl Part {
 #[derive(Subcommand)]
 enum Command {
     /// Start a part on the default ports (order 8000, inventory 8001,
-    /// notification 8002) and keep it up until Ctrl-C.
+    /// notification or analytics 8002), with its broker, and keep it up until Ctrl-C.
     Up {
         part: Part,
         /// Where the services keep their databases.

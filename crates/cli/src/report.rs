@@ -48,11 +48,46 @@ pub fn print(name: &str, report: &LabReport) {
         ("reservations made", r.reservations.map(|n| n.to_string())),
         ("stock consumed", r.stock_consumed.map(|n| n.to_string())),
         (
-            "peak backlog",
+            "peak backlog (queue depth or consumer lag)",
             r.max_backlog.map(|n| format!("{n} messages")),
         ),
         ("drain time", r.drain_seconds.map(|s| format!("{s:.2} s"))),
         ("dead-lettered", r.dead_lettered.map(|n| n.to_string())),
+        (
+            "orders decided by inventory",
+            r.decided.map(|n| n.to_string()),
+        ),
+        (
+            "analytics counted",
+            r.analytics.map(|a| {
+                format!(
+                    "{} orders, {} inventory results ({} failures)",
+                    a.orders, a.inventory_events, a.failures
+                )
+            }),
+        ),
+        (
+            "all processed after",
+            r.processed_seconds.map(|s| {
+                format!(
+                    "{s:.2} s ({:.0} orders/s)",
+                    r.processed_per_second.unwrap_or_default()
+                )
+            }),
+        ),
+        (
+            "consumer lag at the end",
+            r.lag_at_end.map(|n| n.to_string()),
+        ),
+        (
+            "replay",
+            r.replay.as_ref().map(|p| {
+                format!(
+                    "{} events in {:.3} s ({:.0}/s); totals identical: {}",
+                    p.events, p.seconds, p.events_per_second, p.identical
+                )
+            }),
+        ),
     ];
     let mut rows = rows;
     rows.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));

@@ -29,7 +29,22 @@ pub async fn run(
     println!(
         "Try: curl -s -XPOST localhost:8000/order -H 'content-type: application/json' -d '{{\"item\":\"burger\",\"quantity\":2}}'"
     );
-    println!("Ctrl-C stops everything.");
+    if transport == Transport::Kafka {
+        println!(
+            "Then: curl -s -XPOST localhost:8000/orders/bulk -H 'content-type: application/json' -d '{{\"count\":10000,\"item\":\"burger\",\"quantity\":1}}'"
+        );
+        println!("      curl -s localhost:8002/metrics; curl -s localhost:8002/lag");
+    }
+    println!(
+        "{}",
+        match transport {
+            Transport::Rest => "Ctrl-C stops everything.",
+            Transport::Rabbitmq =>
+                "Ctrl-C stops the services; RabbitMQ keeps running (`make rabbitmq-down`).",
+            Transport::Kafka =>
+                "Ctrl-C stops the services; the broker keeps running (`make kafka-down`).",
+        }
+    );
     super::interrupted().await;
     platform.shutdown().await;
     Ok(ExitCode::SUCCESS)

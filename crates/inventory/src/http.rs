@@ -67,6 +67,7 @@ async fn reserve(
         )),
         Outcome::OutOfStock => Err(refused(StatusCode::CONFLICT, &reservation)),
         Outcome::UnknownItem => Err(refused(StatusCode::NOT_FOUND, &reservation)),
+        Outcome::Rejected => Err(refused(StatusCode::CONFLICT, &reservation)),
     }
 }
 

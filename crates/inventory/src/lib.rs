@@ -3,9 +3,12 @@
 //! REST mode: `POST /reserve` decides an order (all lines or nothing,
 //! idempotent on `order_id`), `GET /stock`, `GET /stats`,
 //! `GET /reservations/{order_id}`.
+//! RabbitMQ mode: consumes OrderPlaced from `inventory_queue` (`messaging`).
+//! Kafka mode: the `inventory-group` consumer of `order-events` (`streaming`).
 
 pub mod http;
 pub mod messaging;
+pub mod streaming;
 
 use std::net::SocketAddr;
 
@@ -14,6 +17,7 @@ use foodlab_domain::Catalogue;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
 use foodlab_store::StockStore;
 use foodlab_transport::amqp::AmqpArgs;
+use foodlab_transport::kafka::KafkaArgs;
 
 pub const SERVICE: &str = "inventory";
 pub const DEFAULT_PORT: u16 = 8001;
@@ -35,8 +39,11 @@ pub struct Args {
     #[command(flatten)]
     pub amqp: AmqpArgs,
 
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
     /// Abort after this many committed reservations, before publishing and
-    /// acking (rabbitmq mode; for crash-recovery labs).
+    /// acking or committing (for crash-recovery labs).
     #[arg(long, env = "FOODLAB_FAULT_CRASH_AFTER_COMMITS", hide = true)]
     pub crash_after_commits: Option<u64>,
 }
@@ -52,8 +59,9 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let store = StockStore::open(&args.service.database(SERVICE), &catalogue)
         .context("cannot open the inventory database")?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
-    if args.service.transport == TransportMode::Rabbitmq {
-        messaging::Consumer {
+    match args.service.transport {
+        TransportMode::Rest => {}
+        TransportMode::Rabbitmq => messaging::Consumer {
             args: args.amqp.clone(),
             store: store.clone(),
             faults: kit.faults(),
@@ -61,7 +69,16 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             crash_after_commits: args.crash_after_commits,
             commits: Default::default(),
         }
-        .spawn(kit.readiness());
+        .spawn(kit.readiness()),
+        TransportMode::Kafka => streaming::Consumer {
+            args: args.kafka.clone(),
+            store: store.clone(),
+            faults: kit.faults(),
+            metrics: MessageMetrics::register(kit.registry()),
+            crash_after_commits: args.crash_after_commits,
+            commits: Default::default(),
+        }
+        .spawn(kit.readiness()),
     }
     Ok(kit.router(http::routes(store)))
 }

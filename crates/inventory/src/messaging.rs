@@ -90,9 +90,11 @@ impl amqp::Handler for Consumer {
                 customer_id: customer_id.clone(),
                 items: reservation.items.clone(),
             },
-            Outcome::OutOfStock | Outcome::UnknownItem => Event::InventoryFailed {
-                reason: reservation.reason.clone().unwrap_or_default(),
-            },
+            Outcome::OutOfStock | Outcome::UnknownItem | Outcome::Rejected => {
+                Event::InventoryFailed {
+                    reason: reservation.reason.clone().unwrap_or_default(),
+                }
+            }
         };
         // A replayed decision is published again: the first attempt may have
         // died between commit and publish. Its id is the same, so it is harmless.

@@ -12,8 +12,9 @@ use crate::faults::{FaultApiError, FaultClient};
 use crate::measure::{self, Sample};
 use crate::observe::{BacklogSampler, Snapshot, wait_queues_empty, wait_settled};
 use crate::platform::{Platform, PlatformError};
-use crate::results::{ChaosRecord, LabResults};
+use crate::results::{AnalyticsTotals, ChaosRecord, LabResults};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
+use crate::streaming::Analytics;
 use crate::verdict::{self, Outcome};
 use crate::{inject, workload};
 
@@ -61,6 +62,7 @@ pub async fn run_lab<P: Platform>(
 ) -> Result<LabReport, LabError> {
     lab.validate().map_err(LabError::Invalid)?;
     if lab.inject.is_some() && platform.rabbitmq().is_none() {
+        // Malformed Kafka events are covered by the streaming part's tests.
         return Err(LabError::Invalid(vec![
             "inject needs the async-rabbitmq part (transport: rabbitmq)".into(),
         ]));
@@ -79,7 +81,15 @@ pub async fn run_lab<P: Platform>(
         ));
     }
     let before = Snapshot::take(platform, &http).await;
-    let sampler = BacklogSampler::start(platform);
+    let analytics = match lab.transport {
+        Transport::Kafka => Analytics::of(platform, &http),
+        Transport::Rest | Transport::Rabbitmq => None,
+    };
+    let analytics_before = match &analytics {
+        Some(analytics) => analytics.totals().await,
+        None => None,
+    };
+    let sampler = BacklogSampler::start(platform, analytics.clone());
 
     let order_url = platform.endpoint(Service::Order)?;
     observer.workload_started(u64::from(lab.workload.orders));
@@ -88,6 +98,7 @@ pub async fn run_lab<P: Platform>(
         Arc::new(move |sample: &Sample| observer.order_answered(sample))
     };
     let origin = tokio::time::Instant::now();
+    let workload_started = Instant::now();
     let chaos_steps = futures::future::join_all(
         lab.chaos
             .iter()
@@ -151,6 +162,23 @@ pub async fn run_lab<P: Platform>(
         results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
     }
     let limit = lab.expect.within.unwrap_or(DEFAULT_SETTLE_LIMIT);
+    if let (Some(analytics), Some(before)) = (&analytics, analytics_before) {
+        observer.note("waiting for inventory and analytics to process every event");
+        let until = AnalyticsTotals {
+            orders: before.orders + results.accepted,
+            inventory_events: before.inventory_events + results.accepted,
+            failures: before.failures,
+        };
+        if let Some(at) = analytics.wait_caught_up(until, started + limit).await {
+            let seconds = at.duration_since(workload_started).as_secs_f64();
+            results.processed_seconds = Some(round3(seconds));
+            if seconds > 0.0 {
+                results.processed_per_second =
+                    Some((results.accepted as f64 / seconds * 10.0).round() / 10.0);
+            }
+        }
+        results.analytics = analytics.totals().await.map(|now| now.since(before));
+    }
     if !wait_queues_empty(platform, started + limit).await {
         observer.note("queues still hold messages at the deadline");
     }
@@ -169,9 +197,21 @@ pub async fn run_lab<P: Platform>(
     }
     if let (Some(before), Some(after)) = (before, Snapshot::take(platform, &http).await) {
         results.reservations = Some(after.reservations.saturating_sub(before.reservations));
+        results.decided = Some(after.decisions.saturating_sub(before.decisions));
         results.stock_consumed = Some(before.stock.saturating_sub(after.stock));
         if let (Some(b), Some(a)) = (before.dead_letters, after.dead_letters) {
             results.dead_lettered = Some(a.saturating_sub(b));
+        }
+    }
+
+    if let Some(analytics) = &analytics {
+        results.lag_at_end = analytics.total_lag().await;
+        if lab.replay {
+            observer.note("rewinding analytics to the earliest offsets and reading the log again");
+            match analytics.replay(Instant::now() + limit).await {
+                Ok(replay) => results.replay = Some(replay),
+                Err(error) => observer.note(&format!("replay failed: {error}")),
+            }
         }
     }
 

@@ -16,6 +16,7 @@ pub mod platform;
 pub mod rabbitmq;
 pub mod results;
 pub mod spec;
+pub mod streaming;
 pub mod verdict;
 pub mod workload;
 

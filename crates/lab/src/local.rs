@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use crate::platform::{Platform, PlatformError};
 use crate::rabbitmq::{Broker, RabbitAdmin};
 use crate::spec::{Service, Transport};
+use crate::streaming::{KafkaBroker, KafkaNames};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -57,6 +58,8 @@ pub struct LocalOptions {
     pub dependency_timeout: Option<Duration>,
     /// The RabbitMQ of the async-rabbitmq part.
     pub broker: Broker,
+    /// The Kafka-protocol broker of the streaming-kafka part.
+    pub kafka: KafkaBroker,
 }
 
 impl LocalOptions {
@@ -71,6 +74,7 @@ impl LocalOptions {
             service_env: Vec::new(),
             dependency_timeout: None,
             broker: Broker::default(),
+            kafka: KafkaBroker::default(),
         }
     }
 
@@ -104,6 +108,8 @@ pub struct LocalPlatform {
     rabbitmq: Option<RabbitAdmin>,
     /// The vhost was made for this platform and goes with it.
     owns_vhost: bool,
+    /// Bootstrap servers and topic/group names of the streaming part.
+    kafka: Option<KafkaNames>,
     http: reqwest::Client,
     _temp: Option<tempfile::TempDir>,
 }
@@ -120,12 +126,6 @@ pub fn services_of(transport: Transport) -> &'static [Service] {
 impl LocalPlatform {
     /// Starts every service of the part and waits until each is ready.
     pub async fn start(options: LocalOptions) -> Result<Self, PlatformError> {
-        if options.transport == Transport::Kafka {
-            return Err(PlatformError::Setup(format!(
-                "the {} part is not available on the local platform yet",
-                options.transport.part()
-            )));
-        }
         let mut env = options.env.clone();
         // `foodlab up` uses the broker's default vhost, so its queues are the
         // ones people look for; every other run gets a vhost of its own.
@@ -153,6 +153,19 @@ impl LocalPlatform {
                 None
             }
             Transport::Kafka => None,
+        };
+        let kafka = match options.transport {
+            Transport::Kafka => {
+                let brokers = options.kafka.ready().await?;
+                // Like the vhost: runs on free ports get topics and groups of their own.
+                let suffix = owns_vhost
+                    .then(|| format!("-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+                let names = KafkaNames::new(brokers, suffix.as_deref().unwrap_or(""));
+                env.push(("FOODLAB_TRANSPORT".into(), "kafka".into()));
+                env.extend(names.env());
+                Some(names)
+            }
+            Transport::Rest | Transport::Rabbitmq => None,
         };
         let bin_dir = match options.bin_dir {
             Some(dir) => dir,
@@ -182,7 +195,7 @@ impl LocalPlatform {
             };
             ports.insert(*service, port);
         }
-        let url = |s: Service| format!("http://127.0.0.1:{}", ports[&s]);
+        let url = |s: Service| ports.get(&s).map(|port| format!("http://127.0.0.1:{port}"));
         let data = data_dir.display().to_string();
         let mut managed = BTreeMap::new();
         for service in services {
@@ -193,12 +206,15 @@ impl LocalPlatform {
                 data.clone(),
             ];
             if *service == Service::Order {
-                args.extend([
-                    "--inventory-url".to_owned(),
-                    url(Service::Inventory),
-                    "--notification-url".to_owned(),
-                    url(Service::Notification),
-                ]);
+                // The URLs of the services order calls (sync-rest).
+                for (flag, callee) in [
+                    ("--inventory-url", Service::Inventory),
+                    ("--notification-url", Service::Notification),
+                ] {
+                    if let Some(url) = url(callee) {
+                        args.extend([flag.to_owned(), url]);
+                    }
+                }
                 if let Some(timeout) = options.dependency_timeout {
                     args.extend([
                         "--dependency-timeout".to_owned(),
@@ -231,6 +247,7 @@ impl LocalPlatform {
             ports,
             rabbitmq,
             owns_vhost,
+            kafka,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
@@ -241,6 +258,11 @@ impl LocalPlatform {
             platform.scale(*service, 1).await?;
         }
         Ok(platform)
+    }
+
+    /// The streaming part's broker and names (topics, groups), if it runs here.
+    pub fn kafka(&self) -> Option<&KafkaNames> {
+        self.kafka.as_ref()
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::measure::is_terminal;
 use crate::platform::Platform;
+use crate::rabbitmq::RabbitAdmin;
 use crate::spec::Service;
+use crate::streaming::Analytics;
 
 const POLL: Duration = Duration::from_millis(250);
 
@@ -18,6 +20,8 @@ const POLL: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub reservations: u64,
+    /// Orders decided either way (reserved, out of stock, unknown item, refused).
+    pub decisions: u64,
     pub stock: u64,
     pub dead_letters: Option<u64>,
 }
@@ -25,15 +29,33 @@ pub struct Snapshot {
 #[derive(Deserialize)]
 struct Stats {
     reserved_orders: u64,
+    out_of_stock_orders: u64,
+    unknown_item_orders: u64,
+    #[serde(default)]
+    rejected_orders: u64,
 }
 
 impl Snapshot {
+    /// Reads the counters, trying a few times: inventory's own injected
+    /// failures (a fail rate) apply to these requests too.
     pub async fn take<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
+        for _ in 0..8 {
+            if let Some(snapshot) = Self::try_take(platform, http).await {
+                return Some(snapshot);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    async fn try_take<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
         let base = platform.endpoint(Service::Inventory).ok()?;
         let stats: Stats = http
             .get(format!("{base}/stats"))
             .send()
             .await
+            .ok()?
+            .error_for_status()
             .ok()?
             .json()
             .await
@@ -42,6 +64,8 @@ impl Snapshot {
             .get(format!("{base}/stock"))
             .send()
             .await
+            .ok()?
+            .error_for_status()
             .ok()?
             .json()
             .await
@@ -56,13 +80,18 @@ impl Snapshot {
         };
         Some(Self {
             reservations: stats.reserved_orders,
+            decisions: stats.reserved_orders
+                + stats.out_of_stock_orders
+                + stats.unknown_item_orders
+                + stats.rejected_orders,
             stock: stock.values().sum(),
             dead_letters,
         })
     }
 }
 
-/// Samples the inventory queue's depth until stopped.
+/// Samples the backlog until stopped: the inventory queue's depth
+/// (async-rabbitmq) or the consumer lag of every group (streaming-kafka).
 pub struct BacklogSampler {
     samples: Arc<Mutex<Vec<(Instant, u64)>>>,
     task: tokio::task::JoinHandle<()>,
@@ -92,18 +121,38 @@ impl Backlog {
     }
 }
 
+enum Source {
+    Queue(RabbitAdmin, String),
+    Lag(Analytics),
+}
+
+impl Source {
+    async fn read(&self) -> Option<u64> {
+        match self {
+            Self::Queue(admin, queue) => admin.queue_depth(queue).await.ok().map(|d| d.total()),
+            Self::Lag(analytics) => analytics.total_lag().await,
+        }
+    }
+}
+
 impl BacklogSampler {
-    pub fn start<P: Platform>(platform: &P) -> Option<Self> {
-        let admin = platform.rabbitmq()?.clone();
-        let queue = foodlab_transport::amqp::Topology::default().inventory_queue;
+    pub fn start<P: Platform>(platform: &P, analytics: Option<Analytics>) -> Option<Self> {
+        let source = match (platform.rabbitmq(), analytics) {
+            (Some(admin), _) => Source::Queue(
+                admin.clone(),
+                foodlab_transport::amqp::Topology::default().inventory_queue,
+            ),
+            (None, Some(analytics)) => Source::Lag(analytics),
+            (None, None) => return None,
+        };
         let samples = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&samples);
         let task = tokio::spawn(async move {
             loop {
-                if let Ok(depth) = admin.queue_depth(&queue).await {
+                if let Some(backlog) = source.read().await {
                     seen.lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((Instant::now(), depth.total()));
+                        .push((Instant::now(), backlog));
                 }
                 tokio::time::sleep(POLL).await;
             }

@@ -28,6 +28,9 @@ pub struct LabResults {
     /// Reservations inventory made during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservations: Option<u64>,
+    /// Orders inventory decided during the run (reserved or refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<u64>,
     /// Units of stock consumed during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stock_consumed: Option<u64>,
@@ -44,9 +47,59 @@ pub struct LabResults {
     /// Messages dead-lettered during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_lettered: Option<u64>,
+    /// Consumer lag (every group, every partition) when the lab ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_at_end: Option<u64>,
+    /// What analytics counted during the run (streaming-kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsTotals>,
+    /// Seconds from the first order until inventory and analytics had
+    /// processed every accepted order and no group lagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_seconds: Option<f64>,
+    /// Accepted orders over `processedSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_per_second: Option<f64>,
+    /// Analytics rewound to the earliest offsets after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayResults>,
     /// Each expectation and whether it held.
     #[serde(default)]
     pub checks: Vec<Check>,
+}
+
+/// Analytics' totals (or their change over a run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsTotals {
+    pub orders: u64,
+    pub inventory_events: u64,
+    pub failures: u64,
+}
+
+impl AnalyticsTotals {
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            orders: self.orders.saturating_sub(earlier.orders),
+            inventory_events: self
+                .inventory_events
+                .saturating_sub(earlier.inventory_events),
+            failures: self.failures.saturating_sub(earlier.failures),
+        }
+    }
+}
+
+/// Analytics' totals before a rewind and after reading the log again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplayResults {
+    pub before: AnalyticsTotals,
+    pub after: AnalyticsTotals,
+    pub identical: bool,
+    /// Events read again.
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

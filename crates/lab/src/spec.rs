@@ -48,6 +48,10 @@ pub struct FoodLabSpec {
     /// Service settings the lab starts the part with.
     #[serde(default)]
     pub settings: Settings,
+    /// After the run, rewind analytics to the earliest offsets and read the
+    /// log again (streaming-kafka); see `expect.replayIdentical`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -317,6 +321,19 @@ pub struct Expectations {
     /// Bounds on the latency of `POST /order`, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<LatencyBounds>,
+    /// Inventory decided, and analytics counted, every accepted order: one
+    /// order event and one inventory result each (streaming-kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_event_counted: Option<bool>,
+    /// Consumer lag reached at least this many messages during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_at_least: Option<u64>,
+    /// Consumer lag was back to 0 at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_drained: Option<bool>,
+    /// Analytics' totals after the replay equal those before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_identical: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -428,6 +445,34 @@ impl FoodLabSpec {
             if step.fail_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
                 problems.push(format!("chaos[{i}].failRate must be between 0 and 1"));
             }
+        }
+        if self.transport != Transport::Kafka {
+            let streaming_only = [
+                ("replay", self.replay),
+                (
+                    "expect.everyEventCounted",
+                    self.expect.every_event_counted.is_some(),
+                ),
+                (
+                    "expect.maxLagAtLeast",
+                    self.expect.max_lag_at_least.is_some(),
+                ),
+                ("expect.lagDrained", self.expect.lag_drained.is_some()),
+                (
+                    "expect.replayIdentical",
+                    self.expect.replay_identical.is_some(),
+                ),
+            ];
+            for (field, set) in streaming_only {
+                if set {
+                    problems.push(format!(
+                        "{field} is for the streaming-kafka part (transport: kafka)"
+                    ));
+                }
+            }
+        }
+        if self.expect.replay_identical.is_some() && !self.replay {
+            problems.push("expect.replayIdentical needs `replay: true`".to_owned());
         }
         // Two disruptions of one service at once would each remember the
         // other's state as the one to restore.

@@ -86,6 +86,54 @@ pub fn evaluate(expect: &Expectations, results: &LabResults, outcome: Outcome) -
             format!("{matching} of {total} answers were {code}"),
         );
     }
+    if expect.every_event_counted == Some(true) {
+        let counted = results.analytics.unwrap_or_default();
+        let decided = results.decided.unwrap_or(0);
+        let accepted = results.accepted;
+        check(
+            "everyEventCounted",
+            accepted > 0
+                && counted.orders == accepted
+                && counted.inventory_events == accepted
+                && decided == accepted,
+            format!(
+                "{accepted} accepted; inventory decided {decided}; analytics counted {} orders and {} inventory results",
+                counted.orders, counted.inventory_events
+            ),
+        );
+    }
+    if let Some(least) = expect.max_lag_at_least {
+        let seen = results.max_backlog;
+        check(
+            "maxLagAtLeast",
+            seen.is_some_and(|lag| lag >= least),
+            format!(
+                "highest consumer lag {}, expected at least {least}",
+                shown(seen)
+            ),
+        );
+    }
+    if expect.lag_drained == Some(true) {
+        let left = results.lag_at_end;
+        check(
+            "lagDrained",
+            left == Some(0),
+            format!("consumer lag at the end: {}", shown(left)),
+        );
+    }
+    if expect.replay_identical == Some(true) {
+        let (passed, detail) = match &results.replay {
+            Some(replay) => (
+                replay.identical,
+                format!(
+                    "before {:?}, after {:?}; {} events read again in {:.3} s",
+                    replay.before, replay.after, replay.events, replay.seconds
+                ),
+            ),
+            None => (false, "no replay happened".to_owned()),
+        };
+        check("replayIdentical", passed, detail);
+    }
     if let Some(bounds) = &expect.latency_ms {
         let p50 = results.latency_ms.p50;
         let p99 = results.latency_ms.p99;
@@ -172,6 +220,7 @@ mod tests {
                 p50_at_most: None,
                 p99_at_most: Some(3000.0),
             }),
+            ..Expectations::default()
         };
         let all_good = evaluate(
             &expect,

@@ -7,12 +7,16 @@
 //! RabbitMQ mode (`async-rabbitmq`): `POST /order` stores the order and its
 //! OrderPlaced event together and answers 202; a relay publishes the event
 //! and a consumer records inventory's decision.
+//! Kafka mode (`streaming-kafka`): the same outbox, produced to `order-events`
+//! keyed by order id; the `order-group` consumer of `inventory-events`
+//! records inventory's decision.
 //! Both: `GET /orders`, `GET /orders/{id}`.
 
 pub mod http;
 pub mod messaging;
 pub mod metrics;
 pub mod rest_chain;
+pub mod streaming;
 
 use std::sync::Arc;
 
@@ -24,6 +28,7 @@ use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
 use foodlab_store::OrderStore;
 use foodlab_transport::HttpClient;
 use foodlab_transport::amqp::AmqpArgs;
+use foodlab_transport::kafka::KafkaArgs;
 
 pub const SERVICE: &str = "order";
 pub const DEFAULT_PORT: u16 = 8000;
@@ -59,6 +64,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub amqp: AmqpArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 }
 
 /// How an accepted order travels on.
@@ -102,6 +110,17 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             let outbox_nudge = Arc::new(tokio::sync::Notify::new());
             messaging::Messaging {
                 args: args.amqp.clone(),
+                store: store.clone(),
+                metrics: MessageMetrics::register(kit.registry()),
+                outbox_nudge: Arc::clone(&outbox_nudge),
+            }
+            .spawn(kit.readiness());
+            Workflow::Outbox(outbox_nudge)
+        }
+        TransportMode::Kafka => {
+            let outbox_nudge = Arc::new(tokio::sync::Notify::new());
+            streaming::Streaming {
+                args: args.kafka.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
                 outbox_nudge: Arc::clone(&outbox_nudge),

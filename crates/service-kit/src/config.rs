@@ -20,6 +20,8 @@ pub enum TransportMode {
     Rest,
     /// Events over RabbitMQ (the async-rabbitmq part).
     Rabbitmq,
+    /// An event log in Kafka (the streaming-kafka part).
+    Kafka,
 }
 
 #[derive(Debug, Clone, clap::Args)]

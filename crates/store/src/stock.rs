@@ -40,6 +40,8 @@ pub enum Outcome {
     Reserved,
     OutOfStock,
     UnknownItem,
+    /// Refused without looking at the stock (an injected failure).
+    Rejected,
 }
 
 impl Outcome {
@@ -48,14 +50,20 @@ impl Outcome {
             Self::Reserved => "reserved",
             Self::OutOfStock => "out_of_stock",
             Self::UnknownItem => "unknown_item",
+            Self::Rejected => "rejected",
         }
     }
 
     fn parse(s: &str) -> Result<Self, StoreError> {
-        [Self::Reserved, Self::OutOfStock, Self::UnknownItem]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| StoreError::Corrupt(format!("reservation outcome `{s}`")))
+        [
+            Self::Reserved,
+            Self::OutOfStock,
+            Self::UnknownItem,
+            Self::Rejected,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| StoreError::Corrupt(format!("reservation outcome `{s}`")))
     }
 }
 
@@ -81,6 +89,7 @@ pub struct StockStats {
     pub reserved_orders: u64,
     pub out_of_stock_orders: u64,
     pub unknown_item_orders: u64,
+    pub rejected_orders: u64,
     pub units_reserved: u64,
 }
 
@@ -122,7 +131,7 @@ impl StockStore {
         now_ms: i64,
     ) -> Result<ReserveResult, StoreError> {
         self.db
-            .call(move |conn| reserve_in(conn, None, order_id, lines, now_ms))
+            .call(move |conn| reserve_in(conn, None, order_id, lines, None, now_ms))
             .await
     }
 
@@ -138,7 +147,33 @@ impl StockStore {
     ) -> Result<ReserveResult, StoreError> {
         let message_id = message_id.to_owned();
         self.db
-            .call(move |conn| reserve_in(conn, Some(&message_id), order_id, lines, now_ms))
+            .call(move |conn| reserve_in(conn, Some(&message_id), order_id, lines, None, now_ms))
+            .await
+    }
+
+    /// Records that an order that arrived as a message is refused for
+    /// `reason` (an injected failure), unless it was decided before: the
+    /// decision is durable, so a redelivery gets the same answer.
+    pub async fn reject_message(
+        &self,
+        message_id: &str,
+        order_id: OrderId,
+        lines: Vec<OrderLine>,
+        reason: String,
+        now_ms: i64,
+    ) -> Result<ReserveResult, StoreError> {
+        let message_id = message_id.to_owned();
+        self.db
+            .call(move |conn| {
+                reserve_in(
+                    conn,
+                    Some(&message_id),
+                    order_id,
+                    lines,
+                    Some(reason),
+                    now_ms,
+                )
+            })
             .await
     }
 
@@ -177,6 +212,7 @@ impl StockStore {
                         }
                         Outcome::OutOfStock => stats.out_of_stock_orders += 1,
                         Outcome::UnknownItem => stats.unknown_item_orders += 1,
+                        Outcome::Rejected => stats.rejected_orders += 1,
                     }
                 }
                 Ok(stats)
@@ -190,6 +226,7 @@ fn reserve_in(
     message_id: Option<&str>,
     order_id: OrderId,
     lines: Vec<OrderLine>,
+    rejection: Option<String>,
     now_ms: i64,
 ) -> Result<ReserveResult, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -230,18 +267,25 @@ fn reserve_in(
         });
     }
     let stock = read_stock(&tx)?;
-    let (outcome, reason) = match plan_reservation(&stock, &lines) {
-        Ok(levels) => {
-            for (item, left) in levels {
-                tx.execute(
-                    "UPDATE stock SET available = ?2 WHERE item = ?1",
-                    params![item.as_str(), left],
-                )?;
+    let (outcome, reason) = match rejection {
+        Some(reason) => (Outcome::Rejected, Some(reason)),
+        None => match plan_reservation(&stock, &lines) {
+            Ok(levels) => {
+                for (item, left) in levels {
+                    tx.execute(
+                        "UPDATE stock SET available = ?2 WHERE item = ?1",
+                        params![item.as_str(), left],
+                    )?;
+                }
+                (Outcome::Reserved, None)
             }
-            (Outcome::Reserved, None)
-        }
-        Err(e @ ReservationError::OutOfStock { .. }) => (Outcome::OutOfStock, Some(e.to_string())),
-        Err(e @ ReservationError::UnknownItem(_)) => (Outcome::UnknownItem, Some(e.to_string())),
+            Err(e @ ReservationError::OutOfStock { .. }) => {
+                (Outcome::OutOfStock, Some(e.to_string()))
+            }
+            Err(e @ ReservationError::UnknownItem(_)) => {
+                (Outcome::UnknownItem, Some(e.to_string()))
+            }
+        },
     };
     tx.execute(
         "INSERT INTO reservations (order_id, items, outcome, reason, created_at_ms)

@@ -4,8 +4,11 @@
 //!   call and failures sorted into the classes callers map to 502/503/504.
 //! - `amqp`: RabbitMQ topology, confirming publisher, dead-lettering, and a
 //!   reconnecting session loop.
+//! - `kafka`: topics, an idempotent producer keyed by order id, consumers that
+//!   commit only processed offsets, and consumer lag.
 
 pub mod amqp;
 pub mod http;
+pub mod kafka;
 
 pub use http::{CallError, HttpClient};

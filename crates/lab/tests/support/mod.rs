@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use foodlab_lab::rabbitmq::Broker;
+use foodlab_lab::streaming::KafkaBroker;
 use std::sync::Arc;
 
 use foodlab_lab::{
@@ -22,11 +23,14 @@ pub fn example(name: &str) -> FoodLab {
     serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// Options for a lab, with the project's RabbitMQ script for the async part.
+/// Options for a lab, with the project's broker scripts.
 pub fn options(lab: &FoodLab) -> LocalOptions {
     let mut options = LocalOptions::for_lab(&lab.spec);
     options.broker = Broker::Local {
         script: Some(repo().join("scripts/rabbitmq.sh")),
+    };
+    options.kafka = KafkaBroker::Local {
+        script: Some(repo().join("scripts/kafka.sh")),
     };
     options
 }

@@ -1,0 +1,212 @@
+//! The `analytics-group` reader of both topics.
+//!
+//! Analytics' figures are a projection of the log: at start-up, and on every
+//! reset, the group is rewound to the earliest offsets, the state cleared,
+//! and the log read again. The reader is assigned every partition (one
+//! analytics replica reads the whole log), stores each offset once the
+//! event is counted, and its commits are what consumer lag is measured from.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use foodlab_service_kit::{FaultState, MessageMetrics, Readiness};
+use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::totals::{Recorded, Totals};
+
+/// State shared with the HTTP handlers.
+#[derive(Clone, Default)]
+pub struct Shared(Arc<Mutex<State>>);
+
+#[derive(Default)]
+pub struct State {
+    pub totals: Totals,
+    pub replays: u64,
+    pub replay: Option<ReplayProgress>,
+}
+
+/// Progress of the latest rewind: the log up to `events` had to be read again.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayProgress {
+    /// Events in the log when the rewind happened.
+    pub events: u64,
+    #[serde(skip)]
+    started: Instant,
+    #[serde(skip)]
+    remaining: BTreeMap<(String, i32), i64>,
+    /// Seconds until every one of those events was read again.
+    pub seconds: Option<f64>,
+    pub events_per_second: Option<f64>,
+}
+
+impl Shared {
+    pub fn with<T>(&self, read: impl FnOnce(&mut State) -> T) -> T {
+        read(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Asks the reader to rewind; answered once the rewind is in place.
+pub type ResetRequest = oneshot::Sender<Result<ReplayProgress, String>>;
+
+pub struct Reader {
+    pub args: KafkaArgs,
+    pub shared: Shared,
+    pub faults: FaultState,
+    pub metrics: MessageMetrics,
+}
+
+impl Reader {
+    pub fn spawn(self, readiness: Readiness) -> mpsc::Sender<ResetRequest> {
+        let (resets, requests) = mpsc::channel::<ResetRequest>(8);
+        let requests = Arc::new(tokio::sync::Mutex::new(requests));
+        tokio::spawn(async move {
+            let report = |up| readiness.set("kafka", up);
+            let reader = Arc::new(self);
+            kafka::run_forever("analytics", &report, || {
+                let reader = Arc::clone(&reader);
+                let readiness = readiness.clone();
+                let requests = Arc::clone(&requests);
+                async move {
+                    let mut requests = requests.lock().await;
+                    reader.session(&readiness, &mut requests).await
+                }
+            })
+            .await;
+        });
+        resets
+    }
+
+    async fn session(
+        &self,
+        readiness: &Readiness,
+        requests: &mut mpsc::Receiver<ResetRequest>,
+    ) -> Result<(), KafkaFailure> {
+        self.args.ensure_topics().await?;
+        let consumer = self
+            .args
+            .consumer(&self.args.analytics_group, "analytics")?;
+        self.rewind(&consumer).await?;
+        readiness.set("kafka", true);
+        tracing::info!(group = %self.args.analytics_group, "reading the log from the start");
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(answer) = request else { return Ok(()) };
+                    let rewound = self.rewind(&consumer).await;
+                    let progress = self.shared.with(|s| s.replay.clone());
+                    let reply = match (&rewound, progress) {
+                        (Ok(()), Some(progress)) => Ok(progress),
+                        (Ok(()), None) => Err("the rewind left no progress record".to_owned()),
+                        (Err(error), _) => Err(error.to_string()),
+                    };
+                    let _ = answer.send(reply);
+                    rewound?;
+                }
+                message = consumer.recv() => {
+                    let message = message?;
+                    let delay = self.faults.get().delay();
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    self.count(message.topic(), message.partition(), message.offset(), message.payload().unwrap_or_default());
+                    kafka::store_processed(&consumer, message.topic(), message.partition(), message.offset())?;
+                }
+            }
+        }
+    }
+
+    fn count(&self, topic: &str, partition: i32, offset: i64, body: &[u8]) {
+        let recorded = self.shared.with(|state| {
+            let recorded = state.totals.record(body);
+            if let Some(replay) = state.replay.as_mut() {
+                replay.advance(topic, partition, offset);
+            }
+            recorded
+        });
+        match recorded {
+            Recorded::Counted => self.metrics.count(topic, "processed"),
+            Recorded::Duplicate => self.metrics.count(topic, "duplicate"),
+            Recorded::Malformed(reason) => {
+                self.metrics.count(topic, "malformed");
+                tracing::warn!(%topic, partition, offset, %reason, "malformed event skipped");
+            }
+        }
+    }
+
+    /// Moves the group back to the earliest offsets (committed, so lag shows
+    /// the whole log again), clears the figures and reads from there.
+    async fn rewind(&self, consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
+        let topics = [
+            self.args.order_topic.as_str(),
+            self.args.inventory_topic.as_str(),
+        ];
+        let earliest = kafka::earliest_of(consumer, &topics)?;
+        let mut start = TopicPartitionList::new();
+        let mut remaining = BTreeMap::new();
+        let mut events = 0;
+        for element in earliest.elements() {
+            let (low, high) =
+                consumer.fetch_watermarks(element.topic(), element.partition(), QUERY_TIMEOUT)?;
+            start.add_partition_offset(
+                element.topic(),
+                element.partition(),
+                Offset::Offset(low),
+            )?;
+            if high > low {
+                remaining.insert((element.topic().to_owned(), element.partition()), high);
+                events += (high - low) as u64;
+            }
+        }
+        if let Err(error) = consumer.commit(&start, CommitMode::Sync) {
+            tracing::warn!(%error, "could not commit the rewound offsets; lag shows the old ones until the next commit");
+        }
+        self.shared.with(|state| {
+            state.totals = Totals::default();
+            state.replays += 1;
+            let mut progress = ReplayProgress {
+                events,
+                started: Instant::now(),
+                remaining,
+                seconds: None,
+                events_per_second: None,
+            };
+            progress.finish_if_done();
+            state.replay = Some(progress);
+        });
+        consumer.assign(&start)?;
+        tracing::info!(events, "rewound to the earliest offsets");
+        Ok(())
+    }
+}
+
+impl ReplayProgress {
+    fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
+        if self.seconds.is_some() {
+            return;
+        }
+        let key = (topic.to_owned(), partition);
+        if self
+            .remaining
+            .get(&key)
+            .is_some_and(|end| offset + 1 >= *end)
+        {
+            self.remaining.remove(&key);
+        }
+        self.finish_if_done();
+    }
+
+    fn finish_if_done(&mut self) {
+        if self.remaining.is_empty() && self.seconds.is_none() {
+            let seconds = self.started.elapsed().as_secs_f64();
+            self.seconds = Some((seconds * 1000.0).round() / 1000.0);
+            self.events_per_second =
+                (seconds > 0.0).then(|| (self.events as f64 / seconds).round());
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The analytics service's endpoints: `GET /metrics` (the figures, JSON),
+//! `GET /lag`, `POST /admin/throttle`, `POST /admin/reset-offsets`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use foodlab_service_kit::{ApiError, FaultState, JsonBody};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::consumer::{ResetRequest, Shared};
+use crate::lag::{LagReport, LagWatch};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub shared: Shared,
+    pub faults: FaultState,
+    pub lag: LagWatch,
+    pub resets: mpsc::Sender<ResetRequest>,
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/lag", get(lag))
+        .route("/admin/throttle", get(throttle).post(set_throttle))
+        .route("/admin/reset-offsets", post(reset_offsets))
+        .with_state(state)
+}
+
+async fn metrics(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let (figures, replays, replay) = app
+        .shared
+        .with(|s| (s.totals.figures(), s.replays, s.replay.clone()));
+    let mut body = serde_json::to_value(figures).map_err(ApiError::internal)?;
+    body["throttle_ms"] = json!(app.faults.get().delay_ms);
+    body["replays"] = json!(replays);
+    body["last_replay"] = serde_json::to_value(replay).map_err(ApiError::internal)?;
+    Ok(axum::Json(body))
+}
+
+async fn lag(State(app): State<AppState>) -> Result<axum::Json<LagReport>, ApiError> {
+    app.lag.read().await.map(axum::Json).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("consumer lag cannot be read: {e}"),
+        )
+    })
+}
+
+async fn throttle(State(app): State<AppState>) -> axum::Json<Value> {
+    axum::Json(json!({ "ms": app.faults.get().delay_ms }))
+}
+
+/// `POST /admin/throttle {"ms": 5}`: wait this long before each event (0 lifts it).
+async fn set_throttle(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let ms = ["ms", "throttle_ms", "delay_ms"]
+        .iter()
+        .find_map(|key| body.get(*key))
+        .ok_or_else(|| ApiError::unprocessable("`ms` is missing (milliseconds per event)"))?
+        .as_u64()
+        .filter(|ms| *ms <= 60_000)
+        .ok_or_else(|| ApiError::unprocessable("`ms` must be a whole number from 0 to 60000"))?;
+    app.faults.update(|faults| faults.delay_ms = ms);
+    tracing::info!(throttle_ms = ms, "throttle changed");
+    Ok(axum::Json(json!({ "ms": ms })))
+}
+
+/// `POST /admin/reset-offsets`: rewind the group to the earliest offsets,
+/// clear the figures and compute them again from the log.
+async fn reset_offsets(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let (answer, answered) = oneshot::channel();
+    let unavailable =
+        |detail: String| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, detail);
+    app.resets
+        .send(answer)
+        .await
+        .map_err(|_| unavailable("the reader is not running".into()))?;
+    let progress = answered
+        .await
+        .map_err(|_| unavailable("the reader stopped before rewinding (is the broker up?)".into()))?
+        .map_err(unavailable)?;
+    tracing::info!(events = progress.events, "offsets reset; replaying");
+    Ok(axum::Json(
+        json!({ "rewound": true, "events": progress.events }),
+    ))
+}

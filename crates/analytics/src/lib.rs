@@ -1,0 +1,68 @@
+//! The analytics service (streaming-kafka part): reads `order-events` and
+//! `inventory-events` as the `analytics-group` and computes totals, the
+//! failure rate and orders per minute from the log. Its figures can be
+//! recomputed at any time by rewinding the group (`POST /admin/reset-offsets`);
+//! a throttle (`POST /admin/throttle`) slows it down to show consumer lag.
+
+pub mod consumer;
+pub mod http;
+pub mod lag;
+pub mod totals;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
+use foodlab_transport::kafka::KafkaArgs;
+
+pub const SERVICE: &str = "analytics";
+pub const DEFAULT_PORT: u16 = 8002;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "analytics",
+    about = "FoodLab analytics service: figures over the event log, consumer lag, replay"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
+    if args.service.transport != TransportMode::Kafka {
+        anyhow::bail!(
+            "analytics reads the Kafka event log; start it with --transport kafka (FOODLAB_TRANSPORT=kafka)"
+        );
+    }
+    let faults = args
+        .service
+        .faults
+        .to_faults()
+        .context("invalid start-up faults")?;
+    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    let lag =
+        lag::LagWatch::new(&args.kafka, kit.registry()).context("cannot read consumer lag")?;
+    lag.spawn_refresh();
+    let shared = consumer::Shared::default();
+    let resets = consumer::Reader {
+        args: args.kafka.clone(),
+        shared: shared.clone(),
+        faults: kit.faults(),
+        metrics: MessageMetrics::register(kit.registry()),
+    }
+    .spawn(kit.readiness());
+    let state = http::AppState {
+        shared,
+        faults: kit.faults(),
+        lag,
+        resets,
+    };
+    Ok(kit.router(http::routes(state)))
+}
+
+pub fn listen_addr(args: &Args) -> SocketAddr {
+    args.service.listen_or(DEFAULT_PORT)
+}

@@ -1,0 +1,230 @@
+//! Inventory over Kafka: the `inventory-group` consumer of order events.
+//!
+//! Each OrderPlaced is decided in one SQLite transaction that also records
+//! its message id, so a redelivery (after a restart or a rebalance) replays
+//! the decision instead of reserving twice. The result event is produced
+//! keyed by order id, and the message's offset is stored for commit only
+//! once the broker has the result: a crash anywhere before that redelivers
+//! the message, never loses it. A replayed decision is produced again with
+//! the same message id (derived from the order), which consumers ignore.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use foodlab_domain::{Envelope, Event, EventType, FaultDecision};
+use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
+use foodlab_store::{Outcome, StockStore, StoreError};
+use foodlab_transport::kafka::{self, Delivered, KafkaArgs, KafkaFailure};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::mpsc;
+
+/// Results produced but not yet acknowledged by the broker, at most.
+const IN_FLIGHT: usize = 10_000;
+
+#[derive(Clone)]
+pub struct Consumer {
+    pub args: KafkaArgs,
+    pub store: StockStore,
+    pub faults: FaultState,
+    pub metrics: MessageMetrics,
+    /// Abort the process right after this many decisions are committed,
+    /// before their result is produced and the offset stored (chaos testing).
+    pub crash_after_commits: Option<u64>,
+    pub commits: Arc<AtomicU64>,
+}
+
+/// A message whose result is on its way; its offset is stored once delivered.
+struct Produced {
+    /// `None` for a skipped message: nothing to wait for.
+    delivered: Option<Delivered>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+impl Consumer {
+    pub fn spawn(self, readiness: Readiness) {
+        tokio::spawn(async move {
+            let report = |up| readiness.set("kafka", up);
+            kafka::run_forever("inventory", &report, || {
+                let consumer = self.clone();
+                let readiness = readiness.clone();
+                async move { consumer.session(&readiness).await }
+            })
+            .await;
+        });
+    }
+
+    async fn session(&self, readiness: &Readiness) -> Result<(), KafkaFailure> {
+        self.args.ensure_topics().await?;
+        let producer = self.args.producer("inventory")?;
+        let consumer = Arc::new(
+            self.args
+                .consumer(&self.args.inventory_group, "inventory")?,
+        );
+        consumer.subscribe(&[&self.args.order_topic])?;
+        readiness.set("kafka", true);
+        tracing::info!(
+            group = %self.args.inventory_group,
+            topic = %self.args.order_topic,
+            "consuming order events"
+        );
+        let (produced, pending) = mpsc::channel(IN_FLIGHT);
+        let committer = tokio::spawn(store_offsets_when_delivered(Arc::clone(&consumer), pending));
+        let consumed = self.consume(&consumer, &producer, &produced);
+        tokio::select! {
+            result = consumed => result,
+            result = committer => result.map_err(|e| KafkaFailure::Handler(e.to_string()))?,
+        }
+    }
+
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer,
+        producer: &FutureProducer,
+        produced: &mpsc::Sender<Produced>,
+    ) -> Result<(), KafkaFailure> {
+        let topic = self.args.order_topic.as_str();
+        loop {
+            let message = consumer.recv().await?;
+            let (partition, offset) = (message.partition(), message.offset());
+            let delivered = self
+                .decide(producer, message.payload().unwrap_or_default())
+                .await?;
+            produced
+                .send(Produced {
+                    delivered,
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                })
+                .await
+                .map_err(|_| KafkaFailure::Handler("the offset committer stopped".into()))?;
+        }
+    }
+
+    /// Decides one order event and queues its result; `None` for a message
+    /// that is skipped (malformed, or not an OrderPlaced).
+    async fn decide(
+        &self,
+        producer: &FutureProducer,
+        body: &[u8],
+    ) -> Result<Option<Delivered>, KafkaFailure> {
+        let topic = self.args.order_topic.as_str();
+        let envelope = match Envelope::parse(body) {
+            Ok(envelope) if envelope.event_type() == EventType::OrderPlaced => envelope,
+            Ok(other) => {
+                self.skip(&format!(
+                    "expected OrderPlaced, got {:?}",
+                    other.event_type()
+                ));
+                return Ok(None);
+            }
+            Err(poison) => {
+                self.skip(&poison.0);
+                return Ok(None);
+            }
+        };
+        let Event::OrderPlaced { customer_id, items } = &envelope.event else {
+            return Ok(None);
+        };
+        let faults = self.faults.get();
+        if faults.delay_ms > 0 {
+            tokio::time::sleep(faults.delay()).await;
+        }
+        let message_id = envelope.message_id.to_string();
+        let now = now_ms();
+        let decided = if faults.decide(rand::random()) == FaultDecision::Proceed {
+            self.store
+                .reserve_message(&message_id, envelope.order_id, items.clone(), now)
+                .await
+        } else {
+            let reason = "injected failure: inventory refused the order".to_owned();
+            self.store
+                .reject_message(&message_id, envelope.order_id, items.clone(), reason, now)
+                .await
+        };
+        let decided = match decided {
+            Err(StoreError::MessageIdReused { earlier_order }) => {
+                self.skip(&format!(
+                    "message id {} was already used for order {earlier_order}",
+                    envelope.message_id
+                ));
+                return Ok(None);
+            }
+            other => other.map_err(|e| KafkaFailure::Handler(e.to_string()))?,
+        };
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.crash_after_commits == Some(commits) {
+            tracing::error!(order_id = %envelope.order_id, "crash point reached: aborting between commit and produce");
+            std::process::abort();
+        }
+        let reservation = &decided.reservation;
+        let outcome = match reservation.outcome {
+            Outcome::Reserved => Event::InventoryReserved {
+                customer_id: customer_id.clone(),
+                items: reservation.items.clone(),
+            },
+            Outcome::OutOfStock | Outcome::UnknownItem | Outcome::Rejected => {
+                Event::InventoryFailed {
+                    reason: reservation.reason.clone().unwrap_or_default(),
+                }
+            }
+        };
+        let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
+        let delivered = kafka::send(producer, &self.args.inventory_topic, &result)?;
+        let label = if decided.replayed {
+            "duplicate"
+        } else {
+            "processed"
+        };
+        self.metrics.count(topic, label);
+        tracing::info!(
+            message_id = %envelope.message_id,
+            order_id = %envelope.order_id,
+            correlation_id = %envelope.correlation_id,
+            outcome = ?reservation.outcome,
+            duplicate = decided.replayed,
+            "order decided"
+        );
+        Ok(Some(delivered))
+    }
+
+    fn skip(&self, reason: &str) {
+        self.metrics.count(&self.args.order_topic, "malformed");
+        tracing::warn!(topic = %self.args.order_topic, %reason, "malformed order event skipped");
+    }
+}
+
+/// Stores each message's offset once its result is delivered, in the order
+/// the messages came; a failed delivery ends the session, so the message
+/// and everything after it is read again.
+async fn store_offsets_when_delivered(
+    consumer: Arc<StreamConsumer>,
+    mut pending: mpsc::Receiver<Produced>,
+) -> Result<(), KafkaFailure> {
+    while let Some(produced) = pending.recv().await {
+        if let Some(delivered) = produced.delivered {
+            delivered.confirmed().await?;
+        }
+        // After a rebalance the partition may belong to another member: its
+        // new owner reads the message again, and the decision is replayed.
+        if let Err(error) = kafka::store_processed(
+            &consumer,
+            &produced.topic,
+            produced.partition,
+            produced.offset,
+        ) {
+            tracing::warn!(
+                topic = %produced.topic,
+                partition = produced.partition,
+                offset = produced.offset,
+                %error,
+                "offset not stored"
+            );
+        }
+    }
+    Ok(())
+}

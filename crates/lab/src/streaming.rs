@@ -1,0 +1,270 @@
+//! The streaming-kafka part from a lab's point of view: the broker, and the
+//! analytics service's figures, consumer lag and replay (all read over HTTP,
+//! so the same code works on Kubernetes).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::platform::{Platform, PlatformError};
+use crate::results::{AnalyticsTotals, ReplayResults};
+use crate::spec::Service;
+
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+const POLL: Duration = Duration::from_millis(100);
+
+/// Where the Kafka-protocol broker of the streaming part is.
+#[derive(Debug, Clone)]
+pub enum KafkaBroker {
+    /// The project's broker on 127.0.0.1:9092, started with its script
+    /// (`scripts/kafka.sh`, or this path) if nothing listens there.
+    Local { script: Option<PathBuf> },
+    /// A broker that is already running (any Kafka-protocol broker).
+    At { brokers: String },
+}
+
+impl Default for KafkaBroker {
+    fn default() -> Self {
+        Self::Local { script: None }
+    }
+}
+
+impl KafkaBroker {
+    /// Makes sure the broker listens; its bootstrap servers.
+    pub async fn ready(&self) -> Result<String, PlatformError> {
+        match self {
+            Self::At { brokers } => Ok(brokers.clone()),
+            Self::Local { script } => {
+                if tokio::net::TcpStream::connect(DEFAULT_BROKERS)
+                    .await
+                    .is_ok()
+                {
+                    return Ok(DEFAULT_BROKERS.to_owned());
+                }
+                let script = script
+                    .clone()
+                    .or_else(|| std::env::var_os("FOODLAB_KAFKA_SCRIPT").map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from("scripts/kafka.sh"));
+                if !script.is_file() {
+                    return Err(PlatformError::Setup(format!(
+                        "no Kafka broker listens on {DEFAULT_BROKERS} and {} is not here to start one \
+                         (run from the repository, `make kafka-up`, or set FOODLAB_KAFKA_SCRIPT)",
+                        script.display()
+                    )));
+                }
+                tracing::info!(script = %script.display(), "starting the Kafka broker");
+                let status = tokio::process::Command::new(&script)
+                    .arg("start")
+                    .status()
+                    .await
+                    .map_err(|e| {
+                        PlatformError::Setup(format!("cannot run {}: {e}", script.display()))
+                    })?;
+                if !status.success() {
+                    return Err(PlatformError::Setup(format!(
+                        "{} start failed: {status}",
+                        script.display()
+                    )));
+                }
+                Ok(DEFAULT_BROKERS.to_owned())
+            }
+        }
+    }
+}
+
+/// The streaming part's bootstrap servers, topics and consumer groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaNames {
+    pub brokers: String,
+    pub order_topic: String,
+    pub inventory_topic: String,
+    pub inventory_group: String,
+    pub analytics_group: String,
+    pub order_group: String,
+}
+
+impl KafkaNames {
+    /// The documented names, each followed by `suffix` (empty for the defaults).
+    pub fn new(brokers: String, suffix: &str) -> Self {
+        Self {
+            brokers,
+            order_topic: format!("order-events{suffix}"),
+            inventory_topic: format!("inventory-events{suffix}"),
+            inventory_group: format!("inventory-group{suffix}"),
+            analytics_group: format!("analytics-group{suffix}"),
+            order_group: format!("order-group{suffix}"),
+        }
+    }
+
+    /// The services' environment for these names.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("FOODLAB_KAFKA_BROKERS", &self.brokers),
+            ("FOODLAB_ORDER_TOPIC", &self.order_topic),
+            ("FOODLAB_INVENTORY_TOPIC", &self.inventory_topic),
+            ("FOODLAB_INVENTORY_GROUP", &self.inventory_group),
+            ("FOODLAB_ANALYTICS_GROUP", &self.analytics_group),
+            ("FOODLAB_ORDER_GROUP", &self.order_group),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Figures {
+    total_orders: u64,
+    total_inventory_events: u64,
+    failures: u64,
+    last_replay: Option<LastReplay>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LastReplay {
+    events: u64,
+    seconds: Option<f64>,
+    events_per_second: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LagReport {
+    groups: Vec<GroupLag>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupLag {
+    total_lag: i64,
+}
+
+/// Reads the analytics service of a platform.
+#[derive(Clone)]
+pub struct Analytics {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Analytics {
+    /// `None` when the platform runs no analytics service (other parts).
+    pub fn of<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
+        Some(Self {
+            base: platform.endpoint(Service::Analytics).ok()?,
+            http: http.clone(),
+        })
+    }
+
+    async fn figures(&self) -> Option<Figures> {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    pub async fn totals(&self) -> Option<AnalyticsTotals> {
+        let figures = self.figures().await?;
+        Some(AnalyticsTotals {
+            orders: figures.total_orders,
+            inventory_events: figures.total_inventory_events,
+            failures: figures.failures,
+        })
+    }
+
+    /// Lag summed over every partition of every group of the part.
+    pub async fn total_lag(&self) -> Option<u64> {
+        let report: LagReport = self
+            .http
+            .get(format!("{}/lag", self.base))
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(
+            report
+                .groups
+                .iter()
+                .map(|g| g.total_lag.max(0) as u64)
+                .sum(),
+        )
+    }
+
+    /// Waits until analytics has counted `until` (totals at least these) and
+    /// no group lags; when that happened, or `None` at the deadline.
+    pub async fn wait_caught_up(
+        &self,
+        until: AnalyticsTotals,
+        deadline: Instant,
+    ) -> Option<Instant> {
+        loop {
+            if let Some(totals) = self.totals().await
+                && totals.orders >= until.orders
+                && totals.inventory_events >= until.inventory_events
+                && self.total_lag().await == Some(0)
+            {
+                return Some(Instant::now());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Rewinds analytics to the earliest offsets, waits for it to read the
+    /// log again, and compares its totals before and after.
+    pub async fn replay(&self, deadline: Instant) -> Result<ReplayResults, String> {
+        let before = self
+            .totals()
+            .await
+            .ok_or("analytics' figures cannot be read")?;
+        let response = self
+            .http
+            .post(format!("{}/admin/reset-offsets", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("reset-offsets: {e}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!("reset-offsets answered {status}: {body}"));
+        }
+        let mut after = None;
+        let mut replay = None;
+        while Instant::now() < deadline {
+            if let Some(figures) = self.figures().await
+                && let Some(last) = figures.last_replay
+                && last.seconds.is_some()
+            {
+                after = Some(AnalyticsTotals {
+                    orders: figures.total_orders,
+                    inventory_events: figures.total_inventory_events,
+                    failures: figures.failures,
+                });
+                replay = Some(last);
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let (Some(after), Some(replay)) = (after, replay) else {
+            return Err("analytics did not finish reading the log again in time".into());
+        };
+        Ok(ReplayResults {
+            identical: before == after,
+            before,
+            after,
+            events: replay.events,
+            seconds: replay.seconds.unwrap_or_default(),
+            events_per_second: replay.events_per_second.unwrap_or_default(),
+        })
+    }
+}

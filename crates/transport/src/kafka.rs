@@ -1,0 +1,372 @@
+//! Kafka: the topics of the streaming part, an idempotent producer of event
+//! envelopes (keyed by order id), consumers that commit only what was
+//! processed, and consumer lag (committed offset vs high watermark).
+//!
+//! Any Kafka-protocol broker works; the services only need bootstrap servers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use foodlab_domain::Envelope;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::Serialize;
+
+/// How long a metadata, watermark or offset query may take.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaFailure {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("kafka delivery was cancelled (producer gone)")]
+    Cancelled,
+    #[error("{0}")]
+    Handler(String),
+}
+
+/// Where the broker is and what the topics are called.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, comma-separated (any Kafka-protocol broker).
+    #[arg(
+        long = "kafka-brokers",
+        env = "FOODLAB_KAFKA_BROKERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub brokers: String,
+
+    /// Topic of OrderPlaced events (keyed by order id).
+    #[arg(long, env = "FOODLAB_ORDER_TOPIC", default_value = "order-events")]
+    pub order_topic: String,
+
+    /// Topic of inventory results (InventoryReserved, InventoryFailed).
+    #[arg(
+        long,
+        env = "FOODLAB_INVENTORY_TOPIC",
+        default_value = "inventory-events"
+    )]
+    pub inventory_topic: String,
+
+    /// Consumer group of the inventory service.
+    #[arg(
+        long,
+        env = "FOODLAB_INVENTORY_GROUP",
+        default_value = "inventory-group"
+    )]
+    pub inventory_group: String,
+
+    /// Consumer group of the analytics service.
+    #[arg(
+        long,
+        env = "FOODLAB_ANALYTICS_GROUP",
+        default_value = "analytics-group"
+    )]
+    pub analytics_group: String,
+
+    /// Consumer group of the order service (it records inventory's decisions).
+    #[arg(long, env = "FOODLAB_ORDER_GROUP", default_value = "order-group")]
+    pub order_group: String,
+
+    /// Partitions of each topic when a service has to create it.
+    #[arg(long, env = "FOODLAB_TOPIC_PARTITIONS", default_value_t = 3)]
+    pub topic_partitions: i32,
+
+    /// Consumer session timeout; a dead member's partitions move after this long.
+    #[arg(long, env = "FOODLAB_KAFKA_SESSION_TIMEOUT", default_value = "6s", value_parser = humantime::parse_duration)]
+    pub session_timeout: Duration,
+}
+
+impl Default for KafkaArgs {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            order_topic: "order-events".into(),
+            inventory_topic: "inventory-events".into(),
+            inventory_group: "inventory-group".into(),
+            analytics_group: "analytics-group".into(),
+            order_group: "order-group".into(),
+            topic_partitions: 3,
+            session_timeout: Duration::from_secs(6),
+        }
+    }
+}
+
+impl KafkaArgs {
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            // Errors are logged through tracing by the callers, not by librdkafka.
+            .set("log_level", "3");
+        config
+    }
+
+    /// Creates the part's topics unless they exist (a broker may not create
+    /// topics on first use, and producing to a missing topic waits forever).
+    pub async fn ensure_topics(&self) -> Result<(), KafkaFailure> {
+        let admin: AdminClient<DefaultClientContext> = self.client().create()?;
+        let topics = [&self.order_topic, &self.inventory_topic]
+            .map(|name| NewTopic::new(name, self.topic_partitions, TopicReplication::Fixed(1)));
+        let options = AdminOptions::new().operation_timeout(Some(QUERY_TIMEOUT));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(topic) => {
+                    tracing::info!(%topic, partitions = self.topic_partitions, "topic created")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaFailure::Handler(format!(
+                        "cannot create topic `{topic}`: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An idempotent producer waiting for every in-sync replica (acks=all).
+    pub fn producer(&self, client_id: &str) -> Result<FutureProducer, KafkaFailure> {
+        Ok(self
+            .client()
+            .set("client.id", client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "60000")
+            .create()?)
+    }
+
+    /// A consumer in `group` that reads from the earliest offset when the
+    /// group has none, and whose offsets move only when the caller stores them
+    /// (committed in the background, every 200 ms and on close).
+    pub fn consumer(&self, group: &str, client_id: &str) -> Result<StreamConsumer, KafkaFailure> {
+        Ok(self
+            .client()
+            .set("group.id", group)
+            .set("client.id", client_id)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "200")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set("heartbeat.interval.ms", "500")
+            .set("enable.partition.eof", "false")
+            .create()?)
+    }
+
+    /// A client for reading a group's committed offsets and the watermarks;
+    /// it never joins the group.
+    pub fn observer(&self, group: &str) -> Result<BaseConsumer, KafkaFailure> {
+        Ok(self
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?)
+    }
+}
+
+/// Headers every event carries besides its JSON body.
+fn headers_of(envelope: &Envelope) -> OwnedHeaders {
+    let message_id = envelope.message_id.to_string();
+    let event_type = format!("{:?}", envelope.event_type());
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "message_id",
+            value: Some(&message_id),
+        })
+        .insert(Header {
+            key: "type",
+            value: Some(&event_type),
+        })
+        .insert(Header {
+            key: "correlation_id",
+            value: Some(&envelope.correlation_id),
+        })
+}
+
+/// Queues an event on `topic`, keyed by its order id (so one order's events
+/// keep their order within a partition). The future resolves once the broker
+/// has it.
+pub fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    envelope: &Envelope,
+) -> Result<Delivered, KafkaFailure> {
+    let key = envelope.order_id.to_string();
+    let body = envelope.to_json();
+    send_raw(producer, topic, &key, &body, headers_of(envelope))
+}
+
+/// Queues any bytes (tests and labs use this for malformed events).
+pub fn send_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    body: &[u8],
+    headers: OwnedHeaders,
+) -> Result<Delivered, KafkaFailure> {
+    let mut record = FutureRecord::to(topic)
+        .key(key)
+        .payload(body)
+        .headers(headers);
+    // A full local queue clears as deliveries complete: wait and retry.
+    let future = loop {
+        match producer.send_result(record) {
+            Ok(future) => break future,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    };
+    Ok(Delivered(future))
+}
+
+/// An event handed to the producer, not yet acknowledged by the broker.
+pub struct Delivered(DeliveryFuture);
+
+impl Delivered {
+    pub fn confirmed(self) -> impl Future<Output = Result<(), KafkaFailure>> + Send {
+        async move {
+            match self.0.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(error.into()),
+                Err(_) => Err(KafkaFailure::Cancelled),
+            }
+        }
+    }
+}
+
+/// Sends every event and waits until the broker has all of them.
+pub async fn send_all(
+    producer: &FutureProducer,
+    topic: &str,
+    envelopes: &[Envelope],
+) -> Result<(), KafkaFailure> {
+    let pending = envelopes
+        .iter()
+        .map(|envelope| send(producer, topic, envelope))
+        .collect::<Result<Vec<_>, _>>()?;
+    for delivered in pending {
+        delivered.confirmed().await?;
+    }
+    Ok(())
+}
+
+/// A message's offset to commit once it is processed: the next one to read.
+pub fn store_processed(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), KafkaFailure> {
+    Ok(consumer.store_offset(topic, partition, offset + 1)?)
+}
+
+/// One topic-partition's position of a consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset (the next message it will read); the low
+    /// watermark when the group has committed nothing yet.
+    pub committed: i64,
+    /// The offset the next produced message will get.
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+
+/// Lag of `group` on every partition of `topics`, from the committed offsets
+/// and the watermarks (brokers without DescribeGroups support this too).
+pub fn consumer_lag(
+    observer: &BaseConsumer,
+    topics: &[&str],
+) -> Result<Vec<PartitionLag>, KafkaFailure> {
+    let mut wanted = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = observer.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            wanted.add_partition(topic, partition.id());
+        }
+    }
+    let committed = observer.committed_offsets(wanted, QUERY_TIMEOUT)?;
+    let mut lags = Vec::new();
+    for element in committed.elements() {
+        let (low, high) =
+            observer.fetch_watermarks(element.topic(), element.partition(), QUERY_TIMEOUT)?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        lags.push(PartitionLag {
+            topic: element.topic().to_owned(),
+            partition: element.partition(),
+            committed,
+            high_watermark: high,
+            lag: (high - committed).max(0),
+        });
+    }
+    lags.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    Ok(lags)
+}
+
+/// Every partition of `topics`, each at its earliest offset.
+pub fn earliest_of(
+    client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
+    topics: &[&str],
+) -> Result<TopicPartitionList, KafkaFailure> {
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = client.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
+        let topic_meta = metadata
+            .topics()
+            .first()
+            .ok_or_else(|| KafkaFailure::Handler(format!("topic `{topic}` is unknown")))?;
+        if let Some(error) = topic_meta.error() {
+            return Err(KafkaFailure::Handler(format!(
+                "topic `{topic}`: {:?}",
+                rdkafka::types::RDKafkaRespErr::from(error)
+            )));
+        }
+        for partition in topic_meta.partitions() {
+            list.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        }
+    }
+    Ok(list)
+}
+
+/// Runs `session` again and again with a growing pause after each failure,
+/// reporting whether the last session got going.
+pub async fn run_forever<S, Fut>(what: &'static str, report: impl Fn(bool), mut session: S)
+where
+    S: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), KafkaFailure>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = std::time::Instant::now();
+        let ended = session().await;
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(200);
+        }
+        match ended {
+            Ok(()) => tracing::info!(what, "kafka session ended"),
+            Err(error) => tracing::warn!(what, %error, "kafka session failed; retrying"),
+        }
+        report(false);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A Kafka-protocol broker for FoodLab on 127.0.0.1 (tansu, an Apache-Kafka-compatible
+# broker written in Rust, with durable SQLite storage).
+#
+#   scripts/kafka.sh install  build the broker once into the cache (about 18 min), reuse after
+#   scripts/kafka.sh start    install if missing, start, create the topics, wait until ready
+#   scripts/kafka.sh stop     stop the broker
+#   scripts/kafka.sh status   exit 0 if the broker answers
+#   scripts/kafka.sh topics   create the topics (idempotent)
+#
+# Settings (environment): KAFKA_PORT (9092), FOODLAB_KAFKA_DIR (.foodlab/kafka in the repo),
+# FOODLAB_CACHE_DIR (~/.cache/foodlab: where the broker binary is kept, keyed on version),
+# FOODLAB_ORDER_TOPIC (order-events), FOODLAB_INVENTORY_TOPIC (inventory-events),
+# FOODLAB_TOPIC_PARTITIONS (3).
+# The services take any bootstrap servers (FOODLAB_KAFKA_BROKERS), Apache Kafka included.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+version=0.6.0
+port=${KAFKA_PORT:-9092}
+base=${FOODLAB_KAFKA_DIR:-$repo/.foodlab/kafka-$port}
+cache=${FOODLAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/foodlab}
+root="$cache/tansu-$version"
+tansu="$root/bin/tansu"
+broker="tcp://127.0.0.1:$port"
+partitions=${FOODLAB_TOPIC_PARTITIONS:-3}
+topics=("${FOODLAB_ORDER_TOPIC:-order-events}" "${FOODLAB_INVENTORY_TOPIC:-inventory-events}")
+
+log() { echo "kafka: $*" >&2; }
+
+install() {
+  [ -x "$tansu" ] && return 0
+  mkdir -p "$cache"
+  exec 8>"$cache/tansu-$version.lock"
+  flock 8
+  [ -x "$tansu" ] && return 0
+  log "building tansu $version into $root (once; about 18 minutes on two cores)"
+  local target="$cache/tansu-$version.build"
+  CARGO_TARGET_DIR="$target" cargo install tansu --version "$version" --locked \
+    --features dynostore,libsql --root "$root" --quiet
+  rm -rf "$target"
+  log "installed $tansu"
+}
+
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+}
+
+create_topics() {
+  local topic out
+  for topic in "${topics[@]}"; do
+    if ! out=$("$tansu" topic create "$topic" --partitions "$partitions" --broker "$broker" 2>&1); then
+      case "$out" in
+        *TopicAlreadyExists* | *already*) ;;
+        *) log "creating topic $topic failed: $out"; return 1 ;;
+      esac
+    fi
+  done
+}
+
+start() {
+  install
+  mkdir -p "$base"
+  exec 9>"$base/lock"
+  flock 9
+  if listening; then
+    create_topics
+    return 0
+  fi
+  log "starting tansu $version on $broker (data $base/tansu.db)"
+  # The broker must not inherit the lock (fd 9), or it would hold it for its lifetime.
+  # It reads a sqlite:// path relative to its working directory: run it in $base.
+  (cd "$base" && exec setsid "$tansu" broker \
+    --listener-url "$broker" \
+    --advertised-listener-url "$broker" \
+    --storage-engine "sqlite://tansu.db" \
+    >"$base/broker.log" 2>&1 </dev/null 9>&- 8>&-) &
+  echo $! >"$base/broker.pid"
+  for _ in $(seq 1 150); do
+    if listening; then
+      create_topics
+      log "ready (topics: ${topics[*]}, $partitions partitions each)"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$base/broker.pid")" 2>/dev/null; then
+      log "broker exited; see $base/broker.log"
+      exit 1
+    fi
+    sleep 0.2
+  done
+  log "broker did not listen on $broker; see $base/broker.log"
+  exit 1
+}
+
+stop() {
+  local pid
+  [ -f "$base/broker.pid" ] || return 0
+  pid=$(cat "$base/broker.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping broker (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$base/broker.pid"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) listening ;;
+  topics) create_topics ;;
+  *) echo "usage: $0 install|start|stop|status|topics" >&2; exit 2 ;;
+esac
