@@ -58,6 +58,18 @@ create_topics() {
   done
 }
 
+# tansu's SQLite schema has no index on record headers, and it looks up a
+# record's headers once per record fetched: without this index every fetch
+# scans every header ever stored, and consumers slow down as the log grows.
+index_headers() {
+  python3 - "$base/tansu.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("create index if not exists foodlab_header_record on header (topition, offset_id)")
+db.commit()
+PY
+}
+
 start() {
   install
   mkdir -p "$base"
@@ -65,6 +77,7 @@ start() {
   flock 9
   if listening; then
     create_topics
+    index_headers
     return 0
   fi
   log "starting tansu $version on $broker (data $base/tansu.db)"
@@ -79,6 +92,7 @@ start() {
   for _ in $(seq 1 150); do
     if listening; then
       create_topics
+      index_headers
       log "ready (topics: ${topics[*]}, $partitions partitions each)"
       return 0
     fi

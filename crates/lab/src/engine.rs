@@ -124,13 +124,15 @@ pub async fn run_lab<P: Platform>(
     );
     let workload_done = Instant::now();
 
-    // Leave the part as the lab found it, whatever happened above.
-    for (service, _) in lab.faults.declared() {
-        if let Err(e) = faults.set(platform, service, &Faults::default()).await {
-            tracing::warn!(%service, error = %e, "could not clear faults");
-        }
+    // Leave the part as the lab found it, whatever happened. The answers of
+    // the sync part are all in; the async parts' orders are still on their
+    // way, and the faults apply to them until they settle.
+    let chaos = chaos_records.into_iter().collect::<Result<Vec<_>, _>>();
+    let settles_later = lab.transport != Transport::Rest && chaos.is_ok() && injected.is_ok();
+    if !settles_later {
+        clear_faults(platform, &faults, lab).await;
     }
-    let chaos = chaos_records.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let chaos = chaos?;
     injected?;
 
     let mut results = measure::summarize(&samples, workload_time);
@@ -182,6 +184,9 @@ pub async fn run_lab<P: Platform>(
     if !wait_queues_empty(platform, started + limit).await {
         observer.note("queues still hold messages at the deadline");
     }
+    if settles_later {
+        clear_faults(platform, &faults, lab).await;
+    }
     if let Some(backlog) = sampler.map(BacklogSampler::stop) {
         results.max_backlog = Some(backlog.max());
         // Draining starts when the last disruption is undone (or the
@@ -229,6 +234,14 @@ pub async fn run_lab<P: Platform>(
         verdict,
         elapsed_seconds: round3(started.elapsed().as_secs_f64()),
     })
+}
+
+async fn clear_faults<P: Platform>(platform: &P, faults: &FaultClient, lab: &FoodLabSpec) {
+    for (service, _) in lab.faults.declared() {
+        if let Err(e) = faults.set(platform, service, &Faults::default()).await {
+            tracing::warn!(%service, error = %e, "could not clear faults");
+        }
+    }
 }
 
 fn count_terminal(samples: &[Sample]) -> u64 {

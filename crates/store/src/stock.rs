@@ -402,9 +402,34 @@ mod tests {
                 reserved_orders: 1,
                 out_of_stock_orders: 1,
                 unknown_item_orders: 1,
+                rejected_orders: 0,
                 units_reserved: 3,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_message_keeps_its_stock_and_stays_rejected_when_redelivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, "");
+        let id = OrderId::new();
+        let rejected = store
+            .reject_message("m-1", id, vec![line("burger", 2)], "injected".into(), 1)
+            .await
+            .unwrap();
+        assert_eq!(rejected.reservation.outcome, Outcome::Rejected);
+        assert!(!rejected.replayed);
+        // Redelivered after a crash: the decision is replayed, not retaken,
+        // whether the next roll would have rejected it or not.
+        let again = store
+            .reserve_message("m-1", id, vec![line("burger", 2)], 2)
+            .await
+            .unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.reservation.outcome, Outcome::Rejected);
+        assert_eq!(again.reservation.reason.as_deref(), Some("injected"));
+        assert_eq!(store.stock().await.unwrap()["burger"], 100);
+        assert_eq!(store.stats().await.unwrap().rejected_orders, 1);
     }
 
     #[tokio::test]

@@ -139,7 +139,8 @@ impl KafkaArgs {
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            // Fewer, larger produce requests: each one is a durable write on the broker.
+            .set("linger.ms", "10")
             .set("message.timeout.ms", "60000")
             .create()?)
     }
@@ -238,13 +239,11 @@ pub fn send_raw(
 pub struct Delivered(DeliveryFuture);
 
 impl Delivered {
-    pub fn confirmed(self) -> impl Future<Output = Result<(), KafkaFailure>> + Send {
-        async move {
-            match self.0.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((error, _))) => Err(error.into()),
-                Err(_) => Err(KafkaFailure::Cancelled),
-            }
+    pub async fn confirmed(self) -> Result<(), KafkaFailure> {
+        match self.0.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(error.into()),
+            Err(_) => Err(KafkaFailure::Cancelled),
         }
     }
 }
@@ -265,14 +264,15 @@ pub async fn send_all(
     Ok(())
 }
 
-/// A message's offset to commit once it is processed: the next one to read.
+/// Marks the message at `offset` processed: the next commit moves the
+/// group past it (librdkafka stores `offset + 1`, the next one to read).
 pub fn store_processed(
     consumer: &StreamConsumer,
     topic: &str,
     partition: i32,
     offset: i64,
 ) -> Result<(), KafkaFailure> {
-    Ok(consumer.store_offset(topic, partition, offset + 1)?)
+    Ok(consumer.store_offset(topic, partition, offset)?)
 }
 
 /// One topic-partition's position of a consumer group.
@@ -336,8 +336,8 @@ pub fn earliest_of(
             .ok_or_else(|| KafkaFailure::Handler(format!("topic `{topic}` is unknown")))?;
         if let Some(error) = topic_meta.error() {
             return Err(KafkaFailure::Handler(format!(
-                "topic `{topic}`: {:?}",
-                rdkafka::types::RDKafkaRespErr::from(error)
+                "topic `{topic}`: {}",
+                RDKafkaErrorCode::from(error)
             )));
         }
         for partition in topic_meta.partitions() {
