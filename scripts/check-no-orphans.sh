@@ -6,6 +6,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|foodlab)( |$)" || true)
 # A RabbitMQ node started from this checkout's scripts (its data lives here).
 left+=$(pgrep -af "beam.smp.*$here/.foodlab/rabbitmq" || true)
+# The Kafka-protocol broker started from this checkout's scripts.
+for pidfile in "$here"/.foodlab/kafka-*/broker.pid; do
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && left+="kafka broker pid $(cat "$pidfile") ($pidfile)"
+done
 if [ -n "$left" ]; then
   echo "processes left running after the tests:" >&2
   echo "$left" >&2

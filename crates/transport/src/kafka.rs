@@ -163,6 +163,9 @@ impl KafkaArgs {
             )
             .set("heartbeat.interval.ms", "500")
             .set("enable.partition.eof", "false")
+            // An idle consumer's fetch waits at most this long at the broker,
+            // so a rewind (which waits for the fetch in flight) starts soon.
+            .set("fetch.wait.max.ms", "100")
             .create()?)
     }
 
