@@ -130,6 +130,13 @@ mod tests {
         jiff::Timestamp::from_second(second).unwrap()
     }
 
+    fn burger() -> Vec<OrderLine> {
+        vec![OrderLine {
+            item: ItemName::parse("burger").unwrap(),
+            quantity: 1,
+        }]
+    }
+
     fn placed(second: i64) -> Envelope {
         let order_id = OrderId::new();
         Envelope::new(
@@ -138,10 +145,7 @@ mod tests {
             at(second),
             Event::OrderPlaced {
                 customer_id: None,
-                items: vec![OrderLine {
-                    item: ItemName::parse("burger").unwrap(),
-                    quantity: 1,
-                }],
+                items: burger(),
             },
         )
     }
@@ -155,7 +159,7 @@ mod tests {
             at(1_800_000_001),
             Event::InventoryReserved {
                 customer_id: None,
-                items: vec![],
+                items: burger(),
             },
         );
         let failed = Envelope::result_of(

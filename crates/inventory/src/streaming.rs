@@ -174,7 +174,7 @@ impl Consumer {
             }
         };
         let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
-        let delivered = kafka::send(producer, &self.args.inventory_topic, &result)?;
+        let delivered = kafka::send(producer, &self.args.inventory_topic, &result).await?;
         let label = if decided.replayed {
             "duplicate"
         } else {

@@ -282,6 +282,7 @@ async fn malformed_order_events_are_skipped_counted_and_the_partitions_keep_flow
             body,
             OwnedHeaders::new(),
         )
+        .await
         .unwrap()
         .confirmed()
         .await

@@ -202,18 +202,18 @@ fn headers_of(envelope: &Envelope) -> OwnedHeaders {
 /// Queues an event on `topic`, keyed by its order id (so one order's events
 /// keep their order within a partition). The future resolves once the broker
 /// has it.
-pub fn send(
+pub async fn send(
     producer: &FutureProducer,
     topic: &str,
     envelope: &Envelope,
 ) -> Result<Delivered, KafkaFailure> {
     let key = envelope.order_id.to_string();
     let body = envelope.to_json();
-    send_raw(producer, topic, &key, &body, headers_of(envelope))
+    send_raw(producer, topic, &key, &body, headers_of(envelope)).await
 }
 
 /// Queues any bytes (tests and labs use this for malformed events).
-pub fn send_raw(
+pub async fn send_raw(
     producer: &FutureProducer,
     topic: &str,
     key: &str,
@@ -230,7 +230,7 @@ pub fn send_raw(
             Ok(future) => break future,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
-                std::thread::sleep(Duration::from_millis(1));
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             Err((error, _)) => return Err(error.into()),
         }
@@ -257,10 +257,10 @@ pub async fn send_all(
     topic: &str,
     envelopes: &[Envelope],
 ) -> Result<(), KafkaFailure> {
-    let pending = envelopes
-        .iter()
-        .map(|envelope| send(producer, topic, envelope))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut pending = Vec::with_capacity(envelopes.len());
+    for envelope in envelopes {
+        pending.push(send(producer, topic, envelope).await?);
+    }
     for delivered in pending {
         delivered.confirmed().await?;
     }
