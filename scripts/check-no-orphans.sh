@@ -8,7 +8,9 @@ left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|f
 left+=$(pgrep -af "beam.smp.*$here/.foodlab/rabbitmq" || true)
 # The Kafka-protocol broker started from this checkout's scripts.
 for pidfile in "$here"/.foodlab/kafka-*/broker.pid; do
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && left+="kafka broker pid $(cat "$pidfile") ($pidfile)"
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  grep -q tansu "/proc/$pid/cmdline" 2>/dev/null && left+="kafka broker pid $pid ($pidfile)"
 done
 if [ -n "$left" ]; then
   echo "processes left running after the tests:" >&2

@@ -8,11 +8,13 @@
 #   scripts/kafka.sh status   exit 0 if the broker answers
 #   scripts/kafka.sh topics   create the topics (idempotent)
 #
-# Settings (environment): KAFKA_PORT (9092), FOODLAB_KAFKA_DIR (.foodlab/kafka in the repo),
+# Settings (environment): KAFKA_PORT (9092), FOODLAB_KAFKA_DIR (.foodlab/kafka-<port> in the repo),
 # FOODLAB_CACHE_DIR (~/.cache/foodlab: where the broker binary is kept, keyed on version),
 # FOODLAB_ORDER_TOPIC (order-events), FOODLAB_INVENTORY_TOPIC (inventory-events),
 # FOODLAB_TOPIC_PARTITIONS (3).
-# The services take any bootstrap servers (FOODLAB_KAFKA_BROKERS), Apache Kafka included.
+# The services take any bootstrap servers (FOODLAB_KAFKA_BROKERS), Apache Kafka included;
+# if something already listens on the port, `start` only makes sure the topics exist.
+# Needs cargo (first install only), python3 and flock (util-linux).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,25 +63,37 @@ create_topics() {
 # tansu's SQLite schema has no index on record headers, and it looks up a
 # record's headers once per record fetched: without this index every fetch
 # scans every header ever stored, and consumers slow down as the log grows.
+# Only for the broker this script runs (its database has a `header` table).
 index_headers() {
+  [ -s "$base/tansu.db" ] || return 0
   python3 - "$base/tansu.db" <<'PY'
 import sqlite3, sys
-db = sqlite3.connect(sys.argv[1], timeout=30)
-db.execute("create index if not exists foodlab_header_record on header (topition, offset_id)")
-db.commit()
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=rw", uri=True, timeout=30)
+if db.execute("select 1 from sqlite_master where type = 'table' and name = 'header'").fetchone():
+    db.execute("create index if not exists foodlab_header_record on header (topition, offset_id)")
+    db.commit()
 PY
 }
 
+# The pid of the broker this script started, if that process is still it.
+broker_pid() {
+  local pid
+  [ -f "$base/broker.pid" ] || return 1
+  pid=$(cat "$base/broker.pid")
+  [ -n "$pid" ] && grep -q tansu "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+}
+
 start() {
-  install
   mkdir -p "$base"
   exec 9>"$base/lock"
   flock 9
   if listening; then
+    [ -x "$tansu" ] || { log "a broker already listens on $broker (not ours: topics left to it)"; return 0; }
     create_topics
     index_headers
     return 0
   fi
+  install
   log "starting tansu $version on $broker (data $base/tansu.db)"
   # The broker must not inherit the lock (fd 9), or it would hold it for its lifetime.
   # It reads a sqlite:// path relative to its working directory: run it in $base.
@@ -96,7 +110,7 @@ start() {
       log "ready (topics: ${topics[*]}, $partitions partitions each)"
       return 0
     fi
-    if ! kill -0 "$(cat "$base/broker.pid")" 2>/dev/null; then
+    if ! broker_pid >/dev/null; then
       log "broker exited; see $base/broker.log"
       exit 1
     fi
@@ -108,9 +122,10 @@ start() {
 
 stop() {
   local pid
-  [ -f "$base/broker.pid" ] || return 0
-  pid=$(cat "$base/broker.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  [ -d "$base" ] || return 0
+  exec 9>"$base/lock"
+  flock 9
+  if pid=$(broker_pid); then
     log "stopping broker (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do

@@ -7,8 +7,9 @@
 //! event is counted, and its commits are what consumer lag is measured from.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness};
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
@@ -54,9 +55,25 @@ impl Shared {
 /// Asks the reader to rewind; answered once the rewind is in place.
 pub type ResetRequest = oneshot::Sender<Result<ReplayProgress, String>>;
 
+/// Milliseconds analytics waits before each event (`POST /admin/throttle`).
+#[derive(Clone, Default)]
+pub struct Throttle(Arc<AtomicU64>);
+
+impl Throttle {
+    pub fn set(&self, ms: u64) {
+        self.0.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Reader {
     pub args: KafkaArgs,
     pub shared: Shared,
+    pub throttle: Throttle,
+    /// An injected delay (`/admin/delay`, a lab's Delay step) slows each event too.
     pub faults: FaultState,
     pub metrics: MessageMetrics,
 }
@@ -108,9 +125,8 @@ impl Reader {
                     let _ = answer.send(reply);
                     rewound?;
                 }
-                message = consumer.recv() => {
-                    let message = message?;
-                    let delay = self.faults.get().delay();
+                message = kafka::next_message(&consumer, "analytics") => {
+                    let delay = Duration::from_millis(self.throttle.ms()) + self.faults.get().delay();
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
@@ -142,36 +158,47 @@ impl Reader {
     /// Moves the group back to the earliest offsets (committed, so lag shows
     /// the whole log again), clears the figures and reads from there.
     async fn rewind(&self, consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
+        let started = Instant::now();
         let topics = [
             self.args.order_topic.as_str(),
             self.args.inventory_topic.as_str(),
         ];
-        let earliest = kafka::earliest_of(consumer, &topics)?;
-        let mut start = TopicPartitionList::new();
-        let mut remaining = BTreeMap::new();
-        let mut events = 0;
-        for element in earliest.elements() {
-            let (low, high) =
-                consumer.fetch_watermarks(element.topic(), element.partition(), QUERY_TIMEOUT)?;
-            start.add_partition_offset(
-                element.topic(),
-                element.partition(),
-                Offset::Offset(low),
-            )?;
-            if high > low {
-                remaining.insert((element.topic().to_owned(), element.partition()), high);
-                events += (high - low) as u64;
+        // Broker round trips that block: off the async worker while they run.
+        let (remaining, events) = tokio::task::block_in_place(|| {
+            let earliest = kafka::earliest_of(consumer, &topics)?;
+            let mut start = TopicPartitionList::new();
+            let mut remaining = BTreeMap::new();
+            let mut events = 0;
+            for element in earliest.elements() {
+                let (low, high) = consumer.fetch_watermarks(
+                    element.topic(),
+                    element.partition(),
+                    QUERY_TIMEOUT,
+                )?;
+                start.add_partition_offset(
+                    element.topic(),
+                    element.partition(),
+                    Offset::Offset(low),
+                )?;
+                if high > low {
+                    remaining.insert((element.topic().to_owned(), element.partition()), high);
+                    events += (high - low) as u64;
+                }
             }
-        }
-        if let Err(error) = consumer.commit(&start, CommitMode::Sync) {
-            tracing::warn!(%error, "could not commit the rewound offsets; lag shows the old ones until the next commit");
-        }
+            // Assigned first: that drops the offsets stored for the old
+            // positions, so the background commit cannot undo the rewind.
+            consumer.assign(&start)?;
+            if let Err(error) = consumer.commit(&start, CommitMode::Sync) {
+                tracing::warn!(%error, "could not commit the rewound offsets; lag shows the old ones until the next commit");
+            }
+            Ok::<_, KafkaFailure>((remaining, events))
+        })?;
         self.shared.with(|state| {
             state.totals = Totals::default();
             state.replays += 1;
             let mut progress = ReplayProgress {
                 events,
-                started: Instant::now(),
+                started,
                 remaining,
                 seconds: None,
                 events_per_second: None,
@@ -179,7 +206,6 @@ impl Reader {
             progress.finish_if_done();
             state.replay = Some(progress);
         });
-        consumer.assign(&start)?;
         tracing::info!(events, "rewound to the earliest offsets");
         Ok(())
     }

@@ -4,17 +4,20 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use foodlab_service_kit::{ApiError, FaultState, JsonBody};
+use foodlab_service_kit::{ApiError, JsonBody};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::consumer::{ResetRequest, Shared};
+use crate::consumer::{ResetRequest, Shared, Throttle};
 use crate::lag::{LagReport, LagWatch};
+
+/// How long `POST /admin/reset-offsets` waits for the rewind.
+const RESET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct AppState {
     pub shared: Shared,
-    pub faults: FaultState,
+    pub throttle: Throttle,
     pub lag: LagWatch,
     pub resets: mpsc::Sender<ResetRequest>,
 }
@@ -33,7 +36,7 @@ async fn metrics(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiEr
         .shared
         .with(|s| (s.totals.figures(), s.replays, s.replay.clone()));
     let mut body = serde_json::to_value(figures).map_err(ApiError::internal)?;
-    body["throttle_ms"] = json!(app.faults.get().delay_ms);
+    body["throttle_ms"] = json!(app.throttle.ms());
     body["replays"] = json!(replays);
     body["last_replay"] = serde_json::to_value(replay).map_err(ApiError::internal)?;
     Ok(axum::Json(body))
@@ -49,7 +52,7 @@ async fn lag(State(app): State<AppState>) -> Result<axum::Json<LagReport>, ApiEr
 }
 
 async fn throttle(State(app): State<AppState>) -> axum::Json<Value> {
-    axum::Json(json!({ "ms": app.faults.get().delay_ms }))
+    axum::Json(json!({ "ms": app.throttle.ms() }))
 }
 
 /// `POST /admin/throttle {"ms": 5}`: wait this long before each event (0 lifts it).
@@ -64,7 +67,7 @@ async fn set_throttle(
         .as_u64()
         .filter(|ms| *ms <= 60_000)
         .ok_or_else(|| ApiError::unprocessable("`ms` must be a whole number from 0 to 60000"))?;
-    app.faults.update(|faults| faults.delay_ms = ms);
+    app.throttle.set(ms);
     tracing::info!(throttle_ms = ms, "throttle changed");
     Ok(axum::Json(json!({ "ms": ms })))
 }
@@ -79,8 +82,13 @@ async fn reset_offsets(State(app): State<AppState>) -> Result<axum::Json<Value>,
         .send(answer)
         .await
         .map_err(|_| unavailable("the reader is not running".into()))?;
-    let progress = answered
+    let progress = tokio::time::timeout(RESET_TIMEOUT, answered)
         .await
+        .map_err(|_| {
+            unavailable(format!(
+                "the reader did not rewind within {RESET_TIMEOUT:?} (is the broker up?); it will when it can"
+            ))
+        })?
         .map_err(|_| unavailable("the reader stopped before rewinding (is the broker up?)".into()))?
         .map_err(unavailable)?;
     tracing::info!(events = progress.events, "offsets reset; replaying");

@@ -47,16 +47,18 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         lag::LagWatch::new(&args.kafka, kit.registry()).context("cannot read consumer lag")?;
     lag.spawn_refresh();
     let shared = consumer::Shared::default();
+    let throttle = consumer::Throttle::default();
     let resets = consumer::Reader {
         args: args.kafka.clone(),
         shared: shared.clone(),
+        throttle: throttle.clone(),
         faults: kit.faults(),
         metrics: MessageMetrics::register(kit.registry()),
     }
     .spawn(kit.readiness());
     let state = http::AppState {
         shared,
-        faults: kit.faults(),
+        throttle,
         lag,
         resets,
     };

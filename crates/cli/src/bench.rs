@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foodlab_lab::measure::{Sample, latency_summary, summary_of_ms};
-use foodlab_lab::observe::wait_settled;
+use foodlab_lab::observe::{Snapshot, wait_settled};
 use foodlab_lab::results::AnalyticsTotals;
 use foodlab_lab::spec::Workload;
 use foodlab_lab::streaming::Analytics;
@@ -176,22 +176,11 @@ async fn async_rabbitmq(
 }
 
 /// Inventory's decisions so far (every outcome).
-async fn decisions(http: &reqwest::Client, inventory_url: &str) -> anyhow::Result<u64> {
-    let stats: serde_json::Value = http
-        .get(format!("{inventory_url}/stats"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok([
-        "reserved_orders",
-        "out_of_stock_orders",
-        "unknown_item_orders",
-        "rejected_orders",
-    ]
-    .iter()
-    .filter_map(|key| stats[*key].as_u64())
-    .sum())
+async fn decisions(platform: &LocalPlatform, http: &reqwest::Client) -> anyhow::Result<u64> {
+    Snapshot::take(platform, http)
+        .await
+        .map(|snapshot| snapshot.decisions)
+        .ok_or_else(|| anyhow::anyhow!("inventory's counters cannot be read"))
 }
 
 async fn streaming_kafka(platform: &LocalPlatform, order_url: &str) -> anyhow::Result<()> {
@@ -199,7 +188,6 @@ async fn streaming_kafka(platform: &LocalPlatform, order_url: &str) -> anyhow::R
         "streaming-kafka (outbox → idempotent producer acks=all, 3 partitions, inventory-group and analytics-group)"
     );
     let http = reqwest::Client::new();
-    let inventory_url = platform.endpoint(Service::Inventory)?;
     let analytics = Analytics::of(platform, &http)
         .ok_or_else(|| anyhow::anyhow!("the part runs no analytics service"))?;
     let bulk = |count: u64| {
@@ -236,7 +224,7 @@ async fn streaming_kafka(platform: &LocalPlatform, order_url: &str) -> anyhow::R
         failures: 0,
     };
     let analytics_done = loop {
-        if inventory_done.is_none() && decisions(&http, &inventory_url).await? >= 1000 + burst {
+        if inventory_done.is_none() && decisions(platform, &http).await? >= 1000 + burst {
             inventory_done = Some(started.elapsed());
         }
         if let Some(totals) = analytics.totals().await

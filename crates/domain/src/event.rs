@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::order::{OrderId, OrderLine};
+use crate::order::{OrderId, OrderLine, OrderStatus};
 use crate::request::OrderRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,6 +18,15 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// The name on the wire (the envelope's `type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OrderPlaced => "OrderPlaced",
+            Self::InventoryReserved => "InventoryReserved",
+            Self::InventoryFailed => "InventoryFailed",
+        }
+    }
+
     /// The routing key (RabbitMQ) that carries this event.
     pub fn routing_key(self) -> &'static str {
         match self {
@@ -45,6 +54,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The status an inventory result gives its order, with the reason of a
+    /// failure; `None` for an event that is not an inventory result.
+    pub fn settles_order_as(&self) -> Option<(OrderStatus, Option<String>)> {
+        match self {
+            Self::InventoryReserved { .. } => Some((OrderStatus::Reserved, None)),
+            Self::InventoryFailed { reason } => Some((OrderStatus::Failed, Some(reason.clone()))),
+            Self::OrderPlaced { .. } => None,
+        }
+    }
+
     pub fn event_type(&self) -> EventType {
         match self {
             Self::OrderPlaced { .. } => EventType::OrderPlaced,
@@ -199,6 +218,20 @@ mod tests {
                 }],
             },
         )
+    }
+
+    #[test]
+    fn wire_names_are_the_serialized_types() {
+        for event_type in [
+            EventType::OrderPlaced,
+            EventType::InventoryReserved,
+            EventType::InventoryFailed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(event_type).unwrap(),
+                serde_json::json!(event_type.name())
+            );
+        }
     }
 
     #[test]

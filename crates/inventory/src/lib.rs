@@ -6,11 +6,13 @@
 //! RabbitMQ mode: consumes OrderPlaced from `inventory_queue` (`messaging`).
 //! Kafka mode: the `inventory-group` consumer of `order-events` (`streaming`).
 
+pub mod decision;
 pub mod http;
 pub mod messaging;
 pub mod streaming;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use foodlab_domain::Catalogue;
@@ -66,8 +68,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: MessageMetrics::register(kit.registry()),
-            crash_after_commits: args.crash_after_commits,
-            commits: Default::default(),
+            crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
         TransportMode::Kafka => streaming::Consumer {
@@ -75,8 +76,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: MessageMetrics::register(kit.registry()),
-            crash_after_commits: args.crash_after_commits,
-            commits: Default::default(),
+            crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
     }

@@ -2,13 +2,14 @@
 //! then ack. Poison is dead-lettered with its reason and never retried.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use foodlab_domain::{Envelope, Event, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
-use foodlab_store::{Outcome, StockStore};
+use foodlab_store::StockStore;
 use foodlab_transport::amqp::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
+
+use crate::decision::{CrashPoint, result_event};
 
 #[derive(Clone)]
 pub struct Consumer {
@@ -16,10 +17,8 @@ pub struct Consumer {
     pub store: StockStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
-    /// Abort the process right after this many reservations are committed,
-    /// before their result is published and the message acked (chaos testing).
-    pub crash_after_commits: Option<u64>,
-    pub commits: Arc<AtomicU64>,
+    /// Aborts between a decision's commit and its result (chaos testing).
+    pub crash_point: Arc<CrashPoint>,
 }
 
 impl Consumer {
@@ -79,23 +78,9 @@ impl amqp::Handler for Consumer {
             }
             other => other.map_err(|e| AmqpError::Handler(e.to_string()))?,
         };
-        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.crash_after_commits == Some(commits) {
-            tracing::error!(order_id = %envelope.order_id, "crash point reached: aborting between commit and ack");
-            std::process::abort();
-        }
+        self.crash_point.committed(envelope.order_id);
         let reservation = result.reservation;
-        let outcome = match reservation.outcome {
-            Outcome::Reserved => Event::InventoryReserved {
-                customer_id: customer_id.clone(),
-                items: reservation.items.clone(),
-            },
-            Outcome::OutOfStock | Outcome::UnknownItem | Outcome::Rejected => {
-                Event::InventoryFailed {
-                    reason: reservation.reason.clone().unwrap_or_default(),
-                }
-            }
-        };
+        let outcome = result_event(&reservation, customer_id.clone());
         // A replayed decision is published again: the first attempt may have
         // died between commit and publish. Its id is the same, so it is harmless.
         // The delivery is acked once the broker confirms the result, in the

@@ -9,16 +9,17 @@
 //! the same message id (derived from the order), which consumers ignore.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use foodlab_domain::{Envelope, Event, EventType, FaultDecision};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
-use foodlab_store::{Outcome, StockStore, StoreError};
+use foodlab_store::{StockStore, StoreError};
 use foodlab_transport::kafka::{self, Delivered, KafkaArgs, KafkaFailure};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
+
+use crate::decision::{CrashPoint, result_event};
 
 /// Results produced but not yet acknowledged by the broker, at most.
 const IN_FLIGHT: usize = 10_000;
@@ -29,10 +30,8 @@ pub struct Consumer {
     pub store: StockStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
-    /// Abort the process right after this many decisions are committed,
-    /// before their result is produced and the offset stored (chaos testing).
-    pub crash_after_commits: Option<u64>,
-    pub commits: Arc<AtomicU64>,
+    /// Aborts between a decision's commit and its result (chaos testing).
+    pub crash_point: Arc<CrashPoint>,
 }
 
 /// A message whose result is on its way; its offset is stored once delivered.
@@ -72,12 +71,15 @@ impl Consumer {
             "consuming order events"
         );
         let (produced, pending) = mpsc::channel(IN_FLIGHT);
-        let committer = tokio::spawn(store_offsets_when_delivered(Arc::clone(&consumer), pending));
+        let mut committer =
+            tokio::spawn(store_offsets_when_delivered(Arc::clone(&consumer), pending));
         let consumed = self.consume(&consumer, &producer, &produced);
-        tokio::select! {
+        let ended = tokio::select! {
             result = consumed => result,
-            result = committer => result.map_err(|e| KafkaFailure::Handler(e.to_string()))?,
-        }
+            result = &mut committer => result.map_err(|e| KafkaFailure::Handler(e.to_string()))?,
+        };
+        committer.abort();
+        ended
     }
 
     async fn consume(
@@ -88,7 +90,7 @@ impl Consumer {
     ) -> Result<(), KafkaFailure> {
         let topic = self.args.order_topic.as_str();
         loop {
-            let message = consumer.recv().await?;
+            let message = kafka::next_message(consumer, "inventory").await;
             let (partition, offset) = (message.partition(), message.offset());
             let delivered = self
                 .decide(producer, message.payload().unwrap_or_default())
@@ -156,23 +158,9 @@ impl Consumer {
             }
             other => other.map_err(|e| KafkaFailure::Handler(e.to_string()))?,
         };
-        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.crash_after_commits == Some(commits) {
-            tracing::error!(order_id = %envelope.order_id, "crash point reached: aborting between commit and produce");
-            std::process::abort();
-        }
+        self.crash_point.committed(envelope.order_id);
         let reservation = &decided.reservation;
-        let outcome = match reservation.outcome {
-            Outcome::Reserved => Event::InventoryReserved {
-                customer_id: customer_id.clone(),
-                items: reservation.items.clone(),
-            },
-            Outcome::OutOfStock | Outcome::UnknownItem | Outcome::Rejected => {
-                Event::InventoryFailed {
-                    reason: reservation.reason.clone().unwrap_or_default(),
-                }
-            }
-        };
+        let outcome = result_event(reservation, customer_id.clone());
         let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
         let delivered = kafka::send(producer, &self.args.inventory_topic, &result).await?;
         let label = if decided.replayed {

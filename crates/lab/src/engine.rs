@@ -18,6 +18,9 @@ use crate::streaming::Analytics;
 use crate::verdict::{self, Outcome};
 use crate::{inject, workload};
 
+/// How long a lab waits for analytics to have read the log before it starts.
+const ANALYTICS_CATCH_UP: Duration = Duration::from_secs(60);
+
 /// How long a lab without `expect.within` waits for its orders to settle.
 const DEFAULT_SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
@@ -85,8 +88,13 @@ pub async fn run_lab<P: Platform>(
         Transport::Kafka => Analytics::of(platform, &http),
         Transport::Rest | Transport::Rabbitmq => None,
     };
+    // Analytics reads the whole log whenever it starts: count from there.
     let analytics_before = match &analytics {
-        Some(analytics) => analytics.totals().await,
+        Some(analytics) => {
+            analytics
+                .caught_up_totals(Instant::now() + ANALYTICS_CATCH_UP)
+                .await
+        }
         None => None,
     };
     let sampler = BacklogSampler::start(platform, analytics.clone());

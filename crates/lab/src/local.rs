@@ -106,7 +106,8 @@ pub struct LocalPlatform {
     services: Mutex<BTreeMap<Service, Managed>>,
     ports: BTreeMap<Service, u16>,
     rabbitmq: Option<RabbitAdmin>,
-    /// The vhost was made for this platform and goes with it.
+    /// The vhost was made for this platform and goes with it (its Kafka
+    /// topics stay: tansu 0.6.0 deletes every topic on a DeleteTopics).
     owns_vhost: bool,
     /// Bootstrap servers and topic/group names of the streaming part.
     kafka: Option<KafkaNames>,

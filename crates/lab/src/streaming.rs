@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use foodlab_transport::kafka::{DEFAULT_BROKERS, KafkaArgs};
+
 use crate::platform::{Platform, PlatformError};
 use crate::results::{AnalyticsTotals, ReplayResults};
 use crate::spec::Service;
 
-pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 const POLL: Duration = Duration::from_millis(100);
 
 /// Where the Kafka-protocol broker of the streaming part is.
@@ -85,15 +86,29 @@ pub struct KafkaNames {
 }
 
 impl KafkaNames {
-    /// The documented names, each followed by `suffix` (empty for the defaults).
+    /// The services' default names, each followed by `suffix` (empty for the defaults).
     pub fn new(brokers: String, suffix: &str) -> Self {
+        let defaults = KafkaArgs::default();
         Self {
             brokers,
-            order_topic: format!("order-events{suffix}"),
-            inventory_topic: format!("inventory-events{suffix}"),
-            inventory_group: format!("inventory-group{suffix}"),
-            analytics_group: format!("analytics-group{suffix}"),
-            order_group: format!("order-group{suffix}"),
+            order_topic: format!("{}{suffix}", defaults.order_topic),
+            inventory_topic: format!("{}{suffix}", defaults.inventory_topic),
+            inventory_group: format!("{}{suffix}", defaults.inventory_group),
+            analytics_group: format!("{}{suffix}", defaults.analytics_group),
+            order_group: format!("{}{suffix}", defaults.order_group),
+        }
+    }
+
+    /// The services' settings for these names.
+    pub fn args(&self) -> KafkaArgs {
+        KafkaArgs {
+            brokers: self.brokers.clone(),
+            order_topic: self.order_topic.clone(),
+            inventory_topic: self.inventory_topic.clone(),
+            inventory_group: self.inventory_group.clone(),
+            analytics_group: self.analytics_group.clone(),
+            order_group: self.order_group.clone(),
+            ..KafkaArgs::default()
         }
     }
 
@@ -119,6 +134,16 @@ struct Figures {
     total_inventory_events: u64,
     failures: u64,
     last_replay: Option<LastReplay>,
+}
+
+impl Figures {
+    fn totals(&self) -> AnalyticsTotals {
+        AnalyticsTotals {
+            orders: self.total_orders,
+            inventory_events: self.total_inventory_events,
+            failures: self.failures,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,11 +194,26 @@ impl Analytics {
 
     pub async fn totals(&self) -> Option<AnalyticsTotals> {
         let figures = self.figures().await?;
-        Some(AnalyticsTotals {
-            orders: figures.total_orders,
-            inventory_events: figures.total_inventory_events,
-            failures: figures.failures,
-        })
+        Some(figures.totals())
+    }
+
+    /// The totals once analytics has read the whole log (it reads it from
+    /// the start whenever it starts); `None` if it has not by `deadline`.
+    pub async fn caught_up_totals(&self, deadline: Instant) -> Option<AnalyticsTotals> {
+        loop {
+            if let Some(figures) = self.figures().await
+                && figures
+                    .last_replay
+                    .as_ref()
+                    .is_some_and(|replay| replay.seconds.is_some())
+            {
+                return Some(figures.totals());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Lag summed over every partition of every group of the part.
@@ -242,15 +282,13 @@ impl Analytics {
         let mut replay = None;
         while Instant::now() < deadline {
             if let Some(figures) = self.figures().await
-                && let Some(last) = figures.last_replay
-                && last.seconds.is_some()
+                && figures
+                    .last_replay
+                    .as_ref()
+                    .is_some_and(|last| last.seconds.is_some())
             {
-                after = Some(AnalyticsTotals {
-                    orders: figures.total_orders,
-                    inventory_events: figures.total_inventory_events,
-                    failures: figures.failures,
-                });
-                replay = Some(last);
+                after = Some(figures.totals());
+                replay = figures.last_replay;
                 break;
             }
             tokio::time::sleep(POLL).await;

@@ -15,6 +15,7 @@
 pub mod http;
 pub mod messaging;
 pub mod metrics;
+pub mod outbox;
 pub mod rest_chain;
 pub mod streaming;
 

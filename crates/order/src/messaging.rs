@@ -3,19 +3,18 @@
 //! inventory decided.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use foodlab_domain::{Envelope, Event, OrderStatus};
+use foodlab_domain::Envelope;
 use foodlab_service_kit::{MessageMetrics, Readiness, now_ms};
 use foodlab_store::OrderStore;
 use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 use tokio::sync::Notify;
 
+use crate::outbox;
+
 /// Events published per round trip of confirms.
 const RELAY_BATCH: usize = 256;
-/// The relay looks at the outbox at least this often, even without a nudge.
-const RELAY_IDLE_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct Messaging {
@@ -53,31 +52,18 @@ impl Messaging {
         }
     }
 
-    /// Publishes the outbox in order; an event leaves the outbox only once
-    /// the broker confirmed it. A lost connection leaves it for the next session.
+    /// Publishes the outbox with confirms. A lost connection leaves the
+    /// unconfirmed events for the next session.
     async fn relay(&self, publisher: &Publisher) -> Result<(), AmqpError> {
-        loop {
-            let pending = self
-                .store
-                .pending_events(RELAY_BATCH)
-                .await
-                .map_err(|e| AmqpError::Handler(e.to_string()))?;
-            let Some((last_seq, _)) = pending.last() else {
-                tokio::select! {
-                    () = self.outbox_nudge.notified() => {}
-                    () = tokio::time::sleep(RELAY_IDLE_POLL) => {}
-                }
-                continue;
-            };
-            let last_seq = *last_seq;
-            let events: Vec<Envelope> = pending.into_iter().map(|(_, event)| event).collect();
-            publisher.publish_all(&events).await?;
-            self.store
-                .mark_published(last_seq)
-                .await
-                .map_err(|e| AmqpError::Handler(e.to_string()))?;
-            tracing::debug!(count = events.len(), "outbox events published");
-        }
+        let store_error = |e: foodlab_store::StoreError| AmqpError::Handler(e.to_string());
+        outbox::relay(
+            &self.store,
+            &self.outbox_nudge,
+            RELAY_BATCH,
+            store_error,
+            |events| async move { publisher.publish_all(&events).await },
+        )
+        .await
     }
 
     async fn settle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
@@ -89,14 +75,10 @@ impl Messaging {
                 return publisher.reject_poison(&delivery, &poison.0).await;
             }
         };
-        let (status, reason) = match &envelope.event {
-            Event::InventoryReserved { .. } => (OrderStatus::Reserved, None),
-            Event::InventoryFailed { reason } => (OrderStatus::Failed, Some(reason.clone())),
-            Event::OrderPlaced { .. } => {
-                self.metrics.count(queue, "dead_lettered");
-                let reason = "expected an inventory result, got OrderPlaced";
-                return publisher.reject_poison(&delivery, reason).await;
-            }
+        let Some((status, reason)) = envelope.event.settles_order_as() else {
+            self.metrics.count(queue, "dead_lettered");
+            let reason = "expected an inventory result, got OrderPlaced";
+            return publisher.reject_poison(&delivery, reason).await;
         };
         let applied = self
             .store

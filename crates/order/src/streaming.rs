@@ -3,9 +3,8 @@
 //! `order-group` consumer of inventory events records what inventory decided.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use foodlab_domain::{Envelope, Event, OrderStatus};
+use foodlab_domain::Envelope;
 use foodlab_service_kit::{MessageMetrics, Readiness, now_ms};
 use foodlab_store::OrderStore;
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure};
@@ -14,10 +13,10 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Notify;
 
+use crate::outbox;
+
 /// Events produced per round of deliveries.
 const RELAY_BATCH: usize = 2_000;
-/// The relay looks at the outbox at least this often, even without a nudge.
-const RELAY_IDLE_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct Streaming {
@@ -55,40 +54,32 @@ impl Streaming {
         }
     }
 
-    /// Produces the outbox in order; an event leaves the outbox only once
-    /// the broker has it.
+    /// Produces the outbox; an event leaves it once the broker has it.
     async fn relay(&self, producer: &FutureProducer) -> Result<(), KafkaFailure> {
         let store_error = |e: foodlab_store::StoreError| KafkaFailure::Handler(e.to_string());
-        loop {
-            let pending = self
-                .store
-                .pending_events(RELAY_BATCH)
-                .await
-                .map_err(store_error)?;
-            let Some((last_seq, _)) = pending.last() else {
-                tokio::select! {
-                    () = self.outbox_nudge.notified() => {}
-                    () = tokio::time::sleep(RELAY_IDLE_POLL) => {}
-                }
-                continue;
-            };
-            let last_seq = *last_seq;
-            let events: Vec<Envelope> = pending.into_iter().map(|(_, event)| event).collect();
-            kafka::send_all(producer, &self.args.order_topic, &events).await?;
-            self.store
-                .mark_published(last_seq)
-                .await
-                .map_err(store_error)?;
-            tracing::debug!(count = events.len(), "outbox events produced");
-        }
+        let topic = self.args.order_topic.as_str();
+        outbox::relay(
+            &self.store,
+            &self.outbox_nudge,
+            RELAY_BATCH,
+            store_error,
+            |events| async move { kafka::send_all(producer, topic, &events).await },
+        )
+        .await
     }
 
     async fn settle_all(&self, consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
         let topic = self.args.inventory_topic.as_str();
         loop {
-            let message = consumer.recv().await?;
+            let message = kafka::next_message(consumer, "order").await;
             self.settle(message.payload().unwrap_or_default()).await?;
-            kafka::store_processed(consumer, topic, message.partition(), message.offset())?;
+            // After a rebalance the partition may be another member's: it
+            // reads the result again, and settling is idempotent.
+            if let Err(error) =
+                kafka::store_processed(consumer, topic, message.partition(), message.offset())
+            {
+                tracing::warn!(%topic, partition = message.partition(), %error, "offset not stored");
+            }
         }
     }
 
@@ -102,14 +93,10 @@ impl Streaming {
                 return Ok(());
             }
         };
-        let (status, reason) = match &envelope.event {
-            Event::InventoryReserved { .. } => (OrderStatus::Reserved, None),
-            Event::InventoryFailed { reason } => (OrderStatus::Failed, Some(reason.clone())),
-            Event::OrderPlaced { .. } => {
-                self.metrics.count(topic, "malformed");
-                tracing::warn!(%topic, message_id = %envelope.message_id, "OrderPlaced on the inventory topic skipped");
-                return Ok(());
-            }
+        let Some((status, reason)) = envelope.event.settles_order_as() else {
+            self.metrics.count(topic, "malformed");
+            tracing::warn!(%topic, message_id = %envelope.message_id, "OrderPlaced on the inventory topic skipped");
+            return Ok(());
         };
         let applied = self
             .store

@@ -13,11 +13,14 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
+
+/// Where the project's broker listens (`scripts/kafka.sh`).
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
 /// How long a metadata, watermark or offset query may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +42,7 @@ pub struct KafkaArgs {
     #[arg(
         long = "kafka-brokers",
         env = "FOODLAB_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092"
+        default_value = DEFAULT_BROKERS
     )]
     pub brokers: String,
 
@@ -87,7 +90,7 @@ pub struct KafkaArgs {
 impl Default for KafkaArgs {
     fn default() -> Self {
         Self {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: DEFAULT_BROKERS.into(),
             order_topic: "order-events".into(),
             inventory_topic: "inventory-events".into(),
             inventory_group: "inventory-group".into(),
@@ -183,7 +186,7 @@ impl KafkaArgs {
 /// Headers every event carries besides its JSON body.
 fn headers_of(envelope: &Envelope) -> OwnedHeaders {
     let message_id = envelope.message_id.to_string();
-    let event_type = format!("{:?}", envelope.event_type());
+    let event_type = envelope.event_type().name();
     OwnedHeaders::new()
         .insert(Header {
             key: "message_id",
@@ -191,7 +194,7 @@ fn headers_of(envelope: &Envelope) -> OwnedHeaders {
         })
         .insert(Header {
             key: "type",
-            value: Some(&event_type),
+            value: Some(event_type),
         })
         .insert(Header {
             key: "correlation_id",
@@ -200,8 +203,8 @@ fn headers_of(envelope: &Envelope) -> OwnedHeaders {
 }
 
 /// Queues an event on `topic`, keyed by its order id (so one order's events
-/// keep their order within a partition). The future resolves once the broker
-/// has it.
+/// keep their order within a partition). `Delivered::confirmed` resolves
+/// once the broker has it.
 pub async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -267,6 +270,22 @@ pub async fn send_all(
     Ok(())
 }
 
+/// Waits for the next message. Errors librdkafka reports through the
+/// message queue (a lost broker connection, a partition without a leader)
+/// are logged and waited out: the client recovers from them by itself, and
+/// the consumer's position is unchanged.
+pub async fn next_message<'a>(consumer: &'a StreamConsumer, what: &str) -> BorrowedMessage<'a> {
+    loop {
+        match consumer.recv().await {
+            Ok(message) => return message,
+            Err(error) => {
+                tracing::warn!(what, %error, "kafka consumer error; waiting");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// Marks the message at `offset` processed: the next commit moves the
 /// group past it (librdkafka stores `offset + 1`, the next one to read).
 pub fn store_processed(
@@ -299,9 +318,8 @@ pub fn consumer_lag(
 ) -> Result<Vec<PartitionLag>, KafkaFailure> {
     let mut wanted = TopicPartitionList::new();
     for topic in topics {
-        let metadata = observer.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            wanted.add_partition(topic, partition.id());
+        for partition in partitions_of(observer, topic)? {
+            wanted.add_partition(topic, partition);
         }
     }
     let committed = observer.committed_offsets(wanted, QUERY_TIMEOUT)?;
@@ -325,6 +343,25 @@ pub fn consumer_lag(
     Ok(lags)
 }
 
+/// The partition numbers of a topic; an error if the broker does not know it.
+fn partitions_of(
+    client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaFailure> {
+    let metadata = client.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
+    let topic_meta = metadata
+        .topics()
+        .first()
+        .ok_or_else(|| KafkaFailure::Handler(format!("topic `{topic}` is unknown")))?;
+    if let Some(error) = topic_meta.error() {
+        return Err(KafkaFailure::Handler(format!(
+            "topic `{topic}`: {}",
+            RDKafkaErrorCode::from(error)
+        )));
+    }
+    Ok(topic_meta.partitions().iter().map(|p| p.id()).collect())
+}
+
 /// Every partition of `topics`, each at its earliest offset.
 pub fn earliest_of(
     client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
@@ -332,19 +369,8 @@ pub fn earliest_of(
 ) -> Result<TopicPartitionList, KafkaFailure> {
     let mut list = TopicPartitionList::new();
     for topic in topics {
-        let metadata = client.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
-        let topic_meta = metadata
-            .topics()
-            .first()
-            .ok_or_else(|| KafkaFailure::Handler(format!("topic `{topic}` is unknown")))?;
-        if let Some(error) = topic_meta.error() {
-            return Err(KafkaFailure::Handler(format!(
-                "topic `{topic}`: {}",
-                RDKafkaErrorCode::from(error)
-            )));
-        }
-        for partition in topic_meta.partitions() {
-            list.add_partition_offset(topic, partition.id(), Offset::Beginning)?;
+        for partition in partitions_of(client, topic)? {
+            list.add_partition_offset(topic, partition, Offset::Beginning)?;
         }
     }
     Ok(list)

@@ -1,0 +1,46 @@
+//! What both messaging adapters do with a decision: the result event it
+//! becomes, and the crash point of the crash-recovery labs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use foodlab_domain::{Event, OrderId};
+use foodlab_store::{Outcome, Reservation};
+
+/// The result event of a decided order.
+pub fn result_event(reservation: &Reservation, customer_id: Option<String>) -> Event {
+    match reservation.outcome {
+        Outcome::Reserved => Event::InventoryReserved {
+            customer_id,
+            items: reservation.items.clone(),
+        },
+        Outcome::OutOfStock | Outcome::UnknownItem | Outcome::Rejected => Event::InventoryFailed {
+            reason: reservation.reason.clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// Aborts the process right after the configured number of committed
+/// decisions, before their result leaves (`FOODLAB_FAULT_CRASH_AFTER_COMMITS`).
+#[derive(Debug, Default)]
+pub struct CrashPoint {
+    after: Option<u64>,
+    commits: AtomicU64,
+}
+
+impl CrashPoint {
+    pub fn after(commits: Option<u64>) -> Self {
+        Self {
+            after: commits,
+            commits: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one committed decision; aborts if it is the configured one.
+    pub fn committed(&self, order_id: OrderId) {
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.after == Some(commits) {
+            tracing::error!(%order_id, commits, "crash point reached: aborting after the commit, before the result leaves");
+            std::process::abort();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The outbox relay of the async parts: the events stored with their orders
+//! go to the broker in order, and leave the outbox only once the broker has
+//! them. The broker is whatever `publish` sends to (RabbitMQ or Kafka).
+
+use std::future::Future;
+use std::time::Duration;
+
+use foodlab_domain::Envelope;
+use foodlab_store::{OrderStore, StoreError};
+use tokio::sync::Notify;
+
+/// The relay looks at the outbox at least this often, even without a nudge.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Relays until `publish` or the store fails; a failed batch stays in the
+/// outbox for the next session.
+pub async fn relay<E, F, Fut>(
+    store: &OrderStore,
+    nudge: &Notify,
+    batch: usize,
+    store_error: impl Fn(StoreError) -> E,
+    mut publish: F,
+) -> Result<(), E>
+where
+    F: FnMut(Vec<Envelope>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    loop {
+        let pending = store.pending_events(batch).await.map_err(&store_error)?;
+        let Some((last_seq, _)) = pending.last() else {
+            tokio::select! {
+                () = nudge.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        };
+        let last_seq = *last_seq;
+        let events: Vec<Envelope> = pending.into_iter().map(|(_, event)| event).collect();
+        let count = events.len();
+        publish(events).await?;
+        store.mark_published(last_seq).await.map_err(&store_error)?;
+        tracing::debug!(count, "outbox events handed to the broker");
+    }
+}
