@@ -126,16 +126,25 @@ fn init_logs() {
         .init();
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
+/// Resolves on Ctrl-C or SIGTERM. The handlers are in place when this
+/// returns, before the future is first polled: a signal that arrives while
+/// the caller still prints is not lost (nor does it kill the process).
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn next(signal: Option<&mut Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
             }
-        } => {}
+            None => std::future::pending::<()>().await,
+        }
+    }
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            () = next(term.as_mut()) => {}
+            () = next(int.as_mut()) => {}
+        }
     }
 }

@@ -18,6 +18,7 @@ pub async fn run(
     options.data_dir = Some(data_dir.clone());
     // The services read FOODLAB_* from the environment they inherit.
     let platform = LocalPlatform::start(options).await?;
+    let stop = super::interrupted();
     println!(
         "{} is up (data in {}):",
         transport.part(),
@@ -45,7 +46,7 @@ pub async fn run(
                 "Ctrl-C stops the services; the broker keeps running (`make kafka-down`).",
         }
     );
-    super::interrupted().await;
+    stop.await;
     platform.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! `local::LocalPlatform` (child processes on 127.0.0.1) here, the Kubernetes
 //! platform in the operator.
 
+pub mod broker_script;
 pub mod chaos;
 pub mod engine;
 pub mod faults;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::broker_script::BrokerScript;
 use crate::platform::PlatformError;
 
 pub const DEFAULT_AMQP_PORT: u16 = 5672;
@@ -234,27 +235,17 @@ pub async fn ensure_local_broker(script: Option<PathBuf>) -> Result<(), Platform
     if RabbitAdmin::local("/").is_up().await {
         return Ok(());
     }
-    let script = script
-        .or_else(|| std::env::var_os("FOODLAB_RABBITMQ_SCRIPT").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("scripts/rabbitmq.sh"));
-    if !script.is_file() {
-        return Err(PlatformError::Setup(format!(
-            "no RabbitMQ answers at {DEFAULT_MANAGEMENT_URL} and {} is not here to start one \
-             (run from the repository, `make rabbitmq-up`, or set FOODLAB_RABBITMQ_SCRIPT)",
-            script.display()
-        )));
-    }
-    tracing::info!(script = %script.display(), "starting RabbitMQ");
-    let status = tokio::process::Command::new(&script)
-        .arg("start")
-        .status()
+    RABBITMQ_SCRIPT
+        .start(
+            script,
+            &format!("no RabbitMQ answers at {DEFAULT_MANAGEMENT_URL}"),
+        )
         .await
-        .map_err(|e| PlatformError::Setup(format!("cannot run {}: {e}", script.display())))?;
-    if !status.success() {
-        return Err(PlatformError::Setup(format!(
-            "{} start failed: {status}",
-            script.display()
-        )));
-    }
-    Ok(())
 }
+
+const RABBITMQ_SCRIPT: BrokerScript = BrokerScript {
+    broker: "RabbitMQ",
+    env: "FOODLAB_RABBITMQ_SCRIPT",
+    default_path: "scripts/rabbitmq.sh",
+    make_target: "rabbitmq-up",
+};

@@ -9,11 +9,19 @@ use serde::Deserialize;
 
 use foodlab_transport::kafka::{DEFAULT_BROKERS, KafkaArgs};
 
+use crate::broker_script::BrokerScript;
 use crate::platform::{Platform, PlatformError};
 use crate::results::{AnalyticsTotals, ReplayResults};
 use crate::spec::Service;
 
 const POLL: Duration = Duration::from_millis(100);
+
+const KAFKA_SCRIPT: BrokerScript = BrokerScript {
+    broker: "Kafka",
+    env: "FOODLAB_KAFKA_SCRIPT",
+    default_path: "scripts/kafka.sh",
+    make_target: "kafka-up",
+};
 
 /// Where the Kafka-protocol broker of the streaming part is.
 #[derive(Debug, Clone)]
@@ -43,31 +51,12 @@ impl KafkaBroker {
                 {
                     return Ok(DEFAULT_BROKERS.to_owned());
                 }
-                let script = script
-                    .clone()
-                    .or_else(|| std::env::var_os("FOODLAB_KAFKA_SCRIPT").map(PathBuf::from))
-                    .unwrap_or_else(|| PathBuf::from("scripts/kafka.sh"));
-                if !script.is_file() {
-                    return Err(PlatformError::Setup(format!(
-                        "no Kafka broker listens on {DEFAULT_BROKERS} and {} is not here to start one \
-                         (run from the repository, `make kafka-up`, or set FOODLAB_KAFKA_SCRIPT)",
-                        script.display()
-                    )));
-                }
-                tracing::info!(script = %script.display(), "starting the Kafka broker");
-                let status = tokio::process::Command::new(&script)
-                    .arg("start")
-                    .status()
-                    .await
-                    .map_err(|e| {
-                        PlatformError::Setup(format!("cannot run {}: {e}", script.display()))
-                    })?;
-                if !status.success() {
-                    return Err(PlatformError::Setup(format!(
-                        "{} start failed: {status}",
-                        script.display()
-                    )));
-                }
+                KAFKA_SCRIPT
+                    .start(
+                        script.clone(),
+                        &format!("no Kafka broker listens on {DEFAULT_BROKERS}"),
+                    )
+                    .await?;
                 Ok(DEFAULT_BROKERS.to_owned())
             }
         }
@@ -179,9 +168,9 @@ impl Analytics {
         })
     }
 
-    async fn figures(&self) -> Option<Figures> {
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
         self.http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}{path}", self.base))
             .send()
             .await
             .ok()?
@@ -190,6 +179,10 @@ impl Analytics {
             .json()
             .await
             .ok()
+    }
+
+    async fn figures(&self) -> Option<Figures> {
+        self.get("/metrics").await
     }
 
     pub async fn totals(&self) -> Option<AnalyticsTotals> {
@@ -218,17 +211,7 @@ impl Analytics {
 
     /// Lag summed over every partition of every group of the part.
     pub async fn total_lag(&self) -> Option<u64> {
-        let report: LagReport = self
-            .http
-            .get(format!("{}/lag", self.base))
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let report: LagReport = self.get("/lag").await?;
         Some(
             report
                 .groups

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use foodlab_domain::Envelope;
-use foodlab_service_kit::{MessageMetrics, Readiness, now_ms};
+use foodlab_service_kit::{MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
 use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
@@ -75,27 +75,14 @@ impl Messaging {
                 return publisher.reject_poison(&delivery, &poison.0).await;
             }
         };
-        let Some((status, reason)) = envelope.event.settles_order_as() else {
+        let Some(decision) = envelope.event.settles_order_as() else {
             self.metrics.count(queue, "dead_lettered");
             let reason = "expected an inventory result, got OrderPlaced";
             return publisher.reject_poison(&delivery, reason).await;
         };
-        let applied = self
-            .store
-            .settle(envelope.order_id, status, reason, now_ms())
+        outbox::settle(&self.store, &self.metrics, queue, &envelope, decision)
             .await
             .map_err(|e| AmqpError::Handler(e.to_string()))?;
-        amqp::ack(&delivery).await?;
-        self.metrics
-            .count(queue, if applied { "processed" } else { "duplicate" });
-        tracing::info!(
-            message_id = %envelope.message_id,
-            order_id = %envelope.order_id,
-            correlation_id = %envelope.correlation_id,
-            %status,
-            duplicate = !applied,
-            "order settled"
-        );
-        Ok(())
+        amqp::ack(&delivery).await
     }
 }

@@ -1,11 +1,13 @@
-//! The outbox relay of the async parts: the events stored with their orders
-//! go to the broker in order, and leave the outbox only once the broker has
-//! them. The broker is whatever `publish` sends to (RabbitMQ or Kafka).
+//! What the order service does the same over either broker: the outbox
+//! relay (the events stored with their orders go to the broker in order,
+//! and leave the outbox only once the broker has them; the broker is
+//! whatever `publish` sends to) and recording inventory's decision.
 
 use std::future::Future;
 use std::time::Duration;
 
-use foodlab_domain::Envelope;
+use foodlab_domain::{Envelope, OrderStatus};
+use foodlab_service_kit::{MessageMetrics, now_ms};
 use foodlab_store::{OrderStore, StoreError};
 use tokio::sync::Notify;
 
@@ -41,4 +43,28 @@ where
         store.mark_published(last_seq).await.map_err(&store_error)?;
         tracing::debug!(count, "outbox events handed to the broker");
     }
+}
+
+/// Records inventory's decision on its order (only an order still `placed`
+/// changes, so a redelivered result is a harmless duplicate).
+pub async fn settle(
+    store: &OrderStore,
+    metrics: &MessageMetrics,
+    source: &str,
+    envelope: &Envelope,
+    (status, reason): (OrderStatus, Option<String>),
+) -> Result<(), StoreError> {
+    let applied = store
+        .settle(envelope.order_id, status, reason, now_ms())
+        .await?;
+    metrics.count(source, if applied { "processed" } else { "duplicate" });
+    tracing::info!(
+        message_id = %envelope.message_id,
+        order_id = %envelope.order_id,
+        correlation_id = %envelope.correlation_id,
+        %status,
+        duplicate = !applied,
+        "order settled"
+    );
+    Ok(())
 }

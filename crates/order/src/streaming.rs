@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use foodlab_domain::Envelope;
-use foodlab_service_kit::{MessageMetrics, Readiness, now_ms};
+use foodlab_service_kit::{MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure};
 use rdkafka::Message;
@@ -93,26 +93,13 @@ impl Streaming {
                 return Ok(());
             }
         };
-        let Some((status, reason)) = envelope.event.settles_order_as() else {
+        let Some(decision) = envelope.event.settles_order_as() else {
             self.metrics.count(topic, "malformed");
             tracing::warn!(%topic, message_id = %envelope.message_id, "OrderPlaced on the inventory topic skipped");
             return Ok(());
         };
-        let applied = self
-            .store
-            .settle(envelope.order_id, status, reason, now_ms())
+        outbox::settle(&self.store, &self.metrics, topic, &envelope, decision)
             .await
-            .map_err(|e| KafkaFailure::Handler(e.to_string()))?;
-        self.metrics
-            .count(topic, if applied { "processed" } else { "duplicate" });
-        tracing::info!(
-            message_id = %envelope.message_id,
-            order_id = %envelope.order_id,
-            correlation_id = %envelope.correlation_id,
-            %status,
-            duplicate = !applied,
-            "order settled"
-        );
-        Ok(())
+            .map_err(|e| KafkaFailure::Handler(e.to_string()))
     }
 }
