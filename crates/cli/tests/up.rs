@@ -34,8 +34,21 @@ fn alive(pid: u32) -> bool {
 /// Starts `foodlab up sync-rest` on free ports; returns it once it has
 /// printed its URLs, with the process ids of its three services.
 fn start_up(data: &tempfile::TempDir) -> (Child, Vec<u32>) {
+    start_part(data, "sync-rest", ["order", "inventory", "notification"])
+}
+
+fn start_part(data: &tempfile::TempDir, part: &str, services: [&str; 3]) -> (Child, Vec<u32>) {
     let mut up = Command::new(env!("CARGO_BIN_EXE_foodlab"))
-        .args(["up", "sync-rest", "--free-ports", "--data-dir"])
+        .args(["up", part, "--free-ports", "--data-dir"])
+        // The project's broker, if a part needs one and it is not running.
+        .env(
+            "FOODLAB_KAFKA_SCRIPT",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/kafka.sh"),
+        )
+        .env(
+            "FOODLAB_RABBITMQ_SCRIPT",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/rabbitmq.sh"),
+        )
         .arg(data.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -43,7 +56,7 @@ fn start_up(data: &tempfile::TempDir) -> (Child, Vec<u32>) {
         .unwrap();
     let mut stdout = BufReader::new(up.stdout.take().unwrap());
     let mut printed = String::new();
-    while !printed.contains("Ctrl-C stops everything") {
+    while !printed.contains("Ctrl-C stops") {
         let mut line = String::new();
         assert!(
             stdout.read_line(&mut line).unwrap() > 0,
@@ -51,7 +64,7 @@ fn start_up(data: &tempfile::TempDir) -> (Child, Vec<u32>) {
         );
         printed.push_str(&line);
     }
-    for service in ["order", "inventory", "notification"] {
+    for service in services {
         assert!(printed.contains(&format!("  {service}")), "{printed}");
     }
     let services = children_of(up.id());
@@ -80,6 +93,21 @@ fn services_die_with_a_killed_foodlab_up() {
 fn sigterm_stops_foodlab_up_and_its_services() {
     let data = tempfile::tempdir().unwrap();
     let (mut up, services) = start_up(&data);
+    kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM).unwrap();
+    let status = up.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let left: Vec<_> = services.iter().filter(|pid| alive(**pid)).collect();
+    assert!(left.is_empty(), "still running after SIGTERM: {left:?}");
+}
+
+#[test]
+fn foodlab_up_streaming_kafka_starts_its_services_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut up, services) = start_part(
+        &data,
+        "streaming-kafka",
+        ["order", "inventory", "analytics"],
+    );
     kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM).unwrap();
     let status = up.wait().unwrap();
     assert!(status.success(), "{status}");
