@@ -57,15 +57,7 @@ pub fn print(name: &str, report: &LabReport) {
             "orders decided by inventory",
             r.decided.map(|n| n.to_string()),
         ),
-        (
-            "analytics counted",
-            r.analytics.map(|a| {
-                format!(
-                    "{} orders, {} inventory results ({} failures)",
-                    a.orders, a.inventory_events, a.failures
-                )
-            }),
-        ),
+        ("analytics counted", r.analytics.map(|a| a.to_string())),
         (
             "all processed after",
             r.processed_seconds.map(|s| {

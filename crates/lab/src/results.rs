@@ -77,6 +77,16 @@ pub struct AnalyticsTotals {
     pub failures: u64,
 }
 
+impl std::fmt::Display for AnalyticsTotals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} orders, {} inventory results ({} failures)",
+            self.orders, self.inventory_events, self.failures
+        )
+    }
+}
+
 impl AnalyticsTotals {
     pub fn since(self, earlier: Self) -> Self {
         Self {

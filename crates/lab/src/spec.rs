@@ -509,6 +509,36 @@ mod tests {
     }
 
     #[test]
+    fn streaming_fields_need_the_streaming_part() {
+        let spec = |transport: &str, rest: &str| -> FoodLabSpec {
+            serde_json::from_str(&format!(
+                r#"{{"transport": "{transport}", "workload": {{"orders": 5}}{rest}}}"#
+            ))
+            .unwrap()
+        };
+        let problems = spec(
+            "rabbitmq",
+            r#", "replay": true, "expect": {"lagDrained": true, "replayIdentical": true}"#,
+        )
+        .validate()
+        .unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("replay is for the streaming-kafka part"));
+        let no_replay = spec("kafka", r#", "expect": {"replayIdentical": true}"#)
+            .validate()
+            .unwrap_err();
+        assert_eq!(no_replay, ["expect.replayIdentical needs `replay: true`"]);
+        assert!(
+            spec(
+                "kafka",
+                r#", "replay": true, "expect": {"replayIdentical": true}"#
+            )
+            .validate()
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn overlapping_disruptions_of_one_service_are_refused() {
         let overlapping = lab(r#"[
             {"action": "ScaleToZero", "target": "inventory", "after": "5s", "duration": "60s"},

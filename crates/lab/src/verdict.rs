@@ -126,7 +126,7 @@ pub fn evaluate(expect: &Expectations, results: &LabResults, outcome: Outcome) -
             Some(replay) => (
                 replay.identical,
                 format!(
-                    "before {:?}, after {:?}; {} events read again in {:.3} s",
+                    "before: {}; after: {}; {} events read again in {:.3} s",
                     replay.before, replay.after, replay.events, replay.seconds
                 ),
             ),
@@ -286,5 +286,51 @@ mod tests {
         };
         let checks = evaluate(&expect, &results(&[], 0.0, 0.0), outcome(0, 0, 0));
         assert!(!checks[0].passed);
+    }
+
+    #[test]
+    fn streaming_checks_need_every_event_lag_and_an_identical_replay() {
+        use crate::results::{AnalyticsTotals, ReplayResults};
+        let expect = Expectations {
+            every_event_counted: Some(true),
+            max_lag_at_least: Some(100),
+            lag_drained: Some(true),
+            replay_identical: Some(true),
+            ..Expectations::default()
+        };
+        let totals = AnalyticsTotals {
+            orders: 50,
+            inventory_events: 50,
+            failures: 2,
+        };
+        let mut r = results(&[("202", 50)], 1.0, 2.0);
+        r.accepted = 50;
+        r.decided = Some(50);
+        r.analytics = Some(totals);
+        r.max_backlog = Some(120);
+        r.lag_at_end = Some(0);
+        r.replay = Some(ReplayResults {
+            before: totals,
+            after: totals,
+            identical: true,
+            events: 100,
+            seconds: 0.01,
+            events_per_second: 10_000.0,
+        });
+        let ok = evaluate(&expect, &r, outcome(50, 50, 1));
+        assert_eq!(ok.len(), 4);
+        assert!(ok.iter().all(|c| c.passed), "{ok:?}");
+
+        r.analytics = Some(AnalyticsTotals {
+            inventory_events: 49,
+            ..totals
+        });
+        r.max_backlog = Some(99);
+        r.lag_at_end = None;
+        r.replay = None;
+        let bad = evaluate(&expect, &r, outcome(50, 50, 1));
+        assert!(bad.iter().all(|c| !c.passed), "{bad:?}");
+        assert_eq!(bad[2].detail, "consumer lag at the end: unknown");
+        assert_eq!(bad[3].detail, "no replay happened");
     }
 }
