@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness};
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -108,14 +108,17 @@ impl Reader {
         let consumer = self
             .args
             .consumer(&self.args.analytics_group, "analytics")?;
-        self.rewind(&consumer).await?;
+        // Metadata and watermark queries on a connection of their own: on
+        // the reader's, they would wait behind its fetch in flight.
+        let observer = self.args.observer(&self.args.analytics_group)?;
+        self.rewind(&consumer, &observer).await?;
         readiness.set("kafka", true);
         tracing::info!(group = %self.args.analytics_group, "reading the log from the start");
         loop {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(answer) = request else { return Ok(()) };
-                    let rewound = self.rewind(&consumer).await;
+                    let rewound = self.rewind(&consumer, &observer).await;
                     let progress = self.shared.with(|s| s.replay.clone());
                     let reply = match (&rewound, progress) {
                         (Ok(()), Some(progress)) => Ok(progress),
@@ -157,7 +160,11 @@ impl Reader {
 
     /// Moves the group back to the earliest offsets (committed, so lag shows
     /// the whole log again), clears the figures and reads from there.
-    async fn rewind(&self, consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
+    async fn rewind(
+        &self,
+        consumer: &StreamConsumer,
+        observer: &BaseConsumer,
+    ) -> Result<(), KafkaFailure> {
         let started = Instant::now();
         let topics = [
             self.args.order_topic.as_str(),
@@ -165,12 +172,12 @@ impl Reader {
         ];
         // Broker round trips that block: off the async worker while they run.
         let (remaining, events) = tokio::task::block_in_place(|| {
-            let earliest = kafka::earliest_of(consumer, &topics)?;
+            let earliest = kafka::earliest_of(observer, &topics)?;
             let mut start = TopicPartitionList::new();
             let mut remaining = BTreeMap::new();
             let mut events = 0;
             for element in earliest.elements() {
-                let (low, high) = consumer.fetch_watermarks(
+                let (low, high) = observer.fetch_watermarks(
                     element.topic(),
                     element.partition(),
                     QUERY_TIMEOUT,
@@ -188,6 +195,8 @@ impl Reader {
             // Assigned first: that drops the offsets stored for the old
             // positions, so the background commit cannot undo the rewind.
             consumer.assign(&start)?;
+            // Committed by the reader itself, so that it knows where the
+            // group stands and commits its progress from there.
             if let Err(error) = consumer.commit(&start, CommitMode::Sync) {
                 tracing::warn!(%error, "could not commit the rewound offsets; lag shows the old ones until the next commit");
             }
@@ -206,7 +215,11 @@ impl Reader {
             progress.finish_if_done();
             state.replay = Some(progress);
         });
-        tracing::info!(events, "rewound to the earliest offsets");
+        tracing::info!(
+            events,
+            took_ms = started.elapsed().as_millis() as u64,
+            "rewound to the earliest offsets"
+        );
         Ok(())
     }
 }

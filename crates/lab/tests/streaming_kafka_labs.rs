@@ -126,6 +126,16 @@ async fn replay_lab_totals_are_identical_after_rewinding_analytics() {
         })
         .await
     );
+    // The group's committed offsets follow the second reading to the end too.
+    assert!(
+        eventually(10, || async {
+            let lag = get(&platform, Service::Analytics, "/lag").await;
+            lag["groups"][0]["total_lag"] == 0
+        })
+        .await,
+        "{}",
+        get(&platform, Service::Analytics, "/lag").await
+    );
     let after = get(&platform, Service::Analytics, "/metrics").await;
     for figure in [
         "total_orders",
