@@ -46,7 +46,7 @@ demo-replay: build kafka-up
 ## stopped after), no orphans left
 test: fmt-check lint build charts
 	scripts/rabbitmq.sh start
-	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; exit 1; }
+	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit 1; }
 	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit $$status
 	$(MAKE) check-orphans
 

@@ -84,13 +84,19 @@ broker_pid() {
 }
 
 start() {
+  local pid
   mkdir -p "$base"
   exec 9>"$base/lock"
   flock 9
   if listening; then
-    [ -x "$tansu" ] || { log "a broker already listens on $broker (not ours: topics left to it)"; return 0; }
-    create_topics
-    index_headers
+    if broker_pid >/dev/null; then
+      create_topics
+      index_headers
+    else
+      # Another broker (Apache Kafka, another checkout's tansu): the services
+      # create the topics they need; its storage is not ours to touch.
+      log "a broker this script did not start listens on $broker; using it as it is"
+    fi
     return 0
   fi
   install
@@ -102,7 +108,8 @@ start() {
     --advertised-listener-url "$broker" \
     --storage-engine "sqlite://tansu.db" \
     >"$base/broker.log" 2>&1 </dev/null 9>&- 8>&-) &
-  echo $! >"$base/broker.pid"
+  pid=$!
+  echo "$pid" >"$base/broker.pid"
   for _ in $(seq 1 150); do
     if listening; then
       create_topics
@@ -110,13 +117,16 @@ start() {
       log "ready (topics: ${topics[*]}, $partitions partitions each)"
       return 0
     fi
-    if ! broker_pid >/dev/null; then
+    if ! kill -0 "$pid" 2>/dev/null; then
       log "broker exited; see $base/broker.log"
+      rm -f "$base/broker.pid"
       exit 1
     fi
     sleep 0.2
   done
   log "broker did not listen on $broker; see $base/broker.log"
+  kill "$pid" 2>/dev/null || true
+  rm -f "$base/broker.pid"
   exit 1
 }
 

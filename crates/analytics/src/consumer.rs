@@ -37,6 +37,8 @@ pub struct State {
 pub struct ReplayProgress {
     /// Events in the log when the rewind happened.
     pub events: u64,
+    /// The group's committed offsets were moved back too (lag shows the rewind).
+    pub offsets_committed: bool,
     #[serde(skip)]
     started: Instant,
     #[serde(skip)]
@@ -171,7 +173,7 @@ impl Reader {
             self.args.inventory_topic.as_str(),
         ];
         // Broker round trips that block: off the async worker while they run.
-        let (remaining, events) = tokio::task::block_in_place(|| {
+        let (remaining, events, committed) = tokio::task::block_in_place(|| {
             let earliest = kafka::earliest_of(observer, &topics)?;
             let mut start = TopicPartitionList::new();
             let mut remaining = BTreeMap::new();
@@ -192,21 +194,27 @@ impl Reader {
                     events += (high - low) as u64;
                 }
             }
-            // Assigned first: that drops the offsets stored for the old
-            // positions, so the background commit cannot undo the rewind.
+            // The new assignment discards what was fetched for the old
+            // positions (and commits their stored offsets first); the rewound
+            // offsets are committed after it, by the reader itself, so they
+            // are what the group holds and the reader's later commits go on
+            // from them.
             consumer.assign(&start)?;
-            // Committed by the reader itself, so that it knows where the
-            // group stands and commits its progress from there.
-            if let Err(error) = consumer.commit(&start, CommitMode::Sync) {
-                tracing::warn!(%error, "could not commit the rewound offsets; lag shows the old ones until the next commit");
-            }
-            Ok::<_, KafkaFailure>((remaining, events))
+            let committed = match consumer.commit(&start, CommitMode::Sync) {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "could not commit the rewound offsets; the group's lag does not show the rewind");
+                    false
+                }
+            };
+            Ok::<_, KafkaFailure>((remaining, events, committed))
         })?;
         self.shared.with(|state| {
             state.totals = Totals::default();
             state.replays += 1;
             let mut progress = ReplayProgress {
                 events,
+                offsets_committed: committed,
                 started,
                 remaining,
                 seconds: None,

@@ -14,6 +14,10 @@ use crate::lag::{LagReport, LagWatch};
 /// How long `POST /admin/reset-offsets` waits for the rewind.
 const RESET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The longest throttle: a reset waits for the event being throttled, and
+/// must not wait longer than `RESET_TIMEOUT`.
+const MAX_THROTTLE_MS: u64 = 10_000;
+
 #[derive(Clone)]
 pub struct AppState {
     pub shared: Shared,
@@ -65,8 +69,12 @@ async fn set_throttle(
         .find_map(|key| body.get(*key))
         .ok_or_else(|| ApiError::unprocessable("`ms` is missing (milliseconds per event)"))?
         .as_u64()
-        .filter(|ms| *ms <= 60_000)
-        .ok_or_else(|| ApiError::unprocessable("`ms` must be a whole number from 0 to 60000"))?;
+        .filter(|ms| *ms <= MAX_THROTTLE_MS)
+        .ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "`ms` must be a whole number from 0 to {MAX_THROTTLE_MS}"
+            ))
+        })?;
     app.throttle.set(ms);
     tracing::info!(throttle_ms = ms, "throttle changed");
     Ok(axum::Json(json!({ "ms": ms })))
@@ -92,7 +100,9 @@ async fn reset_offsets(State(app): State<AppState>) -> Result<axum::Json<Value>,
         .map_err(|_| unavailable("the reader stopped before rewinding (is the broker up?)".into()))?
         .map_err(unavailable)?;
     tracing::info!(events = progress.events, "offsets reset; replaying");
-    Ok(axum::Json(
-        json!({ "rewound": true, "events": progress.events }),
-    ))
+    Ok(axum::Json(json!({
+        "rewound": true,
+        "events": progress.events,
+        "offsets_committed": progress.offsets_committed
+    })))
 }

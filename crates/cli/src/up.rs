@@ -16,7 +16,9 @@ pub async fn run(
     };
     options.logs = Logs::Inherit;
     options.data_dir = Some(data_dir.clone());
-    // The services read FOODLAB_* from the environment they inherit.
+    // The services read FOODLAB_* from the environment they inherit (the
+    // platform sets the transport, and for Kafka the bootstrap servers,
+    // topics and groups: FOODLAB_KAFKA_BROKERS picks another broker).
     let platform = LocalPlatform::start(options).await?;
     let stop = super::interrupted();
     println!(

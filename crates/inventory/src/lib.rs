@@ -44,8 +44,9 @@ pub struct Args {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Abort after this many committed reservations, before publishing and
-    /// acking or committing (for crash-recovery labs).
+    /// Abort after this many decisions (new or replayed) are committed, before
+    /// their result leaves and the message is acked or its offset stored
+    /// (for crash-recovery labs).
     #[arg(long, env = "FOODLAB_FAULT_CRASH_AFTER_COMMITS", hide = true)]
     pub crash_after_commits: Option<u64>,
 }

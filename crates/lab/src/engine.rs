@@ -83,20 +83,27 @@ pub async fn run_lab<P: Platform>(
             faults_of.delay_ms, faults_of.fail_rate
         ));
     }
-    let before = Snapshot::take(platform, &http).await;
     let analytics = match lab.transport {
         Transport::Kafka => Analytics::of(platform, &http),
         Transport::Rest | Transport::Rabbitmq => None,
     };
-    // Analytics reads the whole log whenever it starts: count from there.
+    // Analytics reads the whole log whenever it starts, and a previous run's
+    // events may still be on their way: count from an idle part.
     let analytics_before = match &analytics {
         Some(analytics) => {
-            analytics
+            let totals = analytics
                 .caught_up_totals(Instant::now() + ANALYTICS_CATCH_UP)
-                .await
+                .await;
+            if totals.is_none() {
+                observer.note(
+                    "analytics did not catch up with the log: no analytics figures for this run",
+                );
+            }
+            totals
         }
         None => None,
     };
+    let before = Snapshot::take(platform, &http).await;
     let sampler = BacklogSampler::start(platform, analytics.clone());
 
     let order_url = platform.endpoint(Service::Order)?;

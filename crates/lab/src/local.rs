@@ -74,7 +74,7 @@ impl LocalOptions {
             service_env: Vec::new(),
             dependency_timeout: None,
             broker: Broker::default(),
-            kafka: KafkaBroker::default(),
+            kafka: KafkaBroker::from_env(),
         }
     }
 

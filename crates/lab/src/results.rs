@@ -47,7 +47,7 @@ pub struct LabResults {
     /// Messages dead-lettered during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_lettered: Option<u64>,
-    /// Consumer lag (every group, every partition) when the lab ended.
+    /// Consumer lag (analytics and inventory groups, every partition) when the lab ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_at_end: Option<u64>,
     /// What analytics counted during the run (streaming-kafka).

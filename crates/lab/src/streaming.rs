@@ -40,6 +40,15 @@ impl Default for KafkaBroker {
 }
 
 impl KafkaBroker {
+    /// The broker named by `FOODLAB_KAFKA_BROKERS` (e.g. an Apache Kafka),
+    /// else the project's.
+    pub fn from_env() -> Self {
+        match std::env::var("FOODLAB_KAFKA_BROKERS") {
+            Ok(brokers) if !brokers.trim().is_empty() => Self::At { brokers },
+            _ => Self::default(),
+        }
+    }
+
     /// Makes sure the broker listens; its bootstrap servers.
     pub async fn ready(&self) -> Result<String, PlatformError> {
         match self {
@@ -190,17 +199,21 @@ impl Analytics {
         Some(figures.totals())
     }
 
-    /// The totals once analytics has read the whole log (it reads it from
-    /// the start whenever it starts); `None` if it has not by `deadline`.
+    /// The totals once the part is idle: analytics has read the whole log
+    /// (it reads it from the start whenever it starts) and no group lags;
+    /// `None` if that does not happen by `deadline`.
     pub async fn caught_up_totals(&self, deadline: Instant) -> Option<AnalyticsTotals> {
         loop {
-            if let Some(figures) = self.figures().await
-                && figures
+            let replayed = self.figures().await.is_some_and(|figures| {
+                figures
                     .last_replay
-                    .as_ref()
                     .is_some_and(|replay| replay.seconds.is_some())
+            });
+            if replayed
+                && self.total_lag().await == Some(0)
+                && let Some(totals) = self.totals().await
             {
-                return Some(figures.totals());
+                return Some(totals);
             }
             if Instant::now() >= deadline {
                 return None;
@@ -209,7 +222,7 @@ impl Analytics {
         }
     }
 
-    /// Lag summed over every partition of every group of the part.
+    /// Lag summed over every partition of `analytics-group` and `inventory-group`.
     pub async fn total_lag(&self) -> Option<u64> {
         let report: LagReport = self.get("/lag").await?;
         Some(
@@ -221,8 +234,9 @@ impl Analytics {
         )
     }
 
-    /// Waits until analytics has counted `until` (totals at least these) and
-    /// no group lags; when that happened, or `None` at the deadline.
+    /// Waits until analytics has counted `until` (at least these orders and
+    /// inventory results) and no group lags; when that happened, or `None`
+    /// at the deadline.
     pub async fn wait_caught_up(
         &self,
         until: AnalyticsTotals,

@@ -118,6 +118,7 @@ async fn replay_lab_totals_are_identical_after_rewinding_analytics() {
     .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["events"], 800);
+    assert_eq!(answer["offsets_committed"], true, "{answer}");
     assert!(
         eventually(30, || async {
             let now = get(&platform, Service::Analytics, "/metrics").await;
