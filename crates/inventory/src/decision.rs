@@ -1,10 +1,12 @@
 //! What both messaging adapters do with a decision: the result event it
-//! becomes, and the crash point of the crash-recovery labs.
+//! becomes, how it is counted and logged, and the crash point of the
+//! crash-recovery labs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use foodlab_domain::{Event, OrderId};
-use foodlab_store::{Outcome, Reservation};
+use foodlab_domain::{Envelope, Event, OrderId};
+use foodlab_service_kit::MessageMetrics;
+use foodlab_store::{Outcome, Reservation, ReserveResult};
 
 /// The result event of a decided order.
 pub fn result_event(reservation: &Reservation, customer_id: Option<String>) -> Event {
@@ -17,6 +19,26 @@ pub fn result_event(reservation: &Reservation, customer_id: Option<String>) -> E
             reason: reservation.reason.clone().unwrap_or_default(),
         },
     }
+}
+
+/// Counts and logs a decision taken (or replayed) for an order event from `source`.
+pub fn record(metrics: &MessageMetrics, source: &str, order: &Envelope, decided: &ReserveResult) {
+    metrics.count(
+        source,
+        if decided.replayed {
+            "duplicate"
+        } else {
+            "processed"
+        },
+    );
+    tracing::info!(
+        message_id = %order.message_id,
+        order_id = %order.order_id,
+        correlation_id = %order.correlation_id,
+        outcome = ?decided.reservation.outcome,
+        duplicate = decided.replayed,
+        "order decided"
+    );
 }
 
 /// Aborts the process right after the configured number of committed

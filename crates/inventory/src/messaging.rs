@@ -9,7 +9,7 @@ use foodlab_store::StockStore;
 use foodlab_transport::amqp::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
-use crate::decision::{CrashPoint, result_event};
+use crate::decision::{self, CrashPoint, result_event};
 
 #[derive(Clone)]
 pub struct Consumer {
@@ -79,8 +79,7 @@ impl amqp::Handler for Consumer {
             other => other.map_err(|e| AmqpError::Handler(e.to_string()))?,
         };
         self.crash_point.committed(envelope.order_id);
-        let reservation = result.reservation;
-        let outcome = result_event(&reservation, customer_id.clone());
+        let outcome = result_event(&result.reservation, customer_id.clone());
         // A replayed decision is published again: the first attempt may have
         // died between commit and publish. Its id is the same, so it is harmless.
         // The delivery is acked once the broker confirms the result, in the
@@ -88,20 +87,7 @@ impl amqp::Handler for Consumer {
         let result_event = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
         let pending = publisher.send(&result_event).await?;
         amqp::ack_when_confirmed(pending, delivery);
-        let label = if result.replayed {
-            "duplicate"
-        } else {
-            "processed"
-        };
-        self.metrics.count(queue, label);
-        tracing::info!(
-            message_id = %envelope.message_id,
-            order_id = %envelope.order_id,
-            correlation_id = %envelope.correlation_id,
-            outcome = ?reservation.outcome,
-            duplicate = result.replayed,
-            "order decided"
-        );
+        decision::record(&self.metrics, queue, &envelope, &result);
         Ok(())
     }
 }

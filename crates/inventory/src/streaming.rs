@@ -19,7 +19,7 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 
-use crate::decision::{CrashPoint, result_event};
+use crate::decision::{self, CrashPoint, result_event};
 
 /// Results produced but not yet acknowledged by the broker, at most.
 const IN_FLIGHT: usize = 10_000;
@@ -159,24 +159,10 @@ impl Consumer {
             other => other.map_err(|e| KafkaFailure::Handler(e.to_string()))?,
         };
         self.crash_point.committed(envelope.order_id);
-        let reservation = &decided.reservation;
-        let outcome = result_event(reservation, customer_id.clone());
+        let outcome = result_event(&decided.reservation, customer_id.clone());
         let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
         let delivered = kafka::send(producer, &self.args.inventory_topic, &result).await?;
-        let label = if decided.replayed {
-            "duplicate"
-        } else {
-            "processed"
-        };
-        self.metrics.count(topic, label);
-        tracing::info!(
-            message_id = %envelope.message_id,
-            order_id = %envelope.order_id,
-            correlation_id = %envelope.correlation_id,
-            outcome = ?reservation.outcome,
-            duplicate = decided.replayed,
-            "order decided"
-        );
+        decision::record(&self.metrics, topic, &envelope, &decided);
         Ok(Some(delivered))
     }
 
