@@ -81,7 +81,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         }
         .spawn(kit.readiness()),
     }
-    Ok(kit.router(http::routes(store)))
+    Ok(kit.router_with_counters(http::routes(store.clone()), http::counters(store)))
 }
 
 pub fn listen_addr(args: &Args) -> SocketAddr {

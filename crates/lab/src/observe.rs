@@ -16,6 +16,22 @@ use crate::streaming::Analytics;
 
 const POLL: Duration = Duration::from_millis(250);
 
+/// A JSON answer of a successful `GET`; `None` for any failure.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Option<T> {
+    http.get(url)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// Counters read before and after a run; the difference is what the run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -36,40 +52,10 @@ struct Stats {
 }
 
 impl Snapshot {
-    /// Reads the counters, trying a few times: inventory's own injected
-    /// failures (a fail rate) apply to these requests too.
     pub async fn take<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
-        for _ in 0..8 {
-            if let Some(snapshot) = Self::try_take(platform, http).await {
-                return Some(snapshot);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-
-    async fn try_take<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
         let base = platform.endpoint(Service::Inventory).ok()?;
-        let stats: Stats = http
-            .get(format!("{base}/stats"))
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let stock: BTreeMap<String, u64> = http
-            .get(format!("{base}/stock"))
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let stats: Stats = get_json(http, &format!("{base}/stats")).await?;
+        let stock: BTreeMap<String, u64> = get_json(http, &format!("{base}/stock")).await?;
         let dead_letters = match platform.rabbitmq() {
             Some(admin) => admin
                 .queue_depth(&foodlab_transport::amqp::Topology::default().dead_letter_queue)

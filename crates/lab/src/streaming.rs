@@ -10,6 +10,7 @@ use serde::Deserialize;
 use foodlab_transport::kafka::{DEFAULT_BROKERS, KafkaArgs};
 
 use crate::broker_script::BrokerScript;
+use crate::observe::get_json;
 use crate::platform::{Platform, PlatformError};
 use crate::results::{AnalyticsTotals, ReplayResults};
 use crate::spec::Service;
@@ -178,16 +179,7 @@ impl Analytics {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .json()
-            .await
-            .ok()
+        get_json(&self.http, &format!("{}{path}", self.base)).await
     }
 
     async fn figures(&self) -> Option<Figures> {

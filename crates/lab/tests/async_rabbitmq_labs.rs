@@ -12,7 +12,9 @@ use foodlab_domain::{Envelope, Event, ItemName, OrderId, OrderLine};
 use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::amqp::{self, Publisher, Topology};
 use serde_json::{Value, json};
-use support::{eventually, example, get, options, post, start};
+use support::{
+    all_orders_settled, eventually, example, get, options, order_statuses, post, start, statuses,
+};
 
 async fn publisher(platform: &LocalPlatform) -> (lapin::Connection, Publisher) {
     let url = platform.rabbitmq().unwrap().amqp_url();
@@ -40,12 +42,6 @@ fn order_placed(item: &str, quantity: u32) -> Envelope {
 
 async fn stats(platform: &LocalPlatform) -> Value {
     get(platform, Service::Inventory, "/stats").await
-}
-
-async fn all_orders_settled(platform: &LocalPlatform, expected: usize) -> bool {
-    let orders = get(platform, Service::Order, "/orders").await;
-    let orders = orders.as_array().unwrap();
-    orders.len() == expected && orders.iter().all(|o| o["status"] != "placed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,14 +186,9 @@ async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
         get(&platform, Service::Inventory, "/stock").await["burger"],
         80
     );
-    let orders = get(&platform, Service::Order, "/orders").await;
-    assert!(
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "reserved"),
-        "{orders}"
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("reserved", 20)])
     );
     platform.shutdown().await;
 }
@@ -284,14 +275,11 @@ async fn orders_accepted_while_the_broker_is_down_are_reserved_when_it_returns()
         .await;
         assert_eq!(status, 202, "{body}");
     }
-    let placed = get(&platform, Service::Order, "/orders").await;
-    let waiting = placed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["status"] == "placed")
-        .count();
-    assert_eq!(waiting, 10);
+    // The first five were reserved before the broker went away.
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("placed", 10), ("reserved", 5)])
+    );
     // Consumers are not ready without a broker; order stays ready (it takes
     // orders into its outbox) and says what it misses.
     let readyz = |service| {
@@ -318,14 +306,9 @@ async fn orders_accepted_while_the_broker_is_down_are_reserved_when_it_returns()
 
     assert!(node.script("start"));
     assert!(eventually(30, || all_orders_settled(&platform, 15)).await);
-    let orders = get(&platform, Service::Order, "/orders").await;
-    assert!(
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "reserved"),
-        "{orders}"
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("reserved", 15)])
     );
     assert_eq!(stats(&platform).await["reserved_orders"], 15);
     assert_eq!(
@@ -348,17 +331,11 @@ async fn bulk_orders_settle_with_exact_stock_arithmetic() {
     .await;
     assert_eq!((status, body), (201, json!({"count": 150})));
     assert!(eventually(20, || all_orders_settled(&platform, 150)).await);
-    let orders = get(&platform, Service::Order, "/orders").await;
-    let count = |status: &str| {
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["status"] == status)
-            .count()
-    };
     // 100 pizzas in stock: the first 100 decided are reserved, the rest fail.
-    assert_eq!((count("reserved"), count("failed")), (100, 50));
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("reserved", 100), ("failed", 50)])
+    );
     assert_eq!(
         get(&platform, Service::Inventory, "/stock").await["pizza"],
         0

@@ -15,7 +15,10 @@ use rdkafka::Message;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedHeaders;
 use serde_json::{Value, json};
-use support::{eventually, example, get, options, post, run};
+use support::{
+    all_orders_settled, eventually, example, get, messages_counted, options, order_statuses, post,
+    run, statuses,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_lab_every_order_is_decided_and_counted_exactly_once() {
@@ -84,7 +87,13 @@ async fn lag_lab_throttled_analytics_falls_behind_then_drains() {
         platform.endpoint(Service::Analytics).unwrap()
     );
     let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
-    assert!(scrape.contains("foodlab_consumer_lag{"), "{scrape}");
+    // 6 partitions for analytics-group, 3 for inventory-group, all drained.
+    let gauges: Vec<&str> = scrape
+        .lines()
+        .filter(|line| line.starts_with("foodlab_consumer_lag{"))
+        .collect();
+    assert_eq!(gauges.len(), 9, "{scrape}");
+    assert!(gauges.iter().all(|line| line.ends_with(" 0")), "{scrape}");
     platform.shutdown().await;
 }
 
@@ -193,12 +202,6 @@ async fn bulk(platform: &LocalPlatform, count: u64) {
     assert_eq!((status, body), (201, json!({"count": count})));
 }
 
-async fn settled(platform: &LocalPlatform, expected: usize) -> bool {
-    let orders = get(platform, Service::Order, "/orders").await;
-    let orders = orders.as_array().unwrap();
-    orders.len() == expected && orders.iter().all(|o| o["status"] != "placed")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_killed_mid_stream_resumes_from_committed_offsets() {
     let lab = example("streaming-burst");
@@ -222,7 +225,7 @@ async fn inventory_killed_mid_stream_resumes_from_committed_offsets() {
         .set_service_env(Service::Inventory, Vec::new())
         .await;
     platform.scale(Service::Inventory, 1).await.unwrap();
-    assert!(eventually(60, || settled(&platform, 400)).await);
+    assert!(eventually(60, || all_orders_settled(&platform, 400)).await);
 
     let stats = get(&platform, Service::Inventory, "/stats").await;
     assert_eq!(stats["reserved_orders"], 400, "{stats}");
@@ -231,14 +234,9 @@ async fn inventory_killed_mid_stream_resumes_from_committed_offsets() {
         get(&platform, Service::Inventory, "/stock").await["burger"],
         600
     );
-    let orders = get(&platform, Service::Order, "/orders").await;
-    assert!(
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "reserved"),
-        "{orders}"
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("reserved", 400)])
     );
 
     // Each order has exactly one result: one message id, one decision. A
@@ -260,19 +258,9 @@ async fn inventory_killed_mid_stream_resumes_from_committed_offsets() {
     assert!(ids_per_order.values().all(|ids| ids.len() == 1));
     // The restarted inventory read again what the crashed one had not
     // committed: at least the order it died on, replayed, not re-reserved.
-    let url = format!(
-        "{}/admin/metrics",
-        platform.endpoint(Service::Inventory).unwrap()
-    );
-    let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
-    let replayed = scrape
-        .lines()
-        .find(|line| {
-            line.starts_with("foodlab_messages_total{") && line.contains("outcome=\"duplicate\"")
-        })
-        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(replayed >= 1, "{scrape}");
+    let topic = &platform.kafka().unwrap().order_topic;
+    let replayed = messages_counted(&platform, Service::Inventory, topic, "duplicate").await;
+    assert!(replayed >= 1, "{replayed} replayed decisions");
     // Analytics counts each result once however often it was produced.
     assert!(
         eventually(30, || async {
@@ -307,20 +295,18 @@ async fn malformed_order_events_are_skipped_counted_and_the_partitions_keep_flow
         .unwrap();
     }
     bulk(&platform, 60).await;
-    assert!(eventually(30, || settled(&platform, 60)).await);
+    assert!(eventually(30, || all_orders_settled(&platform, 60)).await);
     let stats = get(&platform, Service::Inventory, "/stats").await;
     assert_eq!(stats["reserved_orders"], 60, "{stats}");
 
-    let url = format!(
-        "{}/admin/metrics",
-        platform.endpoint(Service::Inventory).unwrap()
-    );
-    let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
-    let malformed = format!(
-        "foodlab_messages_total{{queue=\"{}\",outcome=\"malformed\"}} 6",
-        args.order_topic
-    );
-    assert!(scrape.contains(&malformed), "{scrape}");
+    let skipped = messages_counted(
+        &platform,
+        Service::Inventory,
+        &args.order_topic,
+        "malformed",
+    )
+    .await;
+    assert_eq!(skipped, 6);
     assert!(
         eventually(30, || async {
             let figures = get(&platform, Service::Analytics, "/metrics").await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use foodlab_lab::spec::{ChaosAction, ChaosStep, FaultSpec};
 use foodlab_lab::{Platform, Service, Verdict};
 use serde_json::json;
-use support::{alive, example, get, post, start};
+use support::{alive, example, get, order_statuses, post, start, statuses};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baseline_lab_answers_every_order_201_and_decrements_stock() {
@@ -26,14 +26,9 @@ async fn baseline_lab_answers_every_order_201_and_decrements_stock() {
         get(&platform, Service::Inventory, "/stock").await,
         json!({"burger": 90, "pizza": 90, "salad": 90})
     );
-    let orders = get(&platform, Service::Order, "/orders").await;
-    assert_eq!(orders.as_array().unwrap().len(), 30);
-    assert!(
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "notified")
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("notified", 30)])
     );
     platform.shutdown().await;
 }
@@ -76,14 +71,7 @@ async fn failure_lab_cascades_inventory_500_to_502_for_every_order() {
         get(&platform, Service::Inventory, "/stock").await,
         json!({"burger": 100, "pizza": 100, "salad": 100})
     );
-    let orders = get(&platform, Service::Order, "/orders").await;
-    assert!(
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "failed")
-    );
+    assert_eq!(order_statuses(&platform).await, statuses(&[("failed", 20)]));
     platform.shutdown().await;
 }
 
@@ -104,15 +92,7 @@ async fn timeout_lab_gives_504_close_to_the_timeout_not_the_delay() {
         "{:?}",
         report.results.latency_ms
     );
-    let orders = get(&platform, Service::Order, "/orders").await;
-    assert!(
-        orders
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|o| o["status"] == "timeout"),
-        "{orders}"
-    );
+    assert_eq!(order_statuses(&platform).await, statuses(&[("timeout", 4)]));
     platform.shutdown().await;
 }
 

@@ -53,9 +53,16 @@ impl Kit {
     /// The full router: `business` behind fault injection, plus admin,
     /// health and metrics routes, all measured.
     pub fn router(self, business: Router) -> Router {
+        self.router_with_counters(business, Router::new())
+    }
+
+    /// As `router`, with read-only `counters` (stock, figures, lag) that
+    /// faults never touch: a lab must see what a faulty service did.
+    pub fn router_with_counters(self, business: Router, counters: Router) -> Router {
         let business = business.layer(from_fn_with_state(self.faults.clone(), faults::inject));
         Router::new()
             .merge(business)
+            .merge(counters)
             .merge(faults::admin_routes(self.faults))
             .merge(health::routes(self.service, self.readiness))
             .merge(metrics::routes(Arc::new(self.registry)))

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use foodlab_lab::rabbitmq::Broker;
@@ -68,6 +69,45 @@ pub async fn post(
         .await
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// How many orders the order service holds in each status.
+pub async fn order_statuses(platform: &LocalPlatform) -> BTreeMap<String, usize> {
+    let orders = get(platform, Service::Order, "/orders").await;
+    let mut counts = BTreeMap::new();
+    for order in orders.as_array().unwrap() {
+        *counts
+            .entry(order["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// The expected result of `order_statuses`.
+pub fn statuses(counts: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    counts.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+}
+
+/// Exactly `expected` orders, none of them still `placed`.
+pub async fn all_orders_settled(platform: &LocalPlatform, expected: usize) -> bool {
+    let counts = order_statuses(platform).await;
+    counts.values().sum::<usize>() == expected && !counts.contains_key("placed")
+}
+
+/// A service's `foodlab_messages_total{queue, outcome}` counter (0 if absent).
+pub async fn messages_counted(
+    platform: &LocalPlatform,
+    service: Service,
+    queue: &str,
+    outcome: &str,
+) -> u64 {
+    let url = format!("{}/admin/metrics", platform.endpoint(service).unwrap());
+    let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let series = format!("foodlab_messages_total{{queue=\"{queue}\",outcome=\"{outcome}\"}} ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 /// Polls `probe` every 100 ms until it returns true or `seconds` pass.
