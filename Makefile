@@ -15,8 +15,8 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## demo: the sync-rest labs and the streaming part's replay lab, each on its part
-## started on 127.0.0.1, with their tables (the Kafka-protocol broker is built on
-## first use, about 18 minutes, and reused after)
+## started on 127.0.0.1, with their tables (Apache Kafka's jars are fetched with
+## Maven on first use, well under a minute, and reused after)
 demo: build kafka-up
 	$(FOODLAB) run $(SYNC_LABS) manifests/examples/streaming-replay.yaml
 
@@ -32,8 +32,8 @@ STREAMING_LABS := manifests/examples/streaming-burst.yaml \
                   manifests/examples/streaming-lag.yaml \
                   manifests/examples/streaming-replay.yaml
 
-## demo-streaming: the streaming-kafka labs (burst, consumer lag, replay); the
-## first run builds the broker (about 18 minutes), later runs reuse it
+## demo-streaming: the streaming-kafka labs (burst, consumer lag, replay) on Apache
+## Kafka (scripts/kafka.sh)
 demo-streaming: build kafka-up
 	$(FOODLAB) run $(STREAMING_LABS)
 
@@ -42,7 +42,7 @@ demo-replay: build kafka-up
 	$(FOODLAB) run manifests/examples/streaming-replay.yaml
 
 ## test: formatting, lints, every unit, integration and lab test (with a real
-## RabbitMQ and a real Kafka-protocol broker, installed and started here,
+## RabbitMQ and Apache Kafka, installed and started here,
 ## stopped after), no orphans left
 test: fmt-check lint build charts
 	scripts/rabbitmq.sh start
@@ -78,7 +78,7 @@ rabbitmq-up:
 rabbitmq-down:
 	scripts/rabbitmq.sh stop
 
-## kafka-up / kafka-down: the project's Kafka-protocol broker (tansu) on 127.0.0.1:9092,
+## kafka-up / kafka-down: the project's Apache Kafka (one KRaft node) on 127.0.0.1:9092,
 ## topics order-events and inventory-events with 3 partitions
 kafka-up:
 	scripts/kafka.sh start

@@ -6,11 +6,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|foodlab)( |$)" || true)
 # A RabbitMQ node started from this checkout's scripts (its data lives here).
 left+=$(pgrep -af "beam.smp.*$here/.foodlab/rabbitmq" || true)
-# The Kafka-protocol broker started from this checkout's scripts.
+# The Kafka broker started from this checkout's scripts (its JVM names its data dir).
 for pidfile in "$here"/.foodlab/kafka-*/broker.pid; do
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
-  grep -q tansu "/proc/$pid/cmdline" 2>/dev/null && left+="kafka broker pid $pid ($pidfile)"
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^-Dfoodlab.kafka.dir=' &&
+    left+="kafka broker pid $pid ($pidfile)"
 done
 if [ -n "$left" ]; then
   echo "processes left running after the tests:" >&2
