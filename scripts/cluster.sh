@@ -1,0 +1,334 @@
+#!/usr/bin/env bash
+# A local Kubernetes control plane for FoodLab, from the Kubernetes project's own
+# components built here from the Go module proxy, every listener on 127.0.0.1.
+#
+#   scripts/cluster.sh build   build etcd, kube-apiserver, kube-controller-manager and
+#                              kube-scheduler once into the cache (keyed by version), reuse after
+#   scripts/cluster.sh up      build if missing, make the certificates and keys, start etcd,
+#                              kube-apiserver, kube-controller-manager, kube-scheduler; wait for /readyz
+#   scripts/cluster.sh down    stop each component by its pid file, remove the routes
+#   scripts/cluster.sh status  exit 0 if the API server answers /readyz
+#
+# Writes .foodlab/cluster/kubeconfig (cluster-admin); logs under .foodlab/cluster/logs/.
+# Settings (environment): FOODLAB_CLUSTER_DIR (.foodlab/cluster in the repo),
+# FOODLAB_CACHE_DIR (~/.cache/foodlab), CLUSTER_APISERVER_PORT (6443), CLUSTER_ETCD_PORT (2379),
+# CLUSTER_ETCD_PEER_PORT (2380), CLUSTER_CONTROLLER_MANAGER_PORT (10257),
+# CLUSTER_SCHEDULER_PORT (10259), CLUSTER_SERVICE_RANGE (10.96.0.0/16),
+# CLUSTER_POD_RANGE (10.244.0.0/16).
+# The service and pod ranges get `unreachable` routes while the cluster is up, so no
+# packet for them can leave the machine.
+# Needs go (first build only), openssl, kubectl, flock, iproute2.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+k8s_version=1.34.12
+etcd_version=3.6.16
+cache=${FOODLAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/foodlab}
+k8s_bin="$cache/kubernetes-$k8s_version/bin"
+etcd_bin="$cache/etcd-$etcd_version/bin"
+base=${FOODLAB_CLUSTER_DIR:-$repo/.foodlab/cluster}
+apiserver_port=${CLUSTER_APISERVER_PORT:-6443}
+etcd_port=${CLUSTER_ETCD_PORT:-2379}
+etcd_peer_port=${CLUSTER_ETCD_PEER_PORT:-2380}
+controller_manager_port=${CLUSTER_CONTROLLER_MANAGER_PORT:-10257}
+scheduler_port=${CLUSTER_SCHEDULER_PORT:-10259}
+service_range=${CLUSTER_SERVICE_RANGE:-10.96.0.0/16}
+pod_range=${CLUSTER_POD_RANGE:-10.244.0.0/16}
+control_plane=(kube-apiserver kube-controller-manager kube-scheduler)
+
+log() { echo "cluster: $*" >&2; }
+
+# Builds each of the given commands of k8s.io/kubernetes that is not in the cache yet.
+build_kubernetes() {
+  local cmd missing=()
+  for cmd in "$@"; do
+    [ -x "$k8s_bin/$cmd" ] || missing+=("$cmd")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  mkdir -p "$cache"
+  exec 8>"$cache/kubernetes-$k8s_version.lock"
+  flock 8
+  mkdir -p "$k8s_bin"
+  for cmd in "${missing[@]}"; do
+    [ -x "$k8s_bin/$cmd" ] && continue
+    log "building $cmd $k8s_version into $k8s_bin (once)"
+    local started=$SECONDS
+    (cd "$repo/scripts/cluster/kubernetes" &&
+      GOTOOLCHAIN=local GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags='-s -w' \
+        -o "$k8s_bin/$cmd.partial" "k8s.io/kubernetes/cmd/$cmd")
+    mv "$k8s_bin/$cmd.partial" "$k8s_bin/$cmd"
+    log "built $cmd in $((SECONDS - started)) s"
+  done
+  exec 8>&-
+}
+
+build_etcd() {
+  [ -x "$etcd_bin/etcd" ] && return 0
+  mkdir -p "$cache"
+  exec 8>"$cache/etcd-$etcd_version.lock"
+  flock 8
+  if [ ! -x "$etcd_bin/etcd" ]; then
+    log "building etcd $etcd_version into $etcd_bin (once)"
+    local started=$SECONDS
+    mkdir -p "$etcd_bin"
+    (cd "$repo/scripts/cluster/etcd" &&
+      GOTOOLCHAIN=local GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags='-s -w' \
+        -o "$etcd_bin/etcd.partial" .)
+    mv "$etcd_bin/etcd.partial" "$etcd_bin/etcd"
+    log "built etcd in $((SECONDS - started)) s"
+  fi
+  exec 8>&-
+}
+
+build() {
+  build_etcd
+  build_kubernetes "${control_plane[@]}"
+}
+
+# --- certificates and keys -------------------------------------------------
+
+pki="$base/pki"
+
+# A key and a certificate signed by the cluster CA: NAME SUBJECT [SANS] [USAGE].
+issue() {
+  local name=$1 subject=$2 sans=${3:-} usage=${4:-clientAuth}
+  [ -s "$pki/$name.crt" ] && return 0
+  local ext="$pki/$name.ext"
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$usage"
+    [ -n "$sans" ] && echo "subjectAltName=$sans"
+  } >"$ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -subj "$subject" \
+    -out "$pki/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 365 -extfile "$ext" -out "$pki/$name.crt" 2>/dev/null
+  rm -f "$pki/$name.csr" "$ext"
+}
+
+# The service range's first address is the `kubernetes` Service's ClusterIP.
+first_service_ip() {
+  python3 -c 'import ipaddress, sys; print(next(ipaddress.ip_network(sys.argv[1]).hosts()))' \
+    "$service_range"
+}
+
+certificates() {
+  mkdir -p "$pki"
+  chmod 700 "$pki"
+  if [ ! -s "$pki/ca.crt" ]; then
+    log "making the cluster CA and certificates under $pki"
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -days 365 \
+      -subj "/CN=foodlab-cluster-ca" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$pki/ca.crt" 2>/dev/null
+  fi
+  local names="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+  names+=",DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$(first_service_ip)"
+  issue apiserver "/CN=kube-apiserver" "$names" serverAuth
+  issue etcd-server "/CN=etcd" "DNS:localhost,IP:127.0.0.1" serverAuth,clientAuth
+  issue apiserver-etcd-client "/CN=kube-apiserver-etcd-client"
+  issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  issue admin "/O=system:masters/CN=foodlab-admin"
+  issue controller-manager "/CN=system:kube-controller-manager"
+  issue scheduler "/CN=system:kube-scheduler"
+  if [ ! -s "$pki/sa.key" ]; then
+    openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  fi
+}
+
+# A kubeconfig for one client certificate: FILE CERT-NAME.
+kubeconfig_for() {
+  local file=$1 name=$2
+  [ -s "$file" ] && return 0
+  kubectl config --kubeconfig "$file.partial" set-cluster foodlab-local \
+    --server "https://127.0.0.1:$apiserver_port" --certificate-authority "$pki/ca.crt" \
+    --embed-certs >/dev/null
+  kubectl config --kubeconfig "$file.partial" set-credentials "$name" \
+    --client-certificate "$pki/$name.crt" --client-key "$pki/$name.key" --embed-certs >/dev/null
+  kubectl config --kubeconfig "$file.partial" set-context foodlab-local \
+    --cluster foodlab-local --user "$name" >/dev/null
+  kubectl config --kubeconfig "$file.partial" use-context foodlab-local >/dev/null
+  chmod 600 "$file.partial"
+  mv "$file.partial" "$file"
+}
+
+# --- processes ---------------------------------------------------------------
+
+# The pid of the component this script started, if that process is still it.
+component_pid() {
+  local name=$1 pid
+  [ -f "$base/run/$name.pid" ] || return 1
+  pid=$(cat "$base/run/$name.pid")
+  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "/$name " && echo "$pid"
+}
+
+# Starts NAME (a binary path and its arguments) in its own session, logging to logs/NAME.log.
+start_component() {
+  local name=$1 binary=$2
+  shift 2
+  if component_pid "$name" >/dev/null; then
+    return 0
+  fi
+  log "starting $name"
+  # The component must not inherit the lock (fd 9), or it would hold it for its lifetime.
+  setsid "$binary" "$@" >>"$base/logs/$name.log" 2>&1 </dev/null 9>&- 8>&- &
+  echo $! >"$base/run/$name.pid"
+}
+
+stop_component() {
+  local name=$1 pid
+  if pid=$(component_pid "$name"); then
+    log "stopping $name (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$base/run/$name.pid"
+}
+
+# Waits up to SECONDS for COMMAND to succeed while component NAME stays alive.
+wait_for() {
+  local name=$1 seconds=$2
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  while [ $SECONDS -lt $deadline ]; do
+    "$@" >/dev/null 2>&1 && return 0
+    if ! component_pid "$name" >/dev/null; then
+      log "$name exited; see $base/logs/$name.log"
+      tail -n 20 "$base/logs/$name.log" >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+  log "$name not ready after $seconds s; see $base/logs/$name.log"
+  return 1
+}
+
+admin() { kubectl --kubeconfig "$base/kubeconfig" "$@"; }
+
+# --- routes ------------------------------------------------------------------
+
+# No packet for a cluster address may leave the machine: the whole service and pod
+# ranges are unreachable unless a more specific route (the cluster's own bridge) exists.
+add_routes() {
+  local range
+  for range in "$service_range" "$pod_range"; do
+    ip route replace unreachable "$range"
+  done
+  printf '%s\n' "$service_range" "$pod_range" >"$base/run/routes"
+}
+
+remove_routes() {
+  local range
+  [ -f "$base/run/routes" ] || return 0
+  while read -r range; do
+    [ -n "$range" ] || continue
+    ip route del unreachable "$range" 2>/dev/null || true
+  done <"$base/run/routes"
+  rm -f "$base/run/routes"
+}
+
+# --- commands ----------------------------------------------------------------
+
+ready() { admin get --raw /readyz; }
+
+up() {
+  mkdir -p "$base/logs" "$base/run" "$base/etcd"
+  exec 9>"$base/lock"
+  flock 9
+  build
+  certificates
+  kubeconfig_for "$base/kubeconfig" admin
+  kubeconfig_for "$base/controller-manager.kubeconfig" controller-manager
+  kubeconfig_for "$base/scheduler.kubeconfig" scheduler
+  add_routes
+
+  start_component etcd "$etcd_bin/etcd" \
+    --name foodlab --data-dir "$base/etcd" \
+    --listen-client-urls "https://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "https://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster "foodlab=http://127.0.0.1:$etcd_peer_port" \
+    --cert-file "$pki/etcd-server.crt" --key-file "$pki/etcd-server.key" \
+    --client-cert-auth --trusted-ca-file "$pki/ca.crt"
+  wait_for etcd 30 curl -sf --cacert "$pki/ca.crt" --cert "$pki/apiserver-etcd-client.crt" \
+    --key "$pki/apiserver-etcd-client.key" "https://127.0.0.1:$etcd_port/health"
+
+  start_component kube-apiserver "$k8s_bin/kube-apiserver" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \
+    --etcd-servers "https://127.0.0.1:$etcd_port" --etcd-cafile "$pki/ca.crt" \
+    --etcd-certfile "$pki/apiserver-etcd-client.crt" --etcd-keyfile "$pki/apiserver-etcd-client.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --api-audiences https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range "$service_range" \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --allow-privileged --profiling=false
+  wait_for kube-apiserver 120 ready
+
+  start_component kube-controller-manager "$k8s_bin/kube-controller-manager" \
+    --kubeconfig "$base/controller-manager.kubeconfig" \
+    --authentication-kubeconfig "$base/controller-manager.kubeconfig" \
+    --authorization-kubeconfig "$base/controller-manager.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$controller_manager_port" \
+    --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+    --use-service-account-credentials \
+    --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+    --service-cluster-ip-range "$service_range" --leader-elect=false --profiling=false
+  start_component kube-scheduler "$k8s_bin/kube-scheduler" \
+    --kubeconfig "$base/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$base/scheduler.kubeconfig" \
+    --authorization-kubeconfig "$base/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$scheduler_port" \
+    --leader-elect=false --profiling=false
+  wait_for kube-controller-manager 60 curl -sfk "https://127.0.0.1:$controller_manager_port/healthz"
+  wait_for kube-scheduler 60 curl -sfk "https://127.0.0.1:$scheduler_port/healthz"
+  # The token controller gives each namespace's default ServiceAccount its token Secret
+  # and root CA ConfigMap; once kube-root-ca.crt exists, ServiceAccounts work.
+  wait_for kube-controller-manager 60 admin -n default get configmap kube-root-ca.crt
+  log "ready: kubectl --kubeconfig $base/kubeconfig (API https://127.0.0.1:$apiserver_port)"
+}
+
+down() {
+  [ -d "$base" ] || return 0
+  mkdir -p "$base/run"
+  exec 9>"$base/lock"
+  flock 9
+  local name
+  for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    stop_component "$name"
+  done
+  remove_routes
+}
+
+status() {
+  [ -s "$base/kubeconfig" ] && ready >/dev/null 2>&1
+}
+
+case "${1:-}" in
+  build) build ;;
+  up) up ;;
+  down) down ;;
+  status)
+    if status; then
+      echo "cluster: up (kubeconfig $base/kubeconfig)"
+    else
+      echo "cluster: down"
+      exit 1
+    fi
+    ;;
+  *)
+    echo "usage: $0 build|up|down|status" >&2
+    exit 2
+    ;;
+esac
