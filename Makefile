@@ -9,7 +9,8 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-timeout.yaml
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench fmt fmt-check lint crd \
-        check-orphans rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean
+        check-orphans rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
+        cluster-build cluster-up cluster-down cluster-test
 
 build:
 	$(CARGO) build --workspace --bins
@@ -54,6 +55,22 @@ test: fmt-check lint build charts
 ## the validator under .tools/ when missing), CRD copy and values schemas up to date
 charts:
 	scripts/check-charts.sh
+
+## cluster-up / cluster-down: a local Kubernetes control plane (etcd, kube-apiserver,
+## kube-controller-manager, kube-scheduler) on 127.0.0.1, kubeconfig .foodlab/cluster/kubeconfig;
+## the components are built once from the Go module proxy (see docs/kubernetes.md)
+cluster-build:
+	scripts/cluster.sh build
+
+cluster-up:
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+## cluster-test: the operator against that API server (starts and stops the cluster if it is down)
+cluster-test:
+	scripts/cluster-test.sh
 
 ## On Kubernetes (needs Docker and kind): see docs/kubernetes.md
 kind-up:

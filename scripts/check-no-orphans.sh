@@ -3,7 +3,7 @@
 # (tests must stop everything they start).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|foodlab)( |$)" || true)
+left=$(pgrep -af "^$here/target/[a-z]+/(order|inventory|notification|analytics|foodlab|foodlab-operator)( |$)" || true)
 # A RabbitMQ node started from this checkout's scripts (its data lives here).
 left+=$(pgrep -af "beam.smp.*$here/.foodlab/rabbitmq" || true)
 # The Kafka broker started from this checkout's scripts (its JVM names its data dir).
@@ -13,9 +13,29 @@ for pidfile in "$here"/.foodlab/kafka-*/broker.pid; do
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^-Dfoodlab.kafka.dir=' &&
     left+="kafka broker pid $pid ($pidfile)"
 done
+# The local cluster's components (scripts/cluster.sh): by pid file, and any process run
+# from the binaries cluster.sh builds or with the cluster's data dir in its arguments.
+for pidfile in "$here"/.foodlab/cluster/run/*.pid; do
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && left+=$'\n'"cluster component pid $pid ($pidfile)"
+done
+cluster_procs=$(pgrep -af "^[^ ]*/foodlab/(kubernetes|etcd)-[0-9.]+/bin/[a-z-]+( |$)|$here/.foodlab/cluster/" || true)
+[ -n "$cluster_procs" ] && left+=$'\n'"$cluster_procs"
+# Its routes and mounts: the unreachable routes for the service and pod ranges go with
+# the cluster, and nothing stays mounted under its data dir.
+if [ -f "$here/.foodlab/cluster/run/routes" ]; then
+  left+=$'\n'"cluster routes still recorded in $here/.foodlab/cluster/run/routes"
+fi
+for range in "${CLUSTER_SERVICE_RANGE:-10.96.0.0/16}" "${CLUSTER_POD_RANGE:-10.244.0.0/16}"; do
+  route=$(ip route show type unreachable "$range" 2>/dev/null || true)
+  [ -n "$route" ] && left+=$'\n'"route left: unreachable $route"
+done
+mounts=$(awk -v dir="$here/.foodlab/cluster/" 'index($2, dir) == 1 { print "mount left: " $2 }' /proc/mounts)
+[ -n "$mounts" ] && left+=$'\n'"$mounts"
 if [ -n "$left" ]; then
   echo "processes left running after the tests:" >&2
   echo "$left" >&2
   exit 1
 fi
-echo "no FoodLab processes left running"
+echo "no FoodLab processes, cluster routes or mounts left"
