@@ -1,14 +1,14 @@
 //! The events of the workflow and the envelope they travel in, on any broker.
 //!
-//! Parsing is strict: a message that is not JSON, lacks a field or carries an
-//! invalid one is poison, and the reason says which.
+//! FoodLab publishes the envelope; what it reads may also be flat (`reader`).
+//! A message that is not JSON, lacks a field or carries an invalid one is
+//! poison, and the reason says which.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::order::{OrderId, OrderLine, OrderStatus};
-use crate::request::OrderRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
@@ -34,6 +34,30 @@ impl EventType {
             Self::InventoryReserved => "inventory.reserved",
             Self::InventoryFailed => "inventory.failed",
         }
+    }
+
+    pub const ALL: [EventType; 3] = [
+        Self::OrderPlaced,
+        Self::InventoryReserved,
+        Self::InventoryFailed,
+    ];
+
+    /// The event a routing key carries, if it is one of the workflow's.
+    pub fn for_routing_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.routing_key() == key)
+    }
+
+    /// The event a producer names, spelled as it likes: `OrderPlaced`,
+    /// `order_placed`, `ORDER-PLACED`, `order.placed`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let squashed: String = name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        Self::ALL
+            .into_iter()
+            .find(|e| e.name().to_ascii_lowercase() == squashed)
     }
 }
 
@@ -94,7 +118,7 @@ pub struct Envelope {
     pub event: Event,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Wire {
     message_id: Uuid,
     #[serde(rename = "type")]
@@ -154,47 +178,10 @@ impl Envelope {
         serde_json::to_vec(&wire).unwrap_or_default()
     }
 
+    /// Reads an event that says everything itself: its `type` and
+    /// `occurred_at` (FoodLab's own envelope, or a flat event that names both).
     pub fn parse(bytes: &[u8]) -> Result<Self, Poison> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| Poison(format!("not JSON: {e}")))?;
-        let wire: Wire =
-            serde_json::from_value(value).map_err(|e| Poison(format!("invalid envelope: {e}")))?;
-        let customer_id = || {
-            wire.payload
-                .get("customer_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let items = || {
-            OrderRequest::from_json(&wire.payload)
-                .map(|r| r.lines)
-                .map_err(|e| Poison(format!("invalid payload: {e}")))
-        };
-        let event = match wire.event_type {
-            EventType::OrderPlaced => Event::OrderPlaced {
-                customer_id: customer_id(),
-                items: items()?,
-            },
-            EventType::InventoryReserved => Event::InventoryReserved {
-                customer_id: customer_id(),
-                items: items()?,
-            },
-            EventType::InventoryFailed => Event::InventoryFailed {
-                reason: wire
-                    .payload
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            },
-        };
-        Ok(Self {
-            message_id: wire.message_id,
-            order_id: wire.order_id,
-            occurred_at: wire.occurred_at,
-            correlation_id: wire.correlation_id,
-            event,
-        })
+        Self::read(bytes, crate::reader::Arrival::default())
     }
 }
 
@@ -248,6 +235,21 @@ mod tests {
     }
 
     #[test]
+    fn event_names_are_read_in_any_spelling() {
+        for event in EventType::ALL {
+            assert_eq!(EventType::from_name(event.name()), Some(event));
+            assert_eq!(EventType::for_routing_key(event.routing_key()), Some(event));
+            assert_eq!(EventType::from_name(event.routing_key()), Some(event));
+        }
+        assert_eq!(
+            EventType::from_name("ORDER_PLACED"),
+            Some(EventType::OrderPlaced)
+        );
+        assert_eq!(EventType::from_name("OrderCooked"), None);
+        assert_eq!(EventType::for_routing_key("order.cooked"), None);
+    }
+
+    #[test]
     fn result_ids_are_stable_per_order() {
         let order = placed();
         let now = jiff::Timestamp::now();
@@ -274,11 +276,15 @@ mod tests {
             ),
             (
                 with(&|v| v["type"] = json!("OrderEaten")),
-                "invalid envelope: unknown variant",
+                "invalid envelope: unknown event type",
             ),
             (
-                with(&|v| v["message_id"] = json!("nope")),
-                "invalid envelope",
+                with(&|v| v["message_id"] = json!({})),
+                "invalid envelope: `message_id` must be",
+            ),
+            (
+                with(&|v| drop(v.as_object_mut().unwrap().remove("occurred_at"))),
+                "invalid envelope: missing field `occurred_at`",
             ),
             (
                 with(&|v| v["payload"]["items"][0]["quantity"] = json!(0)),

@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod event;
 pub mod fault;
 pub mod order;
+pub mod reader;
 pub mod request;
 pub mod reservation;
 
@@ -14,5 +15,6 @@ pub use catalogue::{Catalogue, ItemName, StockSpecError};
 pub use event::{Envelope, Event, EventType, Poison};
 pub use fault::{FaultDecision, FaultError, Faults};
 pub use order::{Order, OrderId, OrderLine, OrderStatus};
+pub use reader::Arrival;
 pub use request::{OrderRequest, ValidationError};
 pub use reservation::{ReservationError, plan_reservation};

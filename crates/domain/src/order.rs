@@ -16,6 +16,22 @@ impl OrderId {
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
+
+    /// The order id another producer sent: a UUID is taken as it is; any
+    /// other non-empty id (`ORD-IDEM-1771363267`) maps to the same UUID every
+    /// time, so its duplicates are recognised, also across restarts.
+    pub fn from_wire(id: &str) -> Option<Self> {
+        let id = id.trim();
+        if id.is_empty() {
+            return None;
+        }
+        Some(Self(Uuid::parse_str(id).unwrap_or_else(|_| {
+            Uuid::new_v5(
+                &Uuid::NAMESPACE_URL,
+                format!("urn:foodlab:order:{id}").as_bytes(),
+            )
+        })))
+    }
 }
 
 impl Default for OrderId {
@@ -150,6 +166,16 @@ mod tests {
             assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
         }
         assert!("cooking".parse::<OrderStatus>().is_err());
+    }
+
+    #[test]
+    fn foreign_order_ids_map_to_one_uuid_each() {
+        let id = OrderId::new();
+        assert_eq!(OrderId::from_wire(&id.to_string()), Some(id));
+        let seed = OrderId::from_wire("ORD-IDEM-1771363267").unwrap();
+        assert_eq!(OrderId::from_wire(" ORD-IDEM-1771363267 "), Some(seed));
+        assert_ne!(OrderId::from_wire("ORD-IDEM-1771363268"), Some(seed));
+        assert_eq!(OrderId::from_wire("  "), None);
     }
 
     #[test]
