@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use foodlab_domain::{OrderId, OrderRequest};
+use foodlab_domain::{ItemName, OrderId, OrderRequest};
 use foodlab_service_kit::{ApiError, JsonBody, now_ms};
 use foodlab_store::{Outcome, Reservation, StockStats, StockStore};
 use serde::Serialize;
@@ -23,6 +23,53 @@ pub fn counters(store: StockStore) -> Router {
         .route("/stock", get(stock))
         .route("/stats", get(stats))
         .with_state(store)
+}
+
+/// `PUT /admin/stock {"burger": 100, ...}`: a lab's stock levels, set at run
+/// time (outside fault injection, like every admin route).
+pub fn admin(store: StockStore) -> Router {
+    Router::new()
+        .route("/admin/stock", axum::routing::put(set_stock))
+        .with_state(store)
+}
+
+/// The largest level SQLite's INTEGER holds.
+const MAX_LEVEL: u64 = i64::MAX as u64;
+
+/// Reads `{"item": count, ...}`: at least one item, names not empty,
+/// counts whole numbers from 0.
+pub fn stock_levels(body: &Value) -> Result<std::collections::BTreeMap<ItemName, u64>, ApiError> {
+    let Some(entries) = body.as_object() else {
+        return Err(ApiError::unprocessable(
+            "the body must be an object of item names to stock levels, e.g. {\"burger\": 100}",
+        ));
+    };
+    if entries.is_empty() {
+        return Err(ApiError::unprocessable("name at least one item"));
+    }
+    entries
+        .iter()
+        .map(|(name, level)| {
+            let item = ItemName::parse(name)
+                .ok_or_else(|| ApiError::unprocessable("an item name is empty"))?;
+            let level = level.as_u64().filter(|n| *n <= MAX_LEVEL).ok_or_else(|| {
+                ApiError::unprocessable(format!(
+                    "the stock of `{item}` must be a whole number from 0, got {level}"
+                ))
+            })?;
+            Ok((item, level))
+        })
+        .collect()
+}
+
+async fn set_stock(
+    State(store): State<StockStore>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<axum::Json<std::collections::BTreeMap<String, u64>>, ApiError> {
+    let levels = stock_levels(&body)?;
+    let stock = store.set_stock(levels).await.map_err(ApiError::internal)?;
+    tracing::info!(?stock, "stock levels set");
+    Ok(axum::Json(stock))
 }
 
 #[derive(Serialize)]

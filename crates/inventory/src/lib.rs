@@ -2,7 +2,7 @@
 //!
 //! REST mode: `POST /reserve` decides an order (all lines or nothing,
 //! idempotent on `order_id`), `GET /stock`, `GET /stats`,
-//! `GET /reservations/{order_id}`.
+//! `GET /reservations/{order_id}`; `PUT /admin/stock` sets stock levels.
 //! RabbitMQ mode: consumes OrderPlaced from `inventory_queue` (`messaging`).
 //! Kafka mode: the `inventory-group` consumer of `order-events` (`streaming`).
 
@@ -81,7 +81,8 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         }
         .spawn(kit.readiness()),
     }
-    Ok(kit.router_with_counters(http::routes(store.clone()), http::counters(store)))
+    let unfaulted = http::counters(store.clone()).merge(http::admin(store.clone()));
+    Ok(kit.router_with_counters(http::routes(store), unfaulted))
 }
 
 pub fn listen_addr(args: &Args) -> SocketAddr {

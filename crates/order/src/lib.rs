@@ -10,13 +10,15 @@
 //! Kafka mode (`streaming-kafka`): the same outbox, produced to `order-events`
 //! keyed by order id; the `order-group` consumer of `inventory-events`
 //! records inventory's decision.
-//! Both: `GET /orders`, `GET /orders/{id}`.
+//! Both: `GET /orders`, `GET /orders/{id}`; `GET`/`PUT /admin/settings`
+//! (the dependency timeout) at run time.
 
 pub mod http;
 pub mod messaging;
 pub mod metrics;
 pub mod outbox;
 pub mod rest_chain;
+pub mod settings;
 pub mod streaming;
 
 use std::sync::Arc;
@@ -97,12 +99,14 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("cannot open the order database")?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
     let metrics = metrics::OrderMetrics::register(kit.registry());
+    let settings = settings::Settings::new(args.dependency_timeout);
     let workflow = match args.service.transport {
         TransportMode::Rest => {
             let client =
                 HttpClient::new(args.dependency_timeout).context("cannot build the HTTP client")?;
             Workflow::Rest(rest_chain::RestChain::new(
                 client,
+                settings.clone(),
                 &args.inventory_url,
                 &args.notification_url,
             ))
@@ -135,7 +139,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         workflow,
         metrics,
     };
-    Ok(kit.router(http::routes(state)))
+    Ok(kit.router_with_counters(http::routes(state), settings::routes(settings)))
 }
 
 pub fn listen_addr(args: &Args) -> SocketAddr {

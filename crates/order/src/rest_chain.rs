@@ -6,9 +6,12 @@ use foodlab_domain::{Order, OrderStatus};
 use foodlab_transport::{CallError, HttpClient};
 use serde_json::{Value, json};
 
+use crate::settings::Settings;
+
 #[derive(Clone)]
 pub struct RestChain {
     client: HttpClient,
+    settings: Settings,
     reserve_url: String,
     send_url: String,
 }
@@ -21,17 +24,28 @@ pub struct Refusal {
 }
 
 impl RestChain {
-    pub fn new(client: HttpClient, inventory_url: &str, notification_url: &str) -> Self {
+    pub fn new(
+        client: HttpClient,
+        settings: Settings,
+        inventory_url: &str,
+        notification_url: &str,
+    ) -> Self {
         Self {
             client,
+            settings,
             reserve_url: format!("{}/reserve", inventory_url.trim_end_matches('/')),
             send_url: format!("{}/send", notification_url.trim_end_matches('/')),
         }
     }
 
+    /// The pool, with the dependency timeout as it is set now.
+    fn client(&self) -> HttpClient {
+        self.client.with_timeout(self.settings.dependency_timeout())
+    }
+
     pub async fn reserve(&self, order: &Order) -> Result<(), CallError> {
         let body = json!({ "order_id": order.order_id, "items": order.items });
-        self.client
+        self.client()
             .post_json::<_, Value>(&self.reserve_url, &body)
             .await
             .map(drop)
@@ -43,7 +57,7 @@ impl RestChain {
             "customer_id": order.customer_id,
             "status": OrderStatus::Reserved,
         });
-        self.client
+        self.client()
             .post_json::<_, Value>(&self.send_url, &body)
             .await
             .map(drop)

@@ -390,3 +390,97 @@ async fn fault_admin_api_validates_and_reports() {
         "{metrics}"
     );
 }
+
+impl Chain {
+    async fn put(&self, url: &str, body: Value) -> (StatusCode, Value) {
+        let response = self.http.put(url).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_levels_are_set_at_run_time_and_validated() {
+    let c = chain("", "5s").await;
+    let stock_url = c.inventory.url("/admin/stock");
+    let (status, _) = c.order(json!({"item": "burger", "quantity": 7})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, stock) = c.put(&stock_url, json!({"burger": 1000, "Tofu": 3})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        stock,
+        json!({"burger": 1000, "pizza": 100, "salad": 100, "tofu": 3})
+    );
+    assert_eq!(c.stock().await, stock);
+    let (status, _) = c.order(json!({"item": "tofu", "quantity": 3})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(c.stock().await["tofu"], 0);
+
+    for (body, says) in [
+        (json!({}), "at least one item"),
+        (json!([1, 2]), "object of item names"),
+        (json!({"burger": -1}), "whole number from 0"),
+        (json!({"burger": 1.5}), "whole number from 0"),
+        (json!({" ": 1}), "item name is empty"),
+    ] {
+        let (status, problem) = c.put(&stock_url, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{body}: {detail}");
+    }
+    // A refused request changes nothing; fault injection does not touch the admin route.
+    c.post(&c.inventory.url("/admin/fail"), json!({"enabled": true}))
+        .await;
+    let (status, stock) = c.put(&stock_url, json!({"pizza": 5})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        stock,
+        json!({"burger": 1000, "pizza": 5, "salad": 100, "tofu": 0})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dependency_timeout_is_a_runtime_setting() {
+    let c = chain("", "5s").await;
+    let settings_url = c.order.url("/admin/settings");
+    assert_eq!(
+        c.get(&settings_url).await,
+        json!({"dependencyTimeout": "5s"})
+    );
+    c.post(&c.inventory.url("/admin/delay"), json!({"ms": 1000}))
+        .await;
+    let (status, settings) = c
+        .put(&settings_url, json!({"dependencyTimeout": "200ms"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings, json!({"dependencyTimeout": "200ms"}));
+    let (status, problem) = c.order(json!({"item": "burger"})).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(problem["order_status"], "timeout");
+
+    let (status, _) = c
+        .put(&settings_url, json!({"dependencyTimeout": "3s"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, order) = c.order(json!({"item": "burger"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(order["status"], "notified");
+
+    for body in [
+        json!({"dependencyTimeout": "0s"}),
+        json!({"dependencyTimeout": "soon"}),
+        json!({"dependencyTimeout": "2h"}),
+        json!({"timeout": "1s"}),
+    ] {
+        let (status, problem) = c.put(&settings_url, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("imeout"),
+            "{problem}"
+        );
+    }
+    assert_eq!(
+        c.get(&settings_url).await,
+        json!({"dependencyTimeout": "3s"})
+    );
+}

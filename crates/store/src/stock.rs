@@ -189,6 +189,32 @@ impl StockStore {
             .await
     }
 
+    /// Sets the available stock of each item named (adding new items);
+    /// items not named keep their level. Returns the whole stock.
+    pub async fn set_stock(
+        &self,
+        levels: BTreeMap<ItemName, u64>,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for (item, available) in &levels {
+                    tx.execute(
+                        "INSERT INTO stock (item, available) VALUES (?1, ?2)
+                         ON CONFLICT (item) DO UPDATE SET available = excluded.available",
+                        params![item.as_str(), available],
+                    )?;
+                }
+                let stock = read_stock(&tx)?;
+                tx.commit()?;
+                Ok(stock
+                    .into_iter()
+                    .map(|(item, n)| (item.to_string(), n))
+                    .collect())
+            })
+            .await
+    }
+
     pub async fn reservation(&self, order_id: OrderId) -> Result<Option<Reservation>, StoreError> {
         self.db
             .call(move |conn| read_reservation(conn, order_id))

@@ -49,6 +49,14 @@ impl HttpClient {
         self.timeout
     }
 
+    /// The same connection pool with another per-call timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            timeout,
+        }
+    }
+
     /// POSTs `body` as JSON and reads a JSON answer.
     pub async fn post_json<B, R>(&self, url: &str, body: &B) -> Result<R, CallError>
     where
