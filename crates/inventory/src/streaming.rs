@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use foodlab_domain::{Envelope, Event, EventType, FaultDecision};
+use foodlab_domain::{Arrival, Envelope, Event, EventType, FaultDecision};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
 use foodlab_store::{StockStore, StoreError};
 use foodlab_transport::kafka::{self, Delivered, KafkaArgs, KafkaFailure};
@@ -115,7 +115,8 @@ impl Consumer {
         body: &[u8],
     ) -> Result<Option<Delivered>, KafkaFailure> {
         let topic = self.args.order_topic.as_str();
-        let envelope = match Envelope::parse(body) {
+        let arrival = Arrival::on(EventType::OrderPlaced, jiff::Timestamp::now());
+        let envelope = match Envelope::read(body, arrival) {
             Ok(envelope) if envelope.event_type() == EventType::OrderPlaced => envelope,
             Ok(other) => {
                 self.skip(&format!(

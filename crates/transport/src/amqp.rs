@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use foodlab_domain::{Envelope, EventType};
+use foodlab_domain::{Arrival, Envelope, EventType};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -590,8 +590,25 @@ pub enum Admission {
     },
 }
 
-/// Parses a delivery, dead-letters it if it is poison or not the `expected`
-/// event, and applies the consumer's injected faults.
+/// What a delivery's channel says about it: the event its routing key
+/// carries (a retried delivery comes back with the queue's name, and the
+/// queue carries the `expected` event), and when the broker stamped it.
+pub fn arrival(delivery: &Delivery, expected: EventType, queue: &str) -> Arrival {
+    let key = delivery.routing_key.as_str();
+    let carries = EventType::for_routing_key(key).or((key == queue).then_some(expected));
+    let stamped = delivery
+        .properties
+        .timestamp()
+        .and_then(|s| jiff::Timestamp::from_second(i64::try_from(s).ok()?).ok());
+    Arrival {
+        carries,
+        at: Some(stamped.unwrap_or_else(jiff::Timestamp::now)),
+    }
+}
+
+/// Reads a delivery (any shape the tolerant reader knows), dead-letters it
+/// if it is poison or not the `expected` event, and applies the consumer's
+/// injected faults.
 pub async fn admit(
     delivery: &Delivery,
     expected: EventType,
@@ -599,7 +616,8 @@ pub async fn admit(
     publisher: &Publisher,
     queue: &str,
 ) -> Result<Admission, AmqpError> {
-    let poison = match Envelope::parse(&delivery.data) {
+    let arrived = arrival(delivery, expected, queue);
+    let poison = match Envelope::read(&delivery.data, arrived) {
         Ok(envelope) if envelope.event_type() == expected => {
             let faulted = apply_faults(faults, rand::random(), publisher, delivery, queue).await?;
             if faulted == FaultOutcome::Proceed {
