@@ -38,11 +38,29 @@ control_plane=(kube-apiserver kube-controller-manager kube-scheduler)
 
 log() { echo "cluster: $*" >&2; }
 
+# The version the components report (kubectl version, discovery): go build alone leaves
+# it at v0.0.0-master, which kubectl and helm cannot parse.
+version_ldflags() {
+  local pkg flags="-s -w"
+  local minor=${k8s_version#*.}
+  minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=v$k8s_version -X $pkg.gitMajor=${k8s_version%%.*}"
+    flags+=" -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  echo "$flags"
+}
+
+# A command in the cache that is this version's (and not an unstamped or partial build).
+built() {
+  [ -x "$k8s_bin/$1" ] && "$k8s_bin/$1" --version 2>/dev/null | grep -qx "Kubernetes v$k8s_version"
+}
+
 # Builds each of the given commands of k8s.io/kubernetes that is not in the cache yet.
 build_kubernetes() {
   local cmd missing=()
   for cmd in "$@"; do
-    [ -x "$k8s_bin/$cmd" ] || missing+=("$cmd")
+    built "$cmd" || missing+=("$cmd")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   mkdir -p "$cache"
@@ -50,11 +68,11 @@ build_kubernetes() {
   flock 8
   mkdir -p "$k8s_bin"
   for cmd in "${missing[@]}"; do
-    [ -x "$k8s_bin/$cmd" ] && continue
+    built "$cmd" && continue
     log "building $cmd $k8s_version into $k8s_bin (once)"
     local started=$SECONDS
     (cd "$repo/scripts/cluster/kubernetes" &&
-      GOTOOLCHAIN=local GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags='-s -w' \
+      GOTOOLCHAIN=local GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags="$(version_ldflags)" \
         -o "$k8s_bin/$cmd.partial" "k8s.io/kubernetes/cmd/$cmd")
     mv "$k8s_bin/$cmd.partial" "$k8s_bin/$cmd"
     log "built $cmd in $((SECONDS - started)) s"
@@ -102,7 +120,8 @@ issue() {
   } >"$ext"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -subj "$subject" \
     -out "$pki/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+  local ca=${CA:-ca}
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" \
     -CAcreateserial -days 365 -extfile "$ext" -out "$pki/$name.crt" 2>/dev/null
   rm -f "$pki/$name.csr" "$ext"
 }
@@ -132,6 +151,14 @@ certificates() {
   issue admin "/O=system:masters/CN=foodlab-admin"
   issue controller-manager "/CN=system:kube-controller-manager"
   issue scheduler "/CN=system:kube-scheduler"
+  # The aggregation layer's front proxy has a CA of its own (requestheader authentication).
+  if [ ! -s "$pki/front-proxy-ca.crt" ]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$pki/front-proxy-ca.key" -days 365 \
+      -subj "/CN=foodlab-front-proxy-ca" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$pki/front-proxy-ca.crt" 2>/dev/null
+  fi
+  CA=front-proxy-ca issue front-proxy-client "/CN=front-proxy-client"
   if [ ! -s "$pki/sa.key" ]; then
     openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
     openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -260,6 +287,8 @@ up() {
   wait_for etcd 30 curl -sf --cacert "$pki/ca.crt" --cert "$pki/apiserver-etcd-client.crt" \
     --key "$pki/apiserver-etcd-client.key" "https://127.0.0.1:$etcd_port/health"
 
+  # It advertises 127.0.0.1, which an Endpoints object may not hold: no reconciler for the
+  # `kubernetes` Service's endpoints (nothing in the cluster calls the API through it yet).
   start_component kube-apiserver "$k8s_bin/kube-apiserver" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \
     --etcd-servers "https://127.0.0.1:$etcd_port" --etcd-cafile "$pki/ca.crt" \
@@ -273,6 +302,13 @@ up() {
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range "$service_range" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --requestheader-client-ca-file "$pki/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$pki/front-proxy-client.crt" \
+    --proxy-client-key-file "$pki/front-proxy-client.key" \
+    --endpoint-reconciler-type none \
     --allow-privileged --profiling=false
   wait_for kube-apiserver 120 ready
 
