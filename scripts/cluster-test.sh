@@ -120,6 +120,7 @@ fi
 [ -x .tools/bin/helm ] || scripts/install-helm.sh
 helm() { "$repo/.tools/bin/helm" "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 mkdir -p "$work" "$base/logs"
+test_started=$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)
 : >"$operator_log"
 
 kubectl --kubeconfig "$base/kubeconfig" delete namespace "$ns" --ignore-not-found --wait=true \
@@ -169,6 +170,15 @@ case "$out" in
   *) fail "an unknown transport was refused for another reason: $out" ;;
 esac
 ok "the schema refuses an unknown transport"
+
+for chart in foodlab-operator sync-rest async-rabbitmq streaming-kafka; do
+  helm template "$chart" "charts/$chart" --namespace "$ns" | admin apply --dry-run=server -f - >/dev/null ||
+    fail "the API server refuses the $chart chart's manifests"
+done
+for example in manifests/examples/*.yaml; do
+  admin apply --dry-run=server -f "$example" >/dev/null || fail "the API server refuses $example"
+done
+ok "the API server admits every chart's manifests and every example lab (server-side dry run)"
 
 # --- the operator chart's RBAC, and a kubeconfig with only its token ----------
 
@@ -260,9 +270,10 @@ ok "status is written by server-side apply (manager foodlab-operator, subresourc
 [ "$(admin get job scale-restore-workload -o 'jsonpath={.metadata.ownerReferences[0].name}')" = scale-restore ] ||
   fail "the workload Job is missing or not owned by its lab"
 ok "the workload Job exists, owned by its lab"
-columns=$(admin get foodlabs | head -n 1 | tr -s ' ')
+table=$(admin get foodlabs)
+echo "$table"
+columns=$(echo "${table%%$'\n'*}" | tr -s ' ')
 [ "$columns" = "NAME TRANSPORT PHASE VERDICT AGE" ] || fail "printer columns are '$columns'"
-admin get foodlabs
 ok "kubectl get foodlabs shows the printer columns"
 late=$(expect_restored_on_time scale-restore)
 ok "inventory restored to 2 replicas at restoreAt (recorded ${late}s after it)"
@@ -298,5 +309,62 @@ reasons=$(event_reasons delete-mid-chaos)
 [ "$reasons" = ChaosRestored,ChaosStarted,Cleaned,Started,WorkloadStarted ] ||
   fail "delete-mid-chaos's Events are '$reasons'"
 ok "deleted mid-ScaleToZero: inventory back at 2 replicas before the lab went away (Events $reasons)"
+
+# --- 4: PodKill: the part's pods (Pending without a node) replaced by their ReplicaSet ---
+
+pod_uids() {
+  admin get pods -l app.kubernetes.io/name=notification -o 'jsonpath={.items[*].metadata.uid}'
+}
+before=$(pod_uids)
+[ -n "$before" ] || fail "notification has no pod"
+admin apply -f - >/dev/null <<'EOF'
+apiVersion: foodlab.dev/v1alpha1
+kind: FoodLab
+metadata: {name: pod-kill}
+spec:
+  transport: rest
+  workload: {orders: 5, concurrency: 1}
+  chaos:
+    - {action: PodKill, target: notification, after: 0s}
+EOF
+wait_until "pod-kill: chaos record disrupted" true lab_field pod-kill '{.status.chaos[0].disrupted}'
+wait_until "pod-kill: PodKill recorded as done" true restored pod-kill
+after=$(pod_uids)
+[ -n "$after" ] && [ "$after" != "$before" ] || fail "notification's pod was not replaced ($before -> $after)"
+ok "PodKill deletes notification's pod through the chart's RBAC; its ReplicaSet replaces it"
+admin delete foodlab pod-kill --timeout=60s >/dev/null
+
+# --- 5: a spec the schema admits but the operator refuses ------------------------------
+
+admin apply -f - >/dev/null <<'EOF'
+apiVersion: foodlab.dev/v1alpha1
+kind: FoodLab
+metadata: {name: invalid-spec}
+spec:
+  transport: rest
+  workload: {orders: 5}
+  expect: {lagDrained: true}
+EOF
+wait_until "invalid-spec: phase" Failed lab_field invalid-spec '{.status.phase}'
+[ "$(lab_field invalid-spec '{.status.conditions[?(@.type=="Ready")].reason}')" = InvalidSpec ] ||
+  fail "invalid-spec: the Ready condition's reason is not InvalidSpec"
+wait_until "invalid-spec: Events" InvalidSpec event_reasons invalid-spec
+if admin get job invalid-spec-workload >/dev/null 2>&1; then
+  fail "invalid-spec: a workload Job was started"
+fi
+ok "a streaming-only expectation on a rest lab: phase Failed, condition InvalidSpec, an Event, no Job"
+admin delete foodlab invalid-spec --timeout=60s >/dev/null
+
+# --- what the API server answered the operator (its audit log) ----------------------------
+
+operator_requests() {
+  jq -c --arg user "system:serviceaccount:$ns:foodlab-operator" --arg since "$test_started" \
+    'select(.user.username == $user and .requestReceivedTimestamp >= $since)' "$base/logs/audit.log"
+}
+codes=$(operator_requests | jq -r '.responseStatus.code' | sort | uniq -c | awk '{printf "%s %s, ", $2, $1}')
+refused=$(operator_requests | jq -r 'select(.responseStatus.code == 403 or .responseStatus.code == 422
+  or .responseStatus.code == 400) | "\(.verb) \(.objectRef.resource)/\(.objectRef.subresource // "") \(.responseStatus.code)"')
+[ -z "$refused" ] || fail "the API server refused the operator: $refused"
+ok "the API server refused none of the operator's requests (answer codes: ${codes%, })"
 
 echo "cluster-test: $passed checks passed"

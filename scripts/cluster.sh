@@ -260,6 +260,24 @@ remove_routes() {
   rm -f "$base/run/routes"
 }
 
+# Every request of a client that is not a cluster component, at Metadata level (who, what,
+# the answer's code) in logs/audit.log: what the operator was allowed and refused.
+audit_policy() {
+  cat >"$base/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    userGroups: [system:nodes]
+  - level: None
+    users: [system:kube-controller-manager, system:kube-scheduler, system:apiserver]
+  - level: None
+    userGroups: [system:serviceaccounts:kube-system]
+  - level: Metadata
+EOF
+}
+
 # --- commands ----------------------------------------------------------------
 
 ready() { admin get --raw /readyz; }
@@ -289,6 +307,7 @@ up() {
 
   # It advertises 127.0.0.1, which an Endpoints object may not hold: no reconciler for the
   # `kubernetes` Service's endpoints (nothing in the cluster calls the API through it yet).
+  audit_policy
   start_component kube-apiserver "$k8s_bin/kube-apiserver" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \
     --etcd-servers "https://127.0.0.1:$etcd_port" --etcd-cafile "$pki/ca.crt" \
@@ -309,6 +328,8 @@ up() {
     --proxy-client-cert-file "$pki/front-proxy-client.crt" \
     --proxy-client-key-file "$pki/front-proxy-client.key" \
     --endpoint-reconciler-type none \
+    --audit-policy-file "$base/audit-policy.yaml" --audit-log-path "$base/logs/audit.log" \
+    --audit-log-maxsize 100 --audit-log-maxbackup 1 \
     --allow-privileged --profiling=false
   wait_for kube-apiserver 120 ready
 
