@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use foodlab_domain::{Arrival, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness};
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
 use rdkafka::Message;
@@ -135,16 +136,27 @@ impl Reader {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    self.count(message.topic(), message.partition(), message.offset(), message.payload().unwrap_or_default());
+                    self.count(message.topic(), message.partition(), message.offset(), message.timestamp().to_millis(), message.payload().unwrap_or_default());
                     kafka::store_processed(&consumer, message.topic(), message.partition(), message.offset())?;
                 }
             }
         }
     }
 
-    fn count(&self, topic: &str, partition: i32, offset: i64, body: &[u8]) {
+    fn count(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        stamped_ms: Option<i64>,
+        body: &[u8],
+    ) {
+        let arrival = Arrival {
+            carries: (topic == self.args.order_topic).then_some(EventType::OrderPlaced),
+            at: stamped_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+        };
         let recorded = self.shared.with(|state| {
-            let recorded = state.totals.record(body);
+            let recorded = state.totals.record_arrived(body, arrival);
             if let Some(replay) = state.replay.as_mut() {
                 replay.advance(topic, partition, offset);
             }

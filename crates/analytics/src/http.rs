@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use foodlab_service_kit::{ApiError, JsonBody};
+use foodlab_service_kit::{ApiError, DurationSetting, JsonBody};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -14,9 +14,13 @@ use crate::lag::{LagReport, LagWatch};
 /// How long `POST /admin/reset-offsets` waits for the rewind.
 const RESET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The longest throttle: a reset waits for the event being throttled, and
-/// must not wait longer than `RESET_TIMEOUT`.
-const MAX_THROTTLE_MS: u64 = 10_000;
+/// `POST /admin/throttle`: `{"seconds": 0.1}`, `{"ms": 100}` or
+/// `{"throttle": "100ms"}`. At most 10 s: a reset waits for the event being
+/// throttled, and must not wait longer than `RESET_TIMEOUT`.
+pub const THROTTLE: DurationSetting = DurationSetting {
+    name: "throttle",
+    max: std::time::Duration::from_secs(10),
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -56,28 +60,22 @@ async fn lag(State(app): State<AppState>) -> Result<axum::Json<LagReport>, ApiEr
 }
 
 async fn throttle(State(app): State<AppState>) -> axum::Json<Value> {
-    axum::Json(json!({ "ms": app.throttle.ms() }))
+    let ms = app.throttle.ms();
+    axum::Json(json!({ "ms": ms, "seconds": ms as f64 / 1000.0 }))
 }
 
-/// `POST /admin/throttle {"ms": 5}`: wait this long before each event (0 lifts it).
+/// `POST /admin/throttle`: wait this long before each event (0 lifts it).
 async fn set_throttle(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let ms = ["ms", "throttle_ms", "delay_ms"]
-        .iter()
-        .find_map(|key| body.get(*key))
-        .ok_or_else(|| ApiError::unprocessable("`ms` is missing (milliseconds per event)"))?
-        .as_u64()
-        .filter(|ms| *ms <= MAX_THROTTLE_MS)
-        .ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "`ms` must be a whole number from 0 to {MAX_THROTTLE_MS}"
-            ))
-        })?;
+    let throttle = THROTTLE.read(&body)?;
+    let ms = u64::try_from(throttle.as_millis()).unwrap_or(u64::MAX);
     app.throttle.set(ms);
     tracing::info!(throttle_ms = ms, "throttle changed");
-    Ok(axum::Json(json!({ "ms": ms })))
+    Ok(axum::Json(
+        json!({ "ms": ms, "seconds": throttle.as_secs_f64() }),
+    ))
 }
 
 /// `POST /admin/reset-offsets`: rewind the group to the earliest offsets,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use foodlab_domain::{Envelope, Event};
+use foodlab_domain::{Arrival, Envelope, Event};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -30,31 +30,76 @@ pub struct Totals {
     failures: u64,
     malformed: u64,
     duplicates: u64,
-    orders_per_minute: BTreeMap<i64, u64>,
-    first_event: Option<jiff::Timestamp>,
-    last_event: Option<jiff::Timestamp>,
+    orders_by_minute: BTreeMap<i64, u64>,
+    events: Span,
+    orders_span: Span,
 }
 
-/// The figures `GET /metrics` shows.
+/// The first and the last event time seen.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    first: Option<jiff::Timestamp>,
+    last: Option<jiff::Timestamp>,
+}
+
+impl Span {
+    fn include(&mut self, at: jiff::Timestamp) {
+        self.first = Some(self.first.map_or(at, |first| first.min(at)));
+        self.last = Some(self.last.map_or(at, |last| last.max(at)));
+    }
+
+    fn seconds(self) -> f64 {
+        match (self.first, self.last) {
+            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64().max(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+/// The figures `GET /metrics` shows; README's "Analytics figures" says what
+/// each means, and which the seed labs call otherwise.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Figures {
+    /// OrderPlaced events, each counted once.
     pub total_orders: u64,
+    /// InventoryReserved and InventoryFailed events, each counted once.
     pub total_inventory_events: u64,
     pub reserved: u64,
+    /// InventoryFailed events.
     pub failures: u64,
     /// Failed inventory results over all inventory results (0..1).
     pub failure_rate: f64,
+    /// `failure_rate` in percent (the seeds' `failure_rate_pct`).
+    pub failure_rate_pct: f64,
+    /// Orders over the event-time span from the first to the last order, in
+    /// minutes; a span under a minute counts as one minute.
+    pub orders_per_minute: f64,
+    /// The same figure under the seeds' name.
+    pub orders_per_min: f64,
     /// Orders placed in each minute of event time (`2026-11-22T03:15:00Z`).
-    pub orders_per_minute: BTreeMap<String, u64>,
-    /// From the first to the last event, in event time.
+    pub orders_by_minute: BTreeMap<String, u64>,
+    /// From the first to the last event (of any kind), in event time.
     pub elapsed_seconds: f64,
     pub malformed: u64,
     pub duplicates: u64,
 }
 
+fn rounded(value: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (value * scale).round() / scale
+}
+
 impl Totals {
+    /// Counts an event that names its type and time itself.
     pub fn record(&mut self, body: &[u8]) -> Recorded {
-        let envelope = match Envelope::parse(body) {
+        self.record_arrived(body, Arrival::default())
+    }
+
+    /// Counts an event, in any shape the tolerant reader knows; `arrival`
+    /// stands in for a `type` or `occurred_at` it leaves out (the order
+    /// topic's event, the broker's timestamp, which a replay reads again).
+    pub fn record_arrived(&mut self, body: &[u8], arrival: Arrival) -> Recorded {
+        let envelope = match Envelope::read(body, arrival) {
             Ok(envelope) => envelope,
             Err(poison) => {
                 self.malformed += 1;
@@ -70,7 +115,8 @@ impl Totals {
             Event::OrderPlaced { .. } => {
                 self.orders += 1;
                 let minute = at.as_second().div_euclid(60);
-                *self.orders_per_minute.entry(minute).or_default() += 1;
+                *self.orders_by_minute.entry(minute).or_default() += 1;
+                self.orders_span.include(at);
             }
             Event::InventoryReserved { .. } => {
                 self.inventory_events += 1;
@@ -81,8 +127,7 @@ impl Totals {
                 self.failures += 1;
             }
         }
-        self.first_event = Some(self.first_event.map_or(at, |first| first.min(at)));
-        self.last_event = Some(self.last_event.map_or(at, |last| last.max(at)));
+        self.events.include(at);
         Recorded::Counted
     }
 
@@ -92,12 +137,10 @@ impl Totals {
         } else {
             self.failures as f64 / self.inventory_events as f64
         };
-        let elapsed_seconds = match (self.first_event, self.last_event) {
-            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64().max(0.0),
-            _ => 0.0,
-        };
-        let orders_per_minute = self
-            .orders_per_minute
+        let minutes = (self.orders_span.seconds() / 60.0).max(1.0);
+        let orders_per_minute = rounded(self.orders as f64 / minutes, 2);
+        let orders_by_minute = self
+            .orders_by_minute
             .iter()
             .filter_map(|(minute, count)| {
                 let start = jiff::Timestamp::from_second(minute * 60).ok()?;
@@ -109,9 +152,12 @@ impl Totals {
             total_inventory_events: self.inventory_events,
             reserved: self.reserved,
             failures: self.failures,
-            failure_rate: (failure_rate * 10_000.0).round() / 10_000.0,
+            failure_rate: rounded(failure_rate, 4),
+            failure_rate_pct: rounded(failure_rate * 100.0, 2),
             orders_per_minute,
-            elapsed_seconds: (elapsed_seconds * 1000.0).round() / 1000.0,
+            orders_per_min: orders_per_minute,
+            orders_by_minute,
+            elapsed_seconds: rounded(self.events.seconds(), 3),
             malformed: self.malformed,
             duplicates: self.duplicates,
         }
@@ -193,8 +239,12 @@ mod tests {
         assert_eq!(figures.failure_rate, 0.5);
         assert_eq!((figures.malformed, figures.duplicates), (1, 1));
         assert_eq!(figures.elapsed_seconds, 75.0);
+        assert_eq!(figures.failure_rate_pct, 50.0);
+        // Three orders over 75 s of event time: 2.4 a minute.
+        assert_eq!(figures.orders_per_minute, 2.4);
+        assert_eq!(figures.orders_per_min, 2.4);
         let minutes: Vec<(&str, u64)> = figures
-            .orders_per_minute
+            .orders_by_minute
             .iter()
             .map(|(k, v)| (k.as_str(), *v))
             .collect();
@@ -202,6 +252,29 @@ mod tests {
             minutes,
             [("2027-01-15T08:00:00Z", 2), ("2027-01-15T08:01:00Z", 1)]
         );
+    }
+
+    #[test]
+    fn a_bare_order_on_the_order_topic_counts_at_its_broker_time() {
+        let mut totals = Totals::default();
+        let bare = br#"{"order_id": "ORD-1", "item": "burger", "qty": 2}"#;
+        assert!(matches!(totals.record(bare), Recorded::Malformed(_)));
+        let arrival = Arrival::on(foodlab_domain::EventType::OrderPlaced, at(1_800_000_000));
+        assert_eq!(totals.record_arrived(bare, arrival), Recorded::Counted);
+        assert_eq!(totals.record_arrived(bare, arrival), Recorded::Duplicate);
+        let figures = totals.figures();
+        assert_eq!((figures.total_orders, figures.duplicates), (1, 1));
+        assert_eq!(figures.orders_by_minute["2027-01-15T08:00:00Z"], 1);
+    }
+
+    #[test]
+    fn a_span_under_a_minute_counts_as_one_minute() {
+        let mut totals = Totals::default();
+        assert_eq!(totals.figures().orders_per_minute, 0.0);
+        for second in [0, 10, 20] {
+            totals.record(&placed(1_800_000_000 + second).to_json());
+        }
+        assert_eq!(totals.figures().orders_per_minute, 3.0);
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub struct Faults {
 
 pub const DEFAULT_FAIL_STATUS: u16 = 500;
 
+/// The longest injected delay: a day.
+pub const MAX_DELAY_SECONDS: f64 = 86_400.0;
+
 impl Default for Faults {
     fn default() -> Self {
         Self {
@@ -33,7 +36,7 @@ pub enum FaultError {
     RateOutOfRange(String),
     #[error("fail status must be a 4xx or 5xx code, got {0}")]
     StatusNotAnError(u16),
-    #[error("delay must be a finite number of seconds ≥ 0, got {0}")]
+    #[error("delay must be a number of seconds from 0 to {MAX_DELAY_SECONDS}, got {0}")]
     InvalidDelay(String),
 }
 
@@ -51,7 +54,7 @@ impl Faults {
 
     /// Delay from a number of seconds, as people write it (`2`, `0.25`).
     pub fn delay_ms_from_seconds(seconds: f64) -> Result<u64, FaultError> {
-        if !(0.0..=86_400.0).contains(&seconds) {
+        if !(0.0..=MAX_DELAY_SECONDS).contains(&seconds) {
             return Err(FaultError::InvalidDelay(seconds.to_string()));
         }
         Ok((seconds * 1000.0).round() as u64)
@@ -120,6 +123,12 @@ mod tests {
         assert_eq!(Faults::delay_ms_from_seconds(2.0), Ok(2000));
         assert_eq!(Faults::delay_ms_from_seconds(0.25), Ok(250));
         assert!(Faults::delay_ms_from_seconds(-1.0).is_err());
+        assert_eq!(
+            Faults::delay_ms_from_seconds(90_000.0)
+                .unwrap_err()
+                .to_string(),
+            "delay must be a number of seconds from 0 to 86400, got 90000"
+        );
         assert!(Faults::delay_ms_from_seconds(f64::INFINITY).is_err());
     }
 }

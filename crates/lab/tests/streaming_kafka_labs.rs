@@ -45,7 +45,7 @@ async fn burst_lab_every_order_is_decided_and_counted_exactly_once() {
     let figures = get(&platform, Service::Analytics, "/metrics").await;
     assert_eq!(figures["total_orders"], 600, "{figures}");
     assert_eq!(figures["failure_rate"], 0.0);
-    let per_minute: u64 = figures["orders_per_minute"]
+    let per_minute: u64 = figures["orders_by_minute"]
         .as_object()
         .unwrap()
         .values()
@@ -153,6 +153,7 @@ async fn replay_lab_totals_are_identical_after_rewinding_analytics() {
         "failures",
         "failure_rate",
         "orders_per_minute",
+        "orders_by_minute",
         "elapsed_seconds",
     ] {
         assert_eq!(

@@ -2,6 +2,7 @@
 //! applies them to business endpoints (never to health, metrics or admin).
 
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -11,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use foodlab_domain::{FaultDecision, Faults};
 use serde::Deserialize;
+use serde_json::Value;
 
+use crate::duration::DurationSetting;
 use crate::json::JsonBody;
 use crate::problem::ApiError;
 
@@ -56,14 +59,11 @@ pub async fn inject(State(faults): State<FaultState>, request: Request, next: Ne
     }
 }
 
-/// `POST /admin/delay` body: seconds, or milliseconds under `ms`/`milliseconds`/`delay_ms`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DelayRequest {
-    seconds: Option<f64>,
-    #[serde(alias = "milliseconds", alias = "delay_ms")]
-    ms: Option<u64>,
-}
+/// `POST /admin/delay`: `{"seconds": 2}`, `{"ms": 2000}` or `{"delay": "2s"}`.
+pub const DELAY: DurationSetting = DurationSetting {
+    name: "delay",
+    max: Duration::from_secs(foodlab_domain::fault::MAX_DELAY_SECONDS as u64),
+};
 
 /// `POST /admin/fail` body.
 #[derive(Debug, Deserialize)]
@@ -106,18 +106,10 @@ async fn replace(
 
 async fn set_delay(
     State(state): State<FaultState>,
-    JsonBody(body): JsonBody<DelayRequest>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<axum::Json<Faults>, ApiError> {
-    let delay_ms = match (body.seconds, body.ms) {
-        (Some(seconds), None) => Faults::delay_ms_from_seconds(seconds)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?,
-        (None, Some(ms)) => ms,
-        _ => {
-            return Err(ApiError::unprocessable(
-                "give the delay as either `seconds` or `ms`",
-            ));
-        }
-    };
+    let delay = DELAY.read(&body)?;
+    let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
     Ok(axum::Json(state.update(|f| f.delay_ms = delay_ms)))
 }
 

@@ -1,5 +1,6 @@
 //! A JSON body extractor whose rejections are problem details:
-//! malformed JSON is 400, well-formed JSON of the wrong shape is 422.
+//! malformed JSON is 400, well-formed JSON of the wrong shape is 422, a body
+//! over the size limit is 413.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -17,9 +18,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A body over the size limit is 413 Payload Too Large, as axum's
+        // rejection says; any other unreadable body is 400.
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            .map_err(|e| ApiError::new(e.status(), format!("cannot read the request body: {e}")))?;
         parse(&bytes).map(JsonBody)
     }
 }

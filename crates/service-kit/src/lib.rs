@@ -5,6 +5,7 @@
 //! problem details, and serves it until SIGTERM or Ctrl-C.
 
 pub mod config;
+pub mod duration;
 pub mod faults;
 pub mod health;
 pub mod json;
@@ -14,6 +15,7 @@ pub mod serve;
 pub mod telemetry;
 
 pub use config::{FaultArgs, LogFormat, ServiceArgs, TransportMode};
+pub use duration::DurationSetting;
 pub use faults::FaultState;
 pub use health::Readiness;
 pub use json::JsonBody;
