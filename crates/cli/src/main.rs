@@ -46,12 +46,21 @@ impl Part {
 #[derive(Subcommand)]
 enum Command {
     /// Start a part on the default ports (order 8000, inventory 8001,
-    /// notification or analytics 8002), with its broker, and keep it up until Ctrl-C.
+    /// notification or analytics 8002), with its broker, and keep it up until
+    /// Ctrl-C; a service that dies is reported and restarted with backoff.
     Up {
         part: Part,
-        /// Where the services keep their databases.
+        /// Where the parts keep their databases, one directory per part
+        /// (`<data-dir>/<part>`).
         #[arg(long, default_value = ".foodlab/up")]
         data_dir: PathBuf,
+        /// Keep the part's data from its last run (by default it starts fresh).
+        #[arg(long)]
+        keep_data: bool,
+        /// Stock levels to set, e.g. `burger=100000,pizza=5` (items not named
+        /// keep theirs: 100 on fresh data); applied on kept data too.
+        #[arg(long, env = "FOODLAB_STOCK")]
+        stock: Option<String>,
         /// Listen on free ports instead of the defaults.
         #[arg(long)]
         free_ports: bool,
@@ -90,8 +99,20 @@ async fn main() -> ExitCode {
         Command::Up {
             part,
             data_dir,
+            keep_data,
+            stock,
             free_ports,
-        } => up::run(part.transport(), data_dir, free_ports).await,
+        } => {
+            let options = up::UpOptions {
+                transport: part.transport(),
+                data_root: data_dir,
+                keep_data,
+                // An empty FOODLAB_STOCK asks for nothing.
+                stock: stock.filter(|spec| !spec.trim().is_empty()),
+                free_ports,
+            };
+            up::run(options).await
+        }
         Command::Run { files, json } => run::run(&files, json).await,
         Command::Bench {
             part,

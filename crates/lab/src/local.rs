@@ -1,26 +1,27 @@
 //! The local platform: the service binaries as child processes on 127.0.0.1.
 //!
-//! Children are started in their own process group with a parent-death
-//! signal, so they go away with the supervisor whatever way it ends
-//! (return, Ctrl-C, SIGTERM, panic or SIGKILL).
+//! Each service is kept running by a supervisor of its own (`supervisor`):
+//! a service that dies is reported and restarted with backoff; a scale to
+//! zero stops it for good until it is scaled up again. Children are started
+//! in their own process group with a parent-death signal, so they go away
+//! with the platform whatever way it ends (return, Ctrl-C, SIGTERM, panic
+//! or SIGKILL).
+
+mod supervisor;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tokio::sync::broadcast;
 
 use crate::platform::{Platform, PlatformError};
 use crate::rabbitmq::{Broker, RabbitAdmin};
 use crate::spec::{Service, Transport};
 use crate::streaming::{KafkaBroker, KafkaNames};
-
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub use supervisor::{Ended, ServiceEvent};
+use supervisor::{Launcher, Supervisor, Unit};
 
 /// Where the services listen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,19 +92,10 @@ impl LocalOptions {
     }
 }
 
-struct Managed {
-    port: u16,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-}
-
 pub struct LocalPlatform {
-    bin_dir: PathBuf,
     data_dir: PathBuf,
-    logs: Logs,
-    env: Vec<(String, String)>,
-    services: Mutex<BTreeMap<Service, Managed>>,
+    supervisors: BTreeMap<Service, Supervisor>,
+    events: broadcast::Sender<ServiceEvent>,
     ports: BTreeMap<Service, u16>,
     rabbitmq: Option<RabbitAdmin>,
     /// The vhost was made for this platform and goes with it (its Kafka
@@ -111,7 +103,6 @@ pub struct LocalPlatform {
     owns_vhost: bool,
     /// Bootstrap servers and topic/group names of the streaming part.
     kafka: Option<KafkaNames>,
-    http: reqwest::Client,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -198,7 +189,19 @@ impl LocalPlatform {
         }
         let url = |s: Service| ports.get(&s).map(|port| format!("http://127.0.0.1:{port}"));
         let data = data_dir.display().to_string();
-        let mut managed = BTreeMap::new();
+        let (events, _) = broadcast::channel(64);
+        let launcher = Arc::new(Launcher {
+            bin_dir,
+            data_dir: data_dir.clone(),
+            logs: options.logs,
+            env,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|e| PlatformError::Setup(e.to_string()))?,
+            events: events.clone(),
+        });
+        let mut supervisors = BTreeMap::new();
         for service in services {
             let mut args = vec![
                 "--listen".to_owned(),
@@ -229,30 +232,22 @@ impl LocalPlatform {
                 .filter(|(s, _, _)| s == service)
                 .map(|(_, k, v)| (k.clone(), v.clone()))
                 .collect();
-            managed.insert(
-                *service,
-                Managed {
-                    port: ports[service],
-                    args,
-                    env,
-                    child: None,
-                },
-            );
+            let unit = Unit {
+                service: *service,
+                port: ports[service],
+                args,
+                env,
+            };
+            supervisors.insert(*service, Supervisor::spawn(unit, launcher.clone()));
         }
         let platform = Self {
-            bin_dir,
             data_dir,
-            logs: options.logs,
-            env,
-            services: Mutex::new(managed),
+            supervisors,
+            events,
             ports,
             rabbitmq,
             owns_vhost,
             kafka,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .map_err(|e| PlatformError::Setup(e.to_string()))?,
             _temp: temp,
         };
         for service in services {
@@ -274,30 +269,38 @@ impl LocalPlatform {
         self.ports.keys().copied()
     }
 
-    /// Replaces the environment one service gets on its next start.
+    /// Replaces the environment one service gets on its next start
+    /// (a restart after a death included).
     pub async fn set_service_env(&self, service: Service, env: Vec<(String, String)>) {
-        if let Some(managed) = self.services.lock().await.get_mut(&service) {
-            managed.env = env;
+        if let Ok(supervisor) = self.supervisor(service) {
+            let _ = supervisor.set_env(env).await;
         }
+    }
+
+    /// What the supervisors report: deaths, restarts, failed restarts.
+    pub fn events(&self) -> broadcast::Receiver<ServiceEvent> {
+        self.events.subscribe()
     }
 
     /// Process ids of the running services.
     pub async fn pids(&self) -> BTreeMap<Service, u32> {
-        self.services
-            .lock()
-            .await
-            .iter()
-            .filter_map(|(service, m)| Some((*service, m.child.as_ref()?.id()?)))
-            .collect()
+        let mut pids = BTreeMap::new();
+        for (service, supervisor) in &self.supervisors {
+            if let Ok(status) = supervisor.status().await
+                && let Some(pid) = status.pid
+            {
+                pids.insert(*service, pid);
+            }
+        }
+        pids
     }
 
     /// Stops every service (SIGTERM, then SIGKILL after a grace period) and
     /// removes what the platform made on the broker.
     pub async fn shutdown(&self) {
-        let mut services = self.services.lock().await;
-        for (service, managed) in services.iter_mut().rev() {
-            if let Some(child) = managed.child.take() {
-                stop(*service, child).await;
+        for (service, supervisor) in self.supervisors.iter().rev() {
+            if let Err(error) = supervisor.scale(0).await {
+                tracing::warn!(%service, %error, "could not stop the service");
             }
         }
         if let Some(admin) = &self.rabbitmq {
@@ -310,85 +313,10 @@ impl LocalPlatform {
         }
     }
 
-    async fn spawn(&self, service: Service, managed: &mut Managed) -> Result<(), PlatformError> {
-        let binary = self.bin_dir.join(service.name());
-        let io = |source| PlatformError::Io { service, source };
-        let mut command = Command::new(&binary);
-        command
-            .args(&managed.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(managed.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .process_group(0);
-        if self.logs == Logs::Files {
-            let dir = self.data_dir.join("logs");
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(format!("{}.log", service.name())))
-                .map_err(io)?;
-            command.stdout(file.try_clone().map_err(io)?).stderr(file);
-        }
-        die_with_parent(&mut command);
-        let child = command.spawn().map_err(|e| PlatformError::Io {
-            service,
-            source: std::io::Error::new(
-                e.kind(),
-                format!("cannot start {}: {e}", binary.display()),
-            ),
-        })?;
-        tracing::info!(%service, port = managed.port, pid = child.id(), "service started");
-        managed.child = Some(child);
-        self.wait_ready(service, managed).await
-    }
-
-    async fn wait_ready(
-        &self,
-        service: Service,
-        managed: &mut Managed,
-    ) -> Result<(), PlatformError> {
-        let url = format!("http://127.0.0.1:{}/readyz", managed.port);
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(child) = managed.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                managed.child = None;
-                return Err(PlatformError::NotReady {
-                    service,
-                    reason: format!("exited with {status}{}", self.log_tail(service)),
-                });
-            }
-            if let Ok(response) = self.http.get(&url).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(PlatformError::NotReady {
-                    service,
-                    reason: format!("no ready answer at {url} within {READY_TIMEOUT:?}"),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn log_tail(&self, service: Service) -> String {
-        let path = self
-            .data_dir
-            .join("logs")
-            .join(format!("{}.log", service.name()));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = lines[lines.len().saturating_sub(10)..].join("\n");
-                format!("; last log lines ({}):\n{tail}", path.display())
-            }
-            Err(_) => String::new(),
-        }
+    fn supervisor(&self, service: Service) -> Result<&Supervisor, PlatformError> {
+        self.supervisors
+            .get(&service)
+            .ok_or(PlatformError::NotDeployed(service))
     }
 }
 
@@ -401,70 +329,17 @@ impl Platform for LocalPlatform {
     }
 
     async fn scale(&self, service: Service, replicas: u32) -> Result<(), PlatformError> {
-        let mut services = self.services.lock().await;
-        let managed = services
-            .get_mut(&service)
-            .ok_or(PlatformError::NotDeployed(service))?;
-        reap(managed);
-        match (replicas, managed.child.is_some()) {
-            (0, true) => {
-                if let Some(child) = managed.child.take() {
-                    stop(service, child).await;
-                }
-                Ok(())
-            }
-            (1, false) => self.spawn(service, managed).await,
-            (0 | 1, _) => Ok(()),
-            (n, _) => Err(PlatformError::Unsupported {
-                service,
-                reason: format!("the local platform runs one replica per service, not {n}"),
-            }),
-        }
+        self.supervisor(service)?.scale(replicas).await
     }
 
     fn rabbitmq(&self) -> Option<&RabbitAdmin> {
         self.rabbitmq.as_ref()
     }
 
+    /// The replicas asked for, as a Deployment's `spec.replicas`: a service
+    /// that died and waits for its restart still counts.
     async fn replicas(&self, service: Service) -> Result<u32, PlatformError> {
-        let mut services = self.services.lock().await;
-        let managed = services
-            .get_mut(&service)
-            .ok_or(PlatformError::NotDeployed(service))?;
-        reap(managed);
-        Ok(u32::from(managed.child.is_some()))
-    }
-}
-
-/// Forgets a child that has exited on its own.
-fn reap(managed: &mut Managed) {
-    if let Some(child) = managed.child.as_mut()
-        && !matches!(child.try_wait(), Ok(None))
-    {
-        managed.child = None;
-    }
-}
-
-async fn stop(service: Service, mut child: Child) {
-    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        if let Ok(Ok(status)) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
-            tracing::info!(%service, %status, "service stopped");
-            return;
-        }
-    }
-    let _ = child.kill().await;
-    tracing::warn!(%service, "service killed after the grace period");
-}
-
-#[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // an async-signal-safe system call (prctl).
-    unsafe {
-        command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
+        Ok(self.supervisor(service)?.status().await?.desired)
     }
 }
 

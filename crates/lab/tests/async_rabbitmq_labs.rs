@@ -13,7 +13,8 @@ use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::amqp::{self, Publisher, Topology};
 use serde_json::{Value, json};
 use support::{
-    all_orders_settled, eventually, example, get, options, order_statuses, post, start, statuses,
+    all_orders_settled, died_and_restarted, eventually, example, get, options, order_statuses, post,
+    start, statuses,
 };
 
 async fn publisher(platform: &LocalPlatform) -> (lapin::Connection, Publisher) {
@@ -158,6 +159,11 @@ async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
         "5".into(),
     ));
     let platform = LocalPlatform::start(options).await.unwrap();
+    let mut events = platform.events();
+    // The supervisor restarts it without the crash point.
+    platform
+        .set_service_env(Service::Inventory, Vec::new())
+        .await;
     for _ in 0..20 {
         let (status, _) = post(
             &platform,
@@ -168,17 +174,9 @@ async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
         .await;
         assert_eq!(status, 202);
     }
-    assert!(
-        eventually(10, || async {
-            platform.replicas(Service::Inventory).await.unwrap() == 0
-        })
-        .await,
-        "inventory should have hit its crash point"
-    );
-    platform
-        .set_service_env(Service::Inventory, Vec::new())
-        .await;
-    platform.scale(Service::Inventory, 1).await.unwrap();
+    // It aborts at its crash point (SIGABRT), is reported and restarted.
+    let death = died_and_restarted(&mut events, Service::Inventory, 10).await;
+    assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
     assert!(eventually(20, || all_orders_settled(&platform, 20)).await);
     let stats = stats(&platform).await;
     assert_eq!(stats["reserved_orders"], 20, "{stats}");

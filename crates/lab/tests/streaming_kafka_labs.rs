@@ -16,8 +16,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedHeaders;
 use serde_json::{Value, json};
 use support::{
-    all_orders_settled, eventually, example, get, messages_counted, options, order_statuses, post,
-    run, statuses,
+    all_orders_settled, died_and_restarted, eventually, example, get, messages_counted, options,
+    order_statuses, post, run, statuses,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,18 +214,15 @@ async fn inventory_killed_mid_stream_resumes_from_committed_offsets() {
         "120".into(),
     ));
     let platform = LocalPlatform::start(options).await.unwrap();
-    bulk(&platform, 400).await;
-    assert!(
-        eventually(30, || async {
-            platform.replicas(Service::Inventory).await.unwrap() == 0
-        })
-        .await,
-        "inventory should have hit its crash point"
-    );
+    let mut events = platform.events();
+    // The supervisor restarts it without the crash point.
     platform
         .set_service_env(Service::Inventory, Vec::new())
         .await;
-    platform.scale(Service::Inventory, 1).await.unwrap();
+    bulk(&platform, 400).await;
+    // It aborts at its crash point (SIGABRT), is reported and restarted.
+    let death = died_and_restarted(&mut events, Service::Inventory, 30).await;
+    assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
     assert!(eventually(60, || all_orders_settled(&platform, 400)).await);
 
     let stats = get(&platform, Service::Inventory, "/stats").await;

@@ -136,3 +136,30 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Waits up to `seconds` for the supervisor to report that `service` died
+/// and then that it is running again; returns the death's report.
+pub async fn died_and_restarted(
+    events: &mut tokio::sync::broadcast::Receiver<foodlab_lab::local::ServiceEvent>,
+    service: Service,
+    seconds: u64,
+) -> foodlab_lab::local::ServiceEvent {
+    use foodlab_lab::local::ServiceEvent;
+    let wait = async {
+        let mut death = None;
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.service() != service {
+                continue;
+            }
+            match event {
+                ServiceEvent::Died { .. } => death = Some(event),
+                ServiceEvent::Restarted { .. } if death.is_some() => return death.unwrap(),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(seconds), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{service} was not reported dead and restarted in {seconds} s"))
+}
