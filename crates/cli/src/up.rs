@@ -96,8 +96,11 @@ fn prepare_data_dir(dir: &Path, keep: bool) -> anyhow::Result<DataDir> {
         DataDir::Fresh { cleared: existed }
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), "data of `foodlab up`; a fresh start clears it\n")
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "data of `foodlab up`; a fresh start clears it\n",
+    )
+    .with_context(|| format!("cannot write into {}", dir.display()))?;
     Ok(state)
 }
 

@@ -13,8 +13,8 @@ use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::amqp::{self, Publisher, Topology};
 use serde_json::{Value, json};
 use support::{
-    all_orders_settled, died_and_restarted, eventually, example, get, options, order_statuses, post,
-    start, statuses,
+    all_orders_settled, died_and_restarted, eventually, example, get, options, order_statuses,
+    post, start, statuses,
 };
 
 async fn publisher(platform: &LocalPlatform) -> (lapin::Connection, Publisher) {
