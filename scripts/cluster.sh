@@ -6,7 +6,10 @@
 #                              kube-scheduler once into the cache (keyed by version), reuse after
 #   scripts/cluster.sh up      build if missing, make the certificates and keys, start etcd,
 #                              kube-apiserver, kube-controller-manager, kube-scheduler; wait for /readyz
-#   scripts/cluster.sh down    stop each component by its pid file, remove the routes
+#   scripts/cluster.sh node-up (stage 2, after up) a node: containerd + runc, a bridge CNI,
+#                              the kubelet; a local pause image; waits for the node to be Ready
+#   scripts/cluster.sh down    stop each component by its pid file (the node's pods first),
+#                              remove the routes, the bridge, the mounts and cgroups it made
 #   scripts/cluster.sh status  exit 0 if the API server answers /readyz
 #
 # Writes .foodlab/cluster/kubeconfig (cluster-admin); logs under .foodlab/cluster/logs/.
@@ -35,6 +38,13 @@ scheduler_port=${CLUSTER_SCHEDULER_PORT:-10259}
 service_range=${CLUSTER_SERVICE_RANGE:-10.96.0.0/16}
 pod_range=${CLUSTER_POD_RANGE:-10.244.0.0/16}
 control_plane=(kube-apiserver kube-controller-manager kube-scheduler)
+node_name=${CLUSTER_NODE_NAME:-foodlab-node}
+bridge=${CLUSTER_BRIDGE:-foodlab0}
+# The node's pods get addresses from the first /24 of the pod range; its gateway, on the
+# bridge, is the node's address (the kubelet refuses a loopback node IP).
+node_subnet=${CLUSTER_NODE_SUBNET:-10.244.0.0/24}
+node_ip=${CLUSTER_NODE_IP:-10.244.0.1}
+pause_image=foodlab.local/pause:3.10
 
 log() { echo "cluster: $*" >&2; }
 
@@ -149,6 +159,8 @@ certificates() {
   issue apiserver-etcd-client "/CN=kube-apiserver-etcd-client"
   issue apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
   issue admin "/O=system:masters/CN=foodlab-admin"
+  issue node "/O=system:nodes/CN=system:node:$node_name"
+  issue kubelet "/CN=$node_name" "DNS:$node_name,IP:$node_ip" serverAuth
   issue controller-manager "/CN=system:kube-controller-manager"
   issue scheduler "/CN=system:kube-scheduler"
   # The aggregation layer's front proxy has a CA of its own (requestheader authentication).
@@ -278,6 +290,230 @@ rules:
 EOF
 }
 
+# --- the node (stage 2) --------------------------------------------------------
+
+node_dir="$base/node"
+containerd_sock="$base/run/containerd.sock"
+
+ctr_() { ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
+
+build_pause() {
+  local dir="$cache/pause-1/bin"
+  [ -x "$dir/pause" ] && return 0
+  mkdir -p "$dir"
+  (cd "$repo/scripts/cluster/pause" &&
+    CGO_ENABLED=0 GOTOOLCHAIN=local go build -trimpath -ldflags='-s -w' -o "$dir/pause.partial" .)
+  mv "$dir/pause.partial" "$dir/pause"
+}
+
+containerd_config() {
+  mkdir -p "$node_dir/containerd" "$node_dir/cni/net.d"
+  cat >"$node_dir/containerd/config.toml" <<EOF
+version = 2
+root = "$node_dir/containerd/root"
+state = "$node_dir/containerd/state"
+[grpc]
+  address = "$containerd_sock"
+[ttrpc]
+  address = "$base/run/containerd-ttrpc.sock"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$node_dir/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$pause_image"
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_cdi = false
+  # The machine's root has every capability but CAP_SYS_RESOURCE: no oom_score_adj below
+  # containerd's own (the sandbox's -998 made runc fail: "can't get final child's PID").
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$node_dir/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$node_dir/cni/net.d"
+EOF
+  # No masquerading: pod traffic is for the node and other pods only (the pod range's
+  # unreachable route catches the rest; the default route is never used by a pod).
+  cat >"$node_dir/cni/net.d/10-foodlab.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "foodlab",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$node_dir/cni/ipam",
+        "ranges": [[{"subnet": "$node_subnet", "gateway": "$node_ip"}]],
+        "routes": [{"dst": "$pod_range"}, {"dst": "$service_range"}]
+      }
+    },
+    {"type": "loopback"}
+  ]
+}
+EOF
+}
+
+# The bridge exists before the kubelet starts, as the node's address is on it.
+add_bridge() {
+  if ! ip link show "$bridge" >/dev/null 2>&1; then
+    ip link add "$bridge" type bridge
+    echo "$bridge" >"$base/run/bridge"
+  fi
+  ip addr replace "$node_ip/${node_subnet#*/}" dev "$bridge"
+  ip link set "$bridge" up
+}
+
+kubelet_config() {
+  mkdir -p "$node_dir/kubelet"
+  # Pods' DNS without the cluster's: nothing outside the pod (no host resolver is copied).
+  echo "nameserver 127.0.0.1" >"$node_dir/resolv.conf"
+  cat >"$node_dir/kubelet-config.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $node_ip
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: ${CLUSTER_KUBELET_HEALTHZ_PORT:-10248}
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $pki/ca.crt}
+authorization: {mode: Webhook}
+tlsCertFile: $pki/kubelet.crt
+tlsPrivateKeyFile: $pki/kubelet.key
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$containerd_sock
+failSwapOn: false
+clusterDomain: cluster.local
+clusterDNS: [$(first_service_ip | awk -F. '{print $1"."$2"."$3".10"}')]
+resolvConf: $node_dir/resolv.conf
+podCIDR: $node_subnet
+maxPods: 50
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+enableControllerAttachDetach: true
+EOF
+}
+
+node_up() {
+  mkdir -p "$base/logs" "$base/run" "$node_dir"
+  exec 9>"$base/lock"
+  flock 9
+  ready >/dev/null 2>&1 || { log "the control plane is not up: run $0 up first"; exit 1; }
+  build_kubernetes kubelet
+  build_pause
+  certificates
+  kubeconfig_for "$base/node.kubeconfig" node
+  containerd_config
+  add_bridge
+  # containerd 1.6 keeps its shims' sockets in /run/containerd/s whatever its config says.
+  [ -e /run/containerd ] || touch "$base/run/made-run-containerd"
+  # The network namespaces that were there before the node: down removes only the node's.
+  [ -f "$base/run/netns-before" ] || ls /run/netns 2>/dev/null >"$base/run/netns-before" || true
+  start_component containerd /usr/bin/containerd --config "$node_dir/containerd/config.toml"
+  wait_for containerd 30 ctr_ version
+  if ! ctr_ images check "name==$pause_image" 2>/dev/null | grep -q "$pause_image"; then
+    local rootfs="$node_dir/pause-rootfs"
+    rm -rf "$rootfs" && mkdir -p "$rootfs"
+    cp "$cache/pause-1/bin/pause" "$rootfs/pause"
+    python3 "$repo/scripts/cluster/oci-image.py" "$pause_image" "$rootfs" "$node_dir/pause.tar" \
+      --entrypoint /pause --user 65535:65535
+    ctr_ images import "$node_dir/pause.tar" >/dev/null
+  fi
+  kubelet_config
+  touch "$base/run/node"
+  start_component kubelet "$k8s_bin/kubelet" \
+    --config "$node_dir/kubelet-config.yaml" --kubeconfig "$base/node.kubeconfig" \
+    --root-dir "$node_dir/kubelet" --cert-dir "$node_dir/kubelet/pki" \
+    --hostname-override "$node_name" --node-ip "$node_ip"
+  wait_for kubelet 120 node_ready
+  # down cordons the node to drain it; a node that comes back takes pods again.
+  admin uncordon "$node_name" >/dev/null
+  log "node $node_name Ready"
+}
+
+node_ready() {
+  [ "$(admin get node "$node_name" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+# Everything the node made: its pods' containers and sandboxes (through containerd, so
+# their mounts and network namespaces go too), then containerd, the bridge, leftover mounts
+# and the pod cgroups.
+node_down() {
+  local id mount dir
+  if component_pid kubelet >/dev/null && ready >/dev/null 2>&1; then
+    # The kubelet tears its pods down itself (containers, network, namespaces) once the
+    # node is cordoned and its pods are gone from the API.
+    admin cordon "$node_name" >/dev/null 2>&1 || true
+    admin delete pods --all --all-namespaces --force --grace-period=0 >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+      [ -z "$(ctr_ tasks ls -q 2>/dev/null)" ] && break
+      sleep 1
+    done
+  fi
+  stop_component kubelet
+  if component_pid containerd >/dev/null; then
+    for id in $(ctr_ tasks ls -q 2>/dev/null); do
+      ctr_ tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 1
+    for id in $(ctr_ tasks ls -q 2>/dev/null); do
+      ctr_ tasks delete -f "$id" >/dev/null 2>&1 || true
+    done
+    for id in $(ctr_ containers ls -q 2>/dev/null); do
+      ctr_ containers delete "$id" >/dev/null 2>&1 || true
+    done
+  fi
+  stop_component containerd
+  if [ -f "$base/run/made-run-containerd" ]; then
+    rm -rf /run/containerd
+    rm -f "$base/run/made-run-containerd"
+  fi
+  # Mounts under the node's dirs (kubelet volumes, sandbox shm, snapshots), deepest first,
+  # and the pods' network namespaces (containerd names them cni-<uuid>).
+  for mount in $(awk -v dir="$node_dir/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount -l "$mount" 2>/dev/null || true
+  done
+  if [ -f "$base/run/netns-before" ]; then
+    for mount in /run/netns/cni-*; do
+      [ -e "$mount" ] || continue
+      grep -qx "${mount##*/}" "$base/run/netns-before" && continue
+      umount "$mount" 2>/dev/null || true
+      rm -f "$mount"
+    done
+    rm -f "$base/run/netns-before"
+  fi
+  if [ -f "$base/run/node" ]; then
+    for dir in /sys/fs/cgroup/*/kubepods; do
+      [ -d "$dir" ] || continue
+      find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+    rm -f "$base/run/node"
+  fi
+  if [ -f "$base/run/bridge" ]; then
+    ip link del "$(cat "$base/run/bridge")" 2>/dev/null || true
+    rm -f "$base/run/bridge"
+  fi
+}
+
 # --- commands ----------------------------------------------------------------
 
 ready() { admin get --raw /readyz; }
@@ -362,6 +598,7 @@ down() {
   exec 9>"$base/lock"
   flock 9
   local name
+  node_down
   for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop_component "$name"
   done
@@ -375,6 +612,7 @@ status() {
 case "${1:-}" in
   build) build ;;
   up) up ;;
+  node-up) node_up ;;
   down) down ;;
   status)
     if status; then
