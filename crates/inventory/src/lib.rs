@@ -62,13 +62,14 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let store = StockStore::open(&args.service.database(SERVICE), &catalogue)
         .context("cannot open the inventory database")?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    let metrics = MessageMetrics::register(kit.registry());
     match args.service.transport {
         TransportMode::Rest => {}
         TransportMode::Rabbitmq => messaging::Consumer {
             args: args.amqp.clone(),
             store: store.clone(),
             faults: kit.faults(),
-            metrics: MessageMetrics::register(kit.registry()),
+            metrics: metrics.clone(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
@@ -76,12 +77,12 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             args: args.kafka.clone(),
             store: store.clone(),
             faults: kit.faults(),
-            metrics: MessageMetrics::register(kit.registry()),
+            metrics: metrics.clone(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
     }
-    let unfaulted = http::counters(store.clone()).merge(http::admin(store.clone()));
+    let unfaulted = http::counters(store.clone(), metrics).merge(http::admin(store.clone()));
     Ok(kit.router_with_counters(http::routes(store), unfaulted))
 }
 

@@ -2,7 +2,8 @@
 //! exposed in OpenMetrics text at `/admin/metrics`. (Analytics owns the
 //! JSON `/metrics` of the lab contract, so the scrape path lives under admin.)
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -63,6 +64,8 @@ struct MessageLabels {
 #[derive(Clone)]
 pub struct MessageMetrics {
     messages: Family<MessageLabels, Counter>,
+    /// The same counts over every queue, for a service's own JSON counters.
+    by_outcome: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl MessageMetrics {
@@ -73,7 +76,10 @@ impl MessageMetrics {
             "Messages consumed, by queue and outcome",
             messages.clone(),
         );
-        Self { messages }
+        Self {
+            messages,
+            by_outcome: Arc::default(),
+        }
     }
 
     pub fn count(&self, queue: &str, outcome: &'static str) {
@@ -83,6 +89,14 @@ impl MessageMetrics {
                 outcome,
             })
             .inc();
+        let mut counts = self.by_outcome.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(outcome).or_default() += 1;
+    }
+
+    /// Messages counted with `outcome` since the service started, over every queue.
+    pub fn total(&self, outcome: &str) -> u64 {
+        let counts = self.by_outcome.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(outcome).copied().unwrap_or_default()
     }
 }
 
