@@ -31,6 +31,15 @@ for range in "${CLUSTER_SERVICE_RANGE:-10.96.0.0/16}" "${CLUSTER_POD_RANGE:-10.2
   route=$(ip route show type unreachable "$range" 2>/dev/null || true)
   [ -n "$route" ] && left+=$'\n'"route left: unreachable $route"
 done
+# The node's (scripts/cluster.sh node-up): its bridge, pod network namespaces, pod cgroups.
+bridge=${CLUSTER_BRIDGE:-foodlab0}
+ip link show "$bridge" >/dev/null 2>&1 && left+=$'\n'"network interface left: $bridge"
+for netns in /run/netns/cni-*; do
+  [ -e "$netns" ] && left+=$'\n'"network namespace left: $netns"
+done
+for cgroup in /sys/fs/cgroup/*/kubepods; do
+  [ -d "$cgroup" ] && left+=$'\n'"cgroup left: $cgroup"
+done
 mounts=$(awk -v dir="$here/.foodlab/cluster/" 'index($2, dir) == 1 { print "mount left: " $2 }' /proc/mounts)
 [ -n "$mounts" ] && left+=$'\n'"$mounts"
 if [ -n "$left" ]; then

@@ -426,6 +426,7 @@ node_up() {
   add_bridge
   # containerd 1.6 keeps its shims' sockets in /run/containerd/s whatever its config says.
   [ -e /run/containerd ] || touch "$base/run/made-run-containerd"
+  [ -e /run/netns ] || touch "$base/run/made-run-netns"
   # The network namespaces that were there before the node: down removes only the node's.
   [ -f "$base/run/netns-before" ] || ls /run/netns 2>/dev/null >"$base/run/netns-before" || true
   start_component containerd /usr/bin/containerd --config "$node_dir/containerd/config.toml"
@@ -500,6 +501,10 @@ node_down() {
       rm -f "$mount"
     done
     rm -f "$base/run/netns-before"
+  fi
+  if [ -f "$base/run/made-run-netns" ]; then
+    rmdir /run/netns 2>/dev/null || true
+    rm -f "$base/run/made-run-netns"
   fi
   if [ -f "$base/run/node" ]; then
     for dir in /sys/fs/cgroup/*/kubepods; do
