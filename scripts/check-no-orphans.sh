@@ -40,6 +40,13 @@ done
 for cgroup in /sys/fs/cgroup/*/kubepods; do
   [ -d "$cgroup" ] && left+=$'\n'"cgroup left: $cgroup"
 done
+for cmd in iptables ip6tables; do
+  command -v "$cmd" >/dev/null || continue
+  for table in filter nat mangle; do
+    chains=$("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { printf "%s ", $2 }')
+    [ -n "$chains" ] && left+=$'\n'"$cmd $table chains left: $chains"
+  done
+done
 mounts=$(awk -v dir="$here/.foodlab/cluster/" 'index($2, dir) == 1 { print "mount left: " $2 }' /proc/mounts)
 [ -n "$mounts" ] && left+=$'\n'"$mounts"
 if [ -n "$left" ]; then

@@ -455,6 +455,28 @@ node_ready() {
   [ "$(admin get node "$node_name" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 
+# The KUBE-* chains the kubelet and kube-proxy add (no other Kubernetes runs here): rules
+# in the built-in chains that jump to them first, then the chains themselves.
+remove_kube_chains() {
+  local cmd table rule chain
+  for cmd in iptables ip6tables; do
+    command -v "$cmd" >/dev/null || continue
+    for table in filter nat mangle; do
+      "$cmd" -t "$table" -S 2>/dev/null | grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j KUBE-' |
+        while read -r rule; do
+          # shellcheck disable=SC2086
+          eval "$cmd -t $table ${rule/-A /-D }" 2>/dev/null || true
+        done || true
+      for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }'); do
+        "$cmd" -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$cmd" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ { print $2 }'); do
+        "$cmd" -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
+
 # Everything the node made: its pods' containers and sandboxes (through containerd, so
 # their mounts and network namespaces go too), then containerd, the bridge, leftover mounts
 # and the pod cgroups.
@@ -507,6 +529,7 @@ node_down() {
     rm -f "$base/run/made-run-netns"
   fi
   if [ -f "$base/run/node" ]; then
+    remove_kube_chains
     for dir in /sys/fs/cgroup/*/kubepods; do
       [ -d "$dir" ] || continue
       find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
