@@ -161,6 +161,7 @@ certificates() {
   issue admin "/O=system:masters/CN=foodlab-admin"
   issue node "/O=system:nodes/CN=system:node:$node_name"
   issue kubelet "/CN=$node_name" "DNS:$node_name,IP:$node_ip" serverAuth
+  issue kube-proxy "/CN=system:kube-proxy"
   issue controller-manager "/CN=system:kube-controller-manager"
   issue scheduler "/CN=system:kube-scheduler"
   # The aggregation layer's front proxy has a CA of its own (requestheader authentication).
@@ -377,6 +378,11 @@ add_bridge() {
   fi
   ip addr replace "$node_ip/${node_subnet#*/}" dev "$bridge"
   ip link set "$bridge" up
+  # Pods have no default route; this also drops anything from the bridge that would be
+  # forwarded anywhere but back to the bridge (a pod's packet for the outside).
+  if ! iptables -C FORWARD -i "$bridge" ! -o "$bridge" -j DROP 2>/dev/null; then
+    iptables -I FORWARD -i "$bridge" ! -o "$bridge" -j DROP
+  fi
 }
 
 kubelet_config() {
@@ -418,10 +424,11 @@ node_up() {
   exec 9>"$base/lock"
   flock 9
   ready >/dev/null 2>&1 || { log "the control plane is not up: run $0 up first"; exit 1; }
-  build_kubernetes kubelet
+  build_kubernetes kubelet kube-proxy
   build_pause
   certificates
   kubeconfig_for "$base/node.kubeconfig" node
+  kubeconfig_for "$base/kube-proxy.kubeconfig" kube-proxy
   containerd_config
   add_bridge
   # containerd 1.6 keeps its shims' sockets in /run/containerd/s whatever its config says.
@@ -448,7 +455,35 @@ node_up() {
   wait_for kubelet 120 node_ready
   # down cordons the node to drain it; a node that comes back takes pods again.
   admin uncordon "$node_name" >/dev/null
+  kube_proxy_up
   log "node $node_name Ready"
+}
+
+# kube-proxy in iptables mode. It leaves the host's sysctls alone: no conntrack sizing,
+# no localhost NodePorts (route_localnet), NodePorts only on the node's address.
+kube_proxy_up() {
+  cat >"$node_dir/kube-proxy-config.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $base/kube-proxy.kubeconfig}
+hostnameOverride: $node_name
+mode: iptables
+clusterCIDR: $pod_range
+healthzBindAddress: 127.0.0.1:${CLUSTER_KUBE_PROXY_HEALTHZ_PORT:-10256}
+metricsBindAddress: 127.0.0.1:${CLUSTER_KUBE_PROXY_METRICS_PORT:-10249}
+nodePortAddresses: [$node_ip/32]
+iptables: {localhostNodePorts: false}
+conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+  # Pods on one bridge reach each other's Services only if bridged traffic passes
+  # iptables (the replies must be un-NATed); the old value is put back by down.
+  local sysctl=/proc/sys/net/bridge/bridge-nf-call-iptables
+  if [ -f "$sysctl" ] && [ ! -f "$base/run/bridge-nf-call-iptables" ]; then
+    cat "$sysctl" >"$base/run/bridge-nf-call-iptables"
+    echo 1 >"$sysctl"
+  fi
+  start_component kube-proxy "$k8s_bin/kube-proxy" --config "$node_dir/kube-proxy-config.yaml"
+  wait_for kube-proxy 60 curl -sf "http://127.0.0.1:${CLUSTER_KUBE_PROXY_HEALTHZ_PORT:-10256}/healthz"
 }
 
 node_ready() {
@@ -493,6 +528,11 @@ node_down() {
     done
   fi
   stop_component kubelet
+  stop_component kube-proxy
+  if [ -f "$base/run/bridge-nf-call-iptables" ]; then
+    cat "$base/run/bridge-nf-call-iptables" >/proc/sys/net/bridge/bridge-nf-call-iptables
+    rm -f "$base/run/bridge-nf-call-iptables"
+  fi
   if component_pid containerd >/dev/null; then
     for id in $(ctr_ tasks ls -q 2>/dev/null); do
       ctr_ tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
@@ -536,6 +576,7 @@ node_down() {
     done
     rm -f "$base/run/node"
   fi
+  while iptables -D FORWARD -i "$bridge" ! -o "$bridge" -j DROP 2>/dev/null; do :; done
   if [ -f "$base/run/bridge" ]; then
     ip link del "$(cat "$base/run/bridge")" 2>/dev/null || true
     rm -f "$base/run/bridge"
