@@ -84,6 +84,12 @@ impl DurationSetting {
         }
     }
 
+    /// Reads one field of a larger body (`"dependencyTimeout": "5s"`): a
+    /// duration written with its unit, or a number of seconds.
+    pub fn read_field(&self, key: &str, value: &Value) -> Result<Duration, ApiError> {
+        self.value(key, Unit::Written, value)
+    }
+
     fn value(&self, key: &str, unit: Unit, value: &Value) -> Result<Duration, ApiError> {
         let range = self.range(key, unit);
         let duration = match (unit, value) {
@@ -166,6 +172,19 @@ mod tests {
         for (body, ms) in cases {
             assert_eq!(THROTTLE.read(&body).unwrap().as_millis(), ms, "{body}");
         }
+    }
+
+    #[test]
+    fn a_field_of_a_larger_body_is_written_or_seconds() {
+        let timeout = |v: Value| THROTTLE.read_field("dependencyTimeout", &v);
+        assert_eq!(timeout(json!("800ms")).unwrap(), Duration::from_millis(800));
+        assert_eq!(timeout(json!(5)).unwrap(), Duration::from_secs(5));
+        assert!(
+            timeout(json!("1h"))
+                .unwrap_err()
+                .detail
+                .starts_with("`dependencyTimeout` must be from 0s to 10s")
+        );
     }
 
     #[test]
