@@ -73,6 +73,11 @@ enum Command {
         /// Print each report as JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Start each part once and run all its labs on it, in the order
+        /// given, as on a cluster install (by default each lab gets a fresh
+        /// part that starts with its settings).
+        #[arg(long)]
+        reuse_part: bool,
     },
     /// Measure a part: latency at concurrency 1, throughput at concurrency 16.
     Bench {
@@ -113,7 +118,11 @@ async fn main() -> ExitCode {
             };
             up::run(options).await
         }
-        Command::Run { files, json } => run::run(&files, json).await,
+        Command::Run {
+            files,
+            json,
+            reuse_part,
+        } => run::run(&files, json, reuse_part).await,
         Command::Bench {
             part,
             latency_orders,

@@ -4,13 +4,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use foodlab_lab::measure::Sample;
-use foodlab_lab::{FoodLab, LocalOptions, LocalPlatform, Observer, Verdict, run_lab};
+use foodlab_lab::{
+    FoodLab, FoodLabSpec, LocalOptions, LocalPlatform, Observer, Transport, Verdict, run_lab,
+};
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::report;
 
-pub async fn run(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
-    let mut all_pass = true;
+pub async fn run(files: &[PathBuf], json: bool, reuse_part: bool) -> anyhow::Result<ExitCode> {
+    // Every file is read first: a typo in the last one costs no run.
+    let mut labs = Vec::new();
     for file in files {
         let lab = load(file)?;
         let name = lab
@@ -18,16 +22,34 @@ pub async fn run(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
             .name
             .clone()
             .unwrap_or_else(|| file.display().to_string());
-        let platform = LocalPlatform::start(LocalOptions::for_lab(&lab.spec))
-            .await
-            .with_context(|| format!("cannot start the {} part", lab.spec.transport.part()))?;
+        labs.push((name, lab));
+    }
+    let mut parts = Parts {
+        reuse: reuse_part,
+        running: Vec::new(),
+    };
+    let outcome = run_all(&labs, json, &mut parts).await;
+    parts.shutdown().await;
+    outcome
+}
+
+async fn run_all(
+    labs: &[(String, FoodLab)],
+    json: bool,
+    parts: &mut Parts,
+) -> anyhow::Result<ExitCode> {
+    let mut all_pass = true;
+    for (name, lab) in labs {
+        let platform = parts.platform_for(&lab.spec).await?;
         let progress = Arc::new(Progress::new(json));
+        let reporter = report_service_events(platform, progress.clone());
         let outcome = tokio::select! {
-            outcome = run_lab(&platform, &lab.spec, progress.clone()) => Some(outcome),
+            outcome = run_lab(platform, &lab.spec, progress.clone()) => Some(outcome),
             () = super::interrupted() => None,
         };
+        reporter.abort();
         progress.bar.finish_and_clear();
-        platform.shutdown().await;
+        parts.done_with(lab.spec.transport).await;
         let Some(outcome) = outcome else {
             eprintln!("interrupted; services stopped");
             return Ok(ExitCode::from(130));
@@ -39,7 +61,7 @@ pub async fn run(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
                 serde_json::to_string_pretty(&serde_json::json!({"name": name, "report": report}))?
             );
         } else {
-            report::print(&name, &report);
+            report::print(name, &report);
         }
         all_pass &= report.verdict == Verdict::Pass;
     }
@@ -47,6 +69,74 @@ pub async fn run(files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// The parts the labs run on: a fresh one per lab, or (`--reuse-part`) one
+/// per transport kept running across the labs, as on a cluster install.
+struct Parts {
+    reuse: bool,
+    running: Vec<(Transport, LocalPlatform)>,
+}
+
+impl Parts {
+    async fn platform_for(&mut self, spec: &FoodLabSpec) -> anyhow::Result<&LocalPlatform> {
+        let transport = spec.transport;
+        let index = match self.running.iter().position(|(t, _)| *t == transport) {
+            Some(index) => index,
+            None => {
+                // A kept part takes each lab's settings at run time (the
+                // engine's prepare step); a fresh one also starts with them.
+                let options = if self.reuse {
+                    LocalOptions::new(transport)
+                } else {
+                    LocalOptions::for_lab(spec)
+                };
+                let platform = LocalPlatform::start(options)
+                    .await
+                    .with_context(|| format!("cannot start the {} part", transport.part()))?;
+                self.running.push((transport, platform));
+                self.running.len() - 1
+            }
+        };
+        Ok(&self.running[index].1)
+    }
+
+    /// Stops a lab's part, unless it is kept for the next labs.
+    async fn done_with(&mut self, transport: Transport) {
+        if self.reuse {
+            return;
+        }
+        if let Some(index) = self.running.iter().position(|(t, _)| *t == transport) {
+            let (_, platform) = self.running.remove(index);
+            platform.shutdown().await;
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        for (_, platform) in self.running.drain(..) {
+            platform.shutdown().await;
+        }
+    }
+}
+
+/// Shows what the supervisor reports (a service that died, its restart)
+/// while a lab runs.
+fn report_service_events(
+    platform: &LocalPlatform,
+    progress: Arc<Progress>,
+) -> tokio::task::JoinHandle<()> {
+    let mut events = platform.events();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => progress.note(&event.to_string()),
+                Err(RecvError::Lagged(missed)) => {
+                    progress.note(&format!("({missed} service events not shown)"));
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
     })
 }
 

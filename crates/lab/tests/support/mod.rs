@@ -163,3 +163,30 @@ pub async fn died_and_restarted(
         .await
         .unwrap_or_else(|_| panic!("{service} was not reported dead and restarted in {seconds} s"))
 }
+
+/// Options for a part started without a lab (a long-running part, as on a
+/// cluster), with the project's broker scripts.
+pub fn part_options(transport: foodlab_lab::Transport) -> LocalOptions {
+    let mut options = LocalOptions::new(transport);
+    options.broker = Broker::Local {
+        script: Some(repo().join("scripts/rabbitmq.sh")),
+    };
+    options.kafka = KafkaBroker::Local {
+        script: Some(repo().join("scripts/kafka.sh")),
+    };
+    options
+}
+
+/// The names of the examples whose file name starts with `prefix`, sorted.
+pub fn examples(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("manifests/examples"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let stem = name.strip_suffix(".yaml")?;
+            stem.starts_with(prefix).then(|| stem.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
