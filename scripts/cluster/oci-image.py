@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Makes an OCI image archive (for `ctr images import`) from a directory: one layer.
 
-    oci-image.py NAME ROOTFS OUT.tar [--entrypoint PATH ...] [--user UID]
+    oci-image.py NAME ROOTFS OUT.tar [--entrypoint "PATH ARG.."] [--cmd "ARG.."] [--user UID]
+                 [--workdir DIR] [--env NAME=VALUE ...]
 
 No registry is reachable from the project's machines, so the local cluster's images
 (the pod sandbox's pause, images from a debootstrap base) are made here, byte for byte.
@@ -21,9 +22,16 @@ def layer_of(rootfs: str) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for top, dirs, files in os.walk(rootfs):
             dirs.sort()
+            relative = os.path.relpath(top, rootfs)
+            if relative in ("dev", "proc", "sys"):
+                # The runtime mounts these; their contents do not belong in an image.
+                dirs.clear()
+                continue
             for name in sorted(dirs) + sorted(files):
                 path = os.path.join(top, name)
                 info = tar.gettarinfo(path, arcname=os.path.relpath(path, rootfs))
+                if info is None:  # a socket
+                    continue
                 info.mtime = 0
                 if info.isfile():
                     with open(path, "rb") as f:
@@ -50,8 +58,11 @@ def main() -> None:
     parser.add_argument("name", help="image reference, e.g. foodlab.local/pause:3.10")
     parser.add_argument("rootfs")
     parser.add_argument("out")
-    parser.add_argument("--entrypoint", nargs="+", default=[])
+    parser.add_argument("--entrypoint", default="", help="words separated by spaces")
+    parser.add_argument("--cmd", default="", help="words separated by spaces")
     parser.add_argument("--user", default="")
+    parser.add_argument("--workdir", default="")
+    parser.add_argument("--env", nargs="+", default=[])
     args = parser.parse_args()
 
     layer = layer_of(args.rootfs)
@@ -59,8 +70,13 @@ def main() -> None:
     config = {
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": args.entrypoint, "User": args.user, "Env": [
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": {
+            "Entrypoint": args.entrypoint.split(),
+            "Cmd": args.cmd.split(),
+            "User": args.user,
+            "WorkingDir": args.workdir,
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *args.env],
+        },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }
     with tarfile.open(args.out + ".partial", mode="w") as out:

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Images for the local cluster's node, made here (no registry is reachable): a Debian
+# bookworm base from debootstrap (once, cached), and the FoodLab image on it with the
+# binaries built on the host, imported into the node's containerd.
+#
+#   scripts/cluster/images.sh base      debootstrap the base into the cache (once)
+#   scripts/cluster/images.sh foodlab   the FoodLab image (docker.io/library/foodlab:dev, what
+#                                       the charts name) from target/$FOODLAB_PROFILE (debug)
+#
+# What the Dockerfile's runtime stage does, minus the Rust builder stage: the binaries come
+# from the host's cargo build (same Debian release, so the same shared libraries).
+# Settings: FOODLAB_CACHE_DIR (~/.cache/foodlab), FOODLAB_CLUSTER_DIR (.foodlab/cluster),
+# FOODLAB_PROFILE (debug), FOODLAB_IMAGE (docker.io/library/foodlab:dev).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cache=${FOODLAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/foodlab}
+base=${FOODLAB_CLUSTER_DIR:-$repo/.foodlab/cluster}
+profile=${FOODLAB_PROFILE:-debug}
+image=${FOODLAB_IMAGE:-docker.io/library/foodlab:dev}
+rootfs_base="$cache/debian-bookworm-minbase"
+binaries=(order inventory notification analytics foodlab-operator foodlab)
+
+log() { echo "images: $*" >&2; }
+ctr_() { ctr --address "$base/run/containerd.sock" --namespace k8s.io "$@"; }
+
+base_rootfs() {
+  [ -d "$rootfs_base" ] && return 0
+  mkdir -p "$cache"
+  exec 8>"$cache/debian-bookworm-minbase.lock"
+  flock 8
+  [ -d "$rootfs_base" ] && return 0
+  log "debootstrap of Debian bookworm (minbase) into $rootfs_base (once)"
+  rm -rf "$rootfs_base.partial"
+  nice -n 10 debootstrap --variant=minbase bookworm \
+    "$rootfs_base.partial" http://deb.debian.org/debian >"$cache/debian-bookworm-minbase.log" 2>&1
+  rm -rf "$rootfs_base.partial"/var/cache/apt/archives/*.deb "$rootfs_base.partial"/var/lib/apt/lists/*
+  mv "$rootfs_base.partial" "$rootfs_base"
+}
+
+foodlab_image() {
+  base_rootfs
+  local work="$base/images/foodlab" bin
+  rm -rf "$work" && mkdir -p "$work"
+  cp -a "$rootfs_base" "$work/rootfs"
+  echo "foodlab:x:10001:10001::/nonexistent:/usr/sbin/nologin" >>"$work/rootfs/etc/passwd"
+  echo "foodlab:x:10001:" >>"$work/rootfs/etc/group"
+  install -d -o 10001 -g 10001 "$work/rootfs/data"
+  for bin in "${binaries[@]}"; do
+    [ -x "$repo/target/$profile/$bin" ] || { log "missing target/$profile/$bin: cargo build --workspace --bins"; exit 1; }
+    objcopy --strip-debug "$repo/target/$profile/$bin" "$work/rootfs/usr/local/bin/$bin"
+  done
+  if chroot "$work/rootfs" sh -c 'for b in /usr/local/bin/*; do ldd "$b"; done' | grep 'not found'; then
+    log "a binary misses a shared library in the image"
+    exit 1
+  fi
+  python3 "$repo/scripts/cluster/oci-image.py" "$image" "$work/rootfs" "$work/image.tar" \
+    --cmd "foodlab --help" --user 10001:10001 --workdir /data --env FOODLAB_DATA_DIR=/data
+  ctr_ images import "$work/image.tar" >/dev/null
+  rm -rf "$work/rootfs"
+  log "imported $image ($(du -h "$work/image.tar" | cut -f1))"
+}
+
+case "${1:-}" in
+  base) base_rootfs ;;
+  foodlab) foodlab_image ;;
+  *)
+    echo "usage: $0 base|foodlab" >&2
+    exit 2
+    ;;
+esac
