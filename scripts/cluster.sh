@@ -29,6 +29,8 @@ etcd_version=3.6.16
 cache=${FOODLAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/foodlab}
 k8s_bin="$cache/kubernetes-$k8s_version/bin"
 etcd_bin="$cache/etcd-$etcd_version/bin"
+coredns_version=1.12.4
+coredns_bin="$cache/coredns-$coredns_version/bin"
 base=${FOODLAB_CLUSTER_DIR:-$repo/.foodlab/cluster}
 apiserver_port=${CLUSTER_APISERVER_PORT:-6443}
 etcd_port=${CLUSTER_ETCD_PORT:-2379}
@@ -162,6 +164,7 @@ certificates() {
   issue node "/O=system:nodes/CN=system:node:$node_name"
   issue kubelet "/CN=$node_name" "DNS:$node_name,IP:$node_ip" serverAuth
   issue kube-proxy "/CN=system:kube-proxy"
+  issue coredns "/CN=system:coredns"
   issue controller-manager "/CN=system:kube-controller-manager"
   issue scheduler "/CN=system:kube-scheduler"
   # The aggregation layer's front proxy has a CA of its own (requestheader authentication).
@@ -408,7 +411,7 @@ cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$containerd_sock
 failSwapOn: false
 clusterDomain: cluster.local
-clusterDNS: [$(first_service_ip | awk -F. '{print $1"."$2"."$3".10"}')]
+clusterDNS: [$node_ip]
 resolvConf: $node_dir/resolv.conf
 podCIDR: $node_subnet
 maxPods: 50
@@ -456,6 +459,7 @@ node_up() {
   # down cordons the node to drain it; a node that comes back takes pods again.
   admin uncordon "$node_name" >/dev/null
   kube_proxy_up
+  dns_up
   log "node $node_name Ready"
 }
 
@@ -484,6 +488,63 @@ EOF
   fi
   start_component kube-proxy "$k8s_bin/kube-proxy" --config "$node_dir/kube-proxy-config.yaml"
   wait_for kube-proxy 60 curl -sf "http://127.0.0.1:${CLUSTER_KUBE_PROXY_HEALTHZ_PORT:-10256}/healthz"
+}
+
+# Cluster DNS: CoreDNS as a host process on the node's address (what the kubelet gives pods
+# as their nameserver), answering cluster.local from the API and nothing else.
+dns_up() {
+  build_coredns
+  kubeconfig_for "$base/coredns.kubeconfig" coredns
+  admin apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+  - apiGroups: [""]
+    resources: [services, pods, namespaces]
+    verbs: [list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects:
+  - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}
+EOF
+  cat >"$node_dir/Corefile" <<EOF
+.:53 {
+    bind $node_ip
+    errors
+    health 127.0.0.1:${CLUSTER_DNS_HEALTH_PORT:-10254}
+    ready 127.0.0.1:${CLUSTER_DNS_READY_PORT:-10253}
+    cache 30
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $base/coredns.kubeconfig foodlab-local
+        pods insecure
+    }
+}
+EOF
+  start_component coredns "$coredns_bin/coredns" -conf "$node_dir/Corefile"
+  wait_for coredns 60 curl -sf "http://127.0.0.1:${CLUSTER_DNS_READY_PORT:-10253}/ready"
+}
+
+build_coredns() {
+  [ -x "$coredns_bin/coredns" ] && return 0
+  mkdir -p "$cache"
+  exec 8>"$cache/coredns-$coredns_version.lock"
+  flock 8
+  if [ ! -x "$coredns_bin/coredns" ]; then
+    log "building coredns $coredns_version into $coredns_bin (once)"
+    mkdir -p "$coredns_bin"
+    (cd "$repo/scripts/cluster/coredns" &&
+      GOTOOLCHAIN=local GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags='-s -w' \
+        -o "$coredns_bin/coredns.partial" .)
+    mv "$coredns_bin/coredns.partial" "$coredns_bin/coredns"
+  fi
+  exec 8>&-
 }
 
 node_ready() {
@@ -529,6 +590,7 @@ node_down() {
   fi
   stop_component kubelet
   stop_component kube-proxy
+  stop_component coredns
   if [ -f "$base/run/bridge-nf-call-iptables" ]; then
     cat "$base/run/bridge-nf-call-iptables" >/proc/sys/net/bridge/bridge-nf-call-iptables
     rm -f "$base/run/bridge-nf-call-iptables"
