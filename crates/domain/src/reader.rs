@@ -64,7 +64,7 @@ impl Envelope {
         };
         let event_type = event_type(&message, arrival.carries)?;
         let order_id = order_id(&message, fields)?;
-        let message_id = message_id(&message, order_id)?;
+        let message_id = message_id(&message, order_id, event_type)?;
         let occurred_at = match first(&message, &OCCURRED_AT_KEYS) {
             Some(value) => timestamp(value)?,
             None => arrival
@@ -126,10 +126,15 @@ fn order_id(message: &Map<String, Value>, fields: &Map<String, Value>) -> Result
         })
 }
 
-fn message_id(message: &Map<String, Value>, order_id: OrderId) -> Result<Uuid, Poison> {
+fn message_id(
+    message: &Map<String, Value>,
+    order_id: OrderId,
+    event_type: EventType,
+) -> Result<Uuid, Poison> {
     let Some(value) = first(message, &MESSAGE_ID_KEYS) else {
-        // One id per order: every copy of the message is the same message.
-        return Ok(Uuid::new_v5(&order_id.0, b"order-placed-message"));
+        // One id per order and event: every copy of the message is the same
+        // message, and an order's result is not a copy of the order.
+        return Ok(Uuid::new_v5(&order_id.0, event_type.name().as_bytes()));
     };
     let id = id_text(value)
         .filter(|id| !id.trim().is_empty())
@@ -289,6 +294,8 @@ mod tests {
         );
         let other = read(json!({"order_id": "ORD-2", "item": "burger"})).unwrap();
         assert_ne!(other.message_id, first.message_id);
+        let result = json!({"order_id": "ORD-IDEM-1771363267", "type": "InventoryFailed"});
+        assert_ne!(read(result).unwrap().message_id, first.message_id);
         // A foreign message id is one UUID too, the same for every copy.
         let named = |id: &str| {
             read(json!({"order_id": 7, "message_id": id, "item": "burger"}))

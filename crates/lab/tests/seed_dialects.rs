@@ -108,15 +108,19 @@ async fn each_seed_shape_published_twice_is_reserved_once() {
         publish_plain(&connection, order).await;
     }
     let stats = settled(&platform, 4, 4).await;
-    assert_eq!(
-        (
-            &stats["reserved_count"],
-            &stats["failed_count"],
-            &stats["dead_lettered_count"]
-        ),
-        (&json!(4), &json!(0), &json!(0)),
-        "{stats}"
-    );
+    for (names, count) in [
+        (["processed", "processed_count"], 4),
+        (["reserved", "reserved_count"], 4),
+        (["failed", "failed_count"], 0),
+        (["duplicates", "duplicate_count"], 4),
+        (["dead_lettered", "dead_lettered_count"], 0),
+        (["skipped", "skipped_count"], 0),
+    ] {
+        for name in names {
+            assert_eq!(stats.get(name), Some(&json!(count)), "{name}: {stats}");
+        }
+    }
+    assert_eq!(stats["reserved_orders"], 4, "{stats}");
     assert_eq!(stats["units_reserved"], 9, "{stats}");
     assert_taken(&before, &stock(&platform).await, &taken);
     // The foreign order id finds its reservation.
