@@ -227,12 +227,23 @@ OPERATOR = chart_schema(
             {"create": BOOLEAN, "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
             required=["create", "name"],
         ),
+        # The workload Job's ServiceAccount, and the namespaces it is created in.
+        "workload": obj(
+            {
+                "serviceAccount": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                "namespaces": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                },
+            },
+            required=["serviceAccount", "namespaces"],
+        ),
         "resources": RESOURCES,
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": SECURITY_CONTEXT,
         "podAnnotations": ANNOTATIONS,
     },
-    ["image", "logFormat", "port", "rbac", "serviceAccount", "resources",
+    ["image", "logFormat", "port", "rbac", "serviceAccount", "workload", "resources",
      "podSecurityContext", "securityContext"],
 )
 

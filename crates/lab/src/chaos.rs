@@ -1,21 +1,69 @@
-//! Running chaos steps against a platform, each with its restore.
+//! Who owns a lab's faults and chaos while it runs (`Disruptor`), and the
+//! engine's own implementation (`Direct`): each chaos step timed from the
+//! workload's first order, with its restore, and a ledger of what is
+//! disrupted so that the release undoes it whatever way the lab ends.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use foodlab_domain::Faults;
 use tokio::time::Instant;
 
-use crate::faults::FaultClient;
-use crate::platform::Platform;
+use crate::faults::{FaultApiError, FaultClient};
+use crate::platform::{Platform, PlatformError};
 use crate::results::ChaosRecord;
-use crate::spec::{ChaosAction, ChaosStep, ServiceFaults};
+use crate::spec::{ChaosAction, ChaosStep, Service};
+use crate::validated::ValidatedLab;
+
+/// How long a step that cannot be restored, or a release that fails, is retried.
+pub const RESTORE_RETRY: Duration = Duration::from_secs(30);
+const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 #[error("chaos {action:?} on {target}: {reason}")]
 pub struct ChaosError {
     pub action: ChaosAction,
-    pub target: crate::spec::Service,
+    pub target: Service,
     pub reason: String,
+}
+
+/// The workload's first order, on both clocks: chaos steps count `after` from it.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkloadStart {
+    pub at: jiff::Timestamp,
+    pub instant: Instant,
+}
+
+impl WorkloadStart {
+    pub fn now() -> Self {
+        Self {
+            at: jiff::Timestamp::now(),
+            instant: Instant::now(),
+        }
+    }
+}
+
+/// Who applies a lab's faults and runs its chaos: the engine itself on one
+/// machine (`Direct`), the operator on a cluster (the workload Job only
+/// tells it when the workload starts and waits for its records).
+pub trait Disruptor: Send + Sync {
+    /// Before the baseline: every service of the part carries the lab's
+    /// faults and nothing else.
+    fn prepare(&self, lab: &ValidatedLab)
+    -> impl Future<Output = Result<(), FaultApiError>> + Send;
+
+    /// The lab's chaos, timed from `start`; returns once every step is undone.
+    fn chaos(
+        &self,
+        lab: &ValidatedLab,
+        start: WorkloadStart,
+    ) -> impl Future<Output = Result<Vec<ChaosRecord>, ChaosError>> + Send;
+
+    /// On every ending: every disruption undone, every fault cleared.
+    /// Returns what could not be, after retrying.
+    fn release(&self, lab: &ValidatedLab) -> impl Future<Output = Vec<String>> + Send;
 }
 
 /// The faults a Delay/Fail window puts on its target, on top of the lab's own.
@@ -32,103 +80,233 @@ pub fn window_faults(step: &ChaosStep, base: Option<&Faults>) -> Faults {
     faults
 }
 
-/// Runs one step: waits until `after` (from `origin`), disrupts, waits the
-/// duration, restores. The record tells what happened when.
-pub async fn run_step<P: Platform>(
-    platform: &P,
-    faults: &FaultClient,
-    base_faults: &ServiceFaults,
-    index: usize,
-    step: &ChaosStep,
-    origin: Instant,
-) -> Result<ChaosRecord, ChaosError> {
-    tokio::time::sleep_until(origin + step.after).await;
-    let fail = |reason: String| ChaosError {
-        action: step.action,
-        target: step.target,
-        reason,
-    };
-    let duration = step.duration.unwrap_or(Duration::ZERO);
-    let started_at = jiff::Timestamp::now();
-    let restore_at = started_at
-        .checked_add(jiff::SignedDuration::try_from(duration).unwrap_or_default())
-        .ok();
-    let mut record = ChaosRecord {
-        step: u32::try_from(index).unwrap_or(u32::MAX),
-        action: step.action,
-        target: step.target,
-        disrupted: true,
-        original_replicas: None,
-        started_at,
-        restore_at,
-        restored_at: None,
-    };
-    let base = base_faults
-        .get(step.target)
-        .map(|spec| spec.to_faults())
-        .transpose()
-        .map_err(|e| fail(e.to_string()))?;
-    tracing::info!(action = ?step.action, target = %step.target, ?duration, "chaos step starts");
-    match step.action {
-        // Locally a pod kill is a stop and a start: a scale to zero lasting no time.
-        ChaosAction::ScaleToZero | ChaosAction::PodKill => {
-            let original = platform
-                .replicas(step.target)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            record.original_replicas = Some(original);
-            platform
-                .scale(step.target, 0)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            tokio::time::sleep(duration).await;
-            platform
-                .scale(step.target, original.max(1))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            reapply(platform, faults, step, base.as_ref()).await?;
-        }
-        ChaosAction::Delay | ChaosAction::Fail => {
-            faults
-                .set(platform, step.target, &window_faults(step, base.as_ref()))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            tokio::time::sleep(duration).await;
-            faults
-                .set(platform, step.target, &base.clone().unwrap_or_default())
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        }
-    }
-    record.restored_at = Some(jiff::Timestamp::now());
-    tracing::info!(action = ?step.action, target = %step.target, "chaos step restored");
-    Ok(record)
+/// A disruption in place: what to put back.
+#[derive(Debug, Clone)]
+struct Active {
+    step: ChaosStep,
+    original_replicas: Option<u32>,
 }
 
-/// A restarted service starts without the lab's faults; put them back.
-async fn reapply<P: Platform>(
-    platform: &P,
-    faults: &FaultClient,
-    step: &ChaosStep,
-    base: Option<&Faults>,
-) -> Result<(), ChaosError> {
-    if let Some(base) = base {
-        faults
-            .set(platform, step.target, base)
-            .await
-            .map_err(|e| ChaosError {
-                action: step.action,
-                target: step.target,
-                reason: e.to_string(),
-            })?;
+/// The engine runs faults and chaos itself, against any platform.
+pub struct Direct<'a, P> {
+    platform: &'a P,
+    client: FaultClient,
+    active: Mutex<BTreeMap<usize, Active>>,
+}
+
+impl<'a, P: Platform> Direct<'a, P> {
+    pub fn new(platform: &'a P) -> Self {
+        Self {
+            platform,
+            client: FaultClient::default(),
+            active: Mutex::default(),
+        }
     }
-    Ok(())
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts one disruption back: the replicas it found, the lab's own faults.
+    async fn undo(&self, lab: &ValidatedLab, active: &Active) -> Result<(), String> {
+        let target = active.step.target;
+        match active.step.action {
+            ChaosAction::ScaleToZero | ChaosAction::PodKill => {
+                let replicas = active.original_replicas.unwrap_or(1).max(1);
+                match self.platform.scale(target, replicas).await {
+                    Ok(()) | Err(PlatformError::NotDeployed(_)) => {}
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+            ChaosAction::Delay | ChaosAction::Fail => {}
+        }
+        // A restarted service starts without the lab's faults; a window's end puts them back.
+        self.client
+            .set(self.platform, target, &lab.faults_of(target))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn disrupt(
+        &self,
+        lab: &ValidatedLab,
+        index: usize,
+        step: &ChaosStep,
+    ) -> Result<Option<u32>, String> {
+        match step.action {
+            // Locally a pod kill is a stop and a start: a scale to zero lasting no time.
+            ChaosAction::ScaleToZero | ChaosAction::PodKill => {
+                let original = self
+                    .platform
+                    .replicas(step.target)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // In the ledger before the disruption, so a release always undoes it.
+                self.ledger().insert(
+                    index,
+                    Active {
+                        step: step.clone(),
+                        original_replicas: Some(original),
+                    },
+                );
+                self.platform
+                    .scale(step.target, 0)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(original))
+            }
+            ChaosAction::Delay | ChaosAction::Fail => {
+                self.ledger().insert(
+                    index,
+                    Active {
+                        step: step.clone(),
+                        original_replicas: None,
+                    },
+                );
+                let base = lab.faults_of(step.target);
+                self.client
+                    .set(
+                        self.platform,
+                        step.target,
+                        &window_faults(step, Some(&base)),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits until `after` (from the workload's start), disrupts, waits the
+    /// duration, restores. A disruption that cannot be applied is retried
+    /// until its restore time; a restore, for `RESTORE_RETRY`.
+    async fn run_step(
+        &self,
+        lab: &ValidatedLab,
+        index: usize,
+        step: &ChaosStep,
+        start: WorkloadStart,
+    ) -> Result<ChaosRecord, ChaosError> {
+        tokio::time::sleep_until(start.instant + step.after).await;
+        let fail = |reason: String| ChaosError {
+            action: step.action,
+            target: step.target,
+            reason,
+        };
+        let duration = step.duration.unwrap_or(Duration::ZERO);
+        let started_at = jiff::Timestamp::now();
+        let restore_instant = Instant::now() + duration;
+        tracing::info!(action = ?step.action, target = %step.target, ?duration, "chaos step starts");
+        let original_replicas = retry(restore_instant, || self.disrupt(lab, index, step))
+            .await
+            .map_err(|e| fail(format!("could not be applied: {e}")))?;
+        tokio::time::sleep_until(restore_instant).await;
+        let active = Active {
+            step: step.clone(),
+            original_replicas,
+        };
+        retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &active))
+            .await
+            .map_err(|e| fail(format!("could not be restored: {e}")))?;
+        self.ledger().remove(&index);
+        tracing::info!(action = ?step.action, target = %step.target, "chaos step restored");
+        Ok(ChaosRecord {
+            step: u32::try_from(index).unwrap_or(u32::MAX),
+            action: step.action,
+            target: step.target,
+            disrupted: true,
+            original_replicas,
+            started_at,
+            restore_at: started_at
+                .checked_add(jiff::SignedDuration::try_from(duration).unwrap_or_default())
+                .ok(),
+            restored_at: Some(jiff::Timestamp::now()),
+            error: None,
+        })
+    }
+}
+
+impl<P: Platform> Disruptor for Direct<'_, P> {
+    async fn prepare(&self, lab: &ValidatedLab) -> Result<(), FaultApiError> {
+        for (service, faults) in &lab.faults {
+            self.client.set(self.platform, *service, faults).await?;
+        }
+        Ok(())
+    }
+
+    async fn chaos(
+        &self,
+        lab: &ValidatedLab,
+        start: WorkloadStart,
+    ) -> Result<Vec<ChaosRecord>, ChaosError> {
+        let steps = lab
+            .chaos
+            .iter()
+            .enumerate()
+            .map(|(i, step)| self.run_step(lab, i, step, start));
+        futures::future::join_all(steps).await.into_iter().collect()
+    }
+
+    async fn release(&self, lab: &ValidatedLab) -> Vec<String> {
+        let mut problems = Vec::new();
+        let active: Vec<Active> = self.ledger().values().cloned().collect();
+        for disruption in active {
+            let step = &disruption.step;
+            match retry(Instant::now() + RESTORE_RETRY, || {
+                self.undo(lab, &disruption)
+            })
+            .await
+            {
+                Ok(()) => {
+                    tracing::info!(action = ?step.action, target = %step.target, "chaos step undone on release")
+                }
+                Err(e) => problems.push(format!("{:?} {}: {e}", step.action, step.target)),
+            }
+        }
+        self.ledger().clear();
+        for service in lab.transport.services() {
+            let cleared = retry(Instant::now() + RESTORE_RETRY, || async {
+                match self
+                    .client
+                    .set(self.platform, *service, &Faults::default())
+                    .await
+                {
+                    Ok(()) => Ok(()),
+                    // A service the platform does not run has no faults to clear.
+                    Err(_) if self.platform.endpoint(*service).is_err() => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+            if let Err(e) = cleared {
+                problems.push(e);
+            }
+        }
+        problems
+    }
+}
+
+/// Calls `attempt` until it succeeds or `until` passes; the last error otherwise.
+pub async fn retry<T, F, Fut>(until: Instant, mut attempt: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if Instant::now() + RETRY_EVERY >= until => return Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "retrying");
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Service;
 
     fn step(action: ChaosAction) -> ChaosStep {
         ChaosStep {

@@ -1,41 +1,48 @@
-//! Running a lab: faults, workload, injections and chaos together; then
-//! waiting for the orders to settle, measuring, and the verdict.
+//! One lab lifecycle on every platform, as a pipeline of named steps:
+//!
+//! validate → claim the part → prepare (settings, faults) → baseline →
+//! workload (chaos timed from its first order) → settle → measure →
+//! verdict, and release (every disruption undone, every fault cleared) on
+//! every ending: success, failure, error, timeout and interruption.
+//!
+//! What differs per transport is behind `strategy::Strategy`; who applies
+//! faults and runs chaos (the engine itself, or the operator on a cluster)
+//! is behind `chaos::Disruptor`.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foodlab_domain::Faults;
-
-use crate::chaos::{self, ChaosError};
+use crate::chaos::{ChaosError, Direct, Disruptor, WorkloadStart};
+use crate::claim::{self, Claim};
 use crate::faults::{FaultApiError, FaultClient};
 use crate::measure::{self, Sample};
-use crate::observe::{BacklogSampler, Snapshot, wait_queues_empty, wait_settled};
+use crate::observe::Backlog;
 use crate::platform::{Platform, PlatformError};
-use crate::results::{AnalyticsTotals, ChaosRecord, LabResults};
+use crate::results::{ChaosRecord, LabResults};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
-use crate::streaming::Analytics;
+use crate::strategy::{Strategy, round3};
+use crate::validated::ValidatedLab;
 use crate::verdict::{self, Outcome};
 use crate::{inject, workload};
 
-/// How long a lab waits for analytics to have read the log before it starts.
-const ANALYTICS_CATCH_UP: Duration = Duration::from_secs(60);
-
-/// How long a lab without `expect.within` waits for its orders to settle.
-const DEFAULT_SETTLE_LIMIT: Duration = Duration::from_secs(120);
-
+/// Why a lab ended without a report, by the step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     #[error("invalid lab: {}", .0.join("; "))]
     Invalid(Vec<String>),
     #[error(transparent)]
     Platform(#[from] PlatformError),
-    #[error(transparent)]
-    Faults(#[from] FaultApiError),
+    #[error("preparing the part failed: {0}")]
+    Prepare(#[from] FaultApiError),
     #[error(transparent)]
     Chaos(#[from] ChaosError),
     #[error("publishing the lab's injected messages failed: {0}")]
     Inject(String),
+    #[error("the lab did not end within {0:?}")]
+    Timeout(Duration),
+    #[error("the lab was interrupted")]
+    Interrupted,
 }
 
 /// Hears about a lab while it runs (progress bars, logs).
@@ -56,70 +63,170 @@ pub struct LabReport {
     pub chaos: Vec<ChaosRecord>,
     pub verdict: Verdict,
     pub elapsed_seconds: f64,
+    /// What the release could not undo (empty when the part is as it was).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreleased: Vec<String>,
 }
 
+/// Runs a lab on a platform; the engine applies its faults and runs its chaos.
 pub async fn run_lab<P: Platform>(
     platform: &P,
     lab: &FoodLabSpec,
     observer: Arc<dyn Observer>,
 ) -> Result<LabReport, LabError> {
-    lab.validate().map_err(LabError::Invalid)?;
+    run_lab_with(
+        platform,
+        &Direct::new(platform),
+        lab,
+        observer,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Runs a lab with `disruptor` owning its faults and chaos, until it ends
+/// or `interrupt` completes; releases the part either way.
+pub async fn run_lab_with<P: Platform, D: Disruptor>(
+    platform: &P,
+    disruptor: &D,
+    spec: &FoodLabSpec,
+    observer: Arc<dyn Observer>,
+    interrupt: impl Future<Output = ()>,
+) -> Result<LabReport, LabError> {
+    let lab = validate(platform, spec)?;
+    let _claim: Claim = claim::claim(platform, observer.as_ref()).await?;
+    let started = Instant::now();
+    let ran = tokio::select! {
+        ran = tokio::time::timeout(lab.deadline(), run(platform, disruptor, &lab, &observer, started)) => {
+            ran.unwrap_or(Err(LabError::Timeout(lab.deadline())))
+        }
+        () = interrupt => Err(LabError::Interrupted),
+    };
+    let unreleased = release(disruptor, &lab, observer.as_ref()).await;
+    let mut report = ran?;
+    report.unreleased = unreleased;
+    Ok(report)
+}
+
+/// Step 1: the spec as typed values, and the platform able to run it.
+fn validate<P: Platform>(platform: &P, spec: &FoodLabSpec) -> Result<ValidatedLab, LabError> {
+    let lab = ValidatedLab::new(spec).map_err(LabError::Invalid)?;
     if lab.inject.is_some() && platform.rabbitmq().is_none() {
-        // Malformed Kafka events are covered by the streaming part's tests.
         return Err(LabError::Invalid(vec![
             "inject needs the async-rabbitmq part (transport: rabbitmq)".into(),
         ]));
     }
-    let started = Instant::now();
+    Ok(lab)
+}
+
+/// The steps between claim and release.
+async fn run<P: Platform, D: Disruptor>(
+    platform: &P,
+    disruptor: &D,
+    lab: &ValidatedLab,
+    observer: &Arc<dyn Observer>,
+    started: Instant,
+) -> Result<LabReport, LabError> {
+    prepare(platform, disruptor, lab, observer.as_ref()).await?;
     let http = reqwest::Client::new();
-    let faults = FaultClient::default();
-    for (service, spec) in lab.faults.declared() {
-        let faults_of = spec
-            .to_faults()
-            .map_err(|e| LabError::Invalid(vec![format!("faults.{service}: {e}")]))?;
-        faults.set(platform, service, &faults_of).await?;
+    let strategy = Strategy::of(platform, lab.transport, &http);
+    let mut baseline = strategy.baseline(platform, &http, observer.as_ref()).await;
+    let done = workload(platform, disruptor, lab, observer).await?;
+
+    let mut results = measure::summarize(&done.samples, done.workload_time);
+    let deadline = started + lab.within;
+    let settled = strategy
+        .settle(
+            platform,
+            &http,
+            &done.samples,
+            &mut baseline,
+            &mut results,
+            done.start.instant.into_std(),
+            deadline,
+            observer.as_ref(),
+        )
+        .await;
+    if let Some(backlog) = &settled.backlog {
+        results.max_backlog = Some(backlog.max());
+        results.drain_seconds = drain_seconds(backlog, &done.chaos, done.ended);
+    }
+    strategy
+        .measure(
+            platform,
+            &http,
+            lab,
+            &baseline,
+            &mut results,
+            observer.as_ref(),
+        )
+        .await;
+
+    let outcome = Outcome {
+        orders: u64::from(lab.workload.orders),
+        terminal: settled.terminal,
+        elapsed: started.elapsed(),
+    };
+    results.checks = verdict::evaluate(&lab.expect, &results, outcome);
+    let verdict = verdict::verdict(&results.checks);
+    Ok(LabReport {
+        transport: lab.transport,
+        results,
+        chaos: done.chaos,
+        verdict,
+        elapsed_seconds: round3(started.elapsed().as_secs_f64()),
+        unreleased: Vec::new(),
+    })
+}
+
+/// Step 3: the lab's settings (stock levels, dependency timeout) and faults
+/// on the running part, through the services' admin APIs.
+async fn prepare<P: Platform, D: Disruptor>(
+    platform: &P,
+    disruptor: &D,
+    lab: &ValidatedLab,
+    observer: &dyn Observer,
+) -> Result<(), LabError> {
+    FaultClient::default()
+        .apply_settings(platform, &lab.settings)
+        .await?;
+    disruptor.prepare(lab).await?;
+    for (service, faults) in lab
+        .faults
+        .iter()
+        .filter(|(_, f)| f.delay_ms > 0 || f.fail_rate > 0.0)
+    {
         observer.note(&format!(
             "faults on {service}: delay {} ms, fail rate {}",
-            faults_of.delay_ms, faults_of.fail_rate
+            faults.delay_ms, faults.fail_rate
         ));
     }
-    let analytics = match lab.transport {
-        Transport::Kafka => Analytics::of(platform, &http),
-        Transport::Rest | Transport::Rabbitmq => None,
-    };
-    // Analytics reads the whole log whenever it starts, and a previous run's
-    // events may still be on their way: count from an idle part.
-    let analytics_before = match &analytics {
-        Some(analytics) => {
-            let totals = analytics
-                .caught_up_totals(Instant::now() + ANALYTICS_CATCH_UP)
-                .await;
-            if totals.is_none() {
-                observer.note(
-                    "analytics did not catch up with the log: no analytics figures for this run",
-                );
-            }
-            totals
-        }
-        None => None,
-    };
-    let before = Snapshot::take(platform, &http).await;
-    let sampler = BacklogSampler::start(platform, analytics.clone());
+    Ok(())
+}
 
+/// What the workload step leaves for the next steps.
+struct WorkloadDone {
+    samples: Vec<Sample>,
+    workload_time: Duration,
+    start: WorkloadStart,
+    ended: Instant,
+    chaos: Vec<ChaosRecord>,
+}
+
+/// Step 5: the orders, the injections and the chaos together; chaos counts
+/// `after` from the first order and is over (restored) when this returns.
+async fn workload<P: Platform, D: Disruptor>(
+    platform: &P,
+    disruptor: &D,
+    lab: &ValidatedLab,
+    observer: &Arc<dyn Observer>,
+) -> Result<WorkloadDone, LabError> {
     let order_url = platform.endpoint(Service::Order)?;
     observer.workload_started(u64::from(lab.workload.orders));
     let on_sample = {
-        let observer = Arc::clone(&observer);
+        let observer = Arc::clone(observer);
         Arc::new(move |sample: &Sample| observer.order_answered(sample))
     };
-    let origin = tokio::time::Instant::now();
-    let workload_started = Instant::now();
-    let chaos_steps = futures::future::join_all(
-        lab.chaos
-            .iter()
-            .enumerate()
-            .map(|(i, step)| chaos::run_step(platform, &faults, &lab.faults, i, step, origin)),
-    );
     let injections = async {
         match (&lab.inject, platform.rabbitmq()) {
             (Some(injection), Some(admin)) => {
@@ -132,138 +239,52 @@ pub async fn run_lab<P: Platform>(
             _ => Ok(()),
         }
     };
-    let ((samples, workload_time), chaos_records, injected) = tokio::join!(
-        workload::run(&lab.workload, &order_url, on_sample),
-        chaos_steps,
-        injections
-    );
-    let workload_done = Instant::now();
-
-    // Leave the part as the lab found it, whatever happened. The answers of
-    // the sync part are all in; the async parts' orders are still on their
-    // way, and the faults apply to them until they settle.
-    let chaos = chaos_records.into_iter().collect::<Result<Vec<_>, _>>();
-    let settles_later = lab.transport != Transport::Rest && chaos.is_ok() && injected.is_ok();
-    if !settles_later {
-        clear_faults(platform, &faults, lab).await;
-    }
+    // The first order goes out as the workload starts: that is the chaos clock's zero.
+    let start = WorkloadStart::now();
+    let placed = async {
+        let placed = workload::run(&lab.workload, &order_url, on_sample).await;
+        (placed, Instant::now())
+    };
+    let (((samples, workload_time), ended), chaos, injected) =
+        tokio::join!(placed, disruptor.chaos(lab, start), injections);
     let chaos = chaos?;
     injected?;
-
-    let mut results = measure::summarize(&samples, workload_time);
-    let mut terminal = count_terminal(&samples);
-    if lab.transport != Transport::Rest {
-        // Accepted orders settle after their answer: wait for them.
-        observer.note("waiting for accepted orders to settle");
-        let watched: HashSet<String> = samples
-            .iter()
-            .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
-            .filter_map(|s| s.order_id.clone())
-            .collect();
-        let limit = lab.expect.within.unwrap_or(DEFAULT_SETTLE_LIMIT);
-        let settlement = wait_settled(platform, &http, &watched, started + limit).await;
-        results.reserved = settlement
-            .statuses
-            .values()
-            .filter(|s| measure::is_reserved(s))
-            .count() as u64;
-        results.failed = samples.len() as u64 - results.reserved;
-        // A request the API refused is final too.
-        let refused = (samples.len() - watched.len()) as u64;
-        terminal = settlement
-            .statuses
-            .values()
-            .filter(|s| measure::is_terminal(s))
-            .count() as u64
-            + refused;
-        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
-    }
-    let limit = lab.expect.within.unwrap_or(DEFAULT_SETTLE_LIMIT);
-    if let (Some(analytics), Some(before)) = (&analytics, analytics_before) {
-        observer.note("waiting for inventory and analytics to process every event");
-        let until = AnalyticsTotals {
-            orders: before.orders + results.accepted,
-            inventory_events: before.inventory_events + results.accepted,
-            failures: before.failures,
-        };
-        if let Some(at) = analytics.wait_caught_up(until, started + limit).await {
-            let seconds = at.duration_since(workload_started).as_secs_f64();
-            results.processed_seconds = Some(round3(seconds));
-            if seconds > 0.0 {
-                results.processed_per_second =
-                    Some((results.accepted as f64 / seconds * 10.0).round() / 10.0);
-            }
-        }
-        results.analytics = analytics.totals().await.map(|now| now.since(before));
-    }
-    if !wait_queues_empty(platform, started + limit).await {
-        observer.note("queues still hold messages at the deadline");
-    }
-    if settles_later {
-        clear_faults(platform, &faults, lab).await;
-    }
-    if let Some(backlog) = sampler.map(BacklogSampler::stop) {
-        results.max_backlog = Some(backlog.max());
-        // Draining starts when the last disruption is undone (or the
-        // workload ends, for a lab without chaos).
-        let drain_from = chaos
-            .iter()
-            .filter_map(|record| record.restored_at)
-            .max()
-            .map_or(workload_done, instant_of);
-        results.drain_seconds = backlog
-            .drained_after(drain_from)
-            .map(|d| round3(d.as_secs_f64()));
-    }
-    if let (Some(before), Some(after)) = (before, Snapshot::take(platform, &http).await) {
-        results.reservations = Some(after.reservations.saturating_sub(before.reservations));
-        results.decided = Some(after.decisions.saturating_sub(before.decisions));
-        results.stock_consumed = Some(before.stock.saturating_sub(after.stock));
-        if let (Some(b), Some(a)) = (before.dead_letters, after.dead_letters) {
-            results.dead_lettered = Some(a.saturating_sub(b));
-        }
-    }
-
-    if let Some(analytics) = &analytics {
-        results.lag_at_end = analytics.total_lag().await;
-        if lab.replay {
-            observer.note("rewinding analytics to the earliest offsets and reading the log again");
-            match analytics.replay(Instant::now() + limit).await {
-                Ok(replay) => results.replay = Some(replay),
-                Err(error) => observer.note(&format!("replay failed: {error}")),
-            }
-        }
-    }
-
-    let outcome = Outcome {
-        orders: u64::from(lab.workload.orders),
-        terminal,
-        elapsed: started.elapsed(),
-    };
-    results.checks = verdict::evaluate(&lab.expect, &results, outcome);
-    let verdict = verdict::verdict(&results.checks);
-    Ok(LabReport {
-        transport: lab.transport,
-        results,
+    Ok(WorkloadDone {
+        samples,
+        workload_time,
+        start,
+        ended,
         chaos,
-        verdict,
-        elapsed_seconds: round3(started.elapsed().as_secs_f64()),
     })
 }
 
-async fn clear_faults<P: Platform>(platform: &P, faults: &FaultClient, lab: &FoodLabSpec) {
-    for (service, _) in lab.faults.declared() {
-        if let Err(e) = faults.set(platform, service, &Faults::default()).await {
-            tracing::warn!(%service, error = %e, "could not clear faults");
-        }
-    }
+/// Draining starts when the last disruption is undone (or the workload
+/// ends, for a lab without chaos) and ends at the first empty backlog after.
+pub fn drain_seconds(
+    backlog: &Backlog,
+    chaos: &[ChaosRecord],
+    workload_ended: Instant,
+) -> Option<f64> {
+    let from = chaos
+        .iter()
+        .filter_map(|record| record.restored_at)
+        .max()
+        .map_or(workload_ended, instant_of);
+    backlog.drained_after(from).map(|d| round3(d.as_secs_f64()))
 }
 
-fn count_terminal(samples: &[Sample]) -> u64 {
-    samples
-        .iter()
-        .filter(|s| s.order_status.as_deref().is_some_and(measure::is_terminal))
-        .count() as u64
+/// The last step, on every ending.
+async fn release<D: Disruptor>(
+    disruptor: &D,
+    lab: &ValidatedLab,
+    observer: &dyn Observer,
+) -> Vec<String> {
+    let problems = disruptor.release(lab).await;
+    for problem in &problems {
+        tracing::error!(%problem, "the release could not undo a change to the part");
+        observer.note(&format!("not released: {problem}"));
+    }
+    problems
 }
 
 /// The monotonic instant of a wall-clock timestamp in the recent past.
@@ -271,8 +292,4 @@ fn instant_of(timestamp: jiff::Timestamp) -> Instant {
     let ago = jiff::Timestamp::now().duration_since(timestamp);
     let ago = Duration::try_from(ago).unwrap_or_default();
     Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

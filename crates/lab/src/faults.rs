@@ -1,14 +1,22 @@
-//! Setting a service's faults through its admin API (the same on every platform).
+//! A service's admin API, the same on every platform: its faults
+//! (`PUT /admin/faults`), inventory's stock levels (`PUT /admin/stock`) and
+//! order's dependency timeout (`PUT /admin/settings`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use foodlab_domain::Faults;
+use serde::Serialize;
 
 use crate::platform::Platform;
 use crate::spec::Service;
+use crate::validated::LabSettings;
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set the faults of {service}: {reason}")]
+#[error("cannot set the {what} of {service}: {reason}")]
 pub struct FaultApiError {
     pub service: Service,
+    pub what: &'static str,
     pub reason: String,
 }
 
@@ -22,7 +30,7 @@ impl Default for FaultClient {
         Self {
             // A hung admin endpoint must not hold up a lab (or a reconcile) for ever.
             http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
+                .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
         }
@@ -36,22 +44,63 @@ impl FaultClient {
         service: Service,
         faults: &Faults,
     ) -> Result<(), FaultApiError> {
-        let fail = |reason: String| FaultApiError { service, reason };
+        self.put(platform, service, "faults", "/admin/faults", faults)
+            .await?;
+        tracing::info!(%service, delay_ms = faults.delay_ms, fail_rate = faults.fail_rate, "faults set");
+        Ok(())
+    }
+
+    /// Inventory's stock levels and order's dependency timeout.
+    pub async fn apply_settings<P: Platform>(
+        &self,
+        platform: &P,
+        settings: &LabSettings,
+    ) -> Result<(), FaultApiError> {
+        let stock: &BTreeMap<String, u64> = &settings.stock;
+        self.put(platform, Service::Inventory, "stock", "/admin/stock", stock)
+            .await?;
+        let timeout = humantime::format_duration(settings.dependency_timeout).to_string();
+        self.put(
+            platform,
+            Service::Order,
+            "settings",
+            "/admin/settings",
+            &serde_json::json!({ "dependencyTimeout": timeout }),
+        )
+        .await?;
+        tracing::info!(?stock, dependency_timeout = %timeout, "settings applied");
+        Ok(())
+    }
+
+    async fn put<P: Platform, B: Serialize + ?Sized>(
+        &self,
+        platform: &P,
+        service: Service,
+        what: &'static str,
+        path: &str,
+        body: &B,
+    ) -> Result<(), FaultApiError> {
+        let fail = |reason: String| FaultApiError {
+            service,
+            what,
+            reason,
+        };
         let base = platform
             .endpoint(service)
             .map_err(|e| fail(e.to_string()))?;
-        let url = format!("{base}/admin/faults");
+        let url = format!("{base}{path}");
         let response = self
             .http
             .put(&url)
-            .json(faults)
+            .json(body)
             .send()
             .await
             .map_err(|e| fail(e.to_string()))?;
         if !response.status().is_success() {
-            return Err(fail(format!("{url} answered {}", response.status())));
+            let status = response.status();
+            let detail = response.text().await.unwrap_or_default();
+            return Err(fail(format!("{url} answered {status}: {detail}")));
         }
-        tracing::info!(%service, delay_ms = faults.delay_ms, fail_rate = faults.fail_rate, "faults set");
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod broker_script;
 pub mod chaos;
+pub mod claim;
 pub mod engine;
 pub mod faults;
 pub mod inject;
@@ -17,11 +18,13 @@ pub mod platform;
 pub mod rabbitmq;
 pub mod results;
 pub mod spec;
+pub mod strategy;
 pub mod streaming;
+pub mod validated;
 pub mod verdict;
 pub mod workload;
 
-pub use engine::{LabError, LabReport, Observer, Quiet, run_lab};
+pub use engine::{LabError, LabReport, Observer, Quiet, run_lab, run_lab_with};
 pub use local::{LocalOptions, LocalPlatform, Logs, Ports};
 pub use platform::{Platform, PlatformError};
 pub use spec::{FoodLab, FoodLabSpec, Service, Transport, Verdict};

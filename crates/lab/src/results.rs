@@ -150,4 +150,7 @@ pub struct ChaosRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub restored_at: Option<jiff::Timestamp>,
+    /// Why the disruption or its restore last failed (retried until a deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

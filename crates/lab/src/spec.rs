@@ -66,6 +66,16 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The services of the part, dependencies first.
+    pub fn services(self) -> &'static [Service] {
+        match self {
+            Self::Rest | Self::Rabbitmq => {
+                &[Service::Inventory, Service::Notification, Service::Order]
+            }
+            Self::Kafka => &[Service::Inventory, Service::Analytics, Service::Order],
+        }
+    }
+
     /// The part (chart, `foodlab up` name) that implements this transport.
     pub fn part(self) -> &'static str {
         match self {
@@ -366,6 +376,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
     Pending,
+    // Waiting for another lab on the same part (namespace) to end.
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -393,10 +405,15 @@ pub struct FoodLabStatus {
     pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// When the run began: chaos steps count their `after` from here.
+    /// When the lab claimed its part and began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub started_at: Option<jiff::Timestamp>,
+    /// When the workload placed its first order: chaos steps count their
+    /// `after` from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub workload_started_at: Option<jiff::Timestamp>,
     /// The Job running the workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_job: Option<String>,

@@ -143,6 +143,7 @@ mod tests {
             started_at: t(started),
             restore_at: Some(t(restore)),
             restored_at: restored.map(t),
+            error: None,
         }
     }
 

@@ -1,23 +1,30 @@
-//! The FoodLab controller: faults kept applied, chaos with a guaranteed
-//! restore, the workload as a Job, results and verdict in status.
+//! The FoodLab controller: the lab lifecycle on a cluster.
 //!
-//! What should be true is recomputed on every reconcile from the spec, the
-//! records in status and the clock (`chaos_plan`); a record is written to
-//! status before its disruption, so a restarted operator always knows what
-//! to undo and when. A finalizer undoes everything before a lab goes away.
+//! Each reconcile is a short pipeline: validate → (not started yet) check
+//! that the part is installed and claim it (`claim`), or wait Queued →
+//! (running) read the run ConfigMap (`run_channel`), run the chaos on the
+//! workload's clock, keep the faults applied, run the workload Job →
+//! (done) release the part (every disruption undone, every fault cleared)
+//! and write the verdict. What should be true is recomputed every time from
+//! the spec, the records in status and the clock (`chaos_plan`); a record is
+//! written to status before its disruption, so a restarted operator always
+//! knows what to undo and when. A finalizer undoes everything before a lab
+//! that holds its part goes away.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foodlab_lab::faults::{FaultApiError, FaultClient};
+use foodlab_domain::Faults;
+use foodlab_lab::faults::FaultClient;
 use foodlab_lab::results::ChaosRecord;
-use foodlab_lab::spec::{ChaosAction, FoodLabStatus, Phase, Transport, Verdict};
+use foodlab_lab::spec::{ChaosAction, FoodLabStatus, Phase, Verdict};
+use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{FoodLab, Platform, PlatformError, Service};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -27,13 +34,21 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
 use crate::chaos_plan::{self, ChaosMove};
+use crate::claim::{self, Claim};
 use crate::job::{self, JobReport};
 use crate::metrics::Metrics;
 use crate::platform::{FIELD_MANAGER, KubernetesPlatform};
+use crate::run_channel;
 
 pub const FINALIZER: &str = "foodlab.dev/restore";
 /// How often a running lab is looked at even when nothing is due.
 pub const RESYNC: Duration = Duration::from_secs(10);
+/// How often a queued lab, or a lab waiting for its workload's first
+/// order, looks again (besides the watch events that wake it).
+pub const POLL: Duration = Duration::from_secs(2);
+/// How long a restore (or the release) that keeps failing is retried past
+/// its due time before the lab fails with the reason.
+pub const RESTORE_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,14 +56,12 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Platform(#[from] PlatformError),
-    #[error(transparent)]
-    Faults(#[from] FaultApiError),
     #[error("cannot serialise: {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("FoodLab has no namespace")]
     NoNamespace,
     #[error("finalizer: {0}")]
-    Finalizer(String),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 /// What reconciles share.
@@ -58,8 +71,12 @@ pub struct Context {
     pub recorder: Option<Recorder>,
     pub job_image: String,
     pub job_pull_policy: String,
+    /// The ServiceAccount the workload Job runs as.
+    pub job_service_account: String,
     /// The clock, injected so tests can be at any time.
     pub now: fn() -> Timestamp,
+    /// Service URLs instead of Service DNS (tests).
+    pub endpoints: Option<BTreeMap<Service, String>>,
     pub metrics: Metrics,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -76,7 +93,9 @@ impl Context {
             recorder,
             job_image,
             job_pull_policy,
+            job_service_account: job::DEFAULT_SERVICE_ACCOUNT.to_owned(),
             now: Timestamp::now,
+            endpoints: None,
             metrics: Metrics::default(),
             failures: Mutex::default(),
         }
@@ -97,6 +116,19 @@ impl Context {
             tracing::warn!(%error, "could not publish an event");
         }
     }
+
+    fn platform(&self, lab: &FoodLab, namespace: &str) -> KubernetesPlatform {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        let platform = KubernetesPlatform::new(
+            namespace,
+            Some(deployments),
+            lab.spec.transport == foodlab_lab::Transport::Rabbitmq,
+        );
+        match &self.endpoints {
+            Some(endpoints) => platform.with_endpoints(endpoints.clone()),
+            None => platform,
+        }
+    }
 }
 
 pub async fn reconcile(lab: Arc<FoodLab>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -112,7 +144,7 @@ pub async fn reconcile(lab: Arc<FoodLab>, ctx: Arc<Context>) -> Result<Action, E
     })
     .instrument(tracing::info_span!("reconcile", lab = %name, %namespace))
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))?;
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
     ctx.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -120,25 +152,43 @@ pub async fn reconcile(lab: Arc<FoodLab>, ctx: Arc<Context>) -> Result<Action, E
     Ok(action)
 }
 
-/// Retries a failing lab with exponential backoff: 2 s, 4 s, ... 5 min.
+/// Retries a failing lab with exponential backoff (2 s, 4 s, ... 5 min),
+/// but never past a restore that is due: a disruption is undone at its
+/// `restoreAt` plus at most one reconcile, whatever failed before.
 pub fn error_policy(lab: Arc<FoodLab>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed();
     let key = format!("{}/{}", lab.namespace().unwrap_or_default(), lab.name_any());
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let attempts = failures.entry(key).or_insert(0);
     *attempts = attempts.saturating_add(1);
-    let delay = Duration::from_secs(2u64.saturating_pow(*attempts).min(300));
+    let backoff = Duration::from_secs(2u64.saturating_pow(*attempts).min(300));
+    let delay = backoff_until_restore(&lab, backoff, (ctx.now)());
     tracing::warn!(lab = %lab.name_any(), %error, attempts = *attempts, ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
-fn platform_for(lab: &FoodLab, ctx: &Context, namespace: &str) -> KubernetesPlatform {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    KubernetesPlatform::new(
-        namespace,
-        Some(deployments),
-        lab.spec.transport == Transport::Rabbitmq,
-    )
+/// `backoff`, cut short by the next restore due among the lab's records.
+pub fn backoff_until_restore(lab: &FoodLab, backoff: Duration, now: Timestamp) -> Duration {
+    let next_restore = lab
+        .status
+        .iter()
+        .flat_map(|s| &s.chaos)
+        .filter(|r| r.restored_at.is_none())
+        .map(|r| r.restore_at.unwrap_or(r.started_at))
+        .min();
+    match next_restore {
+        Some(at) => backoff.min(until(now, at)).max(Duration::from_secs(1)),
+        None => backoff,
+    }
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or_default()
+}
+
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
 }
 
 fn set_condition(status: &mut FoodLabStatus, condition: Condition) {
@@ -161,6 +211,14 @@ fn ready(
         observed_generation: generation,
         last_transition_time: Time(now),
     }
+}
+
+fn ready_reason(status: &FoodLabStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.as_str())
 }
 
 /// Writes status with server-side apply, guarded by the resourceVersion the
@@ -196,331 +254,587 @@ impl StatusWriter<'_> {
     }
 }
 
+/// One reconcile's view of a lab.
+struct Run<'a> {
+    lab: &'a FoodLab,
+    ctx: &'a Context,
+    namespace: &'a str,
+    platform: KubernetesPlatform,
+    writer: StatusWriter<'a>,
+    status: FoodLabStatus,
+    now: Timestamp,
+}
+
+impl Run<'_> {
+    fn generation(&self) -> Option<i64> {
+        self.lab.metadata.generation
+    }
+
+    fn set_ready(&mut self, state: &str, reason: &str, message: String) {
+        let condition = ready(state, reason, message, self.generation(), self.now);
+        set_condition(&mut self.status, condition);
+    }
+
+    /// Ends the lab: final phase, verdict, Ready condition, event.
+    async fn fail(&mut self, reason: &str, message: String) -> Result<Action, Error> {
+        self.status.phase = Some(Phase::Failed);
+        self.status.verdict = Some(Verdict::Fail);
+        self.status.observed_generation = self.generation();
+        self.set_ready("False", reason, message.clone());
+        self.writer.write(&self.status).await?;
+        self.ctx
+            .event(self.lab, EventType::Warning, reason, message)
+            .await;
+        Ok(Action::await_change())
+    }
+}
+
 async fn apply(
     lab: &FoodLab,
     ctx: &Context,
     api: &Api<FoodLab>,
     namespace: &str,
 ) -> Result<Action, Error> {
-    let now = (ctx.now)();
-    let generation = lab.metadata.generation;
-    let mut writer = StatusWriter {
-        api,
-        name: lab.name_any(),
-        resource_version: lab.metadata.resource_version.clone(),
+    let mut run = Run {
+        lab,
+        ctx,
+        namespace,
+        platform: ctx.platform(lab, namespace),
+        writer: StatusWriter {
+            api,
+            name: lab.name_any(),
+            resource_version: lab.metadata.resource_version.clone(),
+        },
+        status: lab.status.clone().unwrap_or_default(),
+        now: (ctx.now)(),
     };
-    let mut status = lab.status.clone().unwrap_or_default();
-    let platform = platform_for(lab, ctx, namespace);
-
     // A spec that was invalid and has been edited since: start afresh.
-    let was_invalid = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == "InvalidSpec");
-    if was_invalid && status.observed_generation != generation {
-        status = FoodLabStatus::default();
+    if ready_reason(&run.status) == Some("InvalidSpec")
+        && run.status.observed_generation != lab.metadata.generation
+    {
+        run.status = FoodLabStatus::default();
     }
-    if let Err(problems) = lab.spec.validate() {
-        // Whatever ran before the spec turned invalid is undone first.
-        restore_everything(lab, ctx, &platform, &mut status, now).await;
-        let message = problems.join("; ");
-        status.phase = Some(Phase::Failed);
-        status.observed_generation = generation;
-        set_condition(
-            &mut status,
-            ready("False", "InvalidSpec", message.clone(), generation, now),
-        );
-        writer.write(&status).await?;
-        ctx.event(lab, EventType::Warning, "InvalidSpec", message)
-            .await;
-        // Nothing will change until the spec does: no retry loop.
-        return Ok(Action::await_change());
-    }
-    if matches!(status.phase, Some(Phase::Succeeded | Phase::Failed)) {
-        return Ok(Action::await_change());
-    }
-    let started_at = match status.started_at {
-        Some(started_at) => started_at,
-        None => {
-            status.started_at = Some(now);
-            status.phase = Some(Phase::Running);
-            status.observed_generation = generation;
-            set_condition(
-                &mut status,
-                ready(
-                    "False",
-                    "Running",
-                    "the lab is running".into(),
-                    generation,
-                    now,
-                ),
-            );
-            writer.write(&status).await?;
-            ctx.event(
-                lab,
-                EventType::Normal,
-                "Started",
-                format!("{} lab started", lab.spec.transport),
-            )
-            .await;
-            now
-        }
+    let validated = match ValidatedLab::new(&lab.spec) {
+        Ok(validated) => validated,
+        Err(problems) => return invalid(&mut run, problems).await,
     };
-
-    // Chaos first (restores above all), so nothing else can hold a restore up.
-    let plan = chaos_plan::plan(&lab.spec.chaos, &status.chaos, started_at, now);
-    let mut first_error = None;
-    for change in plan.moves {
-        let done = match change {
-            ChaosMove::Start { step } => {
-                start_step(lab, ctx, &mut writer, &platform, &mut status, step, now).await
-            }
-            ChaosMove::Restore { step } => {
-                match restore_step(lab, ctx, &platform, &mut status, step, now).await {
-                    Ok(()) => writer.write(&status).await,
-                    Err(error) => Err(error),
-                }
-            }
-        };
-        if let Err(error) = done {
-            first_error.get_or_insert(error);
-        }
+    match run.status.phase {
+        Some(Phase::Succeeded | Phase::Failed) => Ok(Action::await_change()),
+        _ if run.status.started_at.is_none() => start(&mut run, &validated).await,
+        _ => running(&mut run, &validated).await,
     }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
-    keep_faults_applied(lab, &platform, &status).await;
-    let chaos_over = chaos_plan::plan(&lab.spec.chaos, &status.chaos, started_at, now).finished;
-
-    let finished = run_workload(lab, ctx, &mut writer, &mut status, chaos_over, now).await?;
-    if finished {
-        return Ok(Action::await_change());
-    }
-    let until_due = plan
-        .next_due
-        .map(|due| Duration::try_from(due.duration_since(now)).unwrap_or_default());
-    Ok(Action::requeue(until_due.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
-/// Undoes every disruption still in place, as far as possible; what cannot
-/// be undone is logged (used when the spec turned invalid mid-run).
-async fn restore_everything(
-    lab: &FoodLab,
-    ctx: &Context,
-    platform: &KubernetesPlatform,
-    status: &mut FoodLabStatus,
-    now: Timestamp,
-) {
-    for change in chaos_plan::restore_all(&status.chaos) {
-        if let ChaosMove::Restore { step } = change
-            && let Err(error) = restore_step(lab, ctx, platform, status, step, now).await
-        {
-            tracing::warn!(step, %error, "could not undo a chaos step");
+/// Step 1 failed: undo whatever ran before the spec turned invalid, then
+/// say why; nothing is retried until the spec changes.
+async fn invalid(run: &mut Run<'_>, problems: Vec<String>) -> Result<Action, Error> {
+    if run.status.started_at.is_some() && !run.status.phase.is_some_and(finished) {
+        let problems = release_part(run, None).await;
+        for problem in problems {
+            tracing::warn!(%problem, "could not release the part of a lab whose spec turned invalid");
+        }
+        claim::release(&run.ctx.client, run.namespace, run.lab).await?;
+    }
+    run.status.phase = Some(Phase::Failed);
+    run.status.observed_generation = run.generation();
+    let message = problems.join("; ");
+    run.set_ready("False", "InvalidSpec", message.clone());
+    run.writer.write(&run.status).await?;
+    run.ctx
+        .event(run.lab, EventType::Warning, "InvalidSpec", message)
+        .await;
+    Ok(Action::await_change())
+}
+
+fn finished(phase: Phase) -> bool {
+    matches!(phase, Phase::Succeeded | Phase::Failed)
+}
+
+/// Step 2: the part must be installed, and free; then the lab runs.
+async fn start(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
+    let mut missing = Vec::new();
+    for service in lab.transport.services() {
+        match run.platform.replicas(*service).await {
+            Ok(_) => {}
+            Err(PlatformError::NotDeployed(_)) => missing.push(service.name()),
+            Err(error) => return Err(error.into()),
         }
     }
+    if !missing.is_empty() {
+        let part = lab.transport.part();
+        let message = format!(
+            "the {part} part is not installed in namespace {}: no Deployment {} \
+             (install it with `helm upgrade --install {part} charts/{part}`)",
+            run.namespace,
+            missing.join(", ")
+        );
+        return run.fail("PartNotInstalled", message).await;
+    }
+    match claim::claim(&run.ctx.client, run.namespace, run.lab).await? {
+        Claim::Queued { holder } => {
+            let message = format!(
+                "waiting for lab {holder} to finish: one lab at a time runs on the part in namespace {}",
+                run.namespace
+            );
+            let already = run.status.phase == Some(Phase::Queued)
+                && run
+                    .status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.message == message);
+            if !already {
+                run.status.phase = Some(Phase::Queued);
+                run.status.observed_generation = run.generation();
+                run.set_ready("False", "Queued", message.clone());
+                run.writer.write(&run.status).await?;
+                run.ctx
+                    .event(run.lab, EventType::Normal, "Queued", message)
+                    .await;
+            }
+            Ok(Action::requeue(POLL))
+        }
+        Claim::Held => {
+            run.status.started_at = Some(run.now);
+            run.status.phase = Some(Phase::Running);
+            run.status.observed_generation = run.generation();
+            run.set_ready("False", "Running", "the lab is running".into());
+            run.writer.write(&run.status).await?;
+            run.ctx
+                .event(
+                    run.lab,
+                    EventType::Normal,
+                    "Started",
+                    format!("{} lab claimed its part", lab.transport),
+                )
+                .await;
+            Ok(Action::requeue(Duration::ZERO))
+        }
+    }
+}
+
+/// Steps 3–5 on a cluster: faults, chaos on the workload's clock, the Job;
+/// then the release and the verdict.
+async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(run.ctx.client.clone(), run.namespace);
+    let channel_name = run_channel::name(run.lab);
+    let channel = config_maps.get_opt(&channel_name).await?;
+    let state = channel
+        .as_ref()
+        .and_then(|cm| run_channel::read(cm, run.lab));
+    if run.status.workload_started_at.is_none()
+        && let Some(at) = state.as_ref().and_then(|s| s.workload_started_at)
+    {
+        run.status.workload_started_at = Some(at);
+        run.writer.write(&run.status).await?;
+    }
+
+    // Chaos first (restores above all), so nothing else can hold a restore up.
+    let chaos = run_chaos(run, lab, &config_maps, &channel_name).await?;
+    keep_faults_applied(run, lab).await;
+
+    let jobs: Api<Job> = Api::namespaced(run.ctx.client.clone(), run.namespace);
+    let job_name = job::job_name(run.lab);
+    let existing = jobs
+        .get_opt(&job_name)
+        .await?
+        .filter(|j| run_channel::owned_by(&j.metadata, run.lab));
+    let Some(existing) = existing else {
+        if run.status.workload_job.is_some() {
+            // Started before and gone now (deleted, or expired after its TTL):
+            // placing the orders again would be a second run, not this one.
+            release_and_finish(run, lab, Ending::Lost(job_name)).await?;
+            return Ok(Action::await_change());
+        }
+        if channel.is_none() {
+            config_maps
+                .create(&PostParams::default(), &run_channel::config_map(run.lab))
+                .await?;
+        }
+        let job = job::workload_job(
+            run.lab,
+            lab,
+            &run.ctx.job_image,
+            &run.ctx.job_pull_policy,
+            &run.ctx.job_service_account,
+        )?;
+        jobs.create(&PostParams::default(), &job).await?;
+        run.status.workload_job = Some(job_name.clone());
+        run.writer.write(&run.status).await?;
+        run.ctx
+            .event(
+                run.lab,
+                EventType::Normal,
+                "WorkloadStarted",
+                format!("Job {job_name} applies the settings and places the orders"),
+            )
+            .await;
+        return Ok(Action::requeue(POLL));
+    };
+    let job_status = existing.status.unwrap_or_default();
+    let job_failed = job_status.failed.unwrap_or(0) > 0;
+    let job_done = job_status.succeeded.unwrap_or(0) > 0 || job_failed;
+    let ending = match (&chaos.failure, job_done) {
+        (Some(failure), _) => Some(Ending::ChaosFailed(failure.clone())),
+        // The Job waits for the restores; a Job that failed first ends the lab now.
+        (None, true) if chaos.finished || job_failed => Some(match state.and_then(|s| s.report) {
+            Some(Ok(report)) => Ending::Report(Box::new(report)),
+            Some(Err(problem)) => Ending::NoReport(job_name, problem),
+            None => Ending::NoReport(job_name, job_failure_reason(&job_status)),
+        }),
+        _ => None,
+    };
+    if let Some(ending) = ending {
+        return release_and_finish(run, lab, ending).await;
+    }
+    let wait = if run.status.workload_started_at.is_none() {
+        POLL
+    } else {
+        RESYNC
+    };
+    Ok(Action::requeue(
+        chaos
+            .next_due
+            .map_or(wait, |due| until(run.now, due).min(wait)),
+    ))
+}
+
+fn job_failure_reason(status: &k8s_openapi::api::batch::v1::JobStatus) -> String {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.reason.as_deref().unwrap_or("Failed"),
+                c.message.as_deref().unwrap_or("")
+            )
+        })
+        .unwrap_or_else(|| "it wrote no report".into())
+}
+
+/// How a running lab ends.
+enum Ending {
+    Report(Box<JobReport>),
+    NoReport(String, String),
+    Lost(String),
+    ChaosFailed(String),
+}
+
+/// What the chaos of this reconcile came to.
+struct ChaosTurn {
+    finished: bool,
+    next_due: Option<Timestamp>,
+    /// A step that could not be applied, or restored by its deadline.
+    failure: Option<String>,
+}
+
+/// Runs the chaos moves due now, timed from the workload's first order.
+async fn run_chaos(
+    run: &mut Run<'_>,
+    lab: &ValidatedLab,
+    config_maps: &Api<ConfigMap>,
+    channel: &str,
+) -> Result<ChaosTurn, Error> {
+    let Some(origin) = run.status.workload_started_at else {
+        return Ok(ChaosTurn {
+            finished: lab.chaos.is_empty(),
+            next_due: None,
+            failure: None,
+        });
+    };
+    let plan = chaos_plan::plan(&lab.chaos, &run.status.chaos, origin, run.now);
+    let changed = !plan.moves.is_empty();
+    for change in plan.moves {
+        match change {
+            ChaosMove::Start { step } => start_step(run, lab, step).await?,
+            ChaosMove::Restore { step } => {
+                if let Err(error) = restore_step(run, Some(lab), step).await {
+                    tracing::warn!(step, %error, "could not undo a chaos step; will retry");
+                }
+            }
+        }
+    }
+    if changed {
+        run.writer.write(&run.status).await?;
+        // The Job waits for the restores and measures the drain from them.
+        run_channel::write(
+            config_maps,
+            channel,
+            run_channel::CHAOS,
+            run_channel::chaos_json(&run.status.chaos),
+            FIELD_MANAGER,
+        )
+        .await?;
+    }
+    let after = chaos_plan::plan(&lab.chaos, &run.status.chaos, origin, run.now);
+    Ok(ChaosTurn {
+        finished: after.finished,
+        next_due: plan.next_due,
+        failure: chaos_failure(&run.status.chaos, run.now),
+    })
+}
+
+/// A step whose window ended without the disruption ever being applied, or
+/// whose restore kept failing past `RESTORE_DEADLINE`.
+fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<String> {
+    records.iter().find_map(|r| {
+        let error = r.error.as_deref()?;
+        let what = format!("chaos[{}] {:?} {}", r.step, r.action, r.target);
+        if r.restored_at.is_some() && !r.disrupted {
+            return Some(format!("{what} could not be applied: {error}"));
+        }
+        let due = r.restore_at.unwrap_or(r.started_at);
+        (r.restored_at.is_none() && now >= plus(due, RESTORE_DEADLINE))
+            .then(|| format!("{what} could not be restored by its deadline: {error}"))
+    })
 }
 
 /// Faults are re-applied on every reconcile: a restarted pod starts without
-/// them. Best effort, and never on a service a chaos step is disrupting
-/// (it may have no pods, or carry a Delay/Fail window's faults).
-async fn keep_faults_applied(lab: &FoodLab, platform: &KubernetesPlatform, status: &FoodLabStatus) {
+/// them. Best effort, on every service of the part (none where the lab
+/// declares none), never on a service a chaos step is disrupting.
+async fn keep_faults_applied(run: &Run<'_>, lab: &ValidatedLab) {
     let client = FaultClient::default();
-    for (service, spec) in lab.spec.faults.declared() {
-        let disrupted = status
+    for (service, faults) in &lab.faults {
+        let disrupted = run
+            .status
             .chaos
             .iter()
-            .any(|r| r.target == service && r.restored_at.is_none());
+            .any(|r| r.target == *service && r.restored_at.is_none());
         if disrupted {
             continue;
         }
-        let applied = match spec.to_faults() {
-            Ok(faults) => client
-                .set(platform, service, &faults)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = applied {
+        if let Err(error) = client.set(&run.platform, *service, faults).await {
             tracing::warn!(%service, %error, "could not apply the lab's faults; will retry");
         }
     }
 }
 
-fn base_faults(lab: &FoodLab, service: Service) -> foodlab_domain::Faults {
-    lab.spec
-        .faults
-        .get(service)
-        .and_then(|spec| spec.to_faults().ok())
-        .unwrap_or_default()
-}
-
-async fn start_step(
-    lab: &FoodLab,
-    ctx: &Context,
-    writer: &mut StatusWriter<'_>,
-    platform: &KubernetesPlatform,
-    status: &mut FoodLabStatus,
-    index: usize,
-    now: Timestamp,
-) -> Result<(), Error> {
-    let Some(step) = lab.spec.chaos.get(index) else {
+async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Result<(), Error> {
+    let Some(step) = lab.chaos.get(index) else {
         return Ok(());
     };
     // The record goes to status before the disruption, so it can always be
     // undone; a record whose disruption failed is reused on the next try.
-    let position = match status.chaos.iter().position(|r| r.step as usize == index) {
+    let position = match run
+        .status
+        .chaos
+        .iter()
+        .position(|r| r.step as usize == index)
+    {
         Some(position) => position,
         None => {
-            let original = match step.action {
-                ChaosAction::ScaleToZero => Some(platform.replicas(step.target).await?),
-                _ => None,
-            };
-            status.chaos.push(ChaosRecord {
+            run.status.chaos.push(ChaosRecord {
                 step: u32::try_from(index).unwrap_or(u32::MAX),
                 action: step.action,
                 target: step.target,
                 disrupted: false,
-                original_replicas: original,
-                started_at: now,
-                restore_at: Some(chaos_plan::restore_at(step, now)),
+                original_replicas: None,
+                started_at: run.now,
+                restore_at: Some(chaos_plan::restore_at(step, run.now)),
                 restored_at: None,
+                error: None,
             });
-            writer.write(status).await?;
-            status.chaos.len() - 1
+            run.status.chaos.len() - 1
         }
     };
-    let original = status.chaos[position].original_replicas;
-    match step.action {
-        ChaosAction::ScaleToZero => platform.scale(step.target, 0).await?,
-        ChaosAction::PodKill => {
-            let pods: Api<Pod> =
-                Api::namespaced(ctx.client.clone(), &lab.namespace().unwrap_or_default());
-            let selector = format!("app.kubernetes.io/name={}", step.target);
-            for pod in pods.list(&ListParams::default().labels(&selector)).await? {
-                pods.delete(&pod.name_any(), &DeleteParams::default())
-                    .await?;
+    if step.action == ChaosAction::ScaleToZero
+        && run.status.chaos[position].original_replicas.is_none()
+    {
+        match run.platform.replicas(step.target).await {
+            Ok(replicas) => run.status.chaos[position].original_replicas = Some(replicas),
+            Err(error) => {
+                run.status.chaos[position].error = Some(error.to_string());
+                return Ok(());
             }
         }
+    }
+    run.writer.write(&run.status).await?;
+    match disrupt(run, lab, step).await {
+        Ok(()) => {
+            let record = &mut run.status.chaos[position];
+            record.disrupted = true;
+            record.error = None;
+            run.ctx.metrics.chaos_started();
+            let note = format!(
+                "{:?} {} (replicas were {})",
+                step.action,
+                step.target,
+                record
+                    .original_replicas
+                    .map_or("-".into(), |r| r.to_string())
+            );
+            run.ctx
+                .event(run.lab, EventType::Normal, "ChaosStarted", note)
+                .await;
+        }
+        Err(error) => {
+            tracing::warn!(step = index, %error, "could not apply a chaos step; will retry");
+            run.status.chaos[position].error = Some(error);
+        }
+    }
+    Ok(())
+}
+
+async fn disrupt(
+    run: &Run<'_>,
+    lab: &ValidatedLab,
+    step: &foodlab_lab::spec::ChaosStep,
+) -> Result<(), String> {
+    match step.action {
+        ChaosAction::ScaleToZero => run
+            .platform
+            .scale(step.target, 0)
+            .await
+            .map_err(|e| e.to_string()),
+        ChaosAction::PodKill => {
+            let pods: Api<Pod> = Api::namespaced(run.ctx.client.clone(), run.namespace);
+            let selector = format!("app.kubernetes.io/name={}", step.target);
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            for pod in list {
+                pods.delete(&pod.name_any(), &DeleteParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         ChaosAction::Delay | ChaosAction::Fail => {
-            let base = base_faults(lab, step.target);
+            let base = lab.faults_of(step.target);
             let window = foodlab_lab::chaos::window_faults(step, Some(&base));
             FaultClient::default()
-                .set(platform, step.target, &window)
-                .await?;
+                .set(&run.platform, step.target, &window)
+                .await
+                .map_err(|e| e.to_string())
         }
     }
-    status.chaos[position].disrupted = true;
-    writer.write(status).await?;
-    ctx.metrics.chaos_started();
-    ctx.event(
-        lab,
-        EventType::Normal,
-        "ChaosStarted",
-        format!(
-            "{:?} {} (replicas were {})",
-            step.action,
-            step.target,
-            original.map_or("-".into(), |r| r.to_string())
-        ),
-    )
-    .await;
-    Ok(())
 }
 
+/// Undoes one recorded step; on failure the record keeps the reason and
+/// the step is tried again on the next reconcile.
 async fn restore_step(
-    lab: &FoodLab,
-    ctx: &Context,
-    platform: &KubernetesPlatform,
-    status: &mut FoodLabStatus,
+    run: &mut Run<'_>,
+    lab: Option<&ValidatedLab>,
     index: usize,
-    now: Timestamp,
-) -> Result<(), Error> {
-    let Some(record) = status.chaos.iter_mut().find(|r| r.step as usize == index) else {
+) -> Result<(), String> {
+    let Some(position) = run
+        .status
+        .chaos
+        .iter()
+        .position(|r| r.step as usize == index)
+    else {
         return Ok(());
     };
-    match record.action {
-        ChaosAction::ScaleToZero => {
-            match platform
-                .scale(record.target, record.original_replicas.unwrap_or(1))
-                .await
-            {
+    let record = run.status.chaos[position].clone();
+    let undone = match record.action {
+        ChaosAction::ScaleToZero => match record.original_replicas {
+            // Never read, so never scaled: nothing to put back.
+            None => Ok(()),
+            Some(replicas) => match run.platform.scale(record.target, replicas).await {
                 // The Deployment is gone (its part was uninstalled): nothing to restore.
-                Ok(()) | Err(PlatformError::NotDeployed(_)) => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
+                Ok(()) | Err(PlatformError::NotDeployed(_)) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            },
+        },
         ChaosAction::Delay | ChaosAction::Fail => {
+            let base = lab.map(|l| l.faults_of(record.target)).unwrap_or_default();
             FaultClient::default()
-                .set(platform, record.target, &base_faults(lab, record.target))
-                .await?;
+                .set(&run.platform, record.target, &base)
+                .await
+                .map_err(|e| e.to_string())
         }
-        ChaosAction::PodKill => {}
+        ChaosAction::PodKill => Ok(()),
+    };
+    let record = &mut run.status.chaos[position];
+    match undone {
+        Ok(()) => {
+            record.restored_at = Some(run.now);
+            let note = format!("{:?} {} undone", record.action, record.target);
+            run.ctx.metrics.chaos_restored();
+            run.ctx
+                .event(run.lab, EventType::Normal, "ChaosRestored", note)
+                .await;
+            Ok(())
+        }
+        Err(error) => {
+            // A step never applied keeps the reason it failed for.
+            if record.disrupted {
+                record.error = Some(error.clone());
+            }
+            Err(error)
+        }
     }
-    record.restored_at = Some(now);
-    let note = format!("{:?} {} undone", record.action, record.target);
-    ctx.metrics.chaos_restored();
-    ctx.event(lab, EventType::Normal, "ChaosRestored", note)
-        .await;
-    Ok(())
 }
 
-/// Starts the workload Job, and once it is done and every disruption undone,
-/// records its report. Returns whether the lab is finished.
-async fn run_workload(
-    lab: &FoodLab,
-    ctx: &Context,
-    writer: &mut StatusWriter<'_>,
-    status: &mut FoodLabStatus,
-    chaos_over: bool,
-    now: Timestamp,
-) -> Result<bool, Error> {
-    let namespace = lab.namespace().unwrap_or_default();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let name = job::job_name(lab);
-    let generation = lab.metadata.generation;
-    let Some(existing) = jobs.get_opt(&name).await? else {
-        if status.workload_job.is_some() {
-            // Started before and gone now (deleted, or expired after its TTL):
-            // placing the orders again would be a second run, not this one.
-            status.phase = Some(Phase::Failed);
-            status.verdict = Some(Verdict::Fail);
-            let message = format!("Job {name} disappeared before its report was read");
-            set_condition(
-                status,
-                ready("False", "WorkloadLost", message.clone(), generation, now),
-            );
-            writer.write(status).await?;
-            ctx.event(lab, EventType::Warning, "WorkloadLost", message)
-                .await;
-            return Ok(true);
+/// The release: every recorded disruption undone, every fault of the
+/// part cleared. Returns what could not be.
+async fn release_part(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for change in chaos_plan::restore_all(&run.status.chaos) {
+        if let ChaosMove::Restore { step } = change
+            && let Err(error) = restore_step(run, lab, step).await
+        {
+            problems.push(format!("chaos[{step}]: {error}"));
         }
-        let job = job::workload_job(lab, &ctx.job_image, &ctx.job_pull_policy)?;
-        jobs.create(&PostParams::default(), &job).await?;
-        status.workload_job = Some(name.clone());
-        writer.write(status).await?;
-        ctx.event(
-            lab,
-            EventType::Normal,
-            "WorkloadStarted",
-            format!("Job {name} places the orders"),
-        )
-        .await;
-        return Ok(false);
-    };
-    let job_status = existing.status.unwrap_or_default();
-    let done = job_status.succeeded.unwrap_or(0) > 0 || job_status.failed.unwrap_or(0) > 0;
-    if !done || !chaos_over {
-        return Ok(false);
     }
-    match read_report(ctx, &namespace, &name).await? {
-        Some(report) => {
-            let passed = report.verdict == Verdict::Pass;
-            status.phase = Some(if passed {
-                Phase::Succeeded
-            } else {
-                Phase::Failed
-            });
-            status.verdict = Some(report.verdict);
+    let client = FaultClient::default();
+    for service in run.lab.spec.transport.services() {
+        if let Err(error) = client
+            .set(&run.platform, *service, &Faults::default())
+            .await
+        {
+            problems.push(error.to_string());
+        }
+    }
+    problems
+}
+
+/// The last step: release, then the verdict; a release that fails is
+/// retried until `RESTORE_DEADLINE` after the first attempt, then the lab
+/// fails with what could not be undone.
+async fn release_and_finish(
+    run: &mut Run<'_>,
+    lab: &ValidatedLab,
+    ending: Ending,
+) -> Result<Action, Error> {
+    let problems = release_part(run, Some(lab)).await;
+    if !problems.is_empty() {
+        let since = run
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Released" && c.status == "False")
+            .map_or(run.now, |c| c.last_transition_time.0);
+        if run.now < plus(since, RESTORE_DEADLINE) {
+            let generation = run.generation();
+            set_condition(
+                &mut run.status,
+                Condition {
+                    type_: "Released".into(),
+                    status: "False".into(),
+                    reason: "Retrying".into(),
+                    message: problems.join("; "),
+                    observed_generation: generation,
+                    last_transition_time: Time(since),
+                },
+            );
+            run.writer.write(&run.status).await?;
+            return Ok(Action::requeue(POLL));
+        }
+    }
+    run.status.conditions.retain(|c| c.type_ != "Released");
+    let unreleased = if problems.is_empty() {
+        String::new()
+    } else {
+        format!("; not released: {}", problems.join("; "))
+    };
+    let action = match ending {
+        Ending::Report(report) => {
+            let report = *report;
+            let passed = report.verdict == Verdict::Pass && problems.is_empty();
             let failed_checks: Vec<_> = report
                 .results
                 .checks
@@ -528,88 +842,112 @@ async fn run_workload(
                 .filter(|c| !c.passed)
                 .map(|c| format!("{}: {}", c.name, c.detail))
                 .collect();
-            let message = if passed {
-                "every expectation held".to_owned()
+            let message = if failed_checks.is_empty() {
+                format!("every expectation held{unreleased}")
             } else {
-                failed_checks.join("; ")
+                format!("{}{unreleased}", failed_checks.join("; "))
             };
-            status.results = Some(report.results);
-            let (state, reason) = if passed {
-                ("True", "Passed")
+            run.status.phase = Some(if passed {
+                Phase::Succeeded
             } else {
-                ("False", "ExpectationsFailed")
+                Phase::Failed
+            });
+            run.status.verdict = Some(if problems.is_empty() {
+                report.verdict
+            } else {
+                Verdict::Fail
+            });
+            run.status.results = Some(report.results);
+            let (state, reason) = match (passed, problems.is_empty()) {
+                (true, _) => ("True", "Passed"),
+                (false, true) => ("False", "ExpectationsFailed"),
+                (false, false) => ("False", "ReleaseFailed"),
             };
-            set_condition(
-                status,
-                ready(state, reason, message.clone(), generation, now),
-            );
-            ctx.event(
-                lab,
-                EventType::Normal,
-                "Completed",
-                format!("verdict {}: {message}", report.verdict),
-            )
-            .await;
-        }
-        None => {
-            status.phase = Some(Phase::Failed);
-            status.verdict = Some(Verdict::Fail);
-            let message =
-                format!("Job {name} ended without a report (see kubectl logs job/{name})");
-            set_condition(
-                status,
-                ready("False", "WorkloadFailed", message.clone(), generation, now),
-            );
-            ctx.event(lab, EventType::Warning, "WorkloadFailed", message)
+            run.set_ready(state, reason, message.clone());
+            run.writer.write(&run.status).await?;
+            run.ctx
+                .event(
+                    run.lab,
+                    EventType::Normal,
+                    "Completed",
+                    format!(
+                        "verdict {}: {message}",
+                        run.status.verdict.unwrap_or(Verdict::Fail)
+                    ),
+                )
                 .await;
+            Action::await_change()
+        }
+        Ending::NoReport(job, why) => {
+            let message = format!(
+                "Job {job} ended without a report: {why} (see kubectl logs job/{job}){unreleased}"
+            );
+            run.fail("WorkloadFailed", message).await?
+        }
+        Ending::Lost(job) => {
+            let message = format!("Job {job} disappeared before its report was read{unreleased}");
+            run.fail("WorkloadLost", message).await?
+        }
+        Ending::ChaosFailed(failure) => {
+            run.fail("ChaosFailed", format!("{failure}{unreleased}"))
+                .await?
+        }
+    };
+    claim::release(&run.ctx.client, run.namespace, run.lab).await?;
+    Ok(action)
+}
+
+/// Deletion: a lab that holds its part undoes every disruption still in
+/// place and clears the faults, then gives the part back. A lab that does
+/// not hold it (queued, or long finished) touches nothing: another lab may
+/// be running there.
+async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    let holds = claim::holds(&ctx.client, namespace, lab).await?;
+    if !holds {
+        return Ok(Action::await_change());
+    }
+    let api: Api<FoodLab> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut run = Run {
+        lab,
+        ctx,
+        namespace,
+        platform: ctx.platform(lab, namespace),
+        writer: StatusWriter {
+            api: &api,
+            name: lab.name_any(),
+            resource_version: None,
+        },
+        status: lab.status.clone().unwrap_or_default(),
+        now: (ctx.now)(),
+    };
+    let validated = ValidatedLab::new(&lab.spec).ok();
+    let mut unrestored = Vec::new();
+    for change in chaos_plan::restore_all(&run.status.chaos) {
+        if let ChaosMove::Restore { step } = change
+            && let Err(error) = restore_step(&mut run, validated.as_ref(), step).await
+        {
+            unrestored.push(format!("chaos[{step}]: {error}"));
         }
     }
-    writer.write(status).await?;
-    Ok(true)
-}
-
-/// The report the workload container left as its termination message.
-async fn read_report(
-    ctx: &Context,
-    namespace: &str,
-    job: &str,
-) -> Result<Option<JobReport>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await?;
-    let message = list.items.iter().find_map(|pod| {
-        pod.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-    });
-    Ok(message.and_then(|m| serde_json::from_str(&m).ok()))
-}
-
-/// Deletion: undo every disruption still in place, clear the faults.
-async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action, Error> {
-    let now = (ctx.now)();
-    let platform = platform_for(lab, ctx, namespace);
-    let mut status = lab.status.clone().unwrap_or_default();
-    for change in chaos_plan::restore_all(&status.chaos) {
-        if let ChaosMove::Restore { step } = change {
-            restore_step(lab, ctx, &platform, &mut status, step, now).await?;
-        }
+    // The finalizer stays until every disruption is undone.
+    if !unrestored.is_empty() {
+        return Err(Error::Platform(PlatformError::Setup(unrestored.join("; "))));
     }
     let client = FaultClient::default();
-    for (service, _) in lab.spec.faults.declared() {
-        if let Err(error) = client.set(&platform, service, &Default::default()).await {
+    for service in lab.spec.transport.services() {
+        if let Err(error) = client
+            .set(&run.platform, *service, &Faults::default())
+            .await
+        {
             tracing::warn!(%service, %error, "could not clear faults of a deleted lab");
         }
     }
+    claim::release(&ctx.client, namespace, lab).await?;
     ctx.event(
         lab,
         EventType::Normal,
         "Cleaned",
-        "disruptions undone, faults cleared".into(),
+        "disruptions undone, faults cleared, part released".into(),
     )
     .await;
     Ok(Action::await_change())

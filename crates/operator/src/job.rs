@@ -1,8 +1,13 @@
 //! The workload Job: the lab engine, from the same image, placing the lab's
-//! orders against the in-cluster services. Its report comes back as the
-//! container's termination message (no API access needed inside the Job).
+//! orders against the in-cluster services. It talks to the operator through
+//! the lab's run ConfigMap (`run_channel`), as the `foodlab-workload`
+//! ServiceAccount, which may only read and patch ConfigMaps.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use foodlab_lab::FoodLab;
+use foodlab_lab::validated::ValidatedLab;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -12,27 +17,39 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
 use kube::api::ObjectMeta;
 
+use crate::run_channel;
+
 /// Environment variable carrying the lab's spec (JSON) into the Job.
 pub const SPEC_ENV: &str = "FOODLAB_LAB_SPEC";
+/// Environment variable naming the lab's run ConfigMap.
+pub const RUN_CONFIG_MAP_ENV: &str = "FOODLAB_RUN_CONFIGMAP";
+/// The Job's ServiceAccount (the operator chart creates it).
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "foodlab-workload";
+/// Time the Job may take beyond the lab's own deadline: pulling the image, starting.
+const JOB_START_SLACK: Duration = Duration::from_secs(120);
 
-pub fn job_name(lab: &FoodLab) -> String {
-    format!(
-        "{}-workload",
-        lab.metadata.name.as_deref().unwrap_or("foodlab")
-    )
+/// `<lab>-<what>-<first 8 of the UID>`, within the 63 characters a label holds.
+pub fn named(lab: &FoodLab, what: &str) -> String {
+    let name = lab.metadata.name.as_deref().unwrap_or("foodlab");
+    let uid = lab.metadata.uid.as_deref().unwrap_or("");
+    let uid: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    let name: String = name.chars().take(63 - what.len() - uid.len() - 2).collect();
+    format!("{}-{what}-{uid}", name.trim_end_matches('-'))
 }
 
-/// The Job for a lab: faults and chaos stay with the operator, so the Job
-/// gets the workload, injections and expectations only.
-pub fn workload_job(
-    lab: &FoodLab,
-    image: &str,
-    pull_policy: &str,
-) -> Result<Job, serde_json::Error> {
-    let mut spec = lab.spec.clone();
-    spec.chaos.clear();
-    spec.faults = Default::default();
-    let labels = std::collections::BTreeMap::from([
+/// A recreated lab (same name, new UID) gets a Job of its own.
+pub fn job_name(lab: &FoodLab) -> String {
+    named(lab, "workload")
+}
+
+/// `activeDeadlineSeconds`: the lab's own deadline (`expect.within` and the
+/// engine's slack) plus time to start the pod.
+pub fn active_deadline(lab: &ValidatedLab) -> i64 {
+    i64::try_from((lab.deadline() + JOB_START_SLACK).as_secs()).unwrap_or(i64::MAX)
+}
+
+pub fn labels(lab: &FoodLab) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (
             "app.kubernetes.io/name".to_owned(),
             "foodlab-workload".to_owned(),
@@ -42,7 +59,20 @@ pub fn workload_job(
             "foodlab.dev/lab".to_owned(),
             lab.metadata.name.clone().unwrap_or_default(),
         ),
-    ]);
+    ])
+}
+
+/// The Job for a lab. It gets the whole spec: it applies the settings, and
+/// waits for the chaos the operator runs; the faults stay with the operator.
+pub fn workload_job(
+    lab: &FoodLab,
+    validated: &ValidatedLab,
+    image: &str,
+    pull_policy: &str,
+    service_account: &str,
+) -> Result<Job, serde_json::Error> {
+    let spec = lab.spec.clone();
+    let labels = labels(lab);
     let quantity = |q: &str| Quantity(q.to_owned());
     let container = Container {
         name: "workload".into(),
@@ -60,8 +90,12 @@ pub fn workload_job(
                 value: lab.metadata.namespace.clone(),
                 ..EnvVar::default()
             },
+            EnvVar {
+                name: RUN_CONFIG_MAP_ENV.into(),
+                value: Some(run_channel::name(lab)),
+                ..EnvVar::default()
+            },
         ]),
-        termination_message_policy: Some("File".into()),
         resources: Some(ResourceRequirements {
             requests: Some(
                 [
@@ -101,6 +135,7 @@ pub fn workload_job(
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
+            active_deadline_seconds: Some(active_deadline(validated)),
             ttl_seconds_after_finished: Some(3600),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -109,7 +144,9 @@ pub fn workload_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
+                    // The Job writes its start and its report to the run ConfigMap.
+                    service_account_name: Some(service_account.to_owned()),
+                    automount_service_account_token: Some(true),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(10001),
@@ -129,7 +166,7 @@ pub fn workload_job(
     })
 }
 
-/// What the workload container reports back (its termination message).
+/// What the workload reports back, in the run ConfigMap.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobReport {
     pub results: foodlab_lab::results::LabResults,

@@ -1,30 +1,143 @@
-//! Inside the workload Job: run the lab engine against the in-cluster
-//! services and leave the report as the container's termination message.
+//! Inside the workload Job: the lab engine against the in-cluster services,
+//! with the operator owning faults and chaos. The Job tells the operator
+//! when its first order goes out, waits for the operator's restores, and
+//! leaves its report, all in the lab's run ConfigMap (`run_channel`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use foodlab_lab::chaos::{ChaosError, Disruptor, WorkloadStart};
+use foodlab_lab::faults::FaultApiError;
+use foodlab_lab::results::ChaosRecord;
 use foodlab_lab::spec::{FoodLabSpec, Transport};
-use foodlab_lab::{Quiet, run_lab};
+use foodlab_lab::validated::ValidatedLab;
+use foodlab_lab::{Quiet, run_lab_with};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 
-use crate::job::{JobReport, SPEC_ENV};
+use crate::job::{JobReport, RUN_CONFIG_MAP_ENV, SPEC_ENV};
 use crate::platform::KubernetesPlatform;
+use crate::run_channel::{self, JOB_FIELD_MANAGER};
 
-const TERMINATION_LOG: &str = "/dev/termination-log";
+const POLL: Duration = Duration::from_secs(1);
+
+/// The operator's side of faults and chaos, seen from the Job.
+pub struct OperatorChaos {
+    config_maps: Api<ConfigMap>,
+    name: String,
+}
+
+impl OperatorChaos {
+    pub fn new(config_maps: Api<ConfigMap>, name: String) -> Self {
+        Self { config_maps, name }
+    }
+
+    fn failed(reason: String) -> ChaosError {
+        ChaosError {
+            action: foodlab_lab::spec::ChaosAction::ScaleToZero,
+            target: foodlab_lab::Service::Order,
+            reason,
+        }
+    }
+
+    async fn records(&self) -> Option<Vec<ChaosRecord>> {
+        let config_map = self.config_maps.get(&self.name).await.ok()?;
+        let json = config_map.data?.remove(run_channel::CHAOS)?;
+        serde_json::from_str(&json).ok()
+    }
+}
+
+/// Every step of the lab has a record, and every record is restored.
+pub fn all_restored(lab: &ValidatedLab, records: &[ChaosRecord]) -> bool {
+    (0..lab.chaos.len()).all(|i| {
+        records
+            .iter()
+            .any(|r| r.step as usize == i && r.restored_at.is_some())
+    })
+}
+
+impl Disruptor for OperatorChaos {
+    async fn prepare(&self, _lab: &ValidatedLab) -> Result<(), FaultApiError> {
+        // The operator applied the faults when the lab claimed its part.
+        Ok(())
+    }
+
+    async fn chaos(
+        &self,
+        lab: &ValidatedLab,
+        start: WorkloadStart,
+    ) -> Result<Vec<ChaosRecord>, ChaosError> {
+        run_channel::write(
+            &self.config_maps,
+            &self.name,
+            run_channel::WORKLOAD_STARTED_AT,
+            start.at.to_string(),
+            JOB_FIELD_MANAGER,
+        )
+        .await
+        .map_err(|e| Self::failed(format!("cannot record the workload's start: {e}")))?;
+        if lab.chaos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + lab.within;
+        loop {
+            if let Some(records) = self.records().await
+                && all_restored(lab, &records)
+            {
+                return Ok(records);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Self::failed(
+                    "the operator did not restore every chaos step in time".into(),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn release(&self, _lab: &ValidatedLab) -> Vec<String> {
+        // The operator releases the part when the Job is done.
+        Vec::new()
+    }
+}
 
 pub async fn run(namespace: &str) -> anyhow::Result<bool> {
     let spec = std::env::var(SPEC_ENV).with_context(|| format!("{SPEC_ENV} is not set"))?;
     let spec: FoodLabSpec = serde_json::from_str(&spec).context("the lab spec is not valid")?;
+    let channel = std::env::var(RUN_CONFIG_MAP_ENV)
+        .with_context(|| format!("{RUN_CONFIG_MAP_ENV} is not set"))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes API access (the Job's ServiceAccount)")?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let chaos = OperatorChaos::new(config_maps.clone(), channel.clone());
     let platform = KubernetesPlatform::new(namespace, None, spec.transport == Transport::Rabbitmq);
-    let report = run_lab(&platform, &spec, Arc::new(Quiet)).await?;
+    let report = run_lab_with(&platform, &chaos, &spec, Arc::new(Quiet), shutdown()).await?;
     let summary = JobReport {
         results: report.results,
         verdict: report.verdict,
     };
     let json = serde_json::to_string(&summary)?;
     println!("{json}");
-    if let Err(error) = std::fs::write(TERMINATION_LOG, &json) {
-        tracing::warn!(%error, "cannot write the termination message");
-    }
+    run_channel::write(
+        &config_maps,
+        &channel,
+        run_channel::REPORT,
+        json,
+        JOB_FIELD_MANAGER,
+    )
+    .await
+    .context("cannot write the report to the run ConfigMap")?;
     Ok(summary.verdict == foodlab_lab::Verdict::Pass)
+}
+
+/// SIGTERM (the Job's deadline, or its deletion).
+async fn shutdown() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
 }

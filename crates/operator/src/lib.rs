@@ -7,9 +7,11 @@
 //! - `rbac`: every API verb the operator uses (the chart grants exactly these)
 
 pub mod chaos_plan;
+pub mod claim;
 pub mod controller;
 pub mod job;
 pub mod lab_job;
 pub mod metrics;
 pub mod platform;
 pub mod rbac;
+pub mod run_channel;

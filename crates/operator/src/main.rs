@@ -11,6 +11,7 @@ use foodlab_lab::FoodLab;
 use foodlab_operator::controller::{Context, error_policy, reconcile};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
@@ -39,6 +40,13 @@ struct Args {
         default_value = "IfNotPresent"
     )]
     job_image_pull_policy: String,
+    /// ServiceAccount of the workload Job (it reads and patches its lab's run ConfigMap).
+    #[arg(
+        long,
+        env = "FOODLAB_JOB_SERVICE_ACCOUNT",
+        default_value = foodlab_operator::job::DEFAULT_SERVICE_ACCOUNT
+    )]
+    job_service_account: String,
     /// Log format: text or json.
     #[arg(long, env = "FOODLAB_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -78,25 +86,38 @@ async fn main() -> anyhow::Result<()> {
         instance: std::env::var("FOODLAB_POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let context = Arc::new(Context::new(
+    let mut context = Context::new(
         client.clone(),
         Some(recorder),
         args.job_image.clone(),
         args.job_image_pull_policy.clone(),
-    ));
+    );
+    context.job_service_account = args.job_service_account.clone();
+    let context = Arc::new(context);
     let mut registry = Registry::with_prefix("foodlab_operator");
     context.metrics.register(&mut registry);
     let registry = Arc::new(registry);
-    let (labs, jobs): (Api<FoodLab>, Api<Job>) = match &args.watch_namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (labs, jobs, config_maps): (Api<FoodLab>, Api<Job>, Api<ConfigMap>) =
+        match &args.watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     let server = serve(args.listen, registry);
     let controller = Controller::new(labs, watcher::Config::default())
         .owns(jobs, watcher::Config::default())
+        // The Job's writes to the run ConfigMap (its first order, its report) wake the lab at once.
+        .owns(
+            config_maps,
+            watcher::Config::default().labels("app.kubernetes.io/name=foodlab-workload"),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

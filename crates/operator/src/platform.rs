@@ -1,6 +1,8 @@
 //! The Kubernetes platform: services by their Service DNS names, replicas
 //! through each Deployment's scale subresource.
 
+use std::collections::BTreeMap;
+
 use foodlab_lab::rabbitmq::RabbitAdmin;
 use foodlab_lab::{Platform, PlatformError, Service};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,6 +17,8 @@ pub struct KubernetesPlatform {
     /// Without an API client (inside the workload Job) scaling is not possible.
     deployments: Option<Api<Deployment>>,
     rabbitmq: Option<RabbitAdmin>,
+    /// Service URLs instead of Service DNS names (tests).
+    endpoints: Option<BTreeMap<Service, String>>,
 }
 
 impl KubernetesPlatform {
@@ -30,7 +34,14 @@ impl KubernetesPlatform {
             namespace: namespace.to_owned(),
             deployments,
             rabbitmq,
+            endpoints: None,
         }
+    }
+
+    /// Reaches the services at these URLs instead of their Service DNS names.
+    pub fn with_endpoints(mut self, endpoints: BTreeMap<Service, String>) -> Self {
+        self.endpoints = Some(endpoints);
+        self
     }
 
     fn api(&self, service: Service) -> Result<&Api<Deployment>, PlatformError> {
@@ -57,6 +68,12 @@ impl KubernetesPlatform {
 
 impl Platform for KubernetesPlatform {
     fn endpoint(&self, service: Service) -> Result<String, PlatformError> {
+        if let Some(endpoints) = &self.endpoints {
+            return endpoints
+                .get(&service)
+                .cloned()
+                .ok_or(PlatformError::NotDeployed(service));
+        }
         Ok(format!(
             "http://{}.{}.svc:{}",
             service.name(),

@@ -4,18 +4,37 @@
 
 /// (API group, resource, verbs)
 pub const RULES: &[(&str, &str, &[&str])] = &[
-    // The controller lists and watches labs; the finalizer helper patches them.
-    ("foodlab.dev", "foodlabs", &["list", "watch", "patch"]),
+    // The controller lists and watches labs; the finalizer helper patches
+    // them; the claim reads the lab holding the part.
+    (
+        "foodlab.dev",
+        "foodlabs",
+        &["get", "list", "watch", "patch"],
+    ),
     // Status is written with server-side apply.
     ("foodlab.dev", "foodlabs/status", &["patch"]),
-    // Needed to set blockOwnerDeletion on the workload Job's owner reference.
+    // Needed to set blockOwnerDeletion on owner references.
     ("foodlab.dev", "foodlabs/finalizers", &["update"]),
-    // ScaleToZero reads and sets replicas through the scale subresource only.
+    // ScaleToZero reads and sets replicas through the scale subresource
+    // only; reading it also tells whether the part is installed.
     ("apps", "deployments/scale", &["get", "patch"]),
     // The workload Job: created, read, and watched (the controller owns Jobs);
     // deleting a lab deletes its Job through the owner reference.
     ("batch", "jobs", &["get", "list", "watch", "create"]),
-    // The Job's report is its pod's termination message; PodKill deletes pods.
+    // The run ConfigMap between the operator and the Job (watched: the
+    // Job's first order wakes the lab).
+    (
+        "",
+        "configmaps",
+        &["get", "list", "watch", "create", "patch"],
+    ),
+    // One lab at a time per namespace: the `foodlab-part` Lease.
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update", "delete"],
+    ),
+    // PodKill deletes the target's pods.
     ("", "pods", &["list", "delete"]),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];

@@ -1,14 +1,18 @@
 //! The reconciler against a mocked API server (tower-test), one scenario
 //! per test: each asserts the requests the operator makes, in order, and
-//! their bodies. No cluster runs here; the Kubernetes API is the only mock.
+//! their bodies, and checks every one against the RBAC rules. The services'
+//! admin APIs are a small HTTP stub that records what it is asked.
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foodlab_lab::FoodLab;
-use foodlab_operator::controller::{Context, FINALIZER, reconcile};
+use foodlab_lab::{FoodLab, Service};
+use foodlab_operator::controller::{
+    Context, FINALIZER, POLL, backoff_until_restore, error_policy, reconcile,
+};
 use foodlab_operator::rbac;
 use http::{Request, Response};
 use jiff::Timestamp;
@@ -19,10 +23,18 @@ use serde_json::{Value, json};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-const LABS: &str = "/apis/foodlab.dev/v1alpha1/namespaces/default/foodlabs/backlog-drain";
+const UID: &str = "0b7e4c1e-1111-2222-3333-444455556666";
+const LABS: &str = "/apis/foodlab.dev/v1alpha1/namespaces/default/foodlabs";
+const LAB: &str = "/apis/foodlab.dev/v1alpha1/namespaces/default/foodlabs/backlog-drain";
+const STATUS: &str = "/apis/foodlab.dev/v1alpha1/namespaces/default/foodlabs/backlog-drain/status";
+const SCALES: &str = "/apis/apps/v1/namespaces/default/deployments";
 const SCALE: &str = "/apis/apps/v1/namespaces/default/deployments/inventory/scale";
 const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
-const JOB: &str = "/apis/batch/v1/namespaces/default/jobs/backlog-drain-workload";
+const JOB: &str = "/apis/batch/v1/namespaces/default/jobs/backlog-drain-workload-0b7e4c1e";
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+const CM: &str = "/api/v1/namespaces/default/configmaps/backlog-drain-run-0b7e4c1e";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases/foodlab-part";
 
 fn t(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
@@ -33,14 +45,16 @@ fn lab(status: Value) -> FoodLab {
         "apiVersion": "foodlab.dev/v1alpha1",
         "kind": "FoodLab",
         "metadata": {
-            "name": "backlog-drain", "namespace": "default", "uid": "0b7e4c1e-1111-2222-3333-444455556666",
+            "name": "backlog-drain", "namespace": "default", "uid": UID,
             "generation": 1, "finalizers": [FINALIZER]
         },
         "spec": {
             "transport": "rabbitmq",
             "workload": {"orders": 10, "ratePerSecond": 2},
+            "settings": {"stock": "burger=100000", "dependencyTimeout": "3s"},
+            "faults": {"notification": {"delaySeconds": 0.5}},
             "chaos": [{"action": "ScaleToZero", "target": "inventory", "after": "5s", "duration": "60s"}],
-            "expect": {"allOrdersReserved": true}
+            "expect": {"allOrdersReserved": true, "within": "300s"}
         }
     }))
     .unwrap();
@@ -48,12 +62,16 @@ fn lab(status: Value) -> FoodLab {
     lab
 }
 
+/// Claimed at t(-20), the workload's first order at t(0).
 fn running() -> Value {
-    json!({"phase": "Running", "startedAt": t(0)})
+    json!({"phase": "Running", "startedAt": t(-20), "workloadStartedAt": t(0),
+           "workloadJob": "backlog-drain-workload-0b7e4c1e"})
 }
 
 fn running_with(record: Value) -> Value {
-    json!({"phase": "Running", "startedAt": t(0), "workloadJob": "backlog-drain-workload", "chaos": [record]})
+    let mut status = running();
+    status["chaos"] = json!([record]);
+    status
 }
 
 fn scale_record(restored: Option<i64>) -> Value {
@@ -67,26 +85,95 @@ fn scale_record(restored: Option<i64>) -> Value {
     record
 }
 
-fn context(client: Client, now: fn() -> Timestamp) -> Arc<Context> {
+/// What the services' admin APIs were asked: `service PUT path body`.
+#[derive(Clone, Default)]
+struct Admin(Arc<Mutex<Vec<String>>>);
+
+impl Admin {
+    fn calls(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn admin_stub() -> (Admin, BTreeMap<Service, String>) {
+    use axum::extract::{Path, State};
+    let admin = Admin::default();
+    let router = axum::Router::new()
+        .route(
+            "/{service}/admin/{what}",
+            axum::routing::put(
+                |State(admin): State<Admin>,
+                 Path((service, what)): Path<(String, String)>,
+                 body: String| async move {
+                    admin
+                        .0
+                        .lock()
+                        .unwrap()
+                        .push(format!("{service} PUT /admin/{what} {body}"));
+                    body
+                },
+            ),
+        )
+        .with_state(admin.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let endpoints = Service::ALL
+        .into_iter()
+        .map(|s| (s, format!("{base}/{}", s.name())))
+        .collect();
+    (admin, endpoints)
+}
+
+const CLEAR: &str = r#"{"delay_ms":0,"fail_rate":0.0,"fail_status":500}"#;
+const NOTIFICATION_DELAY: &str = r#"{"delay_ms":500,"fail_rate":0.0,"fail_status":500}"#;
+
+/// The lab's faults on every service of the part, as each running reconcile applies them.
+fn kept_faults() -> Vec<String> {
+    vec![
+        format!("order PUT /admin/faults {CLEAR}"),
+        format!("inventory PUT /admin/faults {CLEAR}"),
+        format!("notification PUT /admin/faults {NOTIFICATION_DELAY}"),
+    ]
+}
+
+fn cleared_faults() -> Vec<String> {
+    ["inventory", "notification", "order"]
+        .iter()
+        .map(|s| format!("{s} PUT /admin/faults {CLEAR}"))
+        .collect()
+}
+
+fn context(
+    client: Client,
+    now: fn() -> Timestamp,
+    endpoints: BTreeMap<Service, String>,
+) -> Arc<Context> {
     let mut ctx = Context::new(client, None, "foodlab:dev".into(), "IfNotPresent".into());
     ctx.now = now;
+    ctx.endpoints = Some(endpoints);
     Arc::new(ctx)
 }
 
 /// Runs `reconcile` while `server` answers the requests; fails if the
-/// reconcile makes a request the scenario does not expect.
+/// reconcile makes a request the scenario does not expect. Returns the
+/// result and what the services' admin APIs were asked.
 async fn reconcile_with(
     lab: FoodLab,
     now: fn() -> Timestamp,
     server: impl AsyncFnOnce(&mut Handle),
-) -> Result<Action, foodlab_operator::controller::Error> {
+) -> (
+    Result<Action, foodlab_operator::controller::Error>,
+    Vec<String>,
+) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let reconciler = tokio::spawn(reconcile(Arc::new(lab), context(client, now)));
-    tokio::time::timeout(Duration::from_secs(5), server(&mut handle))
+    let (admin, endpoints) = admin_stub().await;
+    let reconciler = tokio::spawn(reconcile(Arc::new(lab), context(client, now, endpoints)));
+    tokio::time::timeout(Duration::from_secs(10), server(&mut handle))
         .await
         .expect("the scenario's requests did not all come");
-    let result = tokio::time::timeout(Duration::from_secs(5), reconciler)
+    let result = tokio::time::timeout(Duration::from_secs(10), reconciler)
         .await
         .expect("reconcile did not finish")
         .unwrap();
@@ -95,7 +182,7 @@ async fn reconcile_with(
         extra.is_err() || extra.unwrap().is_none(),
         "an unexpected extra request was made"
     );
-    result
+    (result, admin.calls())
 }
 
 /// A scenario whose reconcile succeeds.
@@ -103,24 +190,20 @@ async fn run(
     lab: FoodLab,
     now: fn() -> Timestamp,
     server: impl AsyncFnOnce(&mut Handle),
-) -> Action {
-    reconcile_with(lab, now, server).await.unwrap()
-}
-
-/// A scenario whose reconcile fails after its requests.
-async fn run_failing(lab: FoodLab, now: fn() -> Timestamp, server: impl AsyncFnOnce(&mut Handle)) {
-    let result = reconcile_with(lab, now, server).await;
-    assert!(
-        result.is_err(),
-        "the reconcile should have failed: {result:?}"
-    );
+) -> (Action, Vec<String>) {
+    let (result, calls) = reconcile_with(lab, now, server).await;
+    (result.unwrap(), calls)
 }
 
 /// Takes the next request, checks its method and path, answers `reply`; returns the body.
 async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, reply: Value) -> Value {
     let (request, send) = handle.next_request().await.expect("a request");
-    assert_eq!(request.method().as_str(), method, "{}", request.uri());
-    assert_eq!(request.uri().path(), path);
+    assert_eq!(
+        (request.method().as_str(), request.uri().path()),
+        (method, path),
+        "{}",
+        request.uri()
+    );
     let (group, resource, verb) =
         rbac::needed(method, path, request.uri().query().unwrap_or("")).expect("an API request");
     assert!(
@@ -138,16 +221,45 @@ async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, repl
     body
 }
 
-fn scale(replicas: i32) -> Value {
+fn scale(name: &str, replicas: i32) -> Value {
     json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
-           "metadata": {"name": "inventory", "namespace": "default"},
+           "metadata": {"name": name, "namespace": "default"},
            "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
+}
+
+fn owner(uid: &str) -> Value {
+    json!([{"apiVersion": "foodlab.dev/v1alpha1", "kind": "FoodLab", "name": "backlog-drain",
+            "uid": uid, "controller": true}])
 }
 
 fn job(status: Value) -> Value {
     json!({"apiVersion": "batch/v1", "kind": "Job",
-           "metadata": {"name": "backlog-drain-workload", "namespace": "default"},
+           "metadata": {"name": "backlog-drain-workload-0b7e4c1e", "namespace": "default", "ownerReferences": owner(UID)},
            "spec": {"template": {"spec": {"containers": []}}}, "status": status})
+}
+
+fn config_map(data: Value) -> Value {
+    config_map_of(UID, data)
+}
+
+fn config_map_of(uid: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "backlog-drain-run-0b7e4c1e", "namespace": "default", "ownerReferences": owner(uid)},
+           "data": data})
+}
+
+fn started_channel() -> Value {
+    config_map(json!({"workloadStartedAt": t(0).to_string()}))
+}
+
+fn lease(holder: &str) -> Value {
+    json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+           "metadata": {"name": "foodlab-part", "namespace": "default", "resourceVersion": "7", "uid": "lease-uid"},
+           "spec": {"holderIdentity": holder}})
+}
+
+fn me() -> String {
+    format!("backlog-drain/{UID}")
 }
 
 fn not_found() -> Value {
@@ -158,16 +270,36 @@ fn echo(lab: &FoodLab) -> Value {
     serde_json::to_value(lab).unwrap()
 }
 
+fn report(checks: usize) -> Value {
+    let checks: Vec<Value> = (0..checks)
+        .map(|i| json!({"name": format!("check{i}"), "passed": true, "detail": format!("check {i} held, as the lab said it would, with room to spare")}))
+        .collect();
+    json!({
+        "results": {"accepted": 10, "reserved": 10, "failed": 0, "statusCodes": {"202": 10},
+                    "latencyMs": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0},
+                    "throughputPerSecond": 2.0, "workloadSeconds": 5.0, "drainSeconds": 1.5,
+                    "checks": checks},
+        "verdict": "Pass"
+    })
+}
+
+/// The release of a lab that holds its part: the Lease read, then deleted.
+async fn expect_part_given_back(h: &mut Handle) {
+    expect(h, "GET", LEASE, 200, lease(&me())).await;
+    let delete = expect(h, "DELETE", LEASE, 200, lease(&me())).await;
+    assert_eq!(delete["preconditions"]["resourceVersion"], "7");
+}
+
 #[tokio::test]
 async fn the_finalizer_is_added_on_the_first_reconcile() {
     let mut fresh = lab(Value::Null);
     fresh.metadata.finalizers = None;
     let reply = echo(&lab(Value::Null));
-    let action = run(
+    let (action, calls) = run(
         fresh,
         || t(0),
         async move |h: &mut Handle| {
-            let patch = expect(h, "PATCH", LABS, 200, reply).await;
+            let patch = expect(h, "PATCH", LAB, 200, reply).await;
             assert_eq!(
                 patch[1],
                 json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]})
@@ -176,51 +308,241 @@ async fn the_finalizer_is_added_on_the_first_reconcile() {
     )
     .await;
     assert_eq!(action, Action::await_change());
+    assert!(calls.is_empty());
+}
+
+#[tokio::test]
+async fn a_lab_whose_part_is_not_installed_fails_at_once_saying_so() {
+    let current = lab(Value::Null);
+    let reply = echo(&current);
+    let (action, calls) = run(current, || t(0), async move |h: &mut Handle| {
+        expect(h, "GET", &format!("{SCALES}/inventory/scale"), 404, not_found()).await;
+        expect(h, "GET", &format!("{SCALES}/notification/scale"), 404, not_found()).await;
+        expect(h, "GET", &format!("{SCALES}/order/scale"), 200, scale("order", 1)).await;
+        let status = expect(h, "PATCH", STATUS, 200, reply).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        let condition = &status["status"]["conditions"][0];
+        assert_eq!(condition["reason"], "PartNotInstalled");
+        assert_eq!(
+            condition["message"],
+            "the async-rabbitmq part is not installed in namespace default: no Deployment \
+             inventory, notification (install it with `helm upgrade --install async-rabbitmq charts/async-rabbitmq`)"
+        );
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+    assert!(calls.is_empty(), "nothing touched: {calls:?}");
+}
+
+async fn expect_part_installed(h: &mut Handle) {
+    for service in ["inventory", "notification", "order"] {
+        expect(
+            h,
+            "GET",
+            &format!("{SCALES}/{service}/scale"),
+            200,
+            scale(service, 1),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_lab_claims_a_free_part_with_a_lease_then_runs() {
+    let current = lab(Value::Null);
+    let reply = echo(&current);
+    let (action, _) = run(
+        current,
+        || t(0),
+        async move |h: &mut Handle| {
+            expect_part_installed(h).await;
+            expect(h, "GET", LEASE, 404, not_found()).await;
+            let created = expect(h, "POST", LEASES, 201, lease(&me())).await;
+            assert_eq!(created["spec"]["holderIdentity"], me());
+            assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Running");
+            assert_eq!(status["status"]["startedAt"], json!(t(0)));
+            assert!(status["status"].get("workloadStartedAt").is_none());
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(Duration::ZERO));
+}
+
+#[tokio::test]
+async fn a_second_lab_for_a_busy_part_waits_queued_with_the_reason() {
+    let current = lab(Value::Null);
+    let reply = echo(&current);
+    let holder = lab(running());
+    let mut holder = echo(&holder);
+    holder["metadata"]["name"] = json!("sync-failure");
+    holder["metadata"]["uid"] = json!("aaaa");
+    let (action, calls) = run(current, || t(0), async move |h: &mut Handle| {
+        expect_part_installed(h).await;
+        expect(h, "GET", LEASE, 200, lease("sync-failure/aaaa")).await;
+        expect(h, "GET", &format!("{LABS}/sync-failure"), 200, holder).await;
+        let status = expect(h, "PATCH", STATUS, 200, reply).await;
+        assert_eq!(status["status"]["phase"], "Queued");
+        let condition = &status["status"]["conditions"][0];
+        assert_eq!(condition["reason"], "Queued");
+        assert_eq!(
+            condition["message"],
+            "waiting for lab sync-failure/aaaa to finish: one lab at a time runs on the part in namespace default"
+        );
+        assert!(status["status"].get("startedAt").is_none());
+    })
+    .await;
+    assert_eq!(action, Action::requeue(POLL));
+    assert!(calls.is_empty(), "a queued lab touches nothing: {calls:?}");
+}
+
+#[tokio::test]
+async fn a_queued_lab_takes_over_the_part_when_its_holder_has_finished() {
+    let mut current = lab(json!({"phase": "Queued"}));
+    current.status.as_mut().unwrap().phase = Some(foodlab_lab::spec::Phase::Queued);
+    let reply = echo(&current);
+    let mut holder = echo(&lab(json!({"phase": "Succeeded"})));
+    holder["metadata"]["name"] = json!("sync-failure");
+    holder["metadata"]["uid"] = json!("aaaa");
+    run(
+        current,
+        || t(0),
+        async move |h: &mut Handle| {
+            expect_part_installed(h).await;
+            expect(h, "GET", LEASE, 200, lease("sync-failure/aaaa")).await;
+            expect(h, "GET", &format!("{LABS}/sync-failure"), 200, holder).await;
+            let replaced = expect(h, "PUT", LEASE, 200, lease(&me())).await;
+            assert_eq!(replaced["spec"]["holderIdentity"], me());
+            assert_eq!(replaced["metadata"]["resourceVersion"], "7");
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Running");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_job_is_created_after_its_run_config_map_and_carries_the_settings_and_a_deadline() {
+    let mut status = running();
+    status["workloadJob"] = Value::Null;
+    status["workloadStartedAt"] = Value::Null;
+    let current = lab(status);
+    let reply = echo(&current);
+    let (action, calls) = run(
+        current,
+        || t(-19),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 404, not_found()).await;
+            expect(h, "GET", JOB, 404, not_found()).await;
+            let created = expect(h, "POST", CMS, 201, config_map(json!({}))).await;
+            assert_eq!(created["metadata"]["name"], "backlog-drain-run-0b7e4c1e");
+            assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
+            let job = expect(h, "POST", JOBS, 201, job(json!({}))).await;
+            assert_eq!(job["metadata"]["name"], "backlog-drain-workload-0b7e4c1e");
+            assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], UID);
+            // within 300 s + the engine's 180 s + 120 s to start the pod.
+            assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
+            let pod = &job["spec"]["template"]["spec"];
+            assert_eq!(pod["serviceAccountName"], "foodlab-workload");
+            let env = &pod["containers"][0]["env"];
+            let spec: Value = serde_json::from_str(env[0]["value"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                spec["settings"],
+                json!({"stock": "burger=100000", "dependencyTimeout": "3s"})
+            );
+            assert_eq!(spec["chaos"][0]["action"], "ScaleToZero");
+            assert_eq!(
+                env[2],
+                json!({"name": "FOODLAB_RUN_CONFIGMAP", "value": "backlog-drain-run-0b7e4c1e"})
+            );
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(
+                status["status"]["workloadJob"],
+                "backlog-drain-workload-0b7e4c1e"
+            );
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(POLL));
+    assert_eq!(calls, kept_faults());
+}
+
+#[tokio::test]
+async fn chaos_waits_for_the_workloads_first_order_and_counts_after_from_it() {
+    let mut status = running();
+    status["workloadStartedAt"] = Value::Null;
+    let current = lab(status);
+    let reply = echo(&current);
+    // 30 s after the claim, but 3 s after the first order: ScaleToZero (after 5s) is not due.
+    let (action, _) = run(
+        current.clone(),
+        || t(3),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["workloadStartedAt"], json!(t(0)));
+            assert!(status["status"].get("chaos").is_none());
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    // Before the Job has placed its first order, no chaos at all, however long ago the claim was.
+    let (action, _) = run(
+        current,
+        || t(3),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, config_map(json!({}))).await;
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(POLL));
 }
 
 #[tokio::test]
 async fn scale_to_zero_records_the_original_replicas_before_scaling_to_zero() {
     let current = lab(running());
     let reply = echo(&current);
-    let action = run(
+    let (action, calls) = run(
         current,
         || t(10),
         async move |h: &mut Handle| {
-            expect(h, "GET", SCALE, 200, scale(2)).await;
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply.clone()).await;
+            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "GET", SCALE, 200, scale("inventory", 2)).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
             let record = &status["status"]["chaos"][0];
             assert_eq!(record["originalReplicas"], 2);
             assert_eq!(record["startedAt"], json!(t(10)));
             assert_eq!(record["restoreAt"], json!(t(70)));
             assert!(record.get("restoredAt").is_none());
             assert_eq!(record["disrupted"], false);
-            let patch = expect(h, "PATCH", SCALE, 200, scale(0)).await;
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 0)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 0}}));
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply.clone()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["chaos"][0]["disrupted"], true);
-            // Then the workload Job is created and named in status.
-            expect(h, "GET", JOB, 404, not_found()).await;
-            let created = expect(h, "POST", JOBS, 201, job(json!({}))).await;
-            assert_eq!(created["metadata"]["ownerReferences"][0]["kind"], "FoodLab");
-            assert_eq!(
-                created["spec"]["template"]["spec"]["containers"][0]["command"],
-                json!(["foodlab-operator", "lab-job"])
-            );
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
-            assert_eq!(status["status"]["workloadJob"], "backlog-drain-workload");
+            let channel = expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            let records: Value =
+                serde_json::from_str(channel["data"]["chaos"].as_str().unwrap()).unwrap();
+            assert_eq!(records[0]["disrupted"], true);
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )
     .await;
     assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    // Inventory is being disrupted: its faults are left alone.
+    assert_eq!(calls, [kept_faults()[0].clone(), kept_faults()[2].clone()]);
 }
 
 #[tokio::test]
 async fn before_restore_at_nothing_changes() {
     let current = lab(running_with(scale_record(None)));
-    let action = run(
+    let (action, _) = run(
         current,
         || t(60),
         async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )
@@ -230,17 +552,22 @@ async fn before_restore_at_nothing_changes() {
 }
 
 #[tokio::test]
-async fn at_restore_at_the_scale_is_restored_and_recorded() {
+async fn at_restore_at_the_scale_is_restored_recorded_and_passed_to_the_job() {
     let current = lab(running_with(scale_record(None)));
     let reply = echo(&current);
     run(
         current,
         || t(65),
         async move |h: &mut Handle| {
-            let patch = expect(h, "PATCH", SCALE, 200, scale(2)).await;
+            expect(h, "GET", CM, 200, started_channel()).await;
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 2}}));
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["chaos"][0]["restoredAt"], json!(t(65)));
+            let channel = expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            let records: Value =
+                serde_json::from_str(channel["data"]["chaos"].as_str().unwrap()).unwrap();
+            assert_eq!(records[0]["restoredAt"], json!(t(65)));
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )
@@ -248,63 +575,316 @@ async fn at_restore_at_the_scale_is_restored_and_recorded() {
 }
 
 #[tokio::test]
-async fn a_freshly_started_operator_restores_a_half_done_record_and_finishes_the_lab() {
+async fn a_freshly_started_operator_restores_finishes_clears_the_faults_and_gives_the_part_back() {
     // The operator was down across restoreAt: its first reconcile, long after.
     let current = lab(running_with(scale_record(None)));
     let reply = echo(&current);
-    let report = json!({
-        "results": {"accepted": 10, "reserved": 10, "failed": 0, "statusCodes": {"202": 10},
-                    "latencyMs": {"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0},
-                    "throughputPerSecond": 2.0, "workloadSeconds": 5.0,
-                    "checks": [{"name": "allOrdersReserved", "passed": true, "detail": "10 of 10 accepted orders reserved"}]},
-        "verdict": "Pass"
-    });
-    let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
-        "metadata": {"name": "backlog-drain-workload-x1"},
-        "status": {"containerStatuses": [{"name": "workload", "image": "foodlab:dev", "imageID": "", "ready": false,
-            "restartCount": 0, "state": {"terminated": {"exitCode": 0, "message": report.to_string()}}}]}
-    }]});
-    let action = run(
+    let (action, calls) = run(
         current,
         || t(4000),
         async move |h: &mut Handle| {
-            let patch = expect(h, "PATCH", SCALE, 200, scale(2)).await;
-            assert_eq!(patch, json!({"spec": {"replicas": 2}}));
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply.clone()).await;
+            let mut data = json!({"workloadStartedAt": t(0).to_string()});
+            data["report"] = json!(report(1).to_string());
+            expect(h, "GET", CM, 200, config_map(data)).await;
+            expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
             assert_eq!(status["status"]["chaos"][0]["restoredAt"], json!(t(4000)));
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
             expect(h, "GET", JOB, 200, job(json!({"succeeded": 1}))).await;
-            expect(h, "GET", "/api/v1/namespaces/default/pods", 200, pods).await;
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["phase"], "Succeeded");
             assert_eq!(status["status"]["verdict"], "Pass");
             assert_eq!(status["status"]["results"]["reserved"], 10);
+            assert_eq!(status["status"]["results"]["drainSeconds"], 1.5);
             assert_eq!(status["status"]["conditions"][0]["reason"], "Passed");
+            expect_part_given_back(h).await;
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+    // Faults kept while running, then every fault of the part cleared at the end.
+    let mut expected = kept_faults();
+    expected.extend(cleared_faults());
+    assert_eq!(calls, expected);
+}
+
+#[tokio::test]
+async fn a_large_report_with_many_checks_and_a_long_chaos_list_comes_back_in_full() {
+    let mut current = lab(running());
+    let steps: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({"action": "Delay", "target": "inventory", "after": format!("{}s", i * 10),
+                        "duration": "5s", "delaySeconds": 0.1})
+        })
+        .collect();
+    current.spec.chaos = serde_json::from_value(json!(steps)).unwrap();
+    let records: Vec<Value> = (0..40)
+        .map(|i| json!({"step": i, "action": "Delay", "target": "inventory", "disrupted": true,
+                        "startedAt": t(i * 10), "restoreAt": t(i * 10 + 5), "restoredAt": t(i * 10 + 5)}))
+        .collect();
+    current.status.as_mut().unwrap().chaos = serde_json::from_value(json!(records)).unwrap();
+    let reply = echo(&current);
+    let big = report(300);
+    let size = big.to_string().len();
+    assert!(
+        size > 4 * 4096,
+        "the report is {size} bytes, well past a termination message"
+    );
+    run(
+        current,
+        || t(1000),
+        async move |h: &mut Handle| {
+            expect(
+                h,
+                "GET",
+                CM,
+                200,
+                config_map(
+                    json!({"workloadStartedAt": t(0).to_string(), "report": big.to_string()}),
+                ),
+            )
+            .await;
+            expect(h, "GET", JOB, 200, job(json!({"succeeded": 1}))).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["verdict"], "Pass");
+            assert_eq!(
+                status["status"]["results"]["checks"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                300
+            );
+            assert_eq!(status["status"]["chaos"].as_array().unwrap().len(), 40);
+            expect_part_given_back(h).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_job_and_its_report_are_matched_by_the_labs_uid() {
+    // An old lab of the same name left its ConfigMap (and a passing report):
+    // this lab does not read it, and fails without a report of its own.
+    let current = lab(running_with(scale_record(Some(65))));
+    let reply = echo(&current);
+    run(current, || t(1000), async move |h: &mut Handle| {
+        let old = config_map_of("old-uid", json!({"workloadStartedAt": t(0).to_string(), "report": report(1).to_string()}));
+        expect(h, "GET", CM, 200, old).await;
+        expect(h, "GET", JOB, 200, job(json!({"failed": 1, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}
+        ]}))).await;
+        let status = expect(h, "PATCH", STATUS, 200, reply).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        let condition = &status["status"]["conditions"][0];
+        assert_eq!(condition["reason"], "WorkloadFailed");
+        assert!(
+            condition["message"].as_str().unwrap().contains("DeadlineExceeded"),
+            "{condition}"
+        );
+        expect_part_given_back(h).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_scale_to_zero_whose_deployment_is_missing_fails_the_lab_with_the_reason() {
+    // First reconcile: the step is due, its Deployment cannot be read; the record says why.
+    let current = lab(running());
+    let reply = echo(&current);
+    run(
+        current,
+        || t(5),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "GET", SCALE, 404, not_found()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            let record = &status["status"]["chaos"][0];
+            assert_eq!(record["disrupted"], false);
+            assert_eq!(
+                record["error"],
+                "inventory is not part of this platform's deployment"
+            );
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+        },
+    )
+    .await;
+    // At its restore time it was never applied: the lab fails with the reason and releases.
+    let mut record = scale_record(None);
+    record["disrupted"] = json!(false);
+    record["originalReplicas"] = Value::Null;
+    record["error"] = json!("inventory is not part of this platform's deployment");
+    let current = lab(running_with(record));
+    let reply = echo(&current);
+    let (action, calls) = run(current, || t(65), async move |h: &mut Handle| {
+        expect(h, "GET", CM, 200, started_channel()).await;
+        let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+        assert_eq!(status["status"]["chaos"][0]["restoredAt"], json!(t(65)));
+        expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+        expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+        let status = expect(h, "PATCH", STATUS, 200, reply).await;
+        assert_eq!(status["status"]["phase"], "Failed");
+        let condition = &status["status"]["conditions"][0];
+        assert_eq!(condition["reason"], "ChaosFailed");
+        assert_eq!(
+            condition["message"],
+            "chaos[0] ScaleToZero inventory could not be applied: inventory is not part of this platform's deployment"
+        );
+        expect_part_given_back(h).await;
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+    assert!(calls.ends_with(&cleared_faults()), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_restore_that_keeps_failing_fails_the_lab_after_its_deadline() {
+    let current = lab(running_with(scale_record(None)));
+    let reply = echo(&current);
+    let refused = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"});
+    // 60 s past restoreAt: one more try, then the lab fails; the release tries once more.
+    run(
+        current,
+        || t(125),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "PATCH", SCALE, 500, refused.clone()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+            assert!(
+                status["status"]["chaos"][0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("etcd is down")
+            );
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+            expect(h, "PATCH", SCALE, 500, refused).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["conditions"][0]["type"], "Released");
+            assert_eq!(status["status"]["conditions"][0]["reason"], "Retrying");
+        },
+    )
+    .await;
+    // The release is retried for RESTORE_DEADLINE; then the lab fails with everything that happened.
+    let mut status = running_with(scale_record(None));
+    status["chaos"][0]["error"] = json!("etcd is down");
+    status["conditions"] = json!([{"type": "Released", "status": "False", "reason": "Retrying",
+        "message": "chaos[0]: etcd is down", "lastTransitionTime": t(125)}]);
+    let current = lab(status);
+    let reply = echo(&current);
+    let refused = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"});
+    let (action, _) = run(
+        current,
+        || t(190),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "PATCH", SCALE, 500, refused.clone()).await;
+            expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+            expect(h, "PATCH", SCALE, 500, refused).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            let conditions = status["status"]["conditions"].as_array().unwrap();
+            assert_eq!(conditions.len(), 1, "{conditions:?}");
+            assert_eq!(conditions[0]["reason"], "ChaosFailed");
+            let message = conditions[0]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(
+                    "chaos[0] ScaleToZero inventory could not be restored by its deadline: "
+                ),
+                "{message}"
+            );
+            assert!(message.contains("; not released: chaos[0]: "), "{message}");
+            expect_part_given_back(h).await;
         },
     )
     .await;
     assert_eq!(action, Action::await_change());
 }
 
+#[test]
+fn a_due_restore_is_not_held_up_by_the_error_backoff() {
+    let current = lab(running_with(scale_record(None)));
+    // Restore due at t(65): at t(62) a 5-minute backoff becomes 3 s; once due, 1 s.
+    assert_eq!(
+        backoff_until_restore(&current, Duration::from_secs(300), t(62)),
+        Duration::from_secs(3)
+    );
+    assert_eq!(
+        backoff_until_restore(&current, Duration::from_secs(300), t(70)),
+        Duration::from_secs(1)
+    );
+    let restored = lab(running_with(scale_record(Some(65))));
+    assert_eq!(
+        backoff_until_restore(&restored, Duration::from_secs(300), t(70)),
+        Duration::from_secs(300)
+    );
+}
+
 #[tokio::test]
-async fn deleting_a_lab_restores_first_then_removes_the_finalizer() {
+async fn error_policy_requeues_a_lab_with_a_due_restore_within_one_reconcile() {
+    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"), || t(64), BTreeMap::new());
+    let current = Arc::new(lab(running_with(scale_record(None))));
+    let error = foodlab_operator::controller::Error::NoNamespace;
+    for _ in 0..10 {
+        error_policy(Arc::clone(&current), &error, Arc::clone(&ctx));
+    }
+    assert_eq!(
+        error_policy(current, &error, ctx),
+        Action::requeue(Duration::from_secs(1))
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_lab_that_holds_its_part_restores_clears_and_releases_then_removes_the_finalizer()
+ {
     let mut current = lab(running_with(scale_record(None)));
     current.metadata.deletion_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
     let mut released = current.clone();
     released.metadata.finalizers = None;
     let reply = echo(&released);
-    run(
+    let (_, calls) = run(
         current,
         || t(30),
         async move |h: &mut Handle| {
-            let patch = expect(h, "PATCH", SCALE, 200, scale(2)).await;
+            expect(h, "GET", LEASE, 200, lease(&me())).await;
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 2}}));
-            let removal = expect(h, "PATCH", LABS, 200, reply).await;
+            expect_part_given_back(h).await;
+            let removal = expect(h, "PATCH", LAB, 200, reply).await;
             assert_eq!(removal[1]["op"], "remove");
             assert_eq!(removal[1]["path"], "/metadata/finalizers/0");
         },
     )
     .await;
+    assert_eq!(calls, cleared_faults());
+}
+
+#[tokio::test]
+async fn deleting_an_old_lab_leaves_the_running_labs_faults_and_chaos_alone() {
+    let mut old =
+        lab(json!({"phase": "Failed", "startedAt": t(-500), "chaos": [scale_record(Some(65))]}));
+    old.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
+    let mut released = old.clone();
+    released.metadata.finalizers = None;
+    let reply = echo(&released);
+    let (_, calls) = run(
+        old,
+        || t(30),
+        async move |h: &mut Handle| {
+            expect(h, "GET", LEASE, 200, lease("sync-baseline/bbbb")).await;
+            expect(h, "PATCH", LAB, 200, reply).await;
+        },
+    )
+    .await;
+    assert!(
+        calls.is_empty(),
+        "the running lab's services were touched: {calls:?}"
+    );
 }
 
 #[tokio::test]
@@ -313,11 +893,11 @@ async fn an_invalid_spec_gets_a_condition_with_a_reason_and_no_retry() {
     current.spec.workload.orders = 0;
     current.spec.chaos[0].duration = None;
     let reply = echo(&current);
-    let action = run(
+    let (action, _) = run(
         current.clone(),
         || t(0),
         async move |h: &mut Handle| {
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["phase"], "Failed");
             let condition = &status["status"]["conditions"][0];
             assert_eq!(condition["type"], "Ready");
@@ -340,41 +920,46 @@ async fn an_invalid_spec_gets_a_condition_with_a_reason_and_no_retry() {
 }
 
 #[tokio::test]
-async fn a_spec_turned_invalid_mid_run_restores_before_failing() {
+async fn a_spec_turned_invalid_mid_run_restores_and_releases_before_failing() {
     let mut current = lab(running_with(scale_record(None)));
     current.spec.workload.orders = 0;
     let reply = echo(&current);
-    let action = run(
+    let (action, calls) = run(
         current,
         || t(30),
         async move |h: &mut Handle| {
-            let patch = expect(h, "PATCH", SCALE, 200, scale(2)).await;
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 2}}));
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            expect_part_given_back(h).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["chaos"][0]["restoredAt"], json!(t(30)));
             assert_eq!(status["status"]["conditions"][0]["reason"], "InvalidSpec");
         },
     )
     .await;
     assert_eq!(action, Action::await_change());
+    assert_eq!(calls, cleared_faults());
 }
 
 #[tokio::test]
 async fn a_workload_job_that_vanished_fails_the_lab_instead_of_running_twice() {
     let current = lab(running_with(scale_record(Some(65))));
     let reply = echo(&current);
-    let action = run(
+    let (action, calls) = run(
         current,
         || t(5000),
         async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
             expect(h, "GET", JOB, 404, not_found()).await;
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["phase"], "Failed");
             assert_eq!(status["status"]["conditions"][0]["reason"], "WorkloadLost");
+            expect_part_given_back(h).await;
         },
     )
     .await;
     assert_eq!(action, Action::await_change());
+    assert!(calls.ends_with(&cleared_faults()), "{calls:?}");
 }
 
 #[tokio::test]
@@ -383,15 +968,16 @@ async fn a_stale_copy_cannot_overwrite_newer_status() {
     // so the API server refuses it if the object changed in between.
     let mut current = lab(running());
     current.metadata.resource_version = Some("41".into());
-    run_failing(
+    let (result, _) = reconcile_with(
         current,
         || t(10),
         async move |h: &mut Handle| {
-            expect(h, "GET", SCALE, 200, scale(1)).await;
+            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "GET", SCALE, 200, scale("inventory", 1)).await;
             let status = expect(
                 h,
                 "PATCH",
-                &format!("{LABS}/status"),
+                STATUS,
                 409,
                 json!({
                     "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict",
@@ -403,6 +989,10 @@ async fn a_stale_copy_cannot_overwrite_newer_status() {
         },
     )
     .await;
+    assert!(
+        result.is_err(),
+        "the reconcile should have failed: {result:?}"
+    );
 }
 
 #[tokio::test]
@@ -415,16 +1005,19 @@ async fn a_recorded_disruption_that_failed_is_tried_again_with_the_recorded_repl
         current,
         || t(20),
         async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
             // No new record and no new reading of the replicas: the first one stands.
-            let patch = expect(h, "PATCH", SCALE, 200, scale(0)).await;
+            expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 0)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 0}}));
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             let records = status["status"]["chaos"].as_array().unwrap();
             assert_eq!(records.len(), 1);
             assert_eq!(
                 (&records[0]["disrupted"], &records[0]["originalReplicas"]),
                 (&json!(true), &json!(2))
             );
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )
@@ -433,9 +1026,7 @@ async fn a_recorded_disruption_that_failed_is_tried_again_with_the_recorded_repl
 
 #[tokio::test]
 async fn pod_kill_records_then_deletes_the_targets_pods() {
-    let mut current = lab(
-        json!({"phase": "Running", "startedAt": t(0), "workloadJob": "backlog-drain-workload"}),
-    );
+    let mut current = lab(running());
     current.spec.chaos = serde_json::from_value(
         json!([{"action": "PodKill", "target": "inventory", "after": "5s"}]),
     )
@@ -450,7 +1041,8 @@ async fn pod_kill_records_then_deletes_the_targets_pods() {
         current,
         || t(6),
         async move |h: &mut Handle| {
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply.clone()).await;
+            expect(h, "GET", CM, 200, started_channel()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
             let record = &status["status"]["chaos"][0];
             assert_eq!(
                 (&record["action"], &record["disrupted"]),
@@ -480,8 +1072,9 @@ async fn pod_kill_records_then_deletes_the_targets_pods() {
                 pod,
             )
             .await;
-            let status = expect(h, "PATCH", &format!("{LABS}/status"), 200, reply).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["chaos"][0]["disrupted"], true);
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )

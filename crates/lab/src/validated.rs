@@ -1,0 +1,186 @@
+//! A lab's spec parsed once into the values every step uses: faults as the
+//! services take them, the settings with their defaults filled in, the
+//! deadlines. Nothing downstream reads an `Option` of the spec for a default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use foodlab_domain::{Catalogue, Faults};
+
+use crate::spec::{ChaosStep, Expectations, FoodLabSpec, Inject, Service, Transport, Workload};
+
+/// How long order waits for its dependencies when a lab does not say (the services' default).
+pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a lab without `expect.within` waits for its orders to settle.
+pub const DEFAULT_WITHIN: Duration = Duration::from_secs(120);
+
+/// How long a lab may take beyond `within` before it is stopped: starting up,
+/// waiting for analytics to catch up, measuring, a replay.
+pub const SLACK: Duration = Duration::from_secs(180);
+
+/// The settings a lab's part runs with, every one of them set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabSettings {
+    /// Stock levels of every item the lab's catalogue names (the default
+    /// 100 each of burger, pizza, salad, with `settings.stock` on top).
+    pub stock: BTreeMap<String, u64>,
+    pub dependency_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedLab {
+    pub transport: Transport,
+    /// The faults of every service of the part: the declared ones, none for the rest.
+    pub faults: BTreeMap<Service, Faults>,
+    pub workload: Workload,
+    pub chaos: Vec<ChaosStep>,
+    pub inject: Option<Inject>,
+    pub expect: Expectations,
+    pub settings: LabSettings,
+    pub replay: bool,
+    /// How long the lab's orders may take to settle (`expect.within`).
+    pub within: Duration,
+}
+
+impl ValidatedLab {
+    pub fn new(spec: &FoodLabSpec) -> Result<Self, Vec<String>> {
+        let mut problems = spec.validate().err().unwrap_or_default();
+        if spec.inject.is_some() && spec.transport != Transport::Rabbitmq {
+            // Malformed Kafka events are covered by the streaming part's tests.
+            problems.push("inject needs the async-rabbitmq part (transport: rabbitmq)".into());
+        }
+        let catalogue = Catalogue::with_overrides(spec.settings.stock.as_deref().unwrap_or(""))
+            .map_err(|e| format!("settings.stock: {e}"));
+        let catalogue = match catalogue {
+            Ok(catalogue) => Some(catalogue),
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
+        if let Some(timeout) = spec.settings.dependency_timeout
+            && (timeout.is_zero() || timeout > Duration::from_secs(3600))
+        {
+            problems.push("settings.dependencyTimeout must be above 0 and at most 1h".into());
+        }
+        let mut faults = BTreeMap::new();
+        for service in spec.transport.services() {
+            let declared = spec.faults.get(*service).map(|f| f.to_faults());
+            match declared {
+                None => {
+                    faults.insert(*service, Faults::default());
+                }
+                Some(Ok(f)) => {
+                    faults.insert(*service, f);
+                }
+                // Already reported by `validate`.
+                Some(Err(_)) => {}
+            }
+        }
+        for (service, _) in spec.faults.declared() {
+            if !spec.transport.services().contains(&service) {
+                problems.push(format!(
+                    "faults.{service}: {service} is not part of {}",
+                    spec.transport.part()
+                ));
+            }
+        }
+        for (i, step) in spec.chaos.iter().enumerate() {
+            if !spec.transport.services().contains(&step.target) {
+                problems.push(format!(
+                    "chaos[{i}]: {} is not part of {}",
+                    step.target,
+                    spec.transport.part()
+                ));
+            }
+        }
+        let Some(catalogue) = catalogue.filter(|_| problems.is_empty()) else {
+            return Err(problems);
+        };
+        Ok(Self {
+            transport: spec.transport,
+            faults,
+            workload: spec.workload.clone(),
+            chaos: spec.chaos.clone(),
+            inject: spec.inject.clone(),
+            expect: spec.expect.clone(),
+            settings: LabSettings {
+                stock: catalogue
+                    .initial_stock()
+                    .iter()
+                    .map(|(item, n)| (item.to_string(), *n))
+                    .collect(),
+                dependency_timeout: spec
+                    .settings
+                    .dependency_timeout
+                    .unwrap_or(DEFAULT_DEPENDENCY_TIMEOUT),
+            },
+            replay: spec.replay,
+            within: spec.expect.within.unwrap_or(DEFAULT_WITHIN),
+        })
+    }
+
+    /// The faults a service carries outside its chaos windows.
+    pub fn faults_of(&self, service: Service) -> Faults {
+        self.faults.get(&service).cloned().unwrap_or_default()
+    }
+
+    /// The latest a lab may end, counted from its start.
+    pub fn deadline(&self) -> Duration {
+        self.within + SLACK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> FoodLabSpec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_filled_in_once() {
+        let lab = ValidatedLab::new(&spec(
+            r#"{"transport": "rest", "workload": {"orders": 5},
+                "settings": {"stock": "burger=1000,tofu=3"},
+                "faults": {"inventory": {"delaySeconds": 2}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            lab.settings.stock,
+            BTreeMap::from([
+                ("burger".into(), 1000),
+                ("pizza".into(), 100),
+                ("salad".into(), 100),
+                ("tofu".into(), 3)
+            ])
+        );
+        assert_eq!(lab.settings.dependency_timeout, Duration::from_secs(5));
+        assert_eq!(lab.within, DEFAULT_WITHIN);
+        assert_eq!(lab.faults.len(), 3);
+        assert_eq!(lab.faults_of(Service::Inventory).delay_ms, 2000);
+        assert_eq!(lab.faults_of(Service::Order), Faults::default());
+    }
+
+    #[test]
+    fn problems_of_settings_and_targets_are_reported_together() {
+        let problems = ValidatedLab::new(&spec(
+            r#"{"transport": "rest", "workload": {"orders": 5},
+                "settings": {"stock": "burger", "dependencyTimeout": "0s"},
+                "inject": {"poisonMessages": 1},
+                "chaos": [{"action": "PodKill", "target": "analytics"}]}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "inject needs the async-rabbitmq part (transport: rabbitmq)",
+                "settings.stock: stock entry `burger` is not of the form item=count",
+                "settings.dependencyTimeout must be above 0 and at most 1h",
+                "chaos[0]: analytics is not part of sync-rest",
+            ]
+        );
+    }
+}
