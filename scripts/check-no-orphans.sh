@@ -35,6 +35,7 @@ done
 bridge=${CLUSTER_BRIDGE:-foodlab0}
 ip link show "$bridge" >/dev/null 2>&1 && left+=$'\n'"network interface left: $bridge"
 iptables -S FORWARD 2>/dev/null | grep -q -- "-i $bridge " && left+=$'\n'"iptables FORWARD rule left for $bridge"
+iptables -t nat -S PREROUTING 2>/dev/null | grep -q -- "-i $bridge " && left+=$'\n'"iptables nat PREROUTING rule left for $bridge"
 for netns in /run/netns/cni-*; do
   [ -e "$netns" ] && left+=$'\n'"network namespace left: $netns"
 done

@@ -297,6 +297,8 @@ EOF
 # --- the node (stage 2) --------------------------------------------------------
 
 node_dir="$base/node"
+api_dnat=(-i "$bridge" -d "$(first_service_ip)" -p tcp --dport 443 -j DNAT
+  --to-destination "127.0.0.1:$apiserver_port")
 containerd_sock="$base/run/containerd.sock"
 
 ctr_() { ctr --address "$containerd_sock" --namespace k8s.io "$@"; }
@@ -385,6 +387,13 @@ add_bridge() {
   # forwarded anywhere but back to the bridge (a pod's packet for the outside).
   if ! iptables -C FORWARD -i "$bridge" ! -o "$bridge" -j DROP 2>/dev/null; then
     iptables -I FORWARD -i "$bridge" ! -o "$bridge" -j DROP
+  fi
+  # Pods reach the API server (on 127.0.0.1 only) at the `kubernetes` Service's address:
+  # a DNAT from the bridge to loopback, which the kernel routes only where route_localnet
+  # is set, here on the bridge alone (the setting goes with the bridge).
+  echo 1 >"/proc/sys/net/ipv4/conf/$bridge/route_localnet"
+  if ! iptables -t nat -C PREROUTING "${api_dnat[@]}" 2>/dev/null; then
+    iptables -t nat -I PREROUTING "${api_dnat[@]}"
   fi
 }
 
@@ -639,6 +648,7 @@ node_down() {
     rm -f "$base/run/node"
   fi
   while iptables -D FORWARD -i "$bridge" ! -o "$bridge" -j DROP 2>/dev/null; do :; done
+  while iptables -t nat -D PREROUTING "${api_dnat[@]}" 2>/dev/null; do :; done
   if [ -f "$base/run/bridge" ]; then
     ip link del "$(cat "$base/run/bridge")" 2>/dev/null || true
     rm -f "$base/run/bridge"
