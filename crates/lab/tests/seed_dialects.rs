@@ -11,12 +11,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use foodlab_lab::{LocalPlatform, Platform, Service};
+use foodlab_transport::amqp;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-use support::{eventually, example, get, start};
+use support::{eventually, example, get, messages_counted, post, start};
 
 /// One order per seed shape, and what each takes from the stock.
 fn seed_orders() -> (Vec<Value>, BTreeMap<&'static str, u64>) {
@@ -175,6 +176,48 @@ async fn each_seed_shape_is_reserved_once_across_an_inventory_restart() {
     let mut taken = taken;
     *taken.get_mut("salad").unwrap() += 1;
     assert_taken(&before, &stock(&platform).await, &taken);
+    let _ = connection.close(200, "done".into()).await;
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_order_retried_through_the_queue_is_still_an_order() {
+    let platform = start(&example("async-idempotency")).await;
+    let (status, _) = post(
+        &platform,
+        Service::Inventory,
+        "/admin/fail",
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let connection = plain_client(&platform).await;
+    let bare = json!({"order_id": "ORD-RETRIED-1", "item": "burger", "qty": 1});
+    publish_plain(&connection, &bare).await;
+    // Retried three times through inventory's own queue (its routing key is
+    // then the queue's name), then given up on: not poison.
+    let reached = eventually(20, || async {
+        stats(&platform).await["dead_lettered_count"] == 1
+    })
+    .await;
+    assert!(reached, "{}", stats(&platform).await);
+    let retried =
+        messages_counted(&platform, Service::Inventory, "inventory_queue", "retried").await;
+    assert_eq!(retried, 3);
+    let channel = connection.create_channel().await.unwrap();
+    let dead = channel
+        .basic_get(
+            "dlq_queue".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        amqp::reason_of(&dead.delivery.properties).as_deref(),
+        Some("injected failure, gave up after 3 retries")
+    );
+    assert_eq!(stats(&platform).await["processed_count"], 0);
     let _ = connection.close(200, "done".into()).await;
     platform.shutdown().await;
 }
