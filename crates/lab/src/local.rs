@@ -79,16 +79,11 @@ impl LocalOptions {
         }
     }
 
-    /// The options a lab's settings ask for (stock, timeouts).
+    /// The options to run a lab on: the part starts with the services' defaults: the engine's prepare
+    /// step sets the lab's settings (stock, dependency timeout) through the
+    /// admin APIs, as it does on a cluster.
     pub fn for_lab(lab: &crate::spec::FoodLabSpec) -> Self {
-        let mut options = Self::new(lab.transport);
-        if let Some(stock) = &lab.settings.stock {
-            options
-                .env
-                .push(("FOODLAB_STOCK".to_owned(), stock.clone()));
-        }
-        options.dependency_timeout = lab.settings.dependency_timeout;
-        options
+        Self::new(lab.transport)
     }
 }
 
