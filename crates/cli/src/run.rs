@@ -40,7 +40,11 @@ async fn run_all(
 ) -> anyhow::Result<ExitCode> {
     let mut all_pass = true;
     for (name, lab) in labs {
-        let platform = parts.platform_for(&lab.spec).await?;
+        let of_part = labs
+            .iter()
+            .filter(|(_, other)| other.spec.transport == lab.spec.transport)
+            .count();
+        let platform = parts.platform_for(&lab.spec, of_part).await?;
         let progress = Arc::new(Progress::new(json));
         let reporter = report_service_events(platform, progress.clone());
         let outcome = tokio::select! {
@@ -80,7 +84,12 @@ struct Parts {
 }
 
 impl Parts {
-    async fn platform_for(&mut self, spec: &FoodLabSpec) -> anyhow::Result<&LocalPlatform> {
+    /// The part for a lab (`labs` of the run are for that part).
+    async fn platform_for(
+        &mut self,
+        spec: &FoodLabSpec,
+        labs: usize,
+    ) -> anyhow::Result<&LocalPlatform> {
         let transport = spec.transport;
         let index = match self.running.iter().position(|(t, _)| *t == transport) {
             Some(index) => index,
@@ -95,6 +104,9 @@ impl Parts {
                 let platform = LocalPlatform::start(options)
                     .await
                     .with_context(|| format!("cannot start the {} part", transport.part()))?;
+                if self.reuse {
+                    eprintln!("{} part up for {labs} lab(s)", transport.part());
+                }
                 self.running.push((transport, platform));
                 self.running.len() - 1
             }
