@@ -55,3 +55,11 @@ async fn every_async_example_passes_twice_on_one_running_part() {
     let failures = run_twice_on_one_part(Transport::Rabbitmq, &names).await;
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_streaming_example_passes_twice_on_one_running_part() {
+    let names = examples("streaming-");
+    assert_eq!(names.len(), 3, "{names:?}");
+    let failures = run_twice_on_one_part(Transport::Kafka, &names).await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}
