@@ -2,9 +2,11 @@
 //!
 //! Analytics' figures are a projection of the log: at start-up, and on every
 //! reset, the group is rewound to the earliest offsets, the state cleared,
-//! and the log read again. The reader is assigned every partition (one
-//! analytics replica reads the whole log), stores each offset once the
-//! event is counted, and its commits are what consumer lag is measured from.
+//! and the log read again. The reader is a member of its group like any
+//! consumer (Kafka's `kafka-consumer-groups` lists it, and refuses to reset
+//! the group's offsets while it reads); as the group's one member it is
+//! given every partition. It stores each offset once the event is counted,
+//! and its commits are what consumer lag is measured from.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +23,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::totals::{Recorded, Totals};
+
+/// How often the reader checks whether the group has assigned it partitions.
+const ASSIGNMENT_POLL: Duration = Duration::from_millis(100);
 
 /// State shared with the HTTP handlers.
 #[derive(Clone, Default)]
@@ -114,6 +119,8 @@ impl Reader {
         // Metadata and watermark queries on a connection of their own: on
         // the reader's, they would wait behind its fetch in flight.
         let observer = self.args.observer(&self.args.analytics_group)?;
+        consumer.subscribe(&[&self.args.order_topic, &self.args.inventory_topic])?;
+        await_assignment(&consumer).await?;
         self.rewind(&consumer, &observer).await?;
         readiness.set("kafka", true);
         tracing::info!(group = %self.args.analytics_group, "reading the log from the start");
@@ -137,7 +144,10 @@ impl Reader {
                         tokio::time::sleep(delay).await;
                     }
                     self.count(message.topic(), message.partition(), message.offset(), message.timestamp().to_millis(), message.payload().unwrap_or_default());
-                    kafka::store_processed(&consumer, message.topic(), message.partition(), message.offset())?;
+                    // A partition revoked meanwhile is read again by its next owner.
+                    if let Err(error) = kafka::store_processed(&consumer, message.topic(), message.partition(), message.offset()) {
+                        tracing::warn!(topic = message.topic(), partition = message.partition(), %error, "offset not stored");
+                    }
                 }
             }
         }
@@ -180,17 +190,12 @@ impl Reader {
         observer: &BaseConsumer,
     ) -> Result<(), KafkaFailure> {
         let started = Instant::now();
-        let topics = [
-            self.args.order_topic.as_str(),
-            self.args.inventory_topic.as_str(),
-        ];
         // Broker round trips that block: off the async worker while they run.
         let (remaining, events, committed) = tokio::task::block_in_place(|| {
-            let earliest = kafka::earliest_of(observer, &topics)?;
             let mut start = TopicPartitionList::new();
             let mut remaining = BTreeMap::new();
             let mut events = 0;
-            for element in earliest.elements() {
+            for element in consumer.assignment()?.elements() {
                 let (low, high) = observer.fetch_watermarks(
                     element.topic(),
                     element.partition(),
@@ -206,12 +211,17 @@ impl Reader {
                     events += (high - low) as u64;
                 }
             }
-            // The new assignment discards what was fetched for the old
-            // positions (and commits their stored offsets first); the rewound
-            // offsets are committed after it, by the reader itself, so they
-            // are what the group holds and the reader's later commits go on
-            // from them.
-            consumer.assign(&start)?;
+            // The seek discards what was fetched for the old positions; the
+            // rewound offsets replace the stored ones (or the next background
+            // commit would move the group forward again) and are committed
+            // at once, so they are what the group holds.
+            for element in consumer
+                .seek_partitions(start.clone(), QUERY_TIMEOUT)?
+                .elements()
+            {
+                element.error()?;
+            }
+            consumer.store_offsets(&start)?;
             let committed = match consumer.commit(&start, CommitMode::Sync) {
                 Ok(()) => true,
                 Err(error) => {
@@ -242,6 +252,22 @@ impl Reader {
         );
         Ok(())
     }
+}
+
+/// Waits until the group has given the reader its partitions (the rebalance
+/// runs while the consumer is polled). A message read meanwhile is dropped:
+/// the rewind that follows reads it again.
+async fn await_assignment(consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
+    let started = Instant::now();
+    while consumer.assignment()?.count() == 0 {
+        let _ = tokio::time::timeout(ASSIGNMENT_POLL, consumer.recv()).await;
+    }
+    tracing::info!(
+        partitions = consumer.assignment()?.count(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "joined the group"
+    );
+    Ok(())
 }
 
 impl ReplayProgress {

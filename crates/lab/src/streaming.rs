@@ -111,6 +111,11 @@ impl KafkaNames {
         }
     }
 
+    /// Deletes these topics and groups from the broker (a run's own names, at its end).
+    pub async fn delete(&self) -> Result<(), foodlab_transport::kafka::KafkaFailure> {
+        self.args().delete_topics_and_groups().await
+    }
+
     /// The services' environment for these names.
     pub fn env(&self) -> Vec<(String, String)> {
         [

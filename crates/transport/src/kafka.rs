@@ -19,7 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 
-/// Where the project's broker listens (`scripts/kafka.sh`).
+/// Where the project's broker listens (`scripts/kafka.sh`: Apache Kafka).
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
 /// How long a metadata, watermark or offset query may take.
@@ -129,6 +129,42 @@ impl KafkaArgs {
                     return Err(KafkaFailure::Handler(format!(
                         "cannot create topic `{topic}`: {code}"
                     )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the part's topics and consumer groups: a run that had names of
+    /// its own leaves nothing behind. A group that still has a member (one
+    /// killed before its session timed out) is left to the broker, which drops
+    /// it once it is empty and its topics are gone.
+    pub async fn delete_topics_and_groups(&self) -> Result<(), KafkaFailure> {
+        let admin: AdminClient<DefaultClientContext> = self.client().create()?;
+        let options = AdminOptions::new().operation_timeout(Some(QUERY_TIMEOUT));
+        let topics = [self.order_topic.as_str(), self.inventory_topic.as_str()];
+        for result in admin.delete_topics(&topics, &options).await? {
+            match result {
+                Ok(topic) => tracing::info!(%topic, "topic deleted"),
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaFailure::Handler(format!(
+                        "cannot delete topic `{topic}`: {code}"
+                    )));
+                }
+            }
+        }
+        let groups = [
+            self.inventory_group.as_str(),
+            self.analytics_group.as_str(),
+            self.order_group.as_str(),
+        ];
+        for result in admin.delete_groups(&groups, &options).await? {
+            match result {
+                Ok(group) => tracing::info!(%group, "consumer group deleted"),
+                Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+                Err((group, code)) => {
+                    tracing::info!(%group, %code, "consumer group left to the broker")
                 }
             }
         }
