@@ -75,7 +75,7 @@ enum Command {
         json: bool,
         /// Start each part once and run all its labs on it, in the order
         /// given, as on a cluster install (by default each lab gets a fresh
-        /// part that starts with its settings).
+        /// part).
         #[arg(long)]
         reuse_part: bool,
     },

@@ -94,14 +94,9 @@ impl Parts {
         let index = match self.running.iter().position(|(t, _)| *t == transport) {
             Some(index) => index,
             None => {
-                // A kept part takes each lab's settings at run time (the
-                // engine's prepare step); a fresh one also starts with them.
-                let options = if self.reuse {
-                    LocalOptions::new(transport)
-                } else {
-                    LocalOptions::for_lab(spec)
-                };
-                let platform = LocalPlatform::start(options)
+                // Kept or not, the part takes each lab's settings at run time
+                // (the engine's prepare step).
+                let platform = LocalPlatform::start(LocalOptions::for_lab(spec))
                     .await
                     .with_context(|| format!("cannot start the {} part", transport.part()))?;
                 if self.reuse {
