@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use crate::faults::{FaultApiError, FaultClient};
 use crate::platform::{Platform, PlatformError};
 use crate::results::ChaosRecord;
-use crate::spec::{ChaosAction, ChaosStep, Service};
-use crate::validated::ValidatedLab;
+use crate::spec::{ChaosAction, Service};
+use crate::validated::{Disruption, DisruptionKind, ValidatedLab};
 
 /// How long a step that cannot be restored, or a release that fails, is retried.
 pub const RESTORE_RETRY: Duration = Duration::from_secs(30);
@@ -66,24 +66,10 @@ pub trait Disruptor: Send + Sync {
     fn release(&self, lab: &ValidatedLab) -> impl Future<Output = Vec<String>> + Send;
 }
 
-/// The faults a Delay/Fail window puts on its target, on top of the lab's own.
-pub fn window_faults(step: &ChaosStep, base: Option<&Faults>) -> Faults {
-    let mut faults = base.cloned().unwrap_or_default();
-    match step.action {
-        ChaosAction::Delay => {
-            faults.delay_ms = Faults::delay_ms_from_seconds(step.delay_seconds.unwrap_or(0.0))
-                .unwrap_or(faults.delay_ms);
-        }
-        ChaosAction::Fail => faults.fail_rate = step.fail_rate.unwrap_or(1.0),
-        ChaosAction::ScaleToZero | ChaosAction::PodKill => {}
-    }
-    faults
-}
-
 /// A disruption in place: what to put back.
 #[derive(Debug, Clone)]
 struct Active {
-    step: ChaosStep,
+    step: Disruption,
     original_replicas: Option<u32>,
 }
 
@@ -110,15 +96,15 @@ impl<'a, P: Platform> Direct<'a, P> {
     /// Puts one disruption back: the replicas it found, the lab's own faults.
     async fn undo(&self, lab: &ValidatedLab, active: &Active) -> Result<(), String> {
         let target = active.step.target;
-        match active.step.action {
-            ChaosAction::ScaleToZero | ChaosAction::PodKill => {
+        match active.step.kind {
+            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill => {
                 let replicas = active.original_replicas.unwrap_or(1).max(1);
                 match self.platform.scale(target, replicas).await {
                     Ok(()) | Err(PlatformError::NotDeployed(_)) => {}
                     Err(error) => return Err(error.to_string()),
                 }
             }
-            ChaosAction::Delay | ChaosAction::Fail => {}
+            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {}
         }
         // A restarted service starts without the lab's faults; a window's end puts them back.
         self.client
@@ -131,11 +117,11 @@ impl<'a, P: Platform> Direct<'a, P> {
         &self,
         lab: &ValidatedLab,
         index: usize,
-        step: &ChaosStep,
+        step: &Disruption,
     ) -> Result<Option<u32>, String> {
-        match step.action {
+        match step.kind {
             // Locally a pod kill is a stop and a start: a scale to zero lasting no time.
-            ChaosAction::ScaleToZero | ChaosAction::PodKill => {
+            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill => {
                 let original = self
                     .platform
                     .replicas(step.target)
@@ -145,7 +131,7 @@ impl<'a, P: Platform> Direct<'a, P> {
                 self.ledger().insert(
                     index,
                     Active {
-                        step: step.clone(),
+                        step: *step,
                         original_replicas: Some(original),
                     },
                 );
@@ -155,21 +141,17 @@ impl<'a, P: Platform> Direct<'a, P> {
                     .map_err(|e| e.to_string())?;
                 Ok(Some(original))
             }
-            ChaosAction::Delay | ChaosAction::Fail => {
+            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
                 self.ledger().insert(
                     index,
                     Active {
-                        step: step.clone(),
+                        step: *step,
                         original_replicas: None,
                     },
                 );
                 let base = lab.faults_of(step.target);
                 self.client
-                    .set(
-                        self.platform,
-                        step.target,
-                        &window_faults(step, Some(&base)),
-                    )
+                    .set(self.platform, step.target, &step.window_faults(&base))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(None)
@@ -184,35 +166,35 @@ impl<'a, P: Platform> Direct<'a, P> {
         &self,
         lab: &ValidatedLab,
         index: usize,
-        step: &ChaosStep,
+        step: &Disruption,
         start: WorkloadStart,
     ) -> Result<ChaosRecord, ChaosError> {
         tokio::time::sleep_until(start.instant + step.after).await;
         let fail = |reason: String| ChaosError {
-            action: step.action,
+            action: step.action(),
             target: step.target,
             reason,
         };
-        let duration = step.duration.unwrap_or(Duration::ZERO);
+        let duration = step.duration();
         let started_at = jiff::Timestamp::now();
         let restore_instant = Instant::now() + duration;
-        tracing::info!(action = ?step.action, target = %step.target, ?duration, "chaos step starts");
+        tracing::info!(action = ?step.action(), target = %step.target, ?duration, "chaos step starts");
         let original_replicas = retry(restore_instant, || self.disrupt(lab, index, step))
             .await
             .map_err(|e| fail(format!("could not be applied: {e}")))?;
         tokio::time::sleep_until(restore_instant).await;
         let active = Active {
-            step: step.clone(),
+            step: *step,
             original_replicas,
         };
         retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &active))
             .await
             .map_err(|e| fail(format!("could not be restored: {e}")))?;
         self.ledger().remove(&index);
-        tracing::info!(action = ?step.action, target = %step.target, "chaos step restored");
+        tracing::info!(action = ?step.action(), target = %step.target, "chaos step restored");
         Ok(ChaosRecord {
             step: u32::try_from(index).unwrap_or(u32::MAX),
-            action: step.action,
+            action: step.action(),
             target: step.target,
             disrupted: true,
             original_replicas,
@@ -258,9 +240,9 @@ impl<P: Platform> Disruptor for Direct<'_, P> {
             .await
             {
                 Ok(()) => {
-                    tracing::info!(action = ?step.action, target = %step.target, "chaos step undone on release")
+                    tracing::info!(action = ?step.action(), target = %step.target, "chaos step undone on release")
                 }
-                Err(e) => problems.push(format!("{:?} {}: {e}", step.action, step.target)),
+                Err(e) => problems.push(format!("{:?} {}: {e}", step.action(), step.target)),
             }
         }
         self.ledger().clear();
@@ -301,38 +283,5 @@ where
                 tokio::time::sleep(RETRY_EVERY).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn step(action: ChaosAction) -> ChaosStep {
-        ChaosStep {
-            action,
-            target: Service::Inventory,
-            after: Duration::ZERO,
-            duration: Some(Duration::from_secs(1)),
-            delay_seconds: Some(2.0),
-            fail_rate: None,
-        }
-    }
-
-    #[test]
-    fn windows_add_to_the_labs_own_faults() {
-        let base = Faults {
-            delay_ms: 100,
-            fail_rate: 0.1,
-            fail_status: 503,
-        };
-        let delayed = window_faults(&step(ChaosAction::Delay), Some(&base));
-        assert_eq!((delayed.delay_ms, delayed.fail_rate), (2000, 0.1));
-        let failing = window_faults(&step(ChaosAction::Fail), Some(&base));
-        assert_eq!(
-            (failing.delay_ms, failing.fail_rate, failing.fail_status),
-            (100, 1.0, 503)
-        );
-        assert_eq!(window_faults(&step(ChaosAction::Fail), None).fail_rate, 1.0);
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use foodlab_domain::{Catalogue, Faults};
 
-use crate::spec::{ChaosStep, Expectations, FoodLabSpec, Inject, Service, Transport, Workload};
+use crate::spec::{
+    ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, Service, Transport, Workload,
+};
 
 /// How long order waits for its dependencies when a lab does not say (the services' default).
 pub const DEFAULT_DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +36,8 @@ pub struct ValidatedLab {
     /// The faults of every service of the part: the declared ones, none for the rest.
     pub faults: BTreeMap<Service, Faults>,
     pub workload: Workload,
-    pub chaos: Vec<ChaosStep>,
+    /// `spec.chaos`, in order: step `i` here is `chaos[i]` there.
+    pub chaos: Vec<Disruption>,
     pub inject: Option<Inject>,
     pub expect: Expectations,
     pub settings: LabSettings,
@@ -86,7 +89,20 @@ impl ValidatedLab {
                 ));
             }
         }
+        let mut chaos = Vec::new();
         for (i, step) in spec.chaos.iter().enumerate() {
+            match Disruption::of(step) {
+                Ok(disruption) => chaos.push(disruption),
+                // A missing duration is already among `validate`'s problems.
+                Err(problem)
+                    if !problems
+                        .iter()
+                        .any(|p| p.starts_with(&format!("chaos[{i}]"))) =>
+                {
+                    problems.push(format!("chaos[{i}]: {problem}"));
+                }
+                Err(_) => {}
+            }
             if !spec.transport.services().contains(&step.target) {
                 problems.push(format!(
                     "chaos[{i}]: {} is not part of {}",
@@ -102,7 +118,7 @@ impl ValidatedLab {
             transport: spec.transport,
             faults,
             workload: spec.workload.clone(),
-            chaos: spec.chaos.clone(),
+            chaos,
             inject: spec.inject.clone(),
             expect: spec.expect.clone(),
             settings: LabSettings {
@@ -129,6 +145,95 @@ impl ValidatedLab {
     /// The latest a lab may end, counted from its start.
     pub fn deadline(&self) -> Duration {
         self.within + SLACK
+    }
+}
+
+/// One chaos step with its defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Disruption {
+    pub target: Service,
+    /// When it starts, counted from the workload's first order.
+    pub after: Duration,
+    pub kind: DisruptionKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DisruptionKind {
+    ScaleToZero {
+        duration: Duration,
+    },
+    /// Kill the target's pods once (locally: a stop and a start).
+    PodKill,
+    Delay {
+        duration: Duration,
+        delay_ms: u64,
+    },
+    Fail {
+        duration: Duration,
+        fail_rate: f64,
+    },
+}
+
+impl Disruption {
+    fn of(step: &ChaosStep) -> Result<Self, String> {
+        let duration = || {
+            step.duration
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("{:?} needs a duration greater than zero", step.action))
+        };
+        let kind = match step.action {
+            ChaosAction::ScaleToZero => DisruptionKind::ScaleToZero {
+                duration: duration()?,
+            },
+            ChaosAction::PodKill => DisruptionKind::PodKill,
+            ChaosAction::Delay => {
+                let seconds = step.delay_seconds.ok_or("Delay needs delaySeconds")?;
+                DisruptionKind::Delay {
+                    duration: duration()?,
+                    delay_ms: Faults::delay_ms_from_seconds(seconds).map_err(|e| e.to_string())?,
+                }
+            }
+            ChaosAction::Fail => DisruptionKind::Fail {
+                duration: duration()?,
+                fail_rate: step.fail_rate.unwrap_or(1.0),
+            },
+        };
+        Ok(Self {
+            target: step.target,
+            after: step.after,
+            kind,
+        })
+    }
+
+    pub fn action(&self) -> ChaosAction {
+        match self.kind {
+            DisruptionKind::ScaleToZero { .. } => ChaosAction::ScaleToZero,
+            DisruptionKind::PodKill => ChaosAction::PodKill,
+            DisruptionKind::Delay { .. } => ChaosAction::Delay,
+            DisruptionKind::Fail { .. } => ChaosAction::Fail,
+        }
+    }
+
+    /// How long the disruption lasts (none for a pod kill).
+    pub fn duration(&self) -> Duration {
+        match self.kind {
+            DisruptionKind::ScaleToZero { duration }
+            | DisruptionKind::Delay { duration, .. }
+            | DisruptionKind::Fail { duration, .. } => duration,
+            DisruptionKind::PodKill => Duration::ZERO,
+        }
+    }
+
+    /// The faults the target carries during a Delay/Fail window: the lab's
+    /// own (`base`) with the window's on top.
+    pub fn window_faults(&self, base: &Faults) -> Faults {
+        let mut faults = base.clone();
+        match self.kind {
+            DisruptionKind::Delay { delay_ms, .. } => faults.delay_ms = delay_ms,
+            DisruptionKind::Fail { fail_rate, .. } => faults.fail_rate = fail_rate,
+            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill => {}
+        }
+        faults
     }
 }
 
@@ -162,6 +267,39 @@ mod tests {
         assert_eq!(lab.faults.len(), 3);
         assert_eq!(lab.faults_of(Service::Inventory).delay_ms, 2000);
         assert_eq!(lab.faults_of(Service::Order), Faults::default());
+    }
+
+    #[test]
+    fn windows_add_to_the_labs_own_faults() {
+        let lab = ValidatedLab::new(&spec(
+            r#"{"transport": "rest", "workload": {"orders": 5}, "chaos": [
+                {"action": "Delay", "target": "inventory", "duration": "1s", "delaySeconds": 2},
+                {"action": "Fail", "target": "inventory", "after": "5s", "duration": "1s"},
+                {"action": "PodKill", "target": "order", "after": "9s"}
+            ]}"#,
+        ))
+        .unwrap();
+        let base = Faults {
+            delay_ms: 100,
+            fail_rate: 0.1,
+            fail_status: 503,
+        };
+        let delayed = lab.chaos[0].window_faults(&base);
+        assert_eq!((delayed.delay_ms, delayed.fail_rate), (2000, 0.1));
+        let failing = lab.chaos[1].window_faults(&base);
+        assert_eq!(
+            (failing.delay_ms, failing.fail_rate, failing.fail_status),
+            (100, 1.0, 503)
+        );
+        assert_eq!(lab.chaos[2].kind, DisruptionKind::PodKill);
+        assert_eq!(lab.chaos[2].duration(), Duration::ZERO);
+        let problems = ValidatedLab::new(&spec(
+            r#"{"transport": "rest", "workload": {"orders": 5}, "chaos": [
+                {"action": "Delay", "target": "inventory", "duration": "1s"}
+            ]}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(problems, ["chaos[0]: Delay needs delaySeconds"]);
     }
 
     #[test]

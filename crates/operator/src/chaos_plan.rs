@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use foodlab_lab::results::ChaosRecord;
-use foodlab_lab::spec::{ChaosAction, ChaosStep};
+use foodlab_lab::validated::Disruption;
 use jiff::{SignedDuration, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,18 +35,15 @@ fn plus(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// When a started step must be undone.
-pub fn restore_at(step: &ChaosStep, started_at: Timestamp) -> Timestamp {
-    match step.action {
-        // A killed pod is replaced by its Deployment; there is nothing to wait for.
-        ChaosAction::PodKill => started_at,
-        _ => plus(started_at, step.duration.unwrap_or_default()),
-    }
+/// When a started step must be undone (a killed pod is replaced by its
+/// Deployment: there is nothing to wait for).
+pub fn restore_at(step: &Disruption, started_at: Timestamp) -> Timestamp {
+    plus(started_at, step.duration())
 }
 
 /// The moves due at `now` for a run that began at `origin`.
 pub fn plan(
-    steps: &[ChaosStep],
+    steps: &[Disruption],
     records: &[ChaosRecord],
     origin: Timestamp,
     now: Timestamp,
@@ -114,7 +111,8 @@ pub fn restore_all(records: &[ChaosRecord]) -> Vec<ChaosMove> {
 
 #[cfg(test)]
 mod tests {
-    use foodlab_lab::spec::Service;
+    use foodlab_lab::spec::{ChaosAction, Service};
+    use foodlab_lab::validated::DisruptionKind;
 
     use super::*;
 
@@ -122,14 +120,13 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
-    fn scale_to_zero(after: u64, duration: u64) -> ChaosStep {
-        ChaosStep {
-            action: ChaosAction::ScaleToZero,
+    fn scale_to_zero(after: u64, duration: u64) -> Disruption {
+        Disruption {
             target: Service::Inventory,
             after: Duration::from_secs(after),
-            duration: Some(Duration::from_secs(duration)),
-            delay_seconds: None,
-            fail_rate: None,
+            kind: DisruptionKind::ScaleToZero {
+                duration: Duration::from_secs(duration),
+            },
         }
     }
 
@@ -250,9 +247,8 @@ mod tests {
 
     #[test]
     fn a_pod_kill_is_restored_at_once() {
-        let step = ChaosStep {
-            action: ChaosAction::PodKill,
-            duration: None,
+        let step = Disruption {
+            kind: DisruptionKind::PodKill,
             ..scale_to_zero(0, 0)
         };
         assert_eq!(restore_at(&step, t(7)), t(7));

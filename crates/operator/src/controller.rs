@@ -19,7 +19,7 @@ use foodlab_domain::Faults;
 use foodlab_lab::faults::FaultClient;
 use foodlab_lab::results::ChaosRecord;
 use foodlab_lab::spec::{ChaosAction, FoodLabStatus, Phase, Verdict};
-use foodlab_lab::validated::ValidatedLab;
+use foodlab_lab::validated::{Disruption, DisruptionKind, ValidatedLab};
 use foodlab_lab::{FoodLab, Platform, PlatformError, Service};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -627,7 +627,7 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
         None => {
             run.status.chaos.push(ChaosRecord {
                 step: u32::try_from(index).unwrap_or(u32::MAX),
-                action: step.action,
+                action: step.action(),
                 target: step.target,
                 disrupted: false,
                 original_replicas: None,
@@ -639,7 +639,7 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
             run.status.chaos.len() - 1
         }
     };
-    if step.action == ChaosAction::ScaleToZero
+    if step.action() == ChaosAction::ScaleToZero
         && run.status.chaos[position].original_replicas.is_none()
     {
         match run.platform.replicas(step.target).await {
@@ -659,7 +659,7 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
             run.ctx.metrics.chaos_started();
             let note = format!(
                 "{:?} {} (replicas were {})",
-                step.action,
+                step.action(),
                 step.target,
                 record
                     .original_replicas
@@ -677,18 +677,14 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
     Ok(())
 }
 
-async fn disrupt(
-    run: &Run<'_>,
-    lab: &ValidatedLab,
-    step: &foodlab_lab::spec::ChaosStep,
-) -> Result<(), String> {
-    match step.action {
-        ChaosAction::ScaleToZero => run
+async fn disrupt(run: &Run<'_>, lab: &ValidatedLab, step: &Disruption) -> Result<(), String> {
+    match step.kind {
+        DisruptionKind::ScaleToZero { .. } => run
             .platform
             .scale(step.target, 0)
             .await
             .map_err(|e| e.to_string()),
-        ChaosAction::PodKill => {
+        DisruptionKind::PodKill => {
             let pods: Api<Pod> = Api::namespaced(run.ctx.client.clone(), run.namespace);
             let selector = format!("app.kubernetes.io/name={}", step.target);
             let list = pods
@@ -702,9 +698,8 @@ async fn disrupt(
             }
             Ok(())
         }
-        ChaosAction::Delay | ChaosAction::Fail => {
-            let base = lab.faults_of(step.target);
-            let window = foodlab_lab::chaos::window_faults(step, Some(&base));
+        DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
+            let window = step.window_faults(&lab.faults_of(step.target));
             FaultClient::default()
                 .set(&run.platform, step.target, &window)
                 .await
