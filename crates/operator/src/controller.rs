@@ -476,11 +476,15 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
     let ending = match (&chaos.failure, job_done) {
         (Some(failure), _) => Some(Ending::ChaosFailed(failure.clone())),
         // The Job waits for the restores; a Job that failed first ends the lab now.
-        (None, true) if chaos.finished || job_failed => Some(match state.and_then(|s| s.report) {
-            Some(Ok(report)) => Ending::Report(Box::new(report)),
-            Some(Err(problem)) => Ending::NoReport(job_name, problem),
-            None => Ending::NoReport(job_name, job_failure_reason(&job_status)),
-        }),
+        (None, true) if chaos.finished || job_failed => {
+            let (report, error) = state.map_or((None, None), |s| (s.report, s.error));
+            Some(match (report, error) {
+                (Some(Ok(report)), _) => Ending::Report(Box::new(report)),
+                (Some(Err(problem)), _) => Ending::NoReport(job_name, problem),
+                (None, Some(error)) => Ending::NoReport(job_name, error),
+                (None, None) => Ending::NoReport(job_name, job_failure_reason(&job_status)),
+            })
+        }
         _ => None,
     };
     if let Some(ending) = ending {

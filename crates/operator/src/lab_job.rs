@@ -113,7 +113,24 @@ pub async fn run(namespace: &str) -> anyhow::Result<bool> {
     let config_maps: Api<ConfigMap> = Api::namespaced(client, namespace);
     let chaos = OperatorChaos::new(config_maps.clone(), channel.clone());
     let platform = KubernetesPlatform::new(namespace, None, spec.transport == Transport::Rabbitmq);
-    let report = run_lab_with(&platform, &chaos, &spec, Arc::new(Quiet), shutdown()).await?;
+    let report = match run_lab_with(&platform, &chaos, &spec, Arc::new(Quiet), shutdown()).await {
+        Ok(report) => report,
+        Err(error) => {
+            // The operator puts the reason in the lab's condition.
+            let written = run_channel::write(
+                &config_maps,
+                &channel,
+                run_channel::ERROR,
+                error.to_string(),
+                JOB_FIELD_MANAGER,
+            )
+            .await;
+            if let Err(write_error) = written {
+                tracing::error!(%write_error, "cannot write the error to the run ConfigMap");
+            }
+            return Err(error.into());
+        }
+    };
     let summary = JobReport {
         results: report.results,
         verdict: report.verdict,

@@ -4,7 +4,7 @@
 //! before the Job. The Job writes `workloadStartedAt` when it places its
 //! first order (the operator times chaos from it) and `report` when it is
 //! done (no 4 KiB termination-message limit: a ConfigMap holds up to 1 MiB).
-//! The operator writes `chaos`, the records of its disruptions, so the Job
+//! A Job that fails writes `error` instead of `report`. The operator writes `chaos`, the records of its disruptions, so the Job
 //! can wait for the restores and measure the drain from them.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,8 @@ use crate::job::JobReport;
 pub const WORKLOAD_STARTED_AT: &str = "workloadStartedAt";
 pub const REPORT: &str = "report";
 pub const CHAOS: &str = "chaos";
+/// Why the Job ended without a report.
+pub const ERROR: &str = "error";
 /// The field manager of the Job's writes.
 pub const JOB_FIELD_MANAGER: &str = "foodlab-workload";
 
@@ -48,6 +50,8 @@ pub struct RunState {
     pub workload_started_at: Option<jiff::Timestamp>,
     /// The report, or why it cannot be read.
     pub report: Option<Result<JobReport, String>>,
+    /// Why the Job ended without a report, in its own words.
+    pub error: Option<String>,
 }
 
 /// `None` when the ConfigMap belongs to another lab of the same name.
@@ -61,6 +65,7 @@ pub fn read(config_map: &ConfigMap, lab: &FoodLab) -> Option<RunState> {
         report: data.get(REPORT).map(|json| {
             serde_json::from_str(json).map_err(|e| format!("the report is not valid: {e}"))
         }),
+        error: data.get(ERROR).cloned(),
     })
 }
 

@@ -687,6 +687,28 @@ async fn the_job_and_its_report_are_matched_by_the_labs_uid() {
 }
 
 #[tokio::test]
+async fn a_job_that_failed_gives_its_own_reason_in_the_condition() {
+    let current = lab(running_with(scale_record(Some(65))));
+    let reply = echo(&current);
+    run(current, || t(1000), async move |h: &mut Handle| {
+        let data = json!({"workloadStartedAt": t(0).to_string(),
+            "error": "preparing the part failed: cannot set the stock of inventory: connection refused"});
+        expect(h, "GET", CM, 200, config_map(data)).await;
+        expect(h, "GET", JOB, 200, job(json!({"failed": 1}))).await;
+        let status = expect(h, "PATCH", STATUS, 200, reply).await;
+        let condition = &status["status"]["conditions"][0];
+        assert_eq!(condition["reason"], "WorkloadFailed");
+        assert_eq!(
+            condition["message"],
+            "Job backlog-drain-workload-0b7e4c1e ended without a report: preparing the part failed: \
+             cannot set the stock of inventory: connection refused (see kubectl logs job/backlog-drain-workload-0b7e4c1e)"
+        );
+        expect_part_given_back(h).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_scale_to_zero_whose_deployment_is_missing_fails_the_lab_with_the_reason() {
     // First reconcile: the step is due, its Deployment cannot be read; the record says why.
     let current = lab(running());
