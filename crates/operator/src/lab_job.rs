@@ -80,7 +80,17 @@ impl Disruptor for OperatorChaos {
         if lab.chaos.is_empty() {
             return Ok(Vec::new());
         }
-        let deadline = tokio::time::Instant::now() + lab.within;
+        // The last step's end, plus the operator's retries of a failing restore.
+        let chaos_end = lab
+            .chaos
+            .iter()
+            .map(|d| d.after + d.duration())
+            .max()
+            .unwrap_or_default();
+        let wait = lab
+            .within
+            .max(chaos_end + crate::controller::RESTORE_DEADLINE + POLL * 30);
+        let deadline = start.instant + wait;
         loop {
             if let Some(records) = self.records().await
                 && all_restored(lab, &records)
