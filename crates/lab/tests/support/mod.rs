@@ -26,7 +26,10 @@ pub fn example(name: &str) -> FoodLab {
 
 /// Options for a lab, with the project's broker scripts.
 pub fn options(lab: &FoodLab) -> LocalOptions {
-    let mut options = LocalOptions::for_lab(&lab.spec);
+    with_project_brokers(LocalOptions::for_lab(&lab.spec))
+}
+
+fn with_project_brokers(mut options: LocalOptions) -> LocalOptions {
     options.broker = Broker::Local {
         script: Some(repo().join("scripts/rabbitmq.sh")),
     };
@@ -167,14 +170,7 @@ pub async fn died_and_restarted(
 /// Options for a part started without a lab (a long-running part, as on a
 /// cluster), with the project's broker scripts.
 pub fn part_options(transport: foodlab_lab::Transport) -> LocalOptions {
-    let mut options = LocalOptions::new(transport);
-    options.broker = Broker::Local {
-        script: Some(repo().join("scripts/rabbitmq.sh")),
-    };
-    options.kafka = KafkaBroker::Local {
-        script: Some(repo().join("scripts/kafka.sh")),
-    };
-    options
+    with_project_brokers(LocalOptions::new(transport))
 }
 
 /// The names of the examples whose file name starts with `prefix`, sorted.
