@@ -42,7 +42,12 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .faults
         .to_faults()
         .context("invalid start-up faults")?;
-    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    let admin_token = args
+        .service
+        .admin
+        .token()
+        .context("cannot read the admin token file")?;
+    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     let lag =
         lag::LagWatch::new(&args.kafka, kit.registry()).context("cannot read consumer lag")?;
     lag.spawn_refresh();

@@ -128,7 +128,8 @@ async fn run<P: Platform, D: Disruptor>(
     started: Instant,
 ) -> Result<LabReport, LabError> {
     prepare(platform, disruptor, lab, observer.as_ref()).await?;
-    let http = reqwest::Client::new();
+    // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
+    let http = crate::faults::admin_http(reqwest::Client::builder());
     let strategy = Strategy::of(platform, lab.transport, &http);
     let mut baseline = strategy.baseline(platform, &http, observer.as_ref()).await;
     let done = workload(platform, disruptor, lab, observer).await?;

@@ -20,6 +20,27 @@ pub struct FaultApiError {
     pub reason: String,
 }
 
+/// The token the services' admin APIs ask for, where they ask for one (a
+/// cluster: the chart's Secret, in the operator's and the Job's environment).
+pub const ADMIN_TOKEN_ENV: &str = "FOODLAB_ADMIN_TOKEN";
+
+/// A client that sends `Authorization: Bearer <token>` when `FOODLAB_ADMIN_TOKEN` is set.
+pub fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let token = std::env::var(ADMIN_TOKEN_ENV).unwrap_or_default();
+    let token = token.trim();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if !token.is_empty() {
+        match reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
+            Err(_) => tracing::warn!("{ADMIN_TOKEN_ENV} is not a valid header value; not sent"),
+        }
+    }
+    builder.default_headers(headers).build().unwrap_or_default()
+}
+
 #[derive(Clone)]
 pub struct FaultClient {
     http: reqwest::Client,
@@ -29,10 +50,7 @@ impl Default for FaultClient {
     fn default() -> Self {
         Self {
             // A hung admin endpoint must not hold up a lab (or a reconcile) for ever.
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default(),
+            http: admin_http(reqwest::Client::builder().timeout(Duration::from_secs(5))),
         }
     }
 }

@@ -49,8 +49,9 @@ impl RabbitAdmin {
             management_url: management_url.trim_end_matches('/').to_owned(),
             amqp_host_port: amqp_host_port.to_owned(),
             vhost: vhost.to_owned(),
-            user: "guest".into(),
-            password: "guest".into(),
+            // On a cluster the chart's Secret names them; the local broker's guest otherwise.
+            user: std::env::var("FOODLAB_RABBITMQ_USER").unwrap_or_else(|_| "guest".into()),
+            password: std::env::var("FOODLAB_RABBITMQ_PASSWORD").unwrap_or_else(|_| "guest".into()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()

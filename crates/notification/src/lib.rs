@@ -35,7 +35,12 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = NotificationStore::open(&args.service.database(SERVICE))
         .context("cannot open the notification database")?;
-    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults);
+    let admin_token = args
+        .service
+        .admin
+        .token()
+        .context("cannot read the admin token file")?;
+    let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     if args.service.transport == TransportMode::Rabbitmq {
         messaging::Consumer {
             args: args.amqp.clone(),

@@ -44,6 +44,9 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub faults: FaultArgs,
+
+    #[command(flatten)]
+    pub admin: crate::admin_auth::AdminArgs,
 }
 
 /// Faults injected from start-up; the admin API changes them later.

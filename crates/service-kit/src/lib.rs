@@ -4,6 +4,7 @@
 //! injection, adds the admin, health and metrics routes, renders errors as
 //! problem details, and serves it until SIGTERM or Ctrl-C.
 
+pub mod admin_auth;
 pub mod config;
 pub mod duration;
 pub mod faults;
@@ -14,6 +15,7 @@ pub mod problem;
 pub mod serve;
 pub mod telemetry;
 
+pub use admin_auth::{AdminArgs, AdminToken};
 pub use config::{FaultArgs, LogFormat, ServiceArgs, TransportMode};
 pub use duration::DurationSetting;
 pub use faults::FaultState;

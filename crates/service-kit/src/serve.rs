@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::admin_auth::{self, AdminToken};
 use crate::faults::{self, FaultState};
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
@@ -22,6 +23,7 @@ pub struct Kit {
     readiness: Readiness,
     registry: Registry,
     http: HttpMetrics,
+    admin_token: AdminToken,
 }
 
 impl Kit {
@@ -34,7 +36,17 @@ impl Kit {
             readiness: Readiness::default(),
             registry,
             http,
+            admin_token: AdminToken::default(),
         }
+    }
+
+    /// Only callers holding this token may use `/admin/*` (open when it is none).
+    pub fn with_admin_token(mut self, token: AdminToken) -> Self {
+        if token.is_set() {
+            tracing::info!(service = self.service, "admin API needs the admin token");
+        }
+        self.admin_token = token;
+        self
     }
 
     pub fn faults(&self) -> FaultState {
@@ -67,6 +79,7 @@ impl Kit {
             .merge(health::routes(self.service, self.readiness))
             .merge(metrics::routes(Arc::new(self.registry)))
             .fallback(no_route)
+            .layer(from_fn_with_state(self.admin_token, admin_auth::require))
             .layer(from_fn_with_state(self.http, metrics::record))
             .layer(TraceLayer::new_for_http())
     }
