@@ -135,6 +135,7 @@ pub async fn reconcile(lab: Arc<FoodLab>, ctx: Arc<Context>) -> Result<Action, E
     let namespace = lab.namespace().ok_or(Error::NoNamespace)?;
     let name = lab.name_any();
     ctx.metrics.reconciled();
+    let began = std::time::Instant::now();
     let api: Api<FoodLab> = Api::namespaced(ctx.client.clone(), &namespace);
     let action = finalizer(&api, FINALIZER, lab, |event| async {
         match event {
@@ -144,7 +145,9 @@ pub async fn reconcile(lab: Arc<FoodLab>, ctx: Arc<Context>) -> Result<Action, E
     })
     .instrument(tracing::info_span!("reconcile", lab = %name, %namespace))
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconcile_took(began.elapsed());
+    let action = action?;
     ctx.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -387,6 +390,7 @@ async fn start(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
                 run.status.observed_generation = run.generation();
                 run.set_ready("False", "Queued", message.clone());
                 run.writer.write(&run.status).await?;
+                run.ctx.metrics.queued();
                 run.ctx
                     .event(run.lab, EventType::Normal, "Queued", message)
                     .await;

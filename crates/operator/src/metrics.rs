@@ -1,14 +1,33 @@
 //! The operator's own metrics.
 
+use std::time::Duration;
+
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metrics {
     reconciles: Counter,
     failures: Counter,
     chaos_started: Counter,
     chaos_restored: Counter,
+    queued: Counter,
+    /// Seconds per reconcile: 1 ms to about 16 s.
+    reconcile_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Counter::default(),
+            failures: Counter::default(),
+            chaos_started: Counter::default(),
+            chaos_restored: Counter::default(),
+            queued: Counter::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        }
+    }
 }
 
 impl Metrics {
@@ -29,6 +48,24 @@ impl Metrics {
             "Chaos steps undone",
             self.chaos_restored.clone(),
         );
+        registry.register(
+            "labs_queued",
+            "Labs that had to wait for another lab on their part",
+            self.queued.clone(),
+        );
+        registry.register(
+            "reconcile_seconds",
+            "Time a reconcile took",
+            self.reconcile_seconds.clone(),
+        );
+    }
+
+    pub fn reconcile_took(&self, took: Duration) {
+        self.reconcile_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn queued(&self) {
+        self.queued.inc();
     }
 
     pub fn reconciled(&self) {
