@@ -268,7 +268,23 @@ struct Run<'a> {
     now: Timestamp,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(lab: &'a FoodLab, ctx: &'a Context, api: &'a Api<FoodLab>, namespace: &'a str) -> Self {
+        Self {
+            lab,
+            ctx,
+            namespace,
+            platform: ctx.platform(lab, namespace),
+            writer: StatusWriter {
+                api,
+                name: lab.name_any(),
+                resource_version: lab.metadata.resource_version.clone(),
+            },
+            status: lab.status.clone().unwrap_or_default(),
+            now: (ctx.now)(),
+        }
+    }
+
     fn generation(&self) -> Option<i64> {
         self.lab.metadata.generation
     }
@@ -298,19 +314,7 @@ async fn apply(
     api: &Api<FoodLab>,
     namespace: &str,
 ) -> Result<Action, Error> {
-    let mut run = Run {
-        lab,
-        ctx,
-        namespace,
-        platform: ctx.platform(lab, namespace),
-        writer: StatusWriter {
-            api,
-            name: lab.name_any(),
-            resource_version: lab.metadata.resource_version.clone(),
-        },
-        status: lab.status.clone().unwrap_or_default(),
-        now: (ctx.now)(),
-    };
+    let mut run = Run::new(lab, ctx, api, namespace);
     // A spec that was invalid and has been edited since: start afresh.
     if ready_reason(&run.status) == Some("InvalidSpec")
         && run.status.observed_generation != lab.metadata.generation
@@ -910,19 +914,7 @@ async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action
         return Ok(Action::await_change());
     }
     let api: Api<FoodLab> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut run = Run {
-        lab,
-        ctx,
-        namespace,
-        platform: ctx.platform(lab, namespace),
-        writer: StatusWriter {
-            api: &api,
-            name: lab.name_any(),
-            resource_version: None,
-        },
-        status: lab.status.clone().unwrap_or_default(),
-        now: (ctx.now)(),
-    };
+    let mut run = Run::new(lab, ctx, &api, namespace);
     let validated = ValidatedLab::new(&lab.spec).ok();
     let mut unrestored = Vec::new();
     for change in chaos_plan::restore_all(&run.status.chaos) {
