@@ -95,6 +95,19 @@ FAULTS = obj(
     },
     description="Start-up faults (FOODLAB_FAULT_DELAY_MS, _FAIL_RATE, _FAIL_STATUS).",
 )
+DNS_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
+# The lab's Secret: the admin token and the RabbitMQ user ("" = made up at random, kept).
+LAB_SECRET = obj(
+    {
+        "create": BOOLEAN,
+        "name": DNS_NAME,
+        "adminToken": {"type": "string", "pattern": "^[A-Za-z0-9._~+/=-]*$"},
+        "rabbitmqUser": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
+        "rabbitmqPassword": {"type": "string", "pattern": "^[A-Za-z0-9._~-]*$"},
+    },
+    required=["create", "name"],
+)
+NETWORK_POLICY = obj({"enabled": BOOLEAN}, required=["enabled"])
 SERVICE = obj(
     {
         "enabled": BOOLEAN,
@@ -170,9 +183,11 @@ def part_chart(title, services, broker_key=None, broker_schema=None):
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": SECURITY_CONTEXT,
         "podAnnotations": ANNOTATIONS,
+        "labSecret": LAB_SECRET,
+        "networkPolicy": NETWORK_POLICY,
     }
     required = ["image", "logFormat", "services", "persistence", "probes", "resources",
-                "podSecurityContext", "securityContext"]
+                "podSecurityContext", "securityContext", "labSecret", "networkPolicy"]
     if broker_key:
         properties[broker_key] = broker_schema
         required.append(broker_key)
@@ -242,9 +257,10 @@ OPERATOR = chart_schema(
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": SECURITY_CONTEXT,
         "podAnnotations": ANNOTATIONS,
+        "labSecret": LAB_SECRET,
     },
     ["image", "logFormat", "port", "rbac", "serviceAccount", "workload", "resources",
-     "podSecurityContext", "securityContext"],
+     "podSecurityContext", "securityContext", "labSecret"],
 )
 
 SCHEMAS = {

@@ -153,6 +153,7 @@ spec:
 
 {{/*
 A service's environment (the binaries read all their settings from FOODLAB_* variables).
+The admin token (and in the RabbitMQ part the broker's user) come from the lab's Secret.
 .Values.env (every service) and .Values.services.<name>.env (this one; wins on a clash)
 come last, in name order.
 */}}
@@ -168,6 +169,12 @@ come last, in name order.
   value: {{ $v.logFormat | quote }}
 - name: RUST_LOG
   value: {{ $v.rustLog | quote }}
+{{- /* Before .Values.env, so that values there can use them: $(FOODLAB_RABBITMQ_USER). */}}
+{{ include "foodlab.labSecretEnv" (dict "ctx" .ctx "key" "FOODLAB_ADMIN_TOKEN") }}
+{{- if eq .transport "rabbitmq" }}
+{{ include "foodlab.labSecretEnv" (dict "ctx" .ctx "key" "FOODLAB_RABBITMQ_USER") }}
+{{ include "foodlab.labSecretEnv" (dict "ctx" .ctx "key" "FOODLAB_RABBITMQ_PASSWORD") }}
+{{- end }}
 {{- with $v.stock }}
 - name: FOODLAB_STOCK
   value: {{ . | quote }}

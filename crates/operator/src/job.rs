@@ -10,8 +10,8 @@ use foodlab_lab::FoodLab;
 use foodlab_lab::validated::ValidatedLab;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, Container, EnvFromSource, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
@@ -25,6 +25,9 @@ pub const SPEC_ENV: &str = "FOODLAB_LAB_SPEC";
 pub const RUN_CONFIG_MAP_ENV: &str = "FOODLAB_RUN_CONFIGMAP";
 /// The Job's ServiceAccount (the operator chart creates it).
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "foodlab-workload";
+/// The operator's variable naming the lab's Secret (the admin token the services
+/// ask for, the RabbitMQ user), which the Job gets as its environment too.
+pub const LAB_SECRET_ENV: &str = "FOODLAB_LAB_SECRET";
 /// Time the Job may take beyond the lab's own deadline: pulling the image, starting.
 const JOB_START_SLACK: Duration = Duration::from_secs(120);
 
@@ -96,6 +99,7 @@ pub fn workload_job(
                 ..EnvVar::default()
             },
         ]),
+        env_from: lab_secret(std::env::var(LAB_SECRET_ENV).ok()),
         resources: Some(ResourceRequirements {
             requests: Some(
                 [
@@ -166,9 +170,38 @@ pub fn workload_job(
     })
 }
 
+/// The lab's Secret as the Job's environment, as the operator has it (the chart
+/// names it); none outside a chart install.
+fn lab_secret(name: Option<String>) -> Option<Vec<EnvFromSource>> {
+    let name = name.filter(|n| !n.is_empty())?;
+    Some(vec![EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name,
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    }])
+}
+
 /// What the workload reports back, in the run ConfigMap.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobReport {
     pub results: foodlab_lab::results::LabResults,
     pub verdict: foodlab_lab::Verdict,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_gets_the_lab_secret_the_operator_was_given() {
+        assert_eq!(lab_secret(None), None);
+        assert_eq!(lab_secret(Some(String::new())), None);
+        let from = lab_secret(Some("foodlab-lab".into())).unwrap_or_default();
+        assert_eq!(from.len(), 1);
+        let secret = from[0].secret_ref.clone().unwrap_or_default();
+        assert_eq!(secret.name, "foodlab-lab");
+        assert_eq!(secret.optional, Some(false));
+    }
 }
