@@ -94,13 +94,18 @@ pub async fn run_lab_with<P: Platform, D: Disruptor>(
     interrupt: impl Future<Output = ()>,
 ) -> Result<LabReport, LabError> {
     let lab = validate(platform, spec)?;
-    let _claim: Claim = claim::claim(platform, observer.as_ref()).await?;
+    tokio::pin!(interrupt);
+    // A lab interrupted while it waits for the part has nothing to release.
+    let _claim: Claim = tokio::select! {
+        claim = claim::claim(platform, observer.as_ref()) => claim?,
+        () = &mut interrupt => return Err(LabError::Interrupted),
+    };
     let started = Instant::now();
     let ran = tokio::select! {
         ran = tokio::time::timeout(lab.deadline(), run(platform, disruptor, &lab, &observer, started)) => {
             ran.unwrap_or(Err(LabError::Timeout(lab.deadline())))
         }
-        () = interrupt => Err(LabError::Interrupted),
+        () = &mut interrupt => Err(LabError::Interrupted),
     };
     let unreleased = release(disruptor, &lab, observer.as_ref()).await;
     let mut report = ran?;

@@ -387,3 +387,35 @@ async fn a_second_lab_on_the_same_part_waits_for_the_first() {
     assert_eq!(stock_puts.len(), 2);
     assert!(stock_puts[1] > window_end, "{events:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_interrupted_while_queued_leaves_the_running_lab_alone() {
+    let platform = FakePlatform::start(Duration::ZERO, vec![]).await;
+    let slow = lab(json!({"chaos": [
+        {"action": "Delay", "target": "inventory", "after": "0s", "duration": "500ms", "delaySeconds": 1}
+    ]}));
+    let quick = lab(json!({"faults": {}, "workload": {"orders": 1}}));
+    let disruptor = foodlab_lab::chaos::Direct::new(&platform);
+    let (first, second) = tokio::join!(run_lab(&platform, &slow, Arc::new(Quiet)), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        run_lab_with(
+            &platform,
+            &disruptor,
+            &quick,
+            Arc::new(Quiet),
+            tokio::time::sleep(Duration::from_millis(100)),
+        )
+        .await
+    });
+    assert!(matches!(second, Err(LabError::Interrupted)), "{second:?}");
+    assert_eq!(first.unwrap().results.status_codes["201"], 10);
+    let events = platform.log.events();
+    let stock_puts = events
+        .iter()
+        .filter(|e| e.contains("PUT /admin/stock"))
+        .count();
+    assert_eq!(
+        stock_puts, 1,
+        "only the running lab prepared the part: {events:?}"
+    );
+}
