@@ -204,4 +204,33 @@ mod tests {
         assert_eq!(secret.name, "foodlab-lab");
         assert_eq!(secret.optional, Some(false));
     }
+
+    fn lab(name: &str, uid: &str) -> FoodLab {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "foodlab.dev/v1alpha1", "kind": "FoodLab",
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+            "spec": {"transport": "rest", "workload": {"orders": 1}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn names_carry_the_uid_and_fit_in_a_label() {
+        let first = lab("sync-baseline", "0b7e4c1e-1111-2222-3333-444455556666");
+        let again = lab("sync-baseline", "9f00aa11-1111-2222-3333-444455556666");
+        assert_eq!(job_name(&first), "sync-baseline-workload-0b7e4c1e");
+        assert_ne!(job_name(&first), job_name(&again));
+        let long = lab(&"x".repeat(200), "0b7e4c1e-1111");
+        let name = job_name(&long);
+        assert_eq!(name.len(), 63, "{name}");
+        assert!(name.ends_with("-workload-0b7e4c1e"), "{name}");
+    }
+
+    #[test]
+    fn the_deadline_comes_from_within() {
+        let mut spec = lab("a", "b").spec;
+        spec.expect.within = Some(Duration::from_secs(60));
+        let validated = ValidatedLab::new(&spec).unwrap();
+        assert_eq!(active_deadline(&validated), 60 + 180 + 120);
+    }
 }

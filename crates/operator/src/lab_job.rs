@@ -168,3 +168,40 @@ async fn shutdown() {
         Err(_) => std::future::pending::<()>().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use foodlab_lab::spec::{ChaosAction, Service};
+
+    use super::*;
+
+    fn record(step: u32, restored: bool) -> ChaosRecord {
+        ChaosRecord {
+            step,
+            action: ChaosAction::ScaleToZero,
+            target: Service::Inventory,
+            disrupted: true,
+            original_replicas: Some(1),
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            restore_at: None,
+            restored_at: restored.then_some(jiff::Timestamp::UNIX_EPOCH),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_job_waits_for_a_restored_record_of_every_step() {
+        let spec: FoodLabSpec = serde_json::from_value(serde_json::json!({
+            "transport": "rest", "workload": {"orders": 1}, "chaos": [
+                {"action": "ScaleToZero", "target": "inventory", "duration": "1s"},
+                {"action": "PodKill", "target": "order", "after": "5s"}
+            ]
+        }))
+        .unwrap();
+        let lab = ValidatedLab::new(&spec).unwrap();
+        assert!(!all_restored(&lab, &[]));
+        assert!(!all_restored(&lab, &[record(0, true)]));
+        assert!(!all_restored(&lab, &[record(0, true), record(1, false)]));
+        assert!(all_restored(&lab, &[record(1, true), record(0, true)]));
+    }
+}
