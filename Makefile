@@ -10,7 +10,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench fmt fmt-check lint crd \
         check-orphans rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
-        cluster-build cluster-up cluster-down cluster-test
+        cluster-build cluster-up cluster-down cluster-test e2e
 
 build:
 	$(CARGO) build --workspace --bins
@@ -71,6 +71,12 @@ cluster-down:
 ## cluster-test: the operator against that API server (starts and stops the cluster if it is down)
 cluster-test:
 	scripts/cluster-test.sh
+
+## e2e: against KUBECONFIG (default: the local cluster's), the operator and every part
+## installed with helm, every example lab to Pass, then the guarantees (admin token,
+## restores on lab deletion and operator kill, reverse order); evidence in .foodlab/e2e/ on failure
+e2e:
+	scripts/e2e.sh
 
 ## On Kubernetes (needs Docker and kind): see docs/kubernetes.md
 kind-up:
