@@ -93,8 +93,8 @@ pub struct LocalPlatform {
     events: broadcast::Sender<ServiceEvent>,
     ports: BTreeMap<Service, u16>,
     rabbitmq: Option<RabbitAdmin>,
-    /// The vhost was made for this platform and goes with it (its Kafka
-    /// topics stay: tansu 0.6.0 deletes every topic on a DeleteTopics).
+    /// The vhost, or the Kafka topics and groups, were made for this
+    /// platform and go with it.
     owns_vhost: bool,
     /// Bootstrap servers and topic/group names of the streaming part.
     kafka: Option<KafkaNames>,
@@ -305,6 +305,12 @@ impl LocalPlatform {
             {
                 tracing::warn!(%error, "could not delete the lab's vhost");
             }
+        }
+        if self.owns_vhost
+            && let Some(names) = &self.kafka
+            && let Err(error) = names.delete().await
+        {
+            tracing::warn!(%error, "could not delete the lab's Kafka topics");
         }
     }
 

@@ -168,28 +168,36 @@ fn kafka_args(platform: &LocalPlatform) -> KafkaArgs {
     platform.kafka().unwrap().args()
 }
 
-/// Every message on `topic`, read from the start by a group of its own.
+/// Every message on `topic`, read from the start by a group of its own, each
+/// offset once (a fetch repeated after a leader change delivers some again).
 async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
     let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
     let consumer = args.consumer(&group, "test-reader").unwrap();
     let start = kafka::earliest_of(&consumer, &[topic]).unwrap();
-    let mut expected = 0;
+    let mut ends = BTreeMap::new();
     for element in start.elements() {
-        let (low, high) = consumer
+        let (_, high) = consumer
             .fetch_watermarks(topic, element.partition(), kafka::QUERY_TIMEOUT)
             .unwrap();
-        expected += high - low;
+        ends.insert(element.partition(), high);
     }
     consumer.assign(&start).unwrap();
-    let mut messages = Vec::new();
-    while (messages.len() as i64) < expected {
+    let mut messages = BTreeMap::new();
+    let mut read_to: BTreeMap<i32, i64> = BTreeMap::new();
+    while ends
+        .iter()
+        .any(|(partition, end)| read_to.get(partition).copied().unwrap_or(0) < *end)
+    {
         let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
             .await
             .expect("the topic should be readable to its end")
             .unwrap();
-        messages.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+        let next = read_to.entry(message.partition()).or_default();
+        *next = (*next).max(message.offset() + 1);
+        let body: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        messages.insert((message.partition(), message.offset()), body);
     }
-    messages
+    messages.into_values().collect()
 }
 
 async fn bulk(platform: &LocalPlatform, count: u64) {
@@ -309,6 +317,364 @@ async fn malformed_order_events_are_skipped_counted_and_the_partitions_keep_flow
         eventually(30, || async {
             let figures = get(&platform, Service::Analytics, "/metrics").await;
             figures["malformed"] == 6 && figures["total_orders"] == 60
+        })
+        .await
+    );
+    platform.shutdown().await;
+}
+
+/// Runs one of Kafka's own command-line tools (`scripts/kafka.sh run`); whether
+/// it succeeded, and what it printed (stdout, then stderr).
+async fn kafka_tool(args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(support::repo().join("scripts/kafka.sh"));
+    command.arg("run").args(args);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
+/// One row of `kafka-consumer-groups --describe` or `--reset-offsets`.
+#[derive(Debug)]
+struct GroupRow {
+    topic: String,
+    partition: i32,
+    /// LAG of `--describe`, NEW-OFFSET of `--reset-offsets`.
+    figure: i64,
+    /// CONSUMER-ID of `--describe`: `-` when no member holds the partition.
+    consumer: String,
+}
+
+/// The tool's rows for `group`, in the order it printed them.
+fn group_rows(printed: &str, group: &str, figure_column: usize) -> Vec<GroupRow> {
+    printed
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|columns| columns.first() == Some(&group))
+        .map(|columns| GroupRow {
+            topic: columns[1].to_owned(),
+            partition: columns[2].parse().unwrap(),
+            figure: columns[figure_column].parse().unwrap(),
+            consumer: columns.get(6).copied().unwrap_or("-").to_owned(),
+        })
+        .collect()
+}
+
+async fn describe_group(names: &foodlab_lab::streaming::KafkaNames, group: &str) -> Vec<GroupRow> {
+    let (ok, printed) = kafka_tool(&[
+        "kafka-consumer-groups",
+        "--bootstrap-server",
+        &names.brokers,
+        "--describe",
+        "--group",
+        group,
+    ])
+    .await;
+    assert!(ok, "{printed}");
+    group_rows(&printed, group, 5)
+}
+
+async fn reset_to_earliest(names: &foodlab_lab::streaming::KafkaNames) -> (bool, String) {
+    kafka_tool(&[
+        "kafka-consumer-groups",
+        "--bootstrap-server",
+        &names.brokers,
+        "--group",
+        &names.analytics_group,
+        "--topic",
+        &names.order_topic,
+        "--topic",
+        &names.inventory_topic,
+        "--reset-offsets",
+        "--to-earliest",
+        "--execute",
+    ])
+    .await
+}
+
+const FIGURES: [&str; 4] = [
+    "total_orders",
+    "total_inventory_events",
+    "failures",
+    "reserved",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_kafka_consumer_groups_reset_while_analytics_is_stopped() {
+    let lab = example("streaming-replay");
+    let mut options = options(&lab);
+    // Some orders refused, so the replay has failures to reproduce.
+    options.service_env.push((
+        Service::Inventory,
+        "FOODLAB_FAULT_FAIL_RATE".into(),
+        "0.1".into(),
+    ));
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let names = platform.kafka().unwrap().clone();
+    bulk(&platform, 150).await;
+    assert!(eventually(60, || all_orders_settled(&platform, 150)).await);
+    assert!(
+        eventually(30, || async {
+            let figures = get(&platform, Service::Analytics, "/metrics").await;
+            let lag = get(&platform, Service::Analytics, "/lag").await;
+            figures["total_inventory_events"] == 150 && lag["groups"][0]["total_lag"] == 0
+        })
+        .await
+    );
+    let before = get(&platform, Service::Analytics, "/metrics").await;
+    assert_eq!(before["total_orders"], 150, "{before}");
+
+    // While analytics reads, it is a member of the group, and the tool refuses.
+    let (_, printed) = reset_to_earliest(&names).await;
+    assert!(
+        printed.contains("can only be reset if the group"),
+        "{printed}"
+    );
+    assert!(
+        group_rows(&printed, &names.analytics_group, 3).is_empty(),
+        "{printed}"
+    );
+
+    platform.scale(Service::Analytics, 0).await.unwrap();
+    let (ok, printed) = reset_to_earliest(&names).await;
+    assert!(ok, "{printed}");
+    let reset = group_rows(&printed, &names.analytics_group, 3);
+    assert_eq!(reset.len(), 6, "3 partitions of 2 topics: {printed}");
+    assert!(reset.iter().all(|row| row.figure == 0), "{printed}");
+    // The group's committed offsets are back at the start: the whole log lags.
+    let lagging = describe_group(&names, &names.analytics_group).await;
+    assert_eq!(lagging.iter().map(|row| row.figure).sum::<i64>(), 300);
+
+    platform.scale(Service::Analytics, 1).await.unwrap();
+    assert!(
+        eventually(60, || async {
+            let lag = get(&platform, Service::Analytics, "/lag").await;
+            let figures = get(&platform, Service::Analytics, "/metrics").await;
+            lag["groups"][0]["total_lag"] == 0 && figures["last_replay"]["seconds"].is_number()
+        })
+        .await
+    );
+    let after = get(&platform, Service::Analytics, "/metrics").await;
+    assert_eq!(after["replays"], 1, "{after}");
+    assert_eq!(after["last_replay"]["events"], 300, "{after}");
+    for figure in FIGURES {
+        assert_eq!(
+            before[figure], after[figure],
+            "{figure}: {before} vs {after}"
+        );
+    }
+    let members = describe_group(&names, &names.analytics_group).await;
+    assert_eq!(members.len(), 6);
+    assert!(
+        members
+            .iter()
+            .all(|row| row.figure == 0 && row.consumer != "-"),
+        "{members:?}"
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_groups_describe_shows_analytics_lag_under_a_throttle_then_none() {
+    let lab = example("streaming-lag");
+    let platform = LocalPlatform::start(options(&lab)).await.unwrap();
+    let names = platform.kafka().unwrap().clone();
+    // Each event waits a second: the log grows far faster than analytics reads it.
+    let (status, answer) = post(
+        &platform,
+        Service::Analytics,
+        "/admin/throttle",
+        json!({"ms": 1000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    bulk(&platform, 100).await;
+    assert!(eventually(60, || all_orders_settled(&platform, 100)).await);
+
+    let throttled = describe_group(&names, &names.analytics_group).await;
+    assert_eq!(throttled.len(), 6, "{throttled:?}");
+    let lag: i64 = throttled.iter().map(|row| row.figure).sum();
+    assert!(lag > 0, "{throttled:?}");
+    assert!(
+        throttled
+            .iter()
+            .all(|row| row.consumer.starts_with("analytics")),
+        "{throttled:?}"
+    );
+    let topics: BTreeSet<&str> = throttled.iter().map(|row| row.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        BTreeSet::from([names.order_topic.as_str(), names.inventory_topic.as_str()])
+    );
+
+    let (status, answer) = post(
+        &platform,
+        Service::Analytics,
+        "/admin/throttle",
+        json!({"ms": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        eventually(60, || async {
+            get(&platform, Service::Analytics, "/lag").await["groups"][0]["total_lag"] == 0
+        })
+        .await
+    );
+    let drained = describe_group(&names, &names.analytics_group).await;
+    assert_eq!(drained.len(), 6, "{drained:?}");
+    assert!(drained.iter().all(|row| row.figure == 0), "{drained:?}");
+    let partitions: BTreeSet<i32> = drained.iter().map(|row| row.partition).collect();
+    assert_eq!(partitions, BTreeSet::from([0, 1, 2]));
+    let figures = get(&platform, Service::Analytics, "/metrics").await;
+    assert_eq!(
+        (&figures["total_orders"], &figures["total_inventory_events"]),
+        (&json!(100), &json!(100)),
+        "{figures}"
+    );
+    platform.shutdown().await;
+
+    // The run's own topics and groups go with it.
+    let (ok, topics) = kafka_tool(&[
+        "kafka-topics",
+        "--bootstrap-server",
+        &names.brokers,
+        "--list",
+    ])
+    .await;
+    assert!(ok, "{topics}");
+    for topic in [&names.order_topic, &names.inventory_topic] {
+        assert!(
+            !topics.lines().any(|line| line == topic),
+            "{topic} left: {topics}"
+        );
+    }
+    let (ok, groups) = kafka_tool(&[
+        "kafka-consumer-groups",
+        "--bootstrap-server",
+        &names.brokers,
+        "--list",
+    ])
+    .await;
+    assert!(ok, "{groups}");
+    for group in [
+        &names.analytics_group,
+        &names.inventory_group,
+        &names.order_group,
+    ] {
+        assert!(
+            !groups.lines().any(|line| line == group),
+            "{group} left: {groups}"
+        );
+    }
+}
+
+/// A broker of the test's own (`scripts/kafka.sh` on another port, data in a
+/// temporary directory), stopped when dropped.
+struct OwnBroker {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    fn script(&self, command: &str) {
+        let status = std::process::Command::new(support::repo().join("scripts/kafka.sh"))
+            .arg(command)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("FOODLAB_KAFKA_DIR", self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kafka.sh {command} on port {}", self.port);
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_in_the_middle_of_a_burst_loses_no_order_and_reserves_none_twice() {
+    let broker = OwnBroker {
+        port: 19092,
+        dir: tempfile::tempdir().unwrap(),
+    };
+    tokio::task::block_in_place(|| broker.script("start"));
+    let lab = example("streaming-burst");
+    let mut options = options(&lab);
+    options.kafka = foodlab_lab::streaming::KafkaBroker::At {
+        brokers: broker.brokers(),
+    };
+    options.env = vec![("FOODLAB_STOCK".into(), "burger=2000".into())];
+    // Decisions slow enough that the restart lands while orders are still coming.
+    options.service_env.push((
+        Service::Inventory,
+        "FOODLAB_FAULT_DELAY_MS".into(),
+        "5".into(),
+    ));
+    let platform = LocalPlatform::start(options).await.unwrap();
+    bulk(&platform, 1000).await;
+    assert!(
+        eventually(60, || async {
+            get(&platform, Service::Inventory, "/stats").await["reserved_orders"]
+                .as_u64()
+                .is_some_and(|n| n >= 50)
+        })
+        .await
+    );
+    tokio::task::block_in_place(|| broker.script("stop"));
+    let at_stop = get(&platform, Service::Inventory, "/stats").await["reserved_orders"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        at_stop < 1000,
+        "the burst was over before the broker stopped"
+    );
+    tokio::task::block_in_place(|| broker.script("start"));
+
+    assert!(eventually(120, || all_orders_settled(&platform, 1000)).await);
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("reserved", 1000)])
+    );
+    let stats = get(&platform, Service::Inventory, "/stats").await;
+    assert_eq!(stats["reserved_orders"], 1000, "{stats}");
+    assert_eq!(stats["units_reserved"], 1000, "{stats}");
+    assert_eq!(
+        get(&platform, Service::Inventory, "/stock").await["burger"],
+        1000
+    );
+    // One decision per order: however often a result was produced again,
+    // it carries the same message id.
+    let results = read_topic(
+        &kafka_args(&platform),
+        &platform.kafka().unwrap().inventory_topic,
+    )
+    .await;
+    let mut ids_per_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for result in &results {
+        ids_per_order
+            .entry(result["order_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(result["message_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids_per_order.len(), 1000);
+    assert!(ids_per_order.values().all(|ids| ids.len() == 1));
+    assert!(
+        eventually(60, || async {
+            let figures = get(&platform, Service::Analytics, "/metrics").await;
+            figures["total_orders"] == 1000 && figures["total_inventory_events"] == 1000
         })
         .await
     );
