@@ -70,6 +70,7 @@ collect() {
   say "keeping the evidence in ${out#"$repo"/}/"
   k get all,foodlabs,configmaps,leases,networkpolicies,pvc -o wide >"$out/objects.txt" 2>&1 || true
   k get events --sort-by=.lastTimestamp >"$out/events.txt" 2>&1 || true
+  kubectl describe nodes >"$out/nodes.txt" 2>&1 || true
   kubectl get foodlabs -A -o yaml >"$out/foodlabs.yaml" 2>&1 || true
   local pod lab
   for pod in $(k get pods -o name 2>/dev/null); do
@@ -197,11 +198,15 @@ examples_of() {
   done
 }
 
+nodes_ready() {
+  kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}'
+}
+
 part_ready() {
   local workload
   for workload in $(k get deployments,statefulsets -l "foodlab.dev/part=$1" -o name); do
     k rollout status "$workload" --timeout="${wait_limit}s" >/dev/null ||
-      fail "$workload of $1 is not ready within ${wait_limit}s"
+      fail "$workload of $1 is not ready within ${wait_limit}s (nodes: $(nodes_ready))"
   done
 }
 
