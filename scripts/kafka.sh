@@ -7,6 +7,7 @@
 #   scripts/kafka.sh stop     stop the broker this script started
 #   scripts/kafka.sh status   exit 0 if the broker answers
 #   scripts/kafka.sh topics   create the topics (idempotent)
+#   scripts/kafka.sh libs     print the directory of the jars (install first if missing)
 #   scripts/kafka.sh run TOOL ARGS...
 #                             one of Kafka's command-line tools, e.g.
 #                             run kafka-consumer-groups --bootstrap-server 127.0.0.1:9092 --describe --group analytics-group
@@ -274,5 +275,6 @@ case "${1:-}" in
   status) listening ;;
   topics) create_topics ;;
   run) shift; run_tool "$@" ;;
-  *) echo "usage: $0 install|start|stop|status|topics|run TOOL ARGS..." >&2; exit 2 ;;
+  libs) install; echo "$libs" ;;
+  *) echo "usage: $0 install|start|stop|status|topics|libs|run TOOL ARGS..." >&2; exit 2 ;;
 esac
