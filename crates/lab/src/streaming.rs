@@ -27,7 +27,7 @@ const KAFKA_SCRIPT: BrokerScript = BrokerScript {
 /// Where the Kafka-protocol broker of the streaming part is.
 #[derive(Debug, Clone)]
 pub enum KafkaBroker {
-    /// The project's broker on 127.0.0.1:9092, started with its script
+    /// The project's Apache Kafka on 127.0.0.1:9092, started with its script
     /// (`scripts/kafka.sh`, or this path) if nothing listens there.
     Local { script: Option<PathBuf> },
     /// A broker that is already running (any Kafka-protocol broker).

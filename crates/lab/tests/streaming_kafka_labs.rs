@@ -1,6 +1,7 @@
-//! The streaming-kafka labs and failure cases, against the project's real
-//! Kafka-protocol broker on 127.0.0.1 (started by its script if needed).
-//! Each platform gets topics and consumer groups of its own.
+//! The streaming-kafka labs and failure cases, against the project's Apache
+//! Kafka on 127.0.0.1 (started by its script if needed), inspected with
+//! Kafka's own tools as well. Each platform gets topics and consumer groups
+//! of its own.
 
 #![allow(clippy::unwrap_used)]
 
