@@ -2,6 +2,7 @@
 
 mod bench;
 mod crd;
+mod junit;
 mod report;
 mod run;
 mod up;
@@ -70,9 +71,18 @@ enum Command {
     Run {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Print each report as JSON instead of tables.
+        /// Print each lab's report as JSON, one document per line, instead
+        /// of tables.
         #[arg(long)]
         json: bool,
+        /// Also write the labs as JUnit XML to this file (a lab is a test
+        /// suite, each expectation a test case).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Keep the parts' databases and service logs in this directory
+        /// (`<dir>/<part>/logs/<service>.log`); by default they are removed.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Start each part once and run all its labs on it, in the order
         /// given, as on a cluster install (by default each lab gets a fresh
         /// part).
@@ -121,8 +131,18 @@ async fn main() -> ExitCode {
         Command::Run {
             files,
             json,
+            junit,
+            data_dir,
             reuse_part,
-        } => run::run(&files, json, reuse_part).await,
+        } => {
+            let options = run::RunOptions {
+                json,
+                reuse_part,
+                data_dir,
+                junit,
+            };
+            run::run(&files, &options).await
+        }
         Command::Bench {
             part,
             latency_orders,

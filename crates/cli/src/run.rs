@@ -3,16 +3,30 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use foodlab_lab::chaos::Direct;
 use foodlab_lab::measure::Sample;
 use foodlab_lab::{
-    FoodLab, FoodLabSpec, LocalOptions, LocalPlatform, Observer, Transport, Verdict, run_lab,
+    FoodLab, FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Observer, Transport,
+    Verdict, run_lab_with,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::report;
 
-pub async fn run(files: &[PathBuf], json: bool, reuse_part: bool) -> anyhow::Result<ExitCode> {
+/// How `foodlab run` reports.
+pub struct RunOptions {
+    /// One JSON document per lab per line instead of tables.
+    pub json: bool,
+    pub reuse_part: bool,
+    /// Where the parts keep their data and logs (`<dir>/<part>`), kept
+    /// after the run; temporary directories when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Where to write the labs as JUnit XML.
+    pub junit: Option<PathBuf>,
+}
+
+pub async fn run(files: &[PathBuf], options: &RunOptions) -> anyhow::Result<ExitCode> {
     // Every file is read first: a typo in the last one costs no run.
     let mut labs = Vec::new();
     for file in files {
@@ -25,19 +39,35 @@ pub async fn run(files: &[PathBuf], json: bool, reuse_part: bool) -> anyhow::Res
         labs.push((name, lab));
     }
     let mut parts = Parts {
-        reuse: reuse_part,
+        reuse: options.reuse_part,
+        data_dir: options.data_dir.clone(),
         running: Vec::new(),
     };
-    let outcome = run_all(&labs, json, &mut parts).await;
+    let mut done = Done::default();
+    let outcome = run_all(&labs, options, &mut parts, &mut done).await;
     parts.shutdown().await;
+    if let Some(path) = &options.junit {
+        std::fs::write(path, crate::junit::document(&done.reports, &done.errors))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     outcome
+}
+
+/// What the labs of a run left, for the JUnit file and the report.
+#[derive(Default)]
+struct Done {
+    reports: Vec<(String, LabReport)>,
+    errors: Vec<(String, String)>,
 }
 
 async fn run_all(
     labs: &[(String, FoodLab)],
-    json: bool,
+    options: &RunOptions,
     parts: &mut Parts,
+    done: &mut Done,
 ) -> anyhow::Result<ExitCode> {
+    let json = options.json;
+    let interrupt = interrupt_flag();
     let mut all_pass = true;
     for (name, lab) in labs {
         let of_part = labs
@@ -47,27 +77,43 @@ async fn run_all(
         let platform = parts.platform_for(&lab.spec, of_part).await?;
         let progress = Arc::new(Progress::new(json));
         let reporter = report_service_events(platform, progress.clone());
-        let outcome = tokio::select! {
-            outcome = run_lab(platform, &lab.spec, progress.clone()) => Some(outcome),
-            () = super::interrupted() => None,
-        };
+        // The engine releases the part (faults cleared, chaos undone) before
+        // it returns on an interruption.
+        let mut stop = interrupt.clone();
+        let outcome = run_lab_with(
+            platform,
+            &Direct::new(platform),
+            &lab.spec,
+            progress.clone(),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        )
+        .await;
         reporter.abort();
         progress.bar.finish_and_clear();
         parts.done_with(lab.spec.transport).await;
-        let Some(outcome) = outcome else {
-            eprintln!("interrupted; services stopped");
-            return Ok(ExitCode::from(130));
+        let report = match outcome {
+            Ok(report) => report,
+            Err(LabError::Interrupted) => {
+                eprintln!("interrupted; lab {name} released, services stopped");
+                return Ok(ExitCode::from(130));
+            }
+            Err(error) => {
+                done.errors.push((name.clone(), error.to_string()));
+                return Err(error).with_context(|| format!("lab {name} could not run"));
+            }
         };
-        let report = outcome.with_context(|| format!("lab {name} could not run"))?;
         if json {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"name": name, "report": report}))?
+                serde_json::to_string(&serde_json::json!({"name": name, "report": report}))?
             );
         } else {
             report::print(name, &report);
         }
         all_pass &= report.verdict == Verdict::Pass;
+        done.reports.push((name.clone(), report));
     }
     Ok(if all_pass {
         ExitCode::SUCCESS
@@ -76,10 +122,22 @@ async fn run_all(
     })
 }
 
+/// Becomes true on Ctrl-C or SIGTERM, whenever it comes during the run.
+fn interrupt_flag() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signalled = super::interrupted();
+    tokio::spawn(async move {
+        signalled.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
 /// The parts the labs run on: a fresh one per lab, or (`--reuse-part`) one
 /// per transport kept running across the labs, as on a cluster install.
 struct Parts {
     reuse: bool,
+    data_dir: Option<PathBuf>,
     running: Vec<(Transport, LocalPlatform)>,
 }
 
@@ -96,7 +154,9 @@ impl Parts {
             None => {
                 // Kept or not, the part takes each lab's settings at run time
                 // (the engine's prepare step).
-                let platform = LocalPlatform::start(LocalOptions::for_lab(spec))
+                let mut local = LocalOptions::for_lab(spec);
+                local.data_dir = self.data_dir.as_ref().map(|d| d.join(transport.part()));
+                let platform = LocalPlatform::start(local)
                     .await
                     .with_context(|| format!("cannot start the {} part", transport.part()))?;
                 if self.reuse {

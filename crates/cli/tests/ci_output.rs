@@ -1,0 +1,182 @@
+//! What CI systems read from `foodlab run`: `--json` is one JSON document
+//! per lab per line, `--junit FILE` is JUnit XML; and a `foodlab run`
+//! stopped by SIGTERM mid-lab releases its part (the faults are cleared).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example(name: &str) -> String {
+    format!(
+        "{}/../../manifests/examples/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// sync-baseline with an expectation it cannot meet (every answer a 503).
+fn failing_lab(dir: &Path) -> String {
+    let text = std::fs::read_to_string(example("sync-baseline")).unwrap();
+    let text = text
+        .replace("name: sync-baseline", "name: sync-expects-503")
+        .replace("responseStatus: 201", "responseStatus: 503");
+    assert!(text.contains("responseStatus: 503"), "{text}");
+    let path = dir.join("sync-expects-503.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn json_is_one_document_per_line_and_junit_has_a_suite_per_lab() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("labs.xml");
+    let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .args(["run", "--json", "--reuse-part", "--junit"])
+        .arg(&junit)
+        .arg(example("sync-baseline"))
+        .arg(failing_lab(dir.path()))
+        .env_remove("FOODLAB_STOCK")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let docs: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(docs[0]["name"], "sync-baseline");
+    assert_eq!(docs[0]["report"]["verdict"], "Pass");
+    assert_eq!(docs[0]["report"]["results"]["statusCodes"]["201"], 100);
+    assert_eq!(docs[1]["name"], "sync-expects-503");
+    assert_eq!(docs[1]["report"]["verdict"], "Fail");
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let suites: Vec<_> = root
+        .children()
+        .filter(|n| n.has_tag_name("testsuite"))
+        .collect();
+    let names: Vec<&str> = suites
+        .iter()
+        .map(|s| s.attribute("name").unwrap())
+        .collect();
+    assert_eq!(names, ["sync-baseline", "sync-expects-503"]);
+    let checks = |i: usize| {
+        docs[i]["report"]["results"]["checks"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    for (i, suite) in suites.iter().enumerate() {
+        let cases: Vec<_> = suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert_eq!(cases.len(), checks(i), "{xml}");
+        assert_eq!(suite.attribute("tests").unwrap(), checks(i).to_string());
+    }
+    assert_eq!(suites[0].attribute("failures"), Some("0"));
+    // Exactly one expectation fails: the response status; its detail is the message.
+    assert_eq!(suites[1].attribute("failures"), Some("1"));
+    let failures: Vec<_> = suites[1]
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .collect();
+    assert_eq!(failures.len(), 1, "{xml}");
+    let failed_check = docs[1]["report"]["results"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["passed"] == false)
+        .unwrap();
+    assert_eq!(
+        failures[0].attribute("message"),
+        failed_check["detail"].as_str()
+    );
+    assert_eq!(root.attribute("failures"), Some("1"));
+}
+
+/// The `faults changed` lines of a service log, as (delay_ms) in order.
+fn fault_delays(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|line| line.contains("faults changed"))
+        .map(|line| {
+            let at = line.find("delay_ms").unwrap();
+            line[at..]
+                .split([',', ' ', '}'])
+                .next()
+                .unwrap()
+                .trim_start_matches("delay_ms")
+                .trim_start_matches(['=', ':', '"'])
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_mid_lab_releases_the_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // sync-delay: inventory answers 2 s late, 20 orders at concurrency 4 (about 10 s).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .args(["run", "--reuse-part", "--data-dir"])
+        .arg(&data)
+        .args([example("sync-delay"), example("sync-baseline")])
+        .env_remove("FOODLAB_STOCK")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = data.join("sync-rest/logs/inventory.log");
+    let waited = Instant::now();
+    // Mid-lab: the fault is on and orders are being placed.
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if fault_delays(&text).last().is_some_and(|d| d == "2000") {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the lab never got its fault: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Orders are under way: the workload starts right after the faults.
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("lab sync-delay released"), "{stderr}");
+    // The second lab never ran, and the first printed no report.
+    assert!(!stdout.contains("== lab"), "{stdout}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let delays = fault_delays(&text);
+    assert_eq!(delays.last().map(String::as_str), Some("0"), "{text}");
+    assert!(delays.contains(&"2000".to_owned()), "{text}");
+}
