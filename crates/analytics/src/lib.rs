@@ -42,11 +42,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .faults
         .to_faults()
         .context("invalid start-up faults")?;
-    let admin_token = args
-        .service
-        .admin
-        .token()
-        .context("cannot read the admin token file")?;
+    let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     let lag =
         lag::LagWatch::new(&args.kafka, kit.registry()).context("cannot read consumer lag")?;

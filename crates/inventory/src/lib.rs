@@ -61,11 +61,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = StockStore::open(&args.service.database(SERVICE), &catalogue)
         .context("cannot open the inventory database")?;
-    let admin_token = args
-        .service
-        .admin
-        .token()
-        .context("cannot read the admin token file")?;
+    let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     let metrics = MessageMetrics::register(kit.registry());
     match args.service.transport {

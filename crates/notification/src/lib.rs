@@ -35,11 +35,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = NotificationStore::open(&args.service.database(SERVICE))
         .context("cannot open the notification database")?;
-    let admin_token = args
-        .service
-        .admin
-        .token()
-        .context("cannot read the admin token file")?;
+    let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     if args.service.transport == TransportMode::Rabbitmq {
         messaging::Consumer {

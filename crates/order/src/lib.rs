@@ -97,11 +97,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("invalid start-up faults")?;
     let store = OrderStore::open(&args.service.database(SERVICE))
         .context("cannot open the order database")?;
-    let admin_token = args
-        .service
-        .admin
-        .token()
-        .context("cannot read the admin token file")?;
+    let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     let metrics = metrics::OrderMetrics::register(kit.registry());
     let settings = settings::Settings::new(args.dependency_timeout);

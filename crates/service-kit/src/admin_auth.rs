@@ -32,7 +32,12 @@ impl AdminArgs {
     /// The configured token; an empty one (or an empty file) counts as none.
     pub fn token(&self) -> std::io::Result<AdminToken> {
         let token = match &self.admin_token_file {
-            Some(path) => Some(std::fs::read_to_string(path)?),
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot read the admin token file {}: {e}", path.display()),
+                )
+            })?),
             None => self.admin_token.clone(),
         };
         Ok(AdminToken::new(token.as_deref()))

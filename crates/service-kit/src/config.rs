@@ -83,6 +83,11 @@ impl ServiceArgs {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
     }
 
+    /// The token the admin API asks for (none: open).
+    pub fn admin_token(&self) -> std::io::Result<crate::AdminToken> {
+        self.admin.token()
+    }
+
     /// Path of the service's database file inside the data directory.
     pub fn database(&self, service: &str) -> PathBuf {
         self.data_dir.join(format!("{service}.db"))
