@@ -143,7 +143,8 @@ async fn set_stock(
     levels: &BTreeMap<ItemName, u64>,
 ) -> anyhow::Result<()> {
     let url = format!("{}/admin/stock", platform.endpoint(Service::Inventory)?);
-    let response = reqwest::Client::new()
+    // The services inherit FOODLAB_ADMIN_TOKEN from this shell, if it sets one.
+    let response = foodlab_lab::faults::admin_http(reqwest::Client::builder())
         .put(&url)
         .json(levels)
         .timeout(std::time::Duration::from_secs(10))
