@@ -204,7 +204,7 @@ component_pid() {
   local name=$1 pid
   [ -f "$base/run/$name.pid" ] || return 1
   pid=$(cat "$base/run/$name.pid")
-  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "/$name " && echo "$pid"
+  [ -n "$pid" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -q "/$name " && echo "$pid"
 }
 
 # Starts NAME (a binary path and its arguments) in its own session, logging to logs/NAME.log.
@@ -460,10 +460,18 @@ node_up() {
   fi
   kubelet_config
   touch "$base/run/node"
-  start_component kubelet "$k8s_bin/kubelet" \
-    --config "$node_dir/kubelet-config.yaml" --kubeconfig "$base/node.kubeconfig" \
-    --root-dir "$node_dir/kubelet" --cert-dir "$node_dir/kubelet/pki" \
-    --hostname-override "$node_name" --node-ip "$node_ip"
+  # containerd answers before its CRI service is initialized, and a kubelet that finds it
+  # so exits ("server is not initialized yet"): start it again then.
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    start_component kubelet "$k8s_bin/kubelet" \
+      --config "$node_dir/kubelet-config.yaml" --kubeconfig "$base/node.kubeconfig" \
+      --root-dir "$node_dir/kubelet" --cert-dir "$node_dir/kubelet/pki" \
+      --hostname-override "$node_name" --node-ip "$node_ip"
+    sleep 3
+    component_pid kubelet >/dev/null && break
+    log "kubelet exited (attempt $attempt); starting it again"
+  done
   wait_for kubelet 120 node_ready
   # down cordons the node to drain it; a node that comes back takes pods again.
   admin uncordon "$node_name" >/dev/null

@@ -40,7 +40,11 @@ base_rootfs() {
 
 foodlab_image() {
   base_rootfs
-  local work="$base/images/foodlab" bin
+  local work="$base/images/${image//[\/:]/_}" bin
+  mkdir -p "$base/images"
+  # One build of an image at a time (the e2e and the cluster test both make theirs).
+  exec 9>"$work.lock"
+  flock 9
   rm -rf "$work" && mkdir -p "$work"
   cp -a "$rootfs_base" "$work/rootfs"
   echo "foodlab:x:10001:10001::/nonexistent:/usr/sbin/nologin" >>"$work/rootfs/etc/passwd"
