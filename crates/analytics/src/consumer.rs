@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use foodlab_domain::{Arrival, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness};
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
+use foodlab_transport::trace;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -143,6 +144,7 @@ impl Reader {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
+                    let _traced = trace::span(&kafka::trace_of(&message)).entered();
                     self.count(message.topic(), message.partition(), message.offset(), message.timestamp().to_millis(), message.payload().unwrap_or_default());
                     // A partition revoked meanwhile is read again by its next owner.
                     if let Err(error) = kafka::store_processed(&consumer, message.topic(), message.partition(), message.offset()) {
@@ -173,8 +175,14 @@ impl Reader {
             recorded
         });
         match recorded {
-            Recorded::Counted => self.metrics.count(topic, "processed"),
-            Recorded::Duplicate => self.metrics.count(topic, "duplicate"),
+            Recorded::Counted => {
+                self.metrics.count(topic, "processed");
+                tracing::info!(%topic, partition, offset, "event counted");
+            }
+            Recorded::Duplicate => {
+                self.metrics.count(topic, "duplicate");
+                tracing::info!(%topic, partition, offset, "duplicate event ignored");
+            }
             Recorded::Malformed(reason) => {
                 self.metrics.count(topic, "malformed");
                 tracing::warn!(%topic, partition, offset, %reason, "malformed event skipped");

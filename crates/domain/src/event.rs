@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::order::{OrderId, OrderLine, OrderStatus};
+use crate::trace::TraceContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
@@ -116,6 +117,9 @@ pub struct Envelope {
     pub occurred_at: jiff::Timestamp,
     pub correlation_id: String,
     pub event: Event,
+    /// The trace it belongs to. It travels in the broker's headers, not in
+    /// the body (`to_json`); only the outbox keeps it beside the body.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Serialize)]
@@ -127,6 +131,8 @@ struct Wire {
     occurred_at: jiff::Timestamp,
     correlation_id: String,
     payload: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
 }
 
 /// Why a message cannot be processed.
@@ -147,6 +153,15 @@ impl Envelope {
             occurred_at: now,
             correlation_id,
             event,
+            trace: None,
+        }
+    }
+
+    /// The same envelope, in the trace `trace`.
+    pub fn in_trace(self, trace: TraceContext) -> Self {
+        Self {
+            trace: Some(trace),
+            ..self
         }
     }
 
@@ -159,6 +174,7 @@ impl Envelope {
             occurred_at: now,
             correlation_id: order.correlation_id.clone(),
             event,
+            trace: order.trace,
         }
     }
 
@@ -166,7 +182,17 @@ impl Envelope {
         self.event.event_type()
     }
 
+    /// The body on the wire.
     pub fn to_json(&self) -> Vec<u8> {
+        self.serialize(false)
+    }
+
+    /// The body with its `traceparent`, for the outbox: `parse` reads both.
+    pub fn to_stored_json(&self) -> Vec<u8> {
+        self.serialize(true)
+    }
+
+    fn serialize(&self, with_trace: bool) -> Vec<u8> {
         let wire = Wire {
             message_id: self.message_id,
             event_type: self.event_type(),
@@ -174,6 +200,10 @@ impl Envelope {
             occurred_at: self.occurred_at,
             correlation_id: self.correlation_id.clone(),
             payload: self.event.payload(),
+            traceparent: self
+                .trace
+                .filter(|_| with_trace)
+                .map(|trace| trace.to_string()),
         };
         serde_json::to_vec(&wire).unwrap_or_default()
     }
@@ -232,6 +262,23 @@ mod tests {
             wire["payload"]["items"],
             json!([{"item": "burger", "quantity": 2}])
         );
+    }
+
+    #[test]
+    fn the_trace_stays_out_of_the_wire_body_and_in_the_stored_one() {
+        let trace = TraceContext::start();
+        let envelope = placed().in_trace(trace);
+        let wire: Value = serde_json::from_slice(&envelope.to_json()).unwrap();
+        assert_eq!(wire.get("traceparent"), None);
+        assert_eq!(Envelope::parse(&envelope.to_json()).unwrap().trace, None);
+        let stored = Envelope::parse(&envelope.to_stored_json()).unwrap();
+        assert_eq!(stored, envelope);
+        let result = Envelope::result_of(
+            &stored,
+            jiff::Timestamp::now(),
+            Event::InventoryFailed { reason: "x".into() },
+        );
+        assert_eq!(result.trace, Some(trace));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod order;
 pub mod reader;
 pub mod request;
 pub mod reservation;
+pub mod trace;
 
 pub use catalogue::{Catalogue, ItemName, StockSpecError};
 pub use event::{Envelope, Event, EventType, Poison};
@@ -18,3 +19,4 @@ pub use order::{Order, OrderId, OrderLine, OrderStatus};
 pub use reader::Arrival;
 pub use request::{OrderRequest, ValidationError};
 pub use reservation::{ReservationError, plan_reservation};
+pub use trace::{TRACEPARENT, TraceContext};

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::event::{Envelope, Event, EventType, Poison};
 use crate::order::OrderId;
 use crate::request::OrderRequest;
+use crate::trace::{TRACEPARENT, TraceContext};
 
 const TYPE_KEYS: [&str; 3] = ["type", "event_type", "eventType"];
 const ORDER_ID_KEYS: [&str; 2] = ["order_id", "orderId"];
@@ -81,12 +82,18 @@ impl Envelope {
             }
         };
         let event = event(event_type, fields)?;
+        // A broken trace context only loses the trace, never the event.
+        let trace = message
+            .get(TRACEPARENT)
+            .and_then(Value::as_str)
+            .and_then(TraceContext::parse);
         Ok(Self {
             message_id,
             order_id,
             occurred_at,
             correlation_id,
             event,
+            trace,
         })
     }
 }

@@ -10,14 +10,16 @@
 
 use std::sync::Arc;
 
-use foodlab_domain::{Arrival, Envelope, Event, EventType, FaultDecision};
+use foodlab_domain::{Arrival, Envelope, Event, EventType, FaultDecision, TraceContext};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
 use foodlab_store::{StockStore, StoreError};
 use foodlab_transport::kafka::{self, Delivered, KafkaArgs, KafkaFailure};
+use foodlab_transport::trace;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::decision::{self, CrashPoint, result_event};
 
@@ -92,8 +94,10 @@ impl Consumer {
         loop {
             let message = kafka::next_message(consumer, "inventory").await;
             let (partition, offset) = (message.partition(), message.offset());
+            let trace = kafka::trace_of(&message);
             let delivered = self
-                .decide(producer, message.payload().unwrap_or_default())
+                .decide(producer, message.payload().unwrap_or_default(), trace)
+                .instrument(trace::span(&trace))
                 .await?;
             produced
                 .send(Produced {
@@ -113,11 +117,14 @@ impl Consumer {
         &self,
         producer: &FutureProducer,
         body: &[u8],
+        trace: TraceContext,
     ) -> Result<Option<Delivered>, KafkaFailure> {
         let topic = self.args.order_topic.as_str();
         let arrival = Arrival::on(EventType::OrderPlaced, jiff::Timestamp::now());
         let envelope = match Envelope::read(body, arrival) {
-            Ok(envelope) if envelope.event_type() == EventType::OrderPlaced => envelope,
+            Ok(envelope) if envelope.event_type() == EventType::OrderPlaced => {
+                envelope.in_trace(trace)
+            }
             Ok(other) => {
                 self.skip(&format!(
                     "expected OrderPlaced, got {:?}",

@@ -1,10 +1,10 @@
 //! The order service's REST endpoints.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus};
+use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus, TraceContext};
 use foodlab_service_kit::{ApiError, JsonBody, now_ms};
 use serde_json::Value;
 
@@ -23,6 +23,7 @@ pub fn routes(state: AppState) -> Router {
 /// `POST /order`: validate, then hand the order to the workflow.
 async fn place_order(
     State(app): State<AppState>,
+    Extension(trace): Extension<TraceContext>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let request =
@@ -30,13 +31,13 @@ async fn place_order(
     let order = Order::placed(&request, now_ms());
     match &app.workflow {
         Workflow::Rest(chain) => {
-            let order = place_synchronously(&app, chain, order).await?;
+            let order = place_synchronously(&app, &chain.traced(trace), order).await?;
             let body = serde_json::to_value(&order).map_err(ApiError::internal)?;
             Ok((StatusCode::CREATED, axum::Json(body)))
         }
         Workflow::Outbox(nudge) => {
             let order_id = order.order_id;
-            let event = placed_event(&order);
+            let event = placed_event(&order).in_trace(trace);
             app.store
                 .insert_with_event(order, &event)
                 .await
@@ -69,6 +70,7 @@ const MAX_BULK: u64 = 100_000;
 /// `count` identical orders, stored with their events in one transaction.
 async fn place_bulk(
     State(app): State<AppState>,
+    Extension(trace): Extension<TraceContext>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
     let Workflow::Outbox(nudge) = &app.workflow else {
@@ -93,7 +95,7 @@ async fn place_bulk(
     let placed: Vec<(Order, Envelope)> = (0..count)
         .map(|_| {
             let order = Order::placed(&request, now);
-            let event = placed_event(&order);
+            let event = placed_event(&order).in_trace(trace);
             (order, event)
         })
         .collect();

@@ -2,7 +2,7 @@
 //! blocking the customer's request.
 
 use axum::http::StatusCode;
-use foodlab_domain::{Order, OrderStatus};
+use foodlab_domain::{Order, OrderStatus, TraceContext};
 use foodlab_transport::{CallError, HttpClient};
 use serde_json::{Value, json};
 
@@ -35,6 +35,14 @@ impl RestChain {
             settings,
             reserve_url: format!("{}/reserve", inventory_url.trim_end_matches('/')),
             send_url: format!("{}/send", notification_url.trim_end_matches('/')),
+        }
+    }
+
+    /// The same chain, its calls made as part of one order's `trace`.
+    pub fn traced(&self, trace: TraceContext) -> Self {
+        Self {
+            client: self.client.with_trace(trace),
+            ..self.clone()
         }
     }
 

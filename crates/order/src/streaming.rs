@@ -8,10 +8,12 @@ use foodlab_domain::Envelope;
 use foodlab_service_kit::{MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure};
+use foodlab_transport::trace;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::FutureProducer;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::outbox;
 
@@ -72,7 +74,10 @@ impl Streaming {
         let topic = self.args.inventory_topic.as_str();
         loop {
             let message = kafka::next_message(consumer, "order").await;
-            self.settle(message.payload().unwrap_or_default()).await?;
+            let trace = kafka::trace_of(&message);
+            self.settle(message.payload().unwrap_or_default())
+                .instrument(trace::span(&trace))
+                .await?;
             // After a rebalance the partition may be another member's: it
             // reads the result again, and settling is idempotent.
             if let Err(error) =

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod problem;
 pub mod serve;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use admin_auth::{AdminArgs, AdminToken};
 pub use config::{FaultArgs, LogFormat, ServiceArgs, TransportMode};

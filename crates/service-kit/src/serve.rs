@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::serve::ListenerExt;
 use foodlab_domain::Faults;
 use prometheus_client::registry::Registry;
@@ -15,6 +15,7 @@ use crate::faults::{self, FaultState};
 use crate::health::{self, Readiness};
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::no_route;
+use crate::trace_context;
 
 /// The shared parts of one service, before its router is built.
 pub struct Kit {
@@ -81,6 +82,7 @@ impl Kit {
             .fallback(no_route)
             .layer(from_fn_with_state(self.admin_token, admin_auth::require))
             .layer(from_fn_with_state(self.http, metrics::record))
+            .layer(from_fn(trace_context::continue_trace))
             .layer(TraceLayer::new_for_http())
     }
 }

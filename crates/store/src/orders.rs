@@ -67,7 +67,7 @@ impl OrderStore {
                     insert_order(&tx, order)?;
                     tx.execute(
                         "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
-                        params![event.message_id.to_string(), event.to_json()],
+                        params![event.message_id.to_string(), event.to_stored_json()],
                     )?;
                 }
                 tx.commit()?;

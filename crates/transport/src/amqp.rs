@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use foodlab_domain::{Arrival, Envelope, EventType};
+use foodlab_domain::{Arrival, Envelope, EventType, TRACEPARENT, TraceContext};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -15,6 +15,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
+use tracing::Instrument;
 
 /// Header carrying why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-foodlab-reason";
@@ -257,12 +258,20 @@ impl Publisher {
     }
 
     fn properties(envelope: &Envelope) -> BasicProperties {
-        BasicProperties::default()
+        let properties = BasicProperties::default()
             .with_message_id(envelope.message_id.to_string().into())
             .with_correlation_id(envelope.correlation_id.as_str().into())
             .with_content_type("application/json".into())
             .with_type(format!("{:?}", envelope.event_type()).into())
-            .with_delivery_mode(2)
+            .with_delivery_mode(2);
+        match envelope.trace {
+            Some(trace) => with_header(
+                properties,
+                TRACEPARENT,
+                AMQPValue::LongString(trace.to_string().into()),
+            ),
+            None => properties,
+        }
     }
 
     /// Publishes one event and waits until the broker has it.
@@ -450,6 +459,28 @@ pub fn retries_of(delivery: &Delivery) -> u32 {
     }
 }
 
+/// The trace context a delivery carries, if any.
+pub fn trace_of(properties: &BasicProperties) -> Option<TraceContext> {
+    match properties.headers().as_ref()?.inner().get(TRACEPARENT)? {
+        AMQPValue::LongString(s) => TraceContext::parse(&String::from_utf8_lossy(s.as_bytes())),
+        _ => None,
+    }
+}
+
+/// This hop's context for a delivery (the sender's trace, or a new one),
+/// written into the delivery's headers: what it publishes, retries or
+/// dead-letters carries it on.
+fn continue_trace(mut delivery: Delivery) -> (Delivery, TraceContext) {
+    let trace =
+        trace_of(&delivery.properties).map_or_else(TraceContext::start, |sent| sent.child());
+    delivery.properties = with_header(
+        delivery.properties,
+        TRACEPARENT,
+        AMQPValue::LongString(trace.to_string().into()),
+    );
+    (delivery, trace)
+}
+
 /// The dead-letter reason a message carries, if any.
 pub fn reason_of(properties: &BasicProperties) -> Option<String> {
     match properties.headers().as_ref()?.inner().get(REASON_HEADER)? {
@@ -483,7 +514,10 @@ where
         )
         .await?;
     while let Some(delivery) = consumer.next().await {
-        handle(delivery?).await?;
+        let (delivery, trace) = continue_trace(delivery?);
+        handle(delivery)
+            .instrument(crate::trace::span(&trace))
+            .await?;
     }
     Err(AmqpError::ConsumerEnded(queue.to_owned()))
 }
@@ -618,7 +652,8 @@ pub async fn admit(
 ) -> Result<Admission, AmqpError> {
     let arrived = arrival(delivery, expected, queue);
     let poison = match Envelope::read(&delivery.data, arrived) {
-        Ok(envelope) if envelope.event_type() == expected => {
+        Ok(mut envelope) if envelope.event_type() == expected => {
+            envelope.trace = trace_of(&delivery.properties);
             let faulted = apply_faults(faults, rand::random(), publisher, delivery, queue).await?;
             if faulted == FaultOutcome::Proceed {
                 return Ok(Admission::Handle(envelope));

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use foodlab_domain::{TRACEPARENT, TraceContext};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +34,8 @@ fn humanize(d: Duration) -> String {
 pub struct HttpClient {
     inner: reqwest::Client,
     timeout: Duration,
+    /// Sent as `traceparent` with every call.
+    trace: Option<TraceContext>,
 }
 
 impl HttpClient {
@@ -42,7 +45,11 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build()?;
-        Ok(Self { inner, timeout })
+        Ok(Self {
+            inner,
+            timeout,
+            trace: None,
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -52,8 +59,16 @@ impl HttpClient {
     /// The same connection pool with another per-call timeout.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
-            inner: self.inner.clone(),
             timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The same connection pool, its calls made as part of `trace`.
+    pub fn with_trace(&self, trace: TraceContext) -> Self {
+        Self {
+            trace: Some(trace),
+            ..self.clone()
         }
     }
 
@@ -79,6 +94,10 @@ impl HttpClient {
         request: reqwest::RequestBuilder,
     ) -> Result<R, CallError> {
         let classify = |e: reqwest::Error| self.classify(url, e);
+        let request = match self.trace {
+            Some(trace) => request.header(TRACEPARENT, trace.to_string()),
+            None => request,
+        };
         let response = request
             .timeout(self.timeout)
             .send()
@@ -206,5 +225,26 @@ mod tests {
             matches!(refused, Err(CallError::Unreachable { .. })),
             "{refused:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_traced_client_sends_its_traceparent() {
+        let echo = |headers: axum::http::HeaderMap| async move {
+            let sent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok());
+            axum::Json(json!({ "traceparent": sent }))
+        };
+        let base = serve(Router::new().route("/echo", post(echo))).await;
+        let url = format!("{base}/echo");
+        let client = HttpClient::new(Duration::from_secs(2)).unwrap();
+        let trace = TraceContext::start();
+
+        let traced: Value = client
+            .with_trace(trace)
+            .post_json(&url, &json!({}))
+            .await
+            .unwrap();
+        assert_eq!(traced, json!({ "traceparent": trace.to_string() }));
+        let untraced: Value = client.post_json(&url, &json!({})).await.unwrap();
+        assert_eq!(untraced, json!({ "traceparent": null }));
     }
 }

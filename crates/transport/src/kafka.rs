@@ -7,13 +7,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use foodlab_domain::Envelope;
+use foodlab_domain::{Envelope, TRACEPARENT, TraceContext};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
@@ -223,7 +223,7 @@ impl KafkaArgs {
 fn headers_of(envelope: &Envelope) -> OwnedHeaders {
     let message_id = envelope.message_id.to_string();
     let event_type = envelope.event_type().name();
-    OwnedHeaders::new()
+    let headers = OwnedHeaders::new()
         .insert(Header {
             key: "message_id",
             value: Some(&message_id),
@@ -235,7 +235,26 @@ fn headers_of(envelope: &Envelope) -> OwnedHeaders {
         .insert(Header {
             key: "correlation_id",
             value: Some(&envelope.correlation_id),
-        })
+        });
+    match envelope.trace {
+        Some(trace) => headers.insert(Header {
+            key: TRACEPARENT,
+            value: Some(&trace.to_string()),
+        }),
+        None => headers,
+    }
+}
+
+/// This hop's trace context for a record: the producer's trace (its
+/// `traceparent` header), or a new one for a record without it.
+pub fn trace_of<M: Message>(message: &M) -> TraceContext {
+    let sent = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|header| header.key == TRACEPARENT)
+            .and_then(|header| std::str::from_utf8(header.value?).ok())
+    });
+    TraceContext::continue_from(sent)
 }
 
 /// Queues an event on `topic`, keyed by its order id (so one order's events

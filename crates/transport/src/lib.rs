@@ -6,9 +6,12 @@
 //!   reconnecting session loop.
 //! - `kafka`: topics, an idempotent producer keyed by order id, consumers that
 //!   commit only processed offsets, and consumer lag.
+//! - `trace`: the log span of one hop of a trace (`traceparent` travels in
+//!   each transport's headers).
 
 pub mod amqp;
 pub mod http;
 pub mod kafka;
+pub mod trace;
 
 pub use http::{CallError, HttpClient};
