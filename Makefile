@@ -56,19 +56,22 @@ test: fmt-check lint build charts
 charts:
 	scripts/check-charts.sh
 
-## cluster-up / cluster-down: a local Kubernetes control plane (etcd, kube-apiserver,
-## kube-controller-manager, kube-scheduler) on 127.0.0.1, kubeconfig .foodlab/cluster/kubeconfig;
-## the components are built once from the Go module proxy (see docs/kubernetes.md)
+## cluster-up / cluster-down: a local single-node Kubernetes cluster (etcd, kube-apiserver,
+## kube-controller-manager, kube-scheduler on 127.0.0.1; containerd, kubelet, kube-proxy and
+## DNS on its own bridge), kubeconfig .foodlab/cluster/kubeconfig; the components are built
+## once from the Go module proxy (see docs/kubernetes.md)
 cluster-build:
 	scripts/cluster.sh build
 
 cluster-up:
 	scripts/cluster.sh up
+	scripts/cluster.sh node-up
 
 cluster-down:
 	scripts/cluster.sh down
 
-## cluster-test: the operator against that API server (starts and stops the cluster if it is down)
+## cluster-test: FoodLab on that cluster: CRD, RBAC, the sync-rest labs, chaos restores
+## (brings the cluster up if it is down, and stops it again after)
 cluster-test:
 	scripts/cluster-test.sh
 

@@ -39,6 +39,8 @@ iptables -t nat -S PREROUTING 2>/dev/null | grep -q -- "-i $bridge " && left+=$'
 for netns in /run/netns/cni-*; do
   [ -e "$netns" ] && left+=$'\n'"network namespace left: $netns"
 done
+[ -e "$here/.foodlab/cluster/run/made-run-containerd" ] && [ -e /run/containerd ] &&
+  left+=$'\n'"/run/containerd left (made by the cluster's containerd)"
 for cgroup in /sys/fs/cgroup/*/kubepods; do
   [ -d "$cgroup" ] && left+=$'\n'"cgroup left: $cgroup"
 done
