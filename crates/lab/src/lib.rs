@@ -17,6 +17,7 @@ pub mod observe;
 pub mod platform;
 pub mod rabbitmq;
 pub mod results;
+pub mod series;
 pub mod spec;
 pub mod strategy;
 pub mod streaming;

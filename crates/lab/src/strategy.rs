@@ -37,6 +37,8 @@ pub struct Baseline {
 pub struct Settled {
     pub terminal: u64,
     pub backlog: Option<Backlog>,
+    /// Creation-to-final-status times of the settled orders, in ms (async parts).
+    pub end_to_end_ms: Option<Vec<f64>>,
 }
 
 impl Strategy {
@@ -113,6 +115,7 @@ impl Strategy {
             return Settled {
                 terminal,
                 backlog: None,
+                end_to_end_ms: None,
             };
         }
         observer.note("waiting for accepted orders to settle");
@@ -136,7 +139,7 @@ impl Strategy {
             .filter(|s| measure::is_terminal(s))
             .count() as u64
             + refused;
-        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
+        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms.clone()));
         if let (Some(analytics), Some(before)) = (self.analytics(), baseline.analytics) {
             observer.note("waiting for inventory and analytics to process every event");
             let until = AnalyticsTotals {
@@ -160,6 +163,7 @@ impl Strategy {
         Settled {
             terminal,
             backlog: baseline.sampler.take().map(BacklogSampler::stop),
+            end_to_end_ms: Some(settlement.end_to_end_ms),
         }
     }
 
