@@ -64,6 +64,16 @@ pub trait Disruptor: Send + Sync {
     /// On every ending: every disruption undone, every fault cleared.
     /// Returns what could not be, after retrying.
     fn release(&self, lab: &ValidatedLab) -> impl Future<Output = Vec<String>> + Send;
+
+    /// `service` was restarted by the platform while the lab runs and came
+    /// back without faults: it gets the ones it had (a chaos window's included).
+    fn restarted(
+        &self,
+        _lab: &ValidatedLab,
+        _service: Service,
+    ) -> impl Future<Output = Result<(), FaultApiError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A disruption in place: what to put back.
@@ -78,6 +88,9 @@ pub struct Direct<'a, P> {
     platform: &'a P,
     client: FaultClient,
     active: Mutex<BTreeMap<usize, Active>>,
+    /// The faults last set on each service. Held while they are sent, so a
+    /// restarted service's faults never overtake a window's start or end.
+    faults: tokio::sync::Mutex<BTreeMap<Service, Faults>>,
 }
 
 impl<'a, P: Platform> Direct<'a, P> {
@@ -86,7 +99,14 @@ impl<'a, P: Platform> Direct<'a, P> {
             platform,
             client: FaultClient::default(),
             active: Mutex::default(),
+            faults: tokio::sync::Mutex::default(),
         }
+    }
+
+    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), FaultApiError> {
+        let mut set = self.faults.lock().await;
+        set.insert(service, faults.clone());
+        self.client.set(self.platform, service, &faults).await
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Active>> {
@@ -107,8 +127,7 @@ impl<'a, P: Platform> Direct<'a, P> {
             DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {}
         }
         // A restarted service starts without the lab's faults; a window's end puts them back.
-        self.client
-            .set(self.platform, target, &lab.faults_of(target))
+        self.set_faults(target, lab.faults_of(target))
             .await
             .map_err(|e| e.to_string())
     }
@@ -150,8 +169,7 @@ impl<'a, P: Platform> Direct<'a, P> {
                     },
                 );
                 let base = lab.faults_of(step.target);
-                self.client
-                    .set(self.platform, step.target, &step.window_faults(&base))
+                self.set_faults(step.target, step.window_faults(&base))
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(None)
@@ -211,8 +229,19 @@ impl<'a, P: Platform> Direct<'a, P> {
 impl<P: Platform> Disruptor for Direct<'_, P> {
     async fn prepare(&self, lab: &ValidatedLab) -> Result<(), FaultApiError> {
         for (service, faults) in &lab.faults {
-            self.client.set(self.platform, *service, faults).await?;
+            self.set_faults(*service, faults.clone()).await?;
         }
+        Ok(())
+    }
+
+    async fn restarted(&self, lab: &ValidatedLab, service: Service) -> Result<(), FaultApiError> {
+        let set = self.faults.lock().await;
+        let faults = set
+            .get(&service)
+            .cloned()
+            .unwrap_or_else(|| lab.faults_of(service));
+        self.client.set(self.platform, service, &faults).await?;
+        tracing::info!(%service, delay_ms = faults.delay_ms, fail_rate = faults.fail_rate, "faults re-applied after a restart");
         Ok(())
     }
 
@@ -248,11 +277,7 @@ impl<P: Platform> Disruptor for Direct<'_, P> {
         self.ledger().clear();
         for service in lab.transport.services() {
             let cleared = retry(Instant::now() + RESTORE_RETRY, || async {
-                match self
-                    .client
-                    .set(self.platform, *service, &Faults::default())
-                    .await
-                {
+                match self.set_faults(*service, Faults::default()).await {
                     Ok(()) => Ok(()),
                     // A service the platform does not run has no faults to clear.
                     Err(_) if self.platform.endpoint(*service).is_err() => Ok(()),

@@ -13,14 +13,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::chaos::{ChaosError, Direct, Disruptor, WorkloadStart};
+use futures::StreamExt;
+
+use crate::chaos::{ChaosError, Direct, Disruptor, RESTORE_RETRY, WorkloadStart, retry};
 use crate::claim::{self, Claim};
 use crate::faults::{FaultApiError, FaultClient};
 use crate::measure::{self, Sample};
 use crate::observe::Backlog;
 use crate::platform::{Platform, PlatformError};
 use crate::results::{ChaosRecord, LabResults};
-use crate::series::{self, LabSeries, Recorder};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
 use crate::strategy::{Strategy, round3};
 use crate::validated::ValidatedLab;
@@ -64,8 +65,6 @@ pub struct LabReport {
     pub chaos: Vec<ChaosRecord>,
     pub verdict: Verdict,
     pub elapsed_seconds: f64,
-    /// What the run measured over time, bounded (for the report).
-    pub series: LabSeries,
     /// What the release could not undo (empty when the part is as it was).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreleased: Vec<String>,
@@ -109,6 +108,9 @@ pub async fn run_lab_with<P: Platform, D: Disruptor>(
             ran.unwrap_or(Err(LabError::Timeout(lab.deadline())))
         }
         () = &mut interrupt => Err(LabError::Interrupted),
+        () = reapply_after_restarts(platform, disruptor, &lab, observer.as_ref()) => {
+            unreachable!("re-applying after restarts runs until the lab ends")
+        }
     };
     let unreleased = release(disruptor, &lab, observer.as_ref()).await;
     let mut report = ran?;
@@ -160,11 +162,6 @@ async fn run<P: Platform, D: Disruptor>(
         results.max_backlog = Some(backlog.max());
         results.drain_seconds = drain_seconds(backlog, &done.chaos, done.ended);
     }
-    let series = done.recorder.finish(
-        settled.end_to_end_ms.as_deref(),
-        settled.backlog.as_ref(),
-        windows(lab, &done),
-    );
     strategy
         .measure(
             platform,
@@ -189,7 +186,6 @@ async fn run<P: Platform, D: Disruptor>(
         chaos: done.chaos,
         verdict,
         elapsed_seconds: round3(started.elapsed().as_secs_f64()),
-        series,
         unreleased: Vec::new(),
     })
 }
@@ -219,6 +215,51 @@ async fn prepare<P: Platform, D: Disruptor>(
     Ok(())
 }
 
+/// While the lab runs: a service the platform restarted comes back with its
+/// start-up flags only, so it gets the lab's runtime settings and its
+/// current faults again (stock is durable: inventory keeps its levels).
+/// Never returns.
+async fn reapply_after_restarts<P: Platform, D: Disruptor>(
+    platform: &P,
+    disruptor: &D,
+    lab: &ValidatedLab,
+    observer: &dyn Observer,
+) {
+    if let Some(mut restarts) = platform.restarts() {
+        let client = FaultClient::default();
+        while let Some(service) = restarts.next().await {
+            let reapplied = retry(tokio::time::Instant::now() + RESTORE_RETRY, || async {
+                if service == Service::Order {
+                    client
+                        .set_dependency_timeout(platform, lab.settings.dependency_timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                disruptor
+                    .restarted(lab, service)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            match reapplied {
+                Ok(()) => {
+                    tracing::info!(%service, "lab settings and faults re-applied after a restart");
+                    observer.note(&format!(
+                        "{service} restarted: the lab's settings and faults re-applied"
+                    ));
+                }
+                Err(error) => {
+                    tracing::error!(%service, %error, "could not re-apply the lab's settings and faults after a restart");
+                    observer.note(&format!(
+                        "{service} restarted without the lab's settings and faults: {error}"
+                    ));
+                }
+            }
+        }
+    }
+    std::future::pending().await
+}
+
 /// What the workload step leaves for the next steps.
 struct WorkloadDone {
     samples: Vec<Sample>,
@@ -226,32 +267,6 @@ struct WorkloadDone {
     start: WorkloadStart,
     ended: Instant,
     chaos: Vec<ChaosRecord>,
-    recorder: Arc<Recorder>,
-}
-
-/// The chaos windows, and the lab-wide faults over the whole workload.
-fn windows(lab: &ValidatedLab, done: &WorkloadDone) -> Vec<series::Window> {
-    let workload_end = round3(
-        done.ended
-            .saturating_duration_since(done.start.instant.into_std())
-            .as_secs_f64(),
-    );
-    let mut windows: Vec<series::Window> = lab
-        .faults
-        .iter()
-        .filter(|(_, f)| f.delay_ms > 0 || f.fail_rate > 0.0)
-        .map(|(service, f)| series::Window {
-            kind: "fault".into(),
-            label: format!(
-                "{service}: delay {} ms, fail rate {}",
-                f.delay_ms, f.fail_rate
-            ),
-            from_seconds: 0.0,
-            to_seconds: Some(workload_end),
-        })
-        .collect();
-    windows.extend(series::chaos_windows(&done.chaos, done.start.at));
-    windows
 }
 
 /// Step 5: the orders, the injections and the chaos together; chaos counts
@@ -264,14 +279,9 @@ async fn workload<P: Platform, D: Disruptor>(
 ) -> Result<WorkloadDone, LabError> {
     let order_url = platform.endpoint(Service::Order)?;
     observer.workload_started(u64::from(lab.workload.orders));
-    let recorder = Arc::new(Recorder::new(Instant::now()));
     let on_sample = {
         let observer = Arc::clone(observer);
-        let recorder = Arc::clone(&recorder);
-        Arc::new(move |sample: &Sample| {
-            recorder.record(sample);
-            observer.order_answered(sample);
-        })
+        Arc::new(move |sample: &Sample| observer.order_answered(sample))
     };
     let injections = async {
         match (&lab.inject, platform.rabbitmq()) {
@@ -301,7 +311,6 @@ async fn workload<P: Platform, D: Disruptor>(
         start,
         ended,
         chaos,
-        recorder,
     })
 }
 

@@ -77,7 +77,19 @@ impl FaultClient {
         let stock: &BTreeMap<String, u64> = &settings.stock;
         self.put(platform, Service::Inventory, "stock", "/admin/stock", stock)
             .await?;
-        let timeout = humantime::format_duration(settings.dependency_timeout).to_string();
+        self.set_dependency_timeout(platform, settings.dependency_timeout)
+            .await?;
+        tracing::info!(?stock, dependency_timeout = ?settings.dependency_timeout, "settings applied");
+        Ok(())
+    }
+
+    /// Order's dependency timeout alone (stock is durable; this is not).
+    pub async fn set_dependency_timeout<P: Platform>(
+        &self,
+        platform: &P,
+        timeout: Duration,
+    ) -> Result<(), FaultApiError> {
+        let timeout = humantime::format_duration(timeout).to_string();
         self.put(
             platform,
             Service::Order,
@@ -85,9 +97,7 @@ impl FaultClient {
             "/admin/settings",
             &serde_json::json!({ "dependencyTimeout": timeout }),
         )
-        .await?;
-        tracing::info!(?stock, dependency_timeout = %timeout, "settings applied");
-        Ok(())
+        .await
     }
 
     async fn put<P: Platform, B: Serialize + ?Sized>(

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
 use crate::platform::{Platform, PlatformError};
@@ -341,6 +343,22 @@ impl Platform for LocalPlatform {
     /// that died and waits for its restart still counts.
     async fn replicas(&self, service: Service) -> Result<u32, PlatformError> {
         Ok(self.supervisor(service)?.status().await?.desired)
+    }
+
+    fn restarts(&self) -> Option<BoxStream<'static, Service>> {
+        let restarted = futures::stream::unfold(self.events(), |mut events| async move {
+            loop {
+                match events.recv().await {
+                    Ok(ServiceEvent::Restarted { service, .. }) => return Some((service, events)),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "service events missed");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Some(restarted.boxed())
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::future::Future;
 
+use futures::stream::BoxStream;
+
 use crate::rabbitmq::RabbitAdmin;
 use crate::spec::Service;
 
@@ -44,4 +46,12 @@ pub trait Platform: Send + Sync {
     /// The number of replicas currently running.
     fn replicas(&self, service: Service)
     -> impl Future<Output = Result<u32, PlatformError>> + Send;
+
+    /// Each service the platform restarted after it died, once it is ready
+    /// again (it starts with its start-up flags only). `None` where the
+    /// platform does not say: on a cluster the operator re-applies the
+    /// faults on every reconcile.
+    fn restarts(&self) -> Option<BoxStream<'static, Service>> {
+        None
+    }
 }
