@@ -22,6 +22,7 @@ use crate::measure::{self, Sample};
 use crate::observe::Backlog;
 use crate::platform::{Platform, PlatformError};
 use crate::results::{ChaosRecord, LabResults};
+use crate::series::{self, LabSeries, Recorder};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
 use crate::strategy::{Strategy, round3};
 use crate::validated::ValidatedLab;
@@ -65,6 +66,8 @@ pub struct LabReport {
     pub chaos: Vec<ChaosRecord>,
     pub verdict: Verdict,
     pub elapsed_seconds: f64,
+    /// What the run measured over time, bounded (for the report).
+    pub series: LabSeries,
     /// What the release could not undo (empty when the part is as it was).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreleased: Vec<String>,
@@ -162,6 +165,11 @@ async fn run<P: Platform, D: Disruptor>(
         results.max_backlog = Some(backlog.max());
         results.drain_seconds = drain_seconds(backlog, &done.chaos, done.ended);
     }
+    let series = done.recorder.finish(
+        settled.end_to_end_ms.as_deref(),
+        settled.backlog.as_ref(),
+        windows(lab, &done),
+    );
     strategy
         .measure(
             platform,
@@ -186,6 +194,7 @@ async fn run<P: Platform, D: Disruptor>(
         chaos: done.chaos,
         verdict,
         elapsed_seconds: round3(started.elapsed().as_secs_f64()),
+        series,
         unreleased: Vec::new(),
     })
 }
@@ -267,6 +276,32 @@ struct WorkloadDone {
     start: WorkloadStart,
     ended: Instant,
     chaos: Vec<ChaosRecord>,
+    recorder: Arc<Recorder>,
+}
+
+/// The chaos windows, and the lab-wide faults over the whole workload.
+fn windows(lab: &ValidatedLab, done: &WorkloadDone) -> Vec<series::Window> {
+    let workload_end = round3(
+        done.ended
+            .saturating_duration_since(done.start.instant.into_std())
+            .as_secs_f64(),
+    );
+    let mut windows: Vec<series::Window> = lab
+        .faults
+        .iter()
+        .filter(|(_, f)| f.delay_ms > 0 || f.fail_rate > 0.0)
+        .map(|(service, f)| series::Window {
+            kind: "fault".into(),
+            label: format!(
+                "{service}: delay {} ms, fail rate {}",
+                f.delay_ms, f.fail_rate
+            ),
+            from_seconds: 0.0,
+            to_seconds: Some(workload_end),
+        })
+        .collect();
+    windows.extend(series::chaos_windows(&done.chaos, done.start.at));
+    windows
 }
 
 /// Step 5: the orders, the injections and the chaos together; chaos counts
@@ -279,9 +314,14 @@ async fn workload<P: Platform, D: Disruptor>(
 ) -> Result<WorkloadDone, LabError> {
     let order_url = platform.endpoint(Service::Order)?;
     observer.workload_started(u64::from(lab.workload.orders));
+    let recorder = Arc::new(Recorder::new(Instant::now()));
     let on_sample = {
         let observer = Arc::clone(observer);
-        Arc::new(move |sample: &Sample| observer.order_answered(sample))
+        let recorder = Arc::clone(&recorder);
+        Arc::new(move |sample: &Sample| {
+            recorder.record(sample);
+            observer.order_answered(sample);
+        })
     };
     let injections = async {
         match (&lab.inject, platform.rabbitmq()) {
@@ -311,6 +351,7 @@ async fn workload<P: Platform, D: Disruptor>(
         start,
         ended,
         chaos,
+        recorder,
     })
 }
 
