@@ -25,7 +25,7 @@ use crate::results::{ChaosRecord, LabResults};
 use crate::series::{self, LabSeries, Recorder};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
 use crate::strategy::{Strategy, round3};
-use crate::validated::ValidatedLab;
+use crate::validated::{SLACK, ValidatedLab};
 use crate::verdict::{self, Outcome};
 use crate::{inject, workload};
 
@@ -42,8 +42,16 @@ pub enum LabError {
     Chaos(#[from] ChaosError),
     #[error("publishing the lab's injected messages failed: {0}")]
     Inject(String),
-    #[error("the lab did not end within {0:?}")]
-    Timeout(Duration),
+    #[error(
+        "the lab did not end within {:?} (expect.within {within:?} plus {slack:?}): stopped at the {step} step",
+        *within + *slack
+    )]
+    Timeout {
+        within: Duration,
+        slack: Duration,
+        /// The step the lab was at when its time ran out.
+        step: &'static str,
+    },
     #[error("the lab was interrupted")]
     Interrupted,
 }
@@ -98,6 +106,19 @@ pub async fn run_lab_with<P: Platform, D: Disruptor>(
     observer: Arc<dyn Observer>,
     interrupt: impl Future<Output = ()>,
 ) -> Result<LabReport, LabError> {
+    run_lab_with_slack(platform, disruptor, spec, observer, interrupt, SLACK).await
+}
+
+/// `run_lab_with`, timing the lab out `slack` after `expect.within`
+/// instead of `validated::SLACK` after it.
+pub async fn run_lab_with_slack<P: Platform, D: Disruptor>(
+    platform: &P,
+    disruptor: &D,
+    spec: &FoodLabSpec,
+    observer: Arc<dyn Observer>,
+    interrupt: impl Future<Output = ()>,
+    slack: Duration,
+) -> Result<LabReport, LabError> {
     let lab = validate(platform, spec)?;
     tokio::pin!(interrupt);
     // A lab interrupted while it waits for the part has nothing to release.
@@ -106,9 +127,10 @@ pub async fn run_lab_with<P: Platform, D: Disruptor>(
         () = &mut interrupt => return Err(LabError::Interrupted),
     };
     let started = Instant::now();
+    let step = Step::default();
     let ran = tokio::select! {
-        ran = tokio::time::timeout(lab.deadline(), run(platform, disruptor, &lab, &observer, started)) => {
-            ran.unwrap_or(Err(LabError::Timeout(lab.deadline())))
+        ran = tokio::time::timeout(lab.within + slack, run(platform, disruptor, &lab, &observer, started, &step)) => {
+            ran.unwrap_or_else(|_| Err(LabError::Timeout { within: lab.within, slack, step: step.get() }))
         }
         () = &mut interrupt => Err(LabError::Interrupted),
         () = reapply_after_restarts(platform, disruptor, &lab, observer.as_ref()) => {
@@ -132,6 +154,19 @@ fn validate<P: Platform>(platform: &P, spec: &FoodLabSpec) -> Result<ValidatedLa
     Ok(lab)
 }
 
+/// The step a lab is at, for the reason of a timeout.
+#[derive(Default)]
+struct Step(std::sync::Mutex<&'static str>);
+
+impl Step {
+    fn set(&self, name: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = name;
+    }
+    fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The steps between claim and release.
 async fn run<P: Platform, D: Disruptor>(
     platform: &P,
@@ -139,13 +174,18 @@ async fn run<P: Platform, D: Disruptor>(
     lab: &ValidatedLab,
     observer: &Arc<dyn Observer>,
     started: Instant,
+    step: &Step,
 ) -> Result<LabReport, LabError> {
+    step.set("prepare");
     prepare(platform, disruptor, lab, observer.as_ref()).await?;
     // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
     let http = crate::faults::admin_http(reqwest::Client::builder());
     let strategy = Strategy::of(platform, lab.transport, &http);
+    step.set("baseline");
     let mut baseline = strategy.baseline(platform, &http, observer.as_ref()).await;
+    step.set("workload");
     let done = workload(platform, disruptor, lab, observer).await?;
+    step.set("settle");
 
     let mut results = measure::summarize(&done.samples, done.workload_time);
     let deadline = started + lab.within;
@@ -170,6 +210,7 @@ async fn run<P: Platform, D: Disruptor>(
         settled.backlog.as_ref(),
         windows(lab, &done),
     );
+    step.set("measure");
     strategy
         .measure(
             platform,

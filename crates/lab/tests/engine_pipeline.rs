@@ -419,3 +419,53 @@ async fn a_lab_interrupted_while_queued_leaves_the_running_lab_alone() {
         "only the running lab prepared the part: {events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_out_of_time_fails_with_the_step_it_was_at_and_releases() {
+    let platform = FakePlatform::start(Duration::ZERO, vec![]).await;
+    // Its chaos outlasts `within` by far: the workload step is still waiting for it.
+    let spec = lab(json!({
+        "expect": {"responseStatus": 201, "within": "2s"},
+        "chaos": [
+            {"action": "ScaleToZero", "target": "notification", "after": "0s", "duration": "600s"},
+            {"action": "Delay", "target": "inventory", "after": "0s", "duration": "600s", "delaySeconds": 1}
+        ]
+    }));
+    let disruptor = foodlab_lab::chaos::Direct::new(&platform);
+    let error = foodlab_lab::engine::run_lab_with_slack(
+        &platform,
+        &disruptor,
+        &spec,
+        Arc::new(Quiet),
+        std::future::pending(),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            LabError::Timeout {
+                within,
+                slack: Duration::ZERO,
+                step: "workload"
+            } if within == Duration::from_secs(2)
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the lab did not end within 2s (expect.within 2s plus 0ns): stopped at the workload step"
+    );
+    let events = platform.log.events();
+    let scaled: Vec<&String> = events.iter().filter(|e| e.starts_with("scale")).collect();
+    assert_eq!(scaled, ["scale notification 0", "scale notification 1"]);
+    assert!(
+        events.contains(
+            &r#"inventory PUT /admin/faults {"delay_ms":1000,"fail_rate":0.5,"fail_status":503}"#
+                .to_owned()
+        ),
+        "{events:?}"
+    );
+    assert_released(&platform);
+}
