@@ -477,6 +477,7 @@ node_up() {
   admin uncordon "$node_name" >/dev/null
   kube_proxy_up
   dns_up
+  storage_up
   log "node $node_name Ready"
 }
 
@@ -562,6 +563,45 @@ build_coredns() {
     mv "$coredns_bin/coredns.partial" "$coredns_bin/coredns"
   fi
   exec 8>&-
+}
+
+# Storage for the charts' PersistentVolumeClaims: a default StorageClass without a
+# provisioner, and a pool of PersistentVolumes on the node's disk (hostPath under
+# .foodlab/cluster/node/volumes, open to the services' uid). A volume released by its claim
+# is wiped and offered again the next time the node comes up.
+storage_up() {
+  local i name dir pv=""
+  admin apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: foodlab-local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Retain
+EOF
+  for name in $(admin get pv -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
+    rm -rf "${node_dir:?}/volumes/${name#foodlab-local-}"
+    admin patch pv "$name" --type json -p '[{"op":"remove","path":"/spec/claimRef"}]' >/dev/null
+  done
+  for i in $(seq -w 1 "${CLUSTER_VOLUMES:-16}"); do
+    dir="$node_dir/volumes/$i"
+    mkdir -p "$dir"
+    chmod 0777 "$dir"
+    pv+="---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: foodlab-local-$i}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: foodlab-local
+  hostPath: {path: $dir, type: Directory}
+"
+  done
+  echo "$pv" | admin apply -f - >/dev/null
 }
 
 node_ready() {
