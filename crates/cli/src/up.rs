@@ -144,10 +144,9 @@ async fn set_stock(
 ) -> anyhow::Result<()> {
     let url = format!("{}/admin/stock", platform.endpoint(Service::Inventory)?);
     // The services inherit FOODLAB_ADMIN_TOKEN from this shell, if it sets one.
-    let response = foodlab_lab::faults::admin_http(reqwest::Client::builder())
+    let response = foodlab_lab::faults::lab_http()
         .put(&url)
         .json(levels)
-        .timeout(std::time::Duration::from_secs(10))
         .send()
         .await
         .with_context(|| format!("cannot set the stock at {url}"))?;

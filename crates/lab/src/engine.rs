@@ -179,7 +179,7 @@ async fn run<P: Platform, D: Disruptor>(
     step.set("prepare");
     prepare(platform, disruptor, lab, observer.as_ref()).await?;
     // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
-    let http = crate::faults::admin_http(reqwest::Client::builder());
+    let http = crate::faults::lab_http();
     let strategy = Strategy::of(platform, lab.transport, &http);
     step.set("baseline");
     let mut baseline = strategy.baseline(platform, &http, observer.as_ref()).await;

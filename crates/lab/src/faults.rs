@@ -24,8 +24,23 @@ pub struct FaultApiError {
 /// cluster: the chart's Secret, in the operator's and the Job's environment).
 pub const ADMIN_TOKEN_ENV: &str = "FOODLAB_ADMIN_TOKEN";
 
+/// How long any call of the lab to a service may take, its answer included:
+/// a hung service must not hold up a lab (or a reconcile) until its deadline.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The one client the lab reads and sets the services with: timeouts, and
+/// the admin token where `FOODLAB_ADMIN_TOKEN` is set.
+pub fn lab_http() -> reqwest::Client {
+    admin_http(
+        reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(HTTP_TIMEOUT),
+    )
+}
+
 /// A client that sends `Authorization: Bearer <token>` when `FOODLAB_ADMIN_TOKEN` is set.
-pub fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
+fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
     let token = std::env::var(ADMIN_TOKEN_ENV).unwrap_or_default();
     let token = token.trim();
     let mut headers = reqwest::header::HeaderMap::new();
@@ -48,10 +63,7 @@ pub struct FaultClient {
 
 impl Default for FaultClient {
     fn default() -> Self {
-        Self {
-            // A hung admin endpoint must not hold up a lab (or a reconcile) for ever.
-            http: admin_http(reqwest::Client::builder().timeout(Duration::from_secs(5))),
-        }
+        Self { http: lab_http() }
     }
 }
 

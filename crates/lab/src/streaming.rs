@@ -264,6 +264,8 @@ impl Analytics {
         let response = self
             .http
             .post(format!("{}/admin/reset-offsets", self.base))
+            // Analytics answers once the rewind is done, within its own 30 s.
+            .timeout(std::time::Duration::from_secs(40))
             .send()
             .await
             .map_err(|e| format!("reset-offsets: {e}"))?;
