@@ -12,7 +12,7 @@ pub mod totals;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_transport::kafka::KafkaArgs;
 
 pub const SERVICE: &str = "analytics";
@@ -32,7 +32,7 @@ pub struct Args {
 }
 
 pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
-    if args.service.transport != TransportMode::Kafka {
+    if args.service.transport != Transport::Kafka {
         anyhow::bail!(
             "analytics reads the Kafka event log; start it with --transport kafka (FOODLAB_TRANSPORT=kafka)"
         );

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use foodlab_domain::Catalogue;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_store::StockStore;
 use foodlab_transport::amqp::AmqpArgs;
 use foodlab_transport::kafka::KafkaArgs;
@@ -65,8 +65,8 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     let metrics = MessageMetrics::register(kit.registry());
     match args.service.transport {
-        TransportMode::Rest => {}
-        TransportMode::Rabbitmq => messaging::Consumer {
+        Transport::Rest => {}
+        Transport::Rabbitmq => messaging::Consumer {
             args: args.amqp.clone(),
             store: store.clone(),
             faults: kit.faults(),
@@ -74,7 +74,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
-        TransportMode::Kafka => streaming::Consumer {
+        Transport::Kafka => streaming::Consumer {
             args: args.kafka.clone(),
             store: store.clone(),
             faults: kit.faults(),

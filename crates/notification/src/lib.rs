@@ -7,7 +7,7 @@ pub mod messaging;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_store::NotificationStore;
 use foodlab_transport::amqp::AmqpArgs;
 
@@ -37,7 +37,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         .context("cannot open the notification database")?;
     let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
-    if args.service.transport == TransportMode::Rabbitmq {
+    if args.service.transport == Transport::Rabbitmq {
         messaging::Consumer {
             args: args.amqp.clone(),
             store: store.clone(),

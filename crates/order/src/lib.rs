@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, TransportMode};
+use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_store::OrderStore;
 use foodlab_transport::HttpClient;
 use foodlab_transport::amqp::AmqpArgs;
@@ -102,7 +102,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let metrics = metrics::OrderMetrics::register(kit.registry());
     let settings = settings::Settings::new(args.dependency_timeout);
     let workflow = match args.service.transport {
-        TransportMode::Rest => {
+        Transport::Rest => {
             let client =
                 HttpClient::new(args.dependency_timeout).context("cannot build the HTTP client")?;
             Workflow::Rest(rest_chain::RestChain::new(
@@ -112,7 +112,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
                 &args.notification_url,
             ))
         }
-        TransportMode::Rabbitmq => {
+        Transport::Rabbitmq => {
             let outbox_nudge = Arc::new(tokio::sync::Notify::new());
             messaging::Messaging {
                 args: args.amqp.clone(),
@@ -123,7 +123,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             .spawn(kit.readiness());
             Workflow::Outbox(outbox_nudge)
         }
-        TransportMode::Kafka => {
+        Transport::Kafka => {
             let outbox_nudge = Arc::new(tokio::sync::Notify::new());
             streaming::Streaming {
                 args: args.kafka.clone(),

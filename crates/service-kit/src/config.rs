@@ -15,7 +15,7 @@ pub enum LogFormat {
 
 /// How the services of the workflow talk to each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TransportMode {
+pub enum Transport {
     /// Blocking HTTP calls (the sync-rest part).
     Rest,
     /// Events over RabbitMQ (the async-rabbitmq part).
@@ -27,8 +27,8 @@ pub enum TransportMode {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
     /// How the workflow's services talk to each other.
-    #[arg(long, env = "FOODLAB_TRANSPORT", value_enum, default_value_t = TransportMode::Rest)]
-    pub transport: TransportMode,
+    #[arg(long, env = "FOODLAB_TRANSPORT", value_enum, default_value_t = Transport::Rest)]
+    pub transport: Transport,
 
     /// Address to listen on [default: 127.0.0.1 and the service's own port].
     #[arg(long, env = "FOODLAB_LISTEN")]
