@@ -387,6 +387,7 @@ operator_killed_mid_scale() {
 # --- the run -------------------------------------------------------------------------------
 
 repeated=()
+inventory_log=
 for part in "${parts[@]}"; do
   mapfile -t examples < <(examples_of "$part")
   if [ ${#examples[@]} -eq 0 ]; then
@@ -411,12 +412,14 @@ for part in "${parts[@]}"; do
       repeated+=("${examples[$i]}")
     done
     for file in "${repeated[@]}"; do
-      name=$(basename "$file" .yaml)
+      name=$(kubectl create --dry-run=client -f "$file" -o 'jsonpath={.metadata.name}')
       first="verdict_1_${name//-/_}"
       second="verdict_2_${name//-/_}"
       [ "${!first}" = "${!second}" ] || failures+=("$name: ${!first} first, ${!second} in the reverse order")
     done
   fi
+  # Before the guarantees replace inventory's pod: its log of the labs' orders.
+  inventory_log=$(k logs deploy/inventory --tail=1000 2>/dev/null | grep '"order_id"' | tail -n 5 || true)
   if [ "$part" = sync-rest ]; then
     delete_mid_scale
     operator_killed_mid_scale
@@ -426,9 +429,8 @@ done
 echo
 kubectl get foodlabs -A
 echo
-inventory=$(k logs deploy/inventory --tail=200 2>/dev/null | grep '"order_id"' | tail -n 5 || true)
-echo "kubectl logs deploy/inventory (the last lines with an order_id):"
-echo "${inventory:-  (none)}"
+echo "kubectl logs deploy/inventory (the last lines with an order_id, after the last part's labs):"
+echo "${inventory_log:-  (none)}"
 echo
 say "summary"
 printf '  %s\n' "${results[@]}" >&2
