@@ -108,6 +108,25 @@ LAB_SECRET = obj(
     required=["create", "name"],
 )
 NETWORK_POLICY = obj({"enabled": BOOLEAN}, required=["enabled"])
+# The Grafana dashboard ConfigMap (docs/grafana/foodlab.json) and Prometheus Operator monitors.
+LABEL_NAME = {"type": "string", "pattern": "^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"}
+LABELS = {"type": "object", "propertyNames": LABEL_NAME, "additionalProperties": STRING}
+DASHBOARDS = obj(
+    {
+        "enabled": BOOLEAN,
+        "label": LABEL_NAME,
+        "labelValue": STRING,
+        "annotations": ANNOTATIONS,
+    },
+    required=["enabled", "label", "labelValue"],
+    description="The dashboard ConfigMap, labelled for the Grafana sidecar.",
+)
+DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"}
+MONITOR = obj(
+    {"enabled": BOOLEAN, "interval": DURATION, "scrapeTimeout": DURATION, "labels": LABELS},
+    required=["enabled", "interval"],
+)
+OBSERVABILITY = {"dashboards": DASHBOARDS, "serviceMonitor": MONITOR, "podMonitor": MONITOR}
 SERVICE = obj(
     {
         "enabled": BOOLEAN,
@@ -185,9 +204,11 @@ def part_chart(title, services, broker_key=None, broker_schema=None):
         "podAnnotations": ANNOTATIONS,
         "labSecret": LAB_SECRET,
         "networkPolicy": NETWORK_POLICY,
+        **OBSERVABILITY,
     }
     required = ["image", "logFormat", "services", "persistence", "probes", "resources",
-                "podSecurityContext", "securityContext", "labSecret", "networkPolicy"]
+                "podSecurityContext", "securityContext", "labSecret", "networkPolicy",
+                *OBSERVABILITY]
     if broker_key:
         properties[broker_key] = broker_schema
         required.append(broker_key)
@@ -258,9 +279,10 @@ OPERATOR = chart_schema(
         "securityContext": SECURITY_CONTEXT,
         "podAnnotations": ANNOTATIONS,
         "labSecret": LAB_SECRET,
+        **OBSERVABILITY,
     },
     ["image", "logFormat", "port", "rbac", "serviceAccount", "workload", "resources",
-     "podSecurityContext", "securityContext", "labSecret"],
+     "podSecurityContext", "securityContext", "labSecret", *OBSERVABILITY],
 )
 
 SCHEMAS = {

@@ -6,7 +6,10 @@
 #     (the oldest version the charts support) and 1.37 (the newest the validator knows);
 #     any ERROR or WARN line (e.g. an unknown kind) fails;
 #   - scripts/check-rendered.py: probes, resources, non-root security context, names and
-#     labels of the FoodLab services, RBAC without wildcards.
+#     labels of the FoodLab services, RBAC without wildcards;
+#   - scripts/check-observability.py: the dashboard ConfigMap holds the dashboard's valid JSON,
+#     ServiceMonitors/PodMonitors have the CRD's shape and select a rendered port (they are
+#     left out of kubernetes-validate, which knows no monitoring.coreos.com kinds).
 # Also: the operator chart ships exactly manifests/crds/foodlab.yaml, and the
 # values.schema.json files are what scripts/chart-schemas.py generates.
 # helm and kubernetes-validate are installed into .tools/ first if missing.
@@ -56,7 +59,8 @@ run_helm() {
 validate_rendered() {
   local file=$1 args=() output rc=0
   for v in "${kube_versions[@]}"; do args+=(-k "$v"); done
-  output=$("$validate" "${args[@]}" --strict --quiet "$file") || rc=$?
+  "$python" scripts/check-observability.py --strip "$file" "$file.core"
+  output=$("$validate" "${args[@]}" --strict --quiet "$file.core") || rc=$?
   if [ -n "$output" ]; then
     echo "$output"
   fi
@@ -94,6 +98,8 @@ for chart in "${charts[@]}"; do
       check "$label: kubernetes-validate --strict -k ${kube_versions[*]}" validate_rendered "$rendered"
       check "$label: chart policy (scripts/check-rendered.py)" \
         "$python" scripts/check-rendered.py "$chart" "$rendered"
+      check "$label: dashboard and monitors (scripts/check-observability.py)" \
+        "$python" scripts/check-observability.py "$chart" "$rendered"
     else
       failed=$((failed + 1))
       echo "FAIL  $label: helm template"
