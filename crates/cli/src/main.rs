@@ -1,7 +1,9 @@
 //! `foodlab`: bring a part up on this machine, run labs, benchmark, print the CRD.
 
 mod bench;
+mod compare;
 mod crd;
+mod html;
 mod junit;
 mod report;
 mod run;
@@ -79,6 +81,10 @@ enum Command {
         /// suite, each expectation a test case).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Also write report.html (charts inlined), report.json and a CSV
+        /// per series into this directory.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
         /// Keep the parts' databases and service logs in this directory
         /// (`<dir>/<part>/logs/<service>.log`); by default they are removed.
         #[arg(long)]
@@ -88,6 +94,16 @@ enum Command {
         /// part).
         #[arg(long)]
         reuse_part: bool,
+    },
+    /// Run one workload (and at most one fault or chaos step) on each part
+    /// in turn on this machine and print them side by side
+    /// (a `kind: FoodLabComparison` file, see manifests/compare/).
+    Compare {
+        file: PathBuf,
+        /// Also write report.html (charts inlined), report.json and a CSV
+        /// per series into this directory.
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
     },
     /// Measure a part: latency at concurrency 1, throughput at concurrency 16.
     Bench {
@@ -132,6 +148,7 @@ async fn main() -> ExitCode {
             files,
             json,
             junit,
+            report,
             data_dir,
             reuse_part,
         } => {
@@ -140,6 +157,7 @@ async fn main() -> ExitCode {
                 reuse_part,
                 data_dir,
                 junit,
+                report,
             };
             run::run(&files, &options).await
         }
@@ -156,6 +174,7 @@ async fn main() -> ExitCode {
             };
             bench::run(part.transport(), size).await
         }
+        Command::Compare { file, report } => compare::run(&file, report.as_ref()).await,
         Command::Crd => crd::print(),
     };
     match outcome {

@@ -22,6 +22,8 @@ pub struct RunOptions {
     /// Where the parts keep their data and logs (`<dir>/<part>`), kept
     /// after the run; temporary directories when `None`.
     pub data_dir: Option<PathBuf>,
+    /// Where to write report.html and its data.
+    pub report: Option<PathBuf>,
     /// Where to write the labs as JUnit XML.
     pub junit: Option<PathBuf>,
 }
@@ -49,6 +51,12 @@ pub async fn run(files: &[PathBuf], options: &RunOptions) -> anyhow::Result<Exit
     if let Some(path) = &options.junit {
         std::fs::write(path, crate::junit::document(&done.reports, &done.errors))
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(dir) = &options.report
+        && !done.reports.is_empty()
+    {
+        let path = crate::html::write(dir, "labs", &done.reports)?;
+        eprintln!("report: {}", path.display());
     }
     outcome
 }
@@ -123,7 +131,7 @@ async fn run_all(
 }
 
 /// Becomes true on Ctrl-C or SIGTERM, whenever it comes during the run.
-fn interrupt_flag() -> tokio::sync::watch::Receiver<bool> {
+pub fn interrupt_flag() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signalled = super::interrupted();
     tokio::spawn(async move {

@@ -16,6 +16,8 @@ use crate::results::ChaosRecord;
 pub const MAX_BINS: usize = 240;
 /// Backlog readings kept; past it, neighbours merge keeping their peak.
 pub const MAX_POINTS: usize = 600;
+/// Bins start this wide (a minute of run in `MAX_BINS`), and double as needed.
+const FIRST_WIDTH: Duration = Duration::from_millis(250);
 /// Buckets per decade of the latency histogram (about 12 % wide each).
 const PER_DECADE: f64 = 20.0;
 /// The histogram covers 0.1 ms to 10^6 ms (beyond goes to the last bucket).
@@ -200,7 +202,7 @@ impl Recorder {
         Self {
             zero,
             state: Mutex::new(State {
-                width: Duration::from_secs(1),
+                width: FIRST_WIDTH,
                 bins: Vec::new(),
                 all: LogHistogram::default(),
             }),

@@ -1,0 +1,307 @@
+//! `foodlab compare`: one workload (and at most one fault or chaos step)
+//! on each part in turn, on this machine, side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use foodlab_lab::chaos::Direct;
+use foodlab_lab::spec::{ChaosStep, Expectations, ServiceFaults, Settings, Workload};
+use foodlab_lab::validated::ValidatedLab;
+use foodlab_lab::{
+    FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Quiet, Transport, run_lab_with,
+};
+use serde::Deserialize;
+
+/// A comparison file: `kind: FoodLabComparison`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Comparison {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: CompareSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompareSpec {
+    /// The parts to run on, in order; default rest, rabbitmq, kafka.
+    #[serde(default)]
+    pub parts: Option<Vec<Transport>>,
+    pub workload: Workload,
+    /// Faults for the whole run, the same on every part.
+    #[serde(default)]
+    pub faults: ServiceFaults,
+    /// At most one chaos step, timed from the first order.
+    #[serde(default)]
+    pub chaos: Vec<ChaosStep>,
+    #[serde(default)]
+    pub settings: Settings,
+    /// How long each part's run may take (default 180s).
+    #[serde(default, with = "humantime_serde")]
+    pub within: Option<Duration>,
+}
+
+const ALL_PARTS: [Transport; 3] = [Transport::Rest, Transport::Rabbitmq, Transport::Kafka];
+
+impl Comparison {
+    pub fn load(file: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Self::parse(&text).with_context(|| format!("{} is not a valid comparison", file.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let comparison: Self = serde_norway::from_str(text)?;
+        comparison.check()?;
+        Ok(comparison)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if self.api_version != "foodlab.dev/v1alpha1" {
+            problems.push(format!(
+                "apiVersion must be foodlab.dev/v1alpha1, not {}",
+                self.api_version
+            ));
+        }
+        if self.kind != "FoodLabComparison" {
+            problems.push(format!("kind must be FoodLabComparison, not {}", self.kind));
+        }
+        let parts = self.parts();
+        if parts.is_empty() {
+            problems.push("spec.parts names no part".into());
+        }
+        for (i, part) in parts.iter().enumerate() {
+            if parts[..i].contains(part) {
+                problems.push(format!("spec.parts names {} twice", part.part()));
+            }
+        }
+        let disruptions = self.spec.chaos.len() + self.spec.faults.declared().count();
+        if disruptions > 1 {
+            problems.push(format!(
+                "a comparison takes at most one fault or chaos step, not {disruptions}"
+            ));
+        }
+        // Each part's lab must be valid too (workload, chaos step, faults).
+        for part in parts {
+            if let Err(errors) = ValidatedLab::new(&self.lab(part)) {
+                for error in errors {
+                    if !problems.contains(&error) {
+                        problems.push(error);
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("{}", problems.join("; "))
+        }
+    }
+
+    pub fn parts(&self) -> Vec<Transport> {
+        self.spec
+            .parts
+            .clone()
+            .unwrap_or_else(|| ALL_PARTS.to_vec())
+    }
+
+    /// The lab one part runs: the workload and disruption, every order to a
+    /// final status within the time allowed.
+    pub fn lab(&self, transport: Transport) -> FoodLabSpec {
+        FoodLabSpec {
+            transport,
+            faults: self.spec.faults.clone(),
+            workload: self.spec.workload.clone(),
+            inject: None,
+            chaos: self.spec.chaos.clone(),
+            expect: Expectations {
+                all_orders_terminal: Some(true),
+                within: Some(self.spec.within.unwrap_or(Duration::from_secs(180))),
+                ..Expectations::default()
+            },
+            settings: self.spec.settings.clone(),
+            replay: false,
+        }
+    }
+}
+
+pub async fn run(file: &Path, report_dir: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let comparison = Comparison::load(file)?;
+    let interrupt = crate::run::interrupt_flag();
+    let mut reports: Vec<(String, LabReport)> = Vec::new();
+    for transport in comparison.parts() {
+        let lab = comparison.lab(transport);
+        eprintln!(
+            "{}: {} on {}",
+            comparison.metadata.name,
+            describe(&lab),
+            transport.part()
+        );
+        let platform = LocalPlatform::start(LocalOptions::for_lab(&lab))
+            .await
+            .with_context(|| format!("cannot start the {} part", transport.part()))?;
+        let mut stop = interrupt.clone();
+        let outcome = run_lab_with(
+            &platform,
+            &Direct::new(&platform),
+            &lab,
+            Arc::new(Quiet),
+            async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            },
+        )
+        .await;
+        platform.shutdown().await;
+        match outcome {
+            Ok(report) => reports.push((transport.part().to_owned(), report)),
+            Err(LabError::Interrupted) => {
+                eprintln!(
+                    "interrupted; the {} part released and stopped",
+                    transport.part()
+                );
+                return Ok(ExitCode::from(130));
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("the {} run failed", transport.part()));
+            }
+        }
+    }
+    println!(
+        "\n== compare {}\n{}",
+        comparison.metadata.name,
+        table(&reports)
+    );
+    if let Some(dir) = report_dir {
+        let title = format!("compare {}", comparison.metadata.name);
+        let path = crate::html::write(dir, &title, &reports)?;
+        println!("report: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(lab: &FoodLabSpec) -> String {
+    let w = &lab.workload;
+    let pace = match (w.rate_per_second, w.concurrency) {
+        (Some(rate), _) => format!("{rate}/s"),
+        (None, c) => format!("concurrency {}", c.unwrap_or(1)),
+    };
+    format!("{} orders at {pace}", w.orders)
+}
+
+/// Orders accepted that inventory never decided.
+pub fn lost(report: &LabReport) -> Option<u64> {
+    let r = &report.results;
+    r.decided.map(|decided| r.accepted.saturating_sub(decided))
+}
+
+/// Reservations made beyond the orders that ended reserved (a message
+/// handled twice).
+pub fn duplicated(report: &LabReport) -> Option<u64> {
+    let r = &report.results;
+    r.reservations.map(|made| made.saturating_sub(r.reserved))
+}
+
+/// One row per part.
+pub fn table(reports: &[(String, LabReport)]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "part",
+        "accepted",
+        "succeeded",
+        "failed",
+        "client p50/p95/p99 ms",
+        "end-to-end p50/p95/p99 ms",
+        "throughput /s",
+        "peak backlog",
+        "drain s",
+        "lost",
+        "duplicated",
+    ]);
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".to_owned());
+    for (part, report) in reports {
+        let r = &report.results;
+        table.add_row([
+            part.clone(),
+            r.accepted.to_string(),
+            r.reserved.to_string(),
+            r.failed.to_string(),
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99
+            ),
+            or_dash(
+                r.end_to_end_ms
+                    .as_ref()
+                    .map(|l| format!("{:.1} / {:.1} / {:.1}", l.p50, l.p95, l.p99)),
+            ),
+            format!("{:.1}", r.throughput_per_second),
+            or_dash(r.max_backlog.map(|n| n.to_string())),
+            or_dash(r.drain_seconds.map(|s| format!("{s:.2}"))),
+            or_dash(lost(report).map(|n| n.to_string())),
+            or_dash(duplicated(report).map(|n| n.to_string())),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BASE: &str = "apiVersion: foodlab.dev/v1alpha1\nkind: FoodLabComparison\nmetadata: {name: t}\nspec:\n  workload: {orders: 5}\n";
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", Comparison::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn a_minimal_comparison_runs_on_the_three_parts() {
+        let comparison = Comparison::parse(BASE).unwrap();
+        assert_eq!(comparison.parts(), ALL_PARTS);
+        let lab = comparison.lab(Transport::Kafka);
+        assert_eq!(lab.transport, Transport::Kafka);
+        assert_eq!(lab.expect.all_orders_terminal, Some(true));
+        assert_eq!(lab.expect.within, Some(Duration::from_secs(180)));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(
+            error_of(&BASE.replace("FoodLabComparison", "FoodLab"))
+                .contains("kind must be FoodLabComparison, not FoodLab")
+        );
+        assert!(
+            error_of(&format!("{BASE}  transport: rest\n")).contains("unknown field `transport`")
+        );
+        assert!(
+            error_of(&format!("{BASE}  parts: [rest, rest]\n"))
+                .contains("spec.parts names sync-rest twice")
+        );
+        let two = format!(
+            "{BASE}  faults: {{inventory: {{delaySeconds: 2}}}}\n  chaos:\n    - {{action: ScaleToZero, target: inventory, duration: 5s}}\n"
+        );
+        assert!(error_of(&two).contains("at most one fault or chaos step, not 2"));
+    }
+
+    #[test]
+    fn the_example_comparisons_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/compare");
+        for name in ["baseline", "slow-inventory", "inventory-down"] {
+            let comparison = Comparison::load(Path::new(&format!("{dir}/{name}.yaml"))).unwrap();
+            assert_eq!(comparison.metadata.name, name);
+        }
+    }
+}
