@@ -216,7 +216,7 @@ done
 # Two inventory replicas from here on, so that a restore to the original count shows.
 # (Not for the examples: the operator sets faults through the Service, which reaches one
 # pod of a Deployment, so a fault lab on two replicas faults only some requests.)
-helm upgrade sync-rest charts/sync-rest --namespace "$ns" --reuse-values \
+helm upgrade sync-rest charts/sync-rest --namespace "$ns" --set persistence.enabled=false \
   --set services.inventory.replicas=2 --wait --timeout 120s >/dev/null
 wait_until "inventory Deployment replicas" 2 replicas
 ok "helm upgrade sync-rest: inventory at 2 replicas"
