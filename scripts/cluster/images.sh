@@ -6,6 +6,8 @@
 #   scripts/cluster/images.sh base      debootstrap the base into the cache (once)
 #   scripts/cluster/images.sh foodlab   the FoodLab image (docker.io/library/foodlab:dev, what
 #                                       the charts name) from target/$FOODLAB_PROFILE (debug)
+#   scripts/cluster/images.sh kafka     Apache Kafka (FOODLAB_KAFKA_IMAGE,
+#                                       docker.io/library/foodlab-kafka:4.1.1): images/kafka
 #
 # What the Dockerfile's runtime stage does, minus the Rust builder stage: the binaries come
 # from the host's cargo build (same Debian release, so the same shared libraries).
@@ -65,11 +67,52 @@ foodlab_image() {
   log "imported $image ($(du -h "$work/image.tar" | cut -f1))"
 }
 
+# Debian packages installed into a copy of the base (apt from Debian's mirror, in a chroot
+# with its own /proc, unmounted again whatever happens): ROOTFS PACKAGE...
+chroot_install() {
+  local rootfs=$1
+  shift
+  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  mount -t proc proc "$rootfs/proc"
+  local status=0
+  chroot "$rootfs" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*' sh "$@" || status=$?
+  umount "$rootfs/proc"
+  : >"$rootfs/etc/resolv.conf"
+  return $status
+}
+
+# Apache Kafka (images/kafka/install.sh lays it out) on the base with a JRE 17, started like
+# the official image; charts/streaming-kafka takes it through kafka.image.*.
+kafka_image() {
+  base_rootfs
+  local name=${FOODLAB_KAFKA_IMAGE:-docker.io/library/foodlab-kafka:4.1.1}
+  local work="$base/images/${name//[\/:]/_}"
+  mkdir -p "$base/images"
+  exec 9>"$work.lock"
+  flock 9
+  rm -rf "$work" && mkdir -p "$work"
+  cp -a "$rootfs_base" "$work/rootfs"
+  chroot_install "$work/rootfs" openjdk-17-jre-headless
+  echo "appuser:x:1000:1000::/nonexistent:/usr/sbin/nologin" >>"$work/rootfs/etc/passwd"
+  echo "appuser:x:1000:" >>"$work/rootfs/etc/group"
+  install -d -o 1000 -g 1000 "$work/rootfs/var/lib/kafka/data"
+  "$repo/images/kafka/install.sh" "$work/rootfs"
+  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$work/rootfs" "$work/image.tar" \
+    --cmd /opt/kafka/bin/start.sh --user 1000:1000 --workdir /opt/kafka \
+    --env PATH=/opt/kafka/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  ctr_ images import "$work/image.tar" >/dev/null
+  rm -rf "$work/rootfs"
+  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
+}
+
 case "${1:-}" in
   base) base_rootfs ;;
   foodlab) foodlab_image ;;
+  kafka) kafka_image ;;
   *)
-    echo "usage: $0 base|foodlab" >&2
+    echo "usage: $0 base|foodlab|kafka" >&2
     exit 2
     ;;
 esac
