@@ -40,6 +40,7 @@ out="$repo/.foodlab/e2e/$(date -u +%Y%m%dT%H%M%SZ)"
 started=$SECONDS
 failures=()
 results=()
+lab_runs=0
 
 say() { echo "e2e: $*" >&2; }
 fail() {
@@ -258,6 +259,7 @@ run_lab() {
     sleep 2
   done
   local took=$((SECONDS - lab_started))
+  lab_runs=$((lab_runs + 1))
   results+=("$(printf '%-16s %-22s run %s  %-5s %4ss' "$part" "$name" "$run" "${verdict:-none}" "$took")")
   eval "verdict_${run}_${name//-/_}=\${verdict:-none}"
   if [ "$verdict" = Pass ]; then
@@ -396,7 +398,7 @@ for part in "${parts[@]}"; do
   fi
   if ! install_part "$part"; then
     failures+=("$part: helm install (its labs not run)")
-    results+=("$(printf '%-16s %-22s not installed' "$part" "-")")
+    results+=("$(printf '%-16s (not installed: its labs not run)' "$part")")
     continue
   fi
   if [ "$part" = sync-rest ]; then
@@ -437,5 +439,5 @@ printf '  %s\n' "${results[@]}" >&2
 if [ ${#failures[@]} -gt 0 ]; then
   printf '  FAIL %s\n' "${failures[@]}" >&2
 fi
-echo "e2e: ${#results[@]} lab runs, ${#failures[@]} failed, $((SECONDS - started))s"
+echo "e2e: $lab_runs lab runs, ${#failures[@]} failures, $((SECONDS - started))s"
 [ ${#failures[@]} -eq 0 ]
