@@ -18,8 +18,8 @@ use anyhow::Context;
 use foodlab_domain::Catalogue;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_store::StockStore;
-use foodlab_transport::amqp::AmqpArgs;
 use foodlab_transport::kafka::KafkaArgs;
+use foodlab_transport::rabbitmq::AmqpArgs;
 
 pub const SERVICE: &str = "inventory";
 pub const DEFAULT_PORT: u16 = 8001;

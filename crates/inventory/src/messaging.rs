@@ -6,7 +6,7 @@ use std::sync::Arc;
 use foodlab_domain::{Envelope, Event, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
 use foodlab_store::StockStore;
-use foodlab_transport::amqp::{self, Admission, AmqpArgs, AmqpError, Publisher};
+use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
 use crate::decision::{self, CrashPoint, result_event};
@@ -25,16 +25,16 @@ impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
         let queue = self.args.topology.inventory_queue.clone();
         let report = move |up| readiness.set("rabbitmq", up);
-        amqp::spawn_consumer(&self.args.clone(), "inventory", &queue, report, self);
+        rabbitmq::spawn_consumer(&self.args.clone(), "inventory", &queue, report, self);
     }
 }
 
-impl amqp::Handler for Consumer {
+impl rabbitmq::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
         let queue = self.args.topology.inventory_queue.as_str();
         let faults = self.faults.get();
         let admission =
-            amqp::admit(&delivery, EventType::OrderPlaced, &faults, publisher, queue).await?;
+            rabbitmq::admit(&delivery, EventType::OrderPlaced, &faults, publisher, queue).await?;
         let envelope = match admission {
             Admission::Handle(envelope) => envelope,
             Admission::Settled {
@@ -46,7 +46,7 @@ impl amqp::Handler for Consumer {
                     // The order itself must still end somewhere: failed, with the reason.
                     let reason = format!(
                         "inventory failed {} times (injected failure); the message was dead-lettered",
-                        amqp::MAX_RETRIES + 1
+                        rabbitmq::MAX_RETRIES + 1
                     );
                     let failed = Event::InventoryFailed { reason };
                     let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), failed);
@@ -86,7 +86,7 @@ impl amqp::Handler for Consumer {
         // background, so the next delivery does not wait for the confirm.
         let result_event = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
         let pending = publisher.send(&result_event).await?;
-        amqp::ack_when_confirmed(pending, delivery);
+        rabbitmq::ack_when_confirmed(pending, delivery);
         decision::record(&self.metrics, queue, &envelope, &result);
         Ok(())
     }

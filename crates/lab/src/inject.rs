@@ -1,7 +1,7 @@
 //! Messages a lab publishes straight to the broker: duplicated orders and poison.
 
 use foodlab_domain::{Envelope, Event, ItemName, OrderId, OrderLine};
-use foodlab_transport::amqp::{self, AmqpError, Publisher, Topology};
+use foodlab_transport::rabbitmq::{self, AmqpError, Publisher, Topology};
 use lapin::BasicProperties;
 
 use crate::spec::Inject;
@@ -40,7 +40,7 @@ pub async fn publish(
     item: &str,
     quantity: u32,
 ) -> Result<Vec<OrderId>, AmqpError> {
-    let connection = amqp::connect(amqp_url, "foodlab-lab").await?;
+    let connection = rabbitmq::connect(amqp_url, "foodlab-lab").await?;
     let publisher = Publisher::new(&connection, Topology::default()).await?;
     let routing_key = foodlab_domain::EventType::OrderPlaced.routing_key();
     let item = ItemName::parse(item)

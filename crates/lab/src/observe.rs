@@ -58,7 +58,7 @@ impl Snapshot {
         let stock: BTreeMap<String, u64> = get_json(http, &format!("{base}/stock")).await?;
         let dead_letters = match platform.rabbitmq() {
             Some(admin) => admin
-                .queue_depth(&foodlab_transport::amqp::Topology::default().dead_letter_queue)
+                .queue_depth(&foodlab_transport::rabbitmq::Topology::default().dead_letter_queue)
                 .await
                 .ok()
                 .map(|d| d.total()),
@@ -126,7 +126,7 @@ impl BacklogSampler {
         let source = match (platform.rabbitmq(), analytics) {
             (Some(admin), _) => Source::Queue(
                 admin.clone(),
-                foodlab_transport::amqp::Topology::default().inventory_queue,
+                foodlab_transport::rabbitmq::Topology::default().inventory_queue,
             ),
             (None, Some(analytics)) => Source::Lag(analytics),
             (None, None) => return None,
@@ -159,7 +159,7 @@ pub async fn wait_queues_empty<P: Platform>(platform: &P, deadline: Instant) -> 
     let Some(admin) = platform.rabbitmq() else {
         return true;
     };
-    let topology = foodlab_transport::amqp::Topology::default();
+    let topology = foodlab_transport::rabbitmq::Topology::default();
     let queues = [
         topology.inventory_queue,
         topology.notification_queue,

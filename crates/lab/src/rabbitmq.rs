@@ -150,9 +150,10 @@ impl RabbitAdmin {
     async fn ready(&self, queue: &str) -> Result<u64, PlatformError> {
         let mut connection = self.amqp.lock().await;
         if !connection.as_ref().is_some_and(|c| c.status().connected()) {
-            let fresh = foodlab_transport::amqp::connect(&self.amqp_url(), "foodlab-lab-observer")
-                .await
-                .map_err(|e| self.err("connect", e))?;
+            let fresh =
+                foodlab_transport::rabbitmq::connect(&self.amqp_url(), "foodlab-lab-observer")
+                    .await
+                    .map_err(|e| self.err("connect", e))?;
             *connection = Some(fresh);
         }
         let Some(connection) = connection.as_ref() else {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use foodlab_domain::{Envelope, Event, ItemName, OrderId, OrderLine};
 use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
-use foodlab_transport::amqp::{self, Publisher, Topology};
+use foodlab_transport::rabbitmq::{self, Publisher, Topology};
 use serde_json::{Value, json};
 use support::{
     all_orders_settled, died_and_restarted, eventually, example, get, options, order_statuses,
@@ -19,7 +19,7 @@ use support::{
 
 async fn publisher(platform: &LocalPlatform) -> (lapin::Connection, Publisher) {
     let url = platform.rabbitmq().unwrap().amqp_url();
-    let connection = amqp::connect(&url, "test").await.unwrap();
+    let connection = rabbitmq::connect(&url, "test").await.unwrap();
     let publisher = Publisher::new(&connection, Topology::default())
         .await
         .unwrap();
@@ -98,7 +98,7 @@ async fn poison_lab_dead_letters_exactly_the_poison_and_good_orders_flow() {
         .await
         .unwrap()
     {
-        reasons.push(amqp::reason_of(&message.delivery.properties).unwrap());
+        reasons.push(rabbitmq::reason_of(&message.delivery.properties).unwrap());
     }
     assert_eq!(reasons.len(), 5, "{reasons:?}");
     assert!(

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use foodlab_lab::{LocalPlatform, Platform, Service};
-use foodlab_transport::amqp;
+use foodlab_transport::rabbitmq;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rdkafka::ClientConfig;
@@ -214,7 +214,7 @@ async fn a_bare_order_retried_through_the_queue_is_still_an_order() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        amqp::reason_of(&dead.delivery.properties).as_deref(),
+        rabbitmq::reason_of(&dead.delivery.properties).as_deref(),
         Some("injected failure, gave up after 3 retries")
     );
     assert_eq!(stats(&platform).await["processed_count"], 0);

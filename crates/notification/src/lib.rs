@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_store::NotificationStore;
-use foodlab_transport::amqp::AmqpArgs;
+use foodlab_transport::rabbitmq::AmqpArgs;
 
 pub const SERVICE: &str = "notification";
 pub const DEFAULT_PORT: u16 = 8002;

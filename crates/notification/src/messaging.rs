@@ -3,7 +3,7 @@
 use foodlab_domain::{Event, EventType};
 use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
 use foodlab_store::NotificationStore;
-use foodlab_transport::amqp::{self, Admission, AmqpArgs, AmqpError, Publisher};
+use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
 #[derive(Clone)]
@@ -18,15 +18,15 @@ impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
         let queue = self.args.topology.notification_queue.clone();
         let report = move |up| readiness.set("rabbitmq", up);
-        amqp::spawn_consumer(&self.args.clone(), "notification", &queue, report, self);
+        rabbitmq::spawn_consumer(&self.args.clone(), "notification", &queue, report, self);
     }
 }
 
-impl amqp::Handler for Consumer {
+impl rabbitmq::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
         let queue = self.args.topology.notification_queue.as_str();
         let faults = self.faults.get();
-        let admission = amqp::admit(
+        let admission = rabbitmq::admit(
             &delivery,
             EventType::InventoryReserved,
             &faults,
@@ -55,7 +55,7 @@ impl amqp::Handler for Consumer {
             .record(envelope.order_id, customer_id.clone(), message, now_ms())
             .await
             .map_err(|e| AmqpError::Handler(e.to_string()))?;
-        amqp::ack(&delivery).await?;
+        rabbitmq::ack(&delivery).await?;
         self.metrics
             .count(queue, if fresh { "processed" } else { "duplicate" });
         tracing::info!(

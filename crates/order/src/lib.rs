@@ -30,8 +30,8 @@ use anyhow::Context;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
 use foodlab_store::OrderStore;
 use foodlab_transport::HttpClient;
-use foodlab_transport::amqp::AmqpArgs;
 use foodlab_transport::kafka::KafkaArgs;
+use foodlab_transport::rabbitmq::AmqpArgs;
 
 pub const SERVICE: &str = "order";
 pub const DEFAULT_PORT: u16 = 8000;

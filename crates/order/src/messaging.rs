@@ -7,7 +7,7 @@ use std::sync::Arc;
 use foodlab_domain::Envelope;
 use foodlab_service_kit::{MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
-use foodlab_transport::amqp::{self, AmqpArgs, AmqpError, Publisher};
+use foodlab_transport::rabbitmq::{self, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 use tokio::sync::Notify;
 
@@ -31,7 +31,7 @@ impl Messaging {
         // Orders are accepted into the outbox without a broker: the connection
         // is reported, but the service stays ready.
         let report = move |up| readiness.note("rabbitmq", up);
-        amqp::spawn_forever(url, "order", report, move |connection| {
+        rabbitmq::spawn_forever(url, "order", report, move |connection| {
             let messaging = self.clone();
             async move { messaging.session(connection).await }
         });
@@ -39,8 +39,8 @@ impl Messaging {
 
     async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
         let topology = &self.args.topology;
-        let publisher = amqp::open_session(&connection, topology).await?;
-        let statuses = amqp::consume(
+        let publisher = rabbitmq::open_session(&connection, topology).await?;
+        let statuses = rabbitmq::consume(
             &connection,
             &topology.order_status_queue,
             self.args.prefetch,
@@ -83,6 +83,6 @@ impl Messaging {
         outbox::settle(&self.store, &self.metrics, queue, &envelope, decision)
             .await
             .map_err(|e| AmqpError::Handler(e.to_string()))?;
-        amqp::ack(&delivery).await
+        rabbitmq::ack(&delivery).await
     }
 }

@@ -2,16 +2,16 @@
 //!
 //! - `http`: the pooled client of the synchronous part, with a timeout per
 //!   call and failures sorted into the classes callers map to 502/503/504.
-//! - `amqp`: RabbitMQ topology, confirming publisher, dead-lettering, and a
+//! - `rabbitmq`: RabbitMQ topology, confirming publisher, dead-lettering, and a
 //!   reconnecting session loop.
 //! - `kafka`: topics, an idempotent producer keyed by order id, consumers that
 //!   commit only processed offsets, and consumer lag.
 //! - `trace`: the log span of one hop of a trace (`traceparent` travels in
 //!   each transport's headers).
 
-pub mod amqp;
 pub mod http;
 pub mod kafka;
+pub mod rabbitmq;
 pub mod trace;
 
 pub use http::{CallError, HttpClient};
