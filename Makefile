@@ -17,9 +17,11 @@ build:
 
 ## demo: the sync-rest labs and the streaming part's replay lab, each on its part
 ## started on 127.0.0.1, with their tables (Apache Kafka's jars are fetched with
-## Maven on first use, well under a minute, and reused after)
-demo: build kafka-up
+## Maven on first use, well under a minute, and reused after); then one workload
+## on the three parts side by side, with its report (.foodlab/report/report.html)
+demo: build kafka-up rabbitmq-up
 	$(FOODLAB) run $(SYNC_LABS) manifests/examples/streaming-replay.yaml
+	$(FOODLAB) compare manifests/compare/baseline.yaml --report .foodlab/report
 
 ASYNC_LABS := manifests/examples/async-backlog-drain.yaml \
               manifests/examples/async-idempotency.yaml \
