@@ -8,6 +8,8 @@
 #                                       the charts name) from target/$FOODLAB_PROFILE (debug)
 #   scripts/cluster/images.sh kafka     Apache Kafka (FOODLAB_KAFKA_IMAGE,
 #                                       docker.io/library/foodlab-kafka:4.1.1): images/kafka
+#   scripts/cluster/images.sh rabbitmq  RabbitMQ from Debian's package (FOODLAB_RABBITMQ_IMAGE,
+#                                       docker.io/library/foodlab-rabbitmq:3.10)
 #
 # What the Dockerfile's runtime stage does, minus the Rust builder stage: the binaries come
 # from the host's cargo build (same Debian release, so the same shared libraries).
@@ -73,6 +75,9 @@ chroot_install() {
   local rootfs=$1
   shift
   cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  # No service a package installs may start in the chroot.
+  printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+  chmod +x "$rootfs/usr/sbin/policy-rc.d"
   mount -t proc proc "$rootfs/proc"
   local status=0
   chroot "$rootfs" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
@@ -80,6 +85,7 @@ chroot_install() {
     && rm -rf /var/lib/apt/lists/*' sh "$@" || status=$?
   umount "$rootfs/proc"
   : >"$rootfs/etc/resolv.conf"
+  rm -f "$rootfs/usr/sbin/policy-rc.d"
   return $status
 }
 
@@ -107,12 +113,44 @@ kafka_image() {
   log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
 }
 
+# RabbitMQ from Debian's package (3.10), run the way charts/async-rabbitmq runs the
+# official rabbitmq:3-management image: uid 999, HOME and data in /var/lib/rabbitmq, config
+# files from /etc/rabbitmq/conf.d, the management and Prometheus plugins enabled, the user
+# from RABBITMQ_DEFAULT_USER/PASS.
+rabbitmq_image() {
+  base_rootfs
+  local name=${FOODLAB_RABBITMQ_IMAGE:-docker.io/library/foodlab-rabbitmq:3.10}
+  local work="$base/images/${name//[\/:]/_}"
+  mkdir -p "$base/images"
+  exec 9>"$work.lock"
+  flock 9
+  rm -rf "$work" && mkdir -p "$work"
+  cp -a "$rootfs_base" "$work/rootfs"
+  chroot_install "$work/rootfs" rabbitmq-server
+  local root="$work/rootfs"
+  grep -q ':999:' "$root/etc/passwd" ||
+    echo "rabbitmq-image:x:999:999::/var/lib/rabbitmq:/usr/sbin/nologin" >>"$root/etc/passwd"
+  grep -q ':999:' "$root/etc/group" || echo "rabbitmq-image:x:999:" >>"$root/etc/group"
+  install -d -o 999 -g 999 "$root/var/lib/rabbitmq" "$root/var/log/rabbitmq" "$root/etc/rabbitmq/conf.d"
+  echo "[rabbitmq_management,rabbitmq_prometheus]." >"$root/etc/rabbitmq/enabled_plugins"
+  printf 'loopback_users.guest = false\nlisteners.tcp.default = 5672\nmanagement.tcp.port = 15672\n' \
+    >"$root/etc/rabbitmq/conf.d/10-defaults.conf"
+  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$root" "$work/image.tar" \
+    --cmd /usr/lib/rabbitmq/bin/rabbitmq-server --user 999:999 --workdir /var/lib/rabbitmq \
+    --env HOME=/var/lib/rabbitmq RABBITMQ_CONFIG_FILES=/etc/rabbitmq/conf.d \
+    PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  ctr_ images import "$work/image.tar" >/dev/null
+  rm -rf "$work/rootfs"
+  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
+}
+
 case "${1:-}" in
   base) base_rootfs ;;
+  rabbitmq) rabbitmq_image ;;
   foodlab) foodlab_image ;;
   kafka) kafka_image ;;
   *)
-    echo "usage: $0 base|foodlab|kafka" >&2
+    echo "usage: $0 base|foodlab|kafka|rabbitmq" >&2
     exit 2
     ;;
 esac
