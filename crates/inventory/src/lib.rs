@@ -3,13 +3,13 @@
 //! REST mode: `POST /reserve` decides an order (all lines or nothing,
 //! idempotent on `order_id`), `GET /stock`, `GET /stats`,
 //! `GET /reservations/{order_id}`; `PUT /admin/stock` sets stock levels.
-//! RabbitMQ mode: consumes OrderPlaced from `inventory_queue` (`messaging`).
-//! Kafka mode: the `inventory-group` consumer of `order-events` (`streaming`).
+//! RabbitMQ mode: consumes OrderPlaced from `inventory_queue` (`rabbitmq`).
+//! Kafka mode: the `inventory-group` consumer of `order-events` (`kafka`).
 
 pub mod decision;
 pub mod http;
-pub mod messaging;
-pub mod streaming;
+pub mod kafka;
+pub mod rabbitmq;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let metrics = MessageMetrics::register(kit.registry());
     match args.service.transport {
         Transport::Rest => {}
-        Transport::Rabbitmq => messaging::Consumer {
+        Transport::Rabbitmq => rabbitmq::Consumer {
             args: args.amqp.clone(),
             store: store.clone(),
             faults: kit.faults(),
@@ -74,7 +74,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
-        Transport::Kafka => streaming::Consumer {
+        Transport::Kafka => kafka::Consumer {
             args: args.kafka.clone(),
             store: store.clone(),
             faults: kit.faults(),

@@ -2,7 +2,7 @@
 //! once per order. REST mode: `POST /send`, `GET /notifications`.
 
 pub mod http;
-pub mod messaging;
+pub mod rabbitmq;
 
 use std::net::SocketAddr;
 
@@ -38,7 +38,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     if args.service.transport == Transport::Rabbitmq {
-        messaging::Consumer {
+        rabbitmq::Consumer {
             args: args.amqp.clone(),
             store: store.clone(),
             faults: kit.faults(),

@@ -14,12 +14,12 @@
 //! (the dependency timeout) at run time.
 
 pub mod http;
-pub mod messaging;
+pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod rabbitmq;
 pub mod rest_chain;
 pub mod settings;
-pub mod streaming;
 
 use std::sync::Arc;
 
@@ -114,7 +114,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         }
         Transport::Rabbitmq => {
             let outbox_nudge = Arc::new(tokio::sync::Notify::new());
-            messaging::Messaging {
+            rabbitmq::Messaging {
                 args: args.amqp.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
@@ -125,7 +125,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         }
         Transport::Kafka => {
             let outbox_nudge = Arc::new(tokio::sync::Notify::new());
-            streaming::Streaming {
+            kafka::Streaming {
                 args: args.kafka.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
