@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# A local Kubernetes control plane for FoodLab, from the Kubernetes project's own
-# components built here from the Go module proxy, every listener on 127.0.0.1.
+# A local single-node Kubernetes cluster for FoodLab, from the Kubernetes project's own
+# components built here from the Go module proxy: the control plane on 127.0.0.1, the node
+# (containerd, kubelet, kube-proxy, CoreDNS) on a bridge of its own. docs/kubernetes.md.
 #
-#   scripts/cluster.sh build   build etcd, kube-apiserver, kube-controller-manager and
-#                              kube-scheduler once into the cache (keyed by version), reuse after
+#   scripts/cluster.sh build   build etcd, kube-apiserver, kube-controller-manager,
+#                              kube-scheduler, kubelet, kube-proxy, CoreDNS and a pause once into
+#                              the cache (keyed by version), reuse after
 #   scripts/cluster.sh up      build if missing, make the certificates and keys, start etcd,
 #                              kube-apiserver, kube-controller-manager, kube-scheduler; wait for /readyz
-#   scripts/cluster.sh node-up (stage 2, after up) a node: containerd + runc, a bridge CNI,
-#                              the kubelet; a local pause image; waits for the node to be Ready
+#   scripts/cluster.sh node-up (after up) the node: containerd + runc, a bridge CNI, the
+#                              kubelet, kube-proxy, CoreDNS, a StorageClass with volumes, a
+#                              local pause image; waits for the node to be Ready
 #   scripts/cluster.sh down    stop each component by its pid file (the node's pods first),
 #                              remove the routes, the bridge, the mounts and cgroups it made
 #   scripts/cluster.sh status  exit 0 if the API server answers /readyz
@@ -17,10 +20,12 @@
 # FOODLAB_CACHE_DIR (~/.cache/foodlab), CLUSTER_APISERVER_PORT (6443), CLUSTER_ETCD_PORT (2379),
 # CLUSTER_ETCD_PEER_PORT (2380), CLUSTER_CONTROLLER_MANAGER_PORT (10257),
 # CLUSTER_SCHEDULER_PORT (10259), CLUSTER_SERVICE_RANGE (10.96.0.0/16),
-# CLUSTER_POD_RANGE (10.244.0.0/16).
+# CLUSTER_POD_RANGE (10.244.0.0/16), CLUSTER_NODE_SUBNET (10.244.0.0/24), CLUSTER_NODE_IP
+# (10.244.0.1), CLUSTER_BRIDGE (foodlab0), CLUSTER_NODE_NAME (foodlab-node), CLUSTER_VOLUMES (16).
 # The service and pod ranges get `unreachable` routes while the cluster is up, so no
 # packet for them can leave the machine.
-# Needs go (first build only), openssl, kubectl, flock, iproute2.
+# Needs go (first build only), openssl, kubectl, flock, iproute2, python3; for the node
+# Debian's containerd, runc, containernetworking-plugins and iptables.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -110,9 +115,17 @@ build_etcd() {
   exec 8>&-
 }
 
-build() {
+build_control_plane() {
   build_etcd
   build_kubernetes "${control_plane[@]}"
+}
+
+# Everything, the node's components too (up and node-up build only what they need).
+build() {
+  build_control_plane
+  build_kubernetes kubelet kube-proxy
+  build_coredns
+  build_pause
 }
 
 # --- certificates and keys -------------------------------------------------
@@ -711,7 +724,7 @@ up() {
   mkdir -p "$base/logs" "$base/run" "$base/etcd"
   exec 9>"$base/lock"
   flock 9
-  build
+  build_control_plane
   certificates
   kubeconfig_for "$base/kubeconfig" admin
   kubeconfig_for "$base/controller-manager.kubeconfig" controller-manager
