@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foodlab_lab::kafka::Analytics;
 use foodlab_lab::measure::{Sample, latency_summary, summary_of_ms};
 use foodlab_lab::observe::{Snapshot, wait_settled};
 use foodlab_lab::results::AnalyticsTotals;
 use foodlab_lab::spec::Workload;
-use foodlab_lab::streaming::Analytics;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
 #[derive(Debug, Clone, Copy)]

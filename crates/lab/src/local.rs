@@ -18,10 +18,10 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
+use crate::kafka::{KafkaBroker, KafkaNames};
 use crate::platform::{Platform, PlatformError};
 use crate::rabbitmq::{Broker, RabbitAdmin};
 use crate::spec::{Service, Transport};
-use crate::streaming::{KafkaBroker, KafkaNames};
 pub use supervisor::{Ended, ServiceEvent};
 use supervisor::{Launcher, Supervisor, Unit};
 

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::kafka::Analytics;
 use crate::measure::is_terminal;
 use crate::platform::Platform;
 use crate::rabbitmq::RabbitAdmin;
 use crate::spec::Service;
-use crate::streaming::Analytics;
 
 const POLL: Duration = Duration::from_millis(250);
 

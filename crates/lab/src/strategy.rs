@@ -5,12 +5,12 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::engine::Observer;
+use crate::kafka::Analytics;
 use crate::measure::{self, Sample};
 use crate::observe::{Backlog, BacklogSampler, Snapshot, wait_queues_empty, wait_settled};
 use crate::platform::Platform;
 use crate::results::{AnalyticsTotals, LabResults};
 use crate::spec::Transport;
-use crate::streaming::Analytics;
 use crate::validated::ValidatedLab;
 
 /// How long a lab waits for analytics to have read the log before it starts.

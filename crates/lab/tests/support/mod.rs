@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use foodlab_lab::kafka::KafkaBroker;
 use foodlab_lab::rabbitmq::Broker;
-use foodlab_lab::streaming::KafkaBroker;
 use std::sync::Arc;
 
 use foodlab_lab::{
