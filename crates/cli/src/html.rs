@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use foodlab_lab::series::{Bucket, LabSeries, Window};
+use foodlab_lab::series::{Bucket, LabSeries};
 use foodlab_lab::{LabReport, Verdict};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (560, 280);
@@ -250,36 +251,26 @@ fn time_span(series: &LabSeries) -> f64 {
     bins.max(backlog).max(windows).max(1.0)
 }
 
-fn shade<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        '_,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    windows: &[Window],
-    end: f64,
-    top: f64,
-) -> anyhow::Result<()> {
-    chart
-        .draw_series(windows.iter().map(|w| {
-            Rectangle::new(
-                [(w.from_seconds, 0.0), (w.to_seconds.unwrap_or(end), top)],
-                WINDOW.mix(0.15).filled(),
-            )
-        }))
-        .map_err(plot_error)?;
-    Ok(())
-}
+type TimeChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-fn latency_chart(series: &LabSeries) -> anyhow::Result<String> {
+/// A chart over the run's time (seconds from the first order) up to `top`,
+/// the chaos and fault windows shaded, what `draw` adds, and its legend.
+fn time_chart(
+    series: &LabSeries,
+    caption: &str,
+    y_desc: &str,
+    top: f64,
+    draw: impl FnOnce(&mut TimeChart<'_, '_>) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let end = time_span(series);
-        let top = series.latency.iter().map(|b| b.p99_ms).fold(1.0, f64::max) * 1.1;
+        let top = top.max(1.0) * 1.1;
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(plot_error)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption("client latency over time", ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(56)
@@ -288,44 +279,18 @@ fn latency_chart(series: &LabSeries) -> anyhow::Result<String> {
         chart
             .configure_mesh()
             .x_desc("seconds from the first order")
-            .y_desc("ms")
+            .y_desc(y_desc)
             .draw()
             .map_err(plot_error)?;
-        shade(&mut chart, &series.windows, end, top)?;
-        let mid = series.bin_seconds / 2.0;
-        for (label, color, pick) in [
-            (
-                "p50",
-                P50,
-                (|b: &foodlab_lab::series::LatencyBin| b.p50_ms) as fn(&_) -> f64,
-            ),
-            ("p99", P99, |b| b.p99_ms),
-        ] {
-            // Dots as well as lines: a short run may fill a single bin.
-            chart
-                .draw_series(
-                    series
-                        .latency
-                        .iter()
-                        .filter(|b| b.answers > 0)
-                        .map(|b| Circle::new((b.at_seconds + mid, pick(b)), 3, color.filled())),
+        chart
+            .draw_series(series.windows.iter().map(|w| {
+                Rectangle::new(
+                    [(w.from_seconds, 0.0), (w.to_seconds.unwrap_or(end), top)],
+                    WINDOW.mix(0.15).filled(),
                 )
-                .map_err(plot_error)?;
-            chart
-                .draw_series(LineSeries::new(
-                    series
-                        .latency
-                        .iter()
-                        .filter(|b| b.answers > 0)
-                        .map(|b| (b.at_seconds + mid, pick(b))),
-                    color.stroke_width(2),
-                ))
-                .map_err(plot_error)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-        }
+            }))
+            .map_err(plot_error)?;
+        draw(&mut chart)?;
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
@@ -335,6 +300,90 @@ fn latency_chart(series: &LabSeries) -> anyhow::Result<String> {
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
+}
+
+/// A labelled line with a dot at each point (a short run may have one point).
+fn line(
+    chart: &mut TimeChart<'_, '_>,
+    label: &str,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+) -> anyhow::Result<()> {
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+        .map_err(plot_error)?;
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+fn latency_chart(series: &LabSeries) -> anyhow::Result<String> {
+    let top = series.latency.iter().map(|b| b.p99_ms).fold(0.0, f64::max);
+    let mid = series.bin_seconds / 2.0;
+    let answered = || series.latency.iter().filter(|b| b.answers > 0);
+    time_chart(series, "client latency over time", "ms", top, |chart| {
+        line(
+            chart,
+            "p50",
+            P50,
+            answered().map(|b| (b.at_seconds + mid, b.p50_ms)).collect(),
+        )?;
+        line(
+            chart,
+            "p99",
+            P99,
+            answered().map(|b| (b.at_seconds + mid, b.p99_ms)).collect(),
+        )
+    })
+}
+
+fn status_chart(series: &LabSeries) -> anyhow::Result<String> {
+    let mut codes: Vec<&String> = series
+        .latency
+        .iter()
+        .flat_map(|b| b.status_codes.keys())
+        .collect();
+    codes.sort();
+    codes.dedup();
+    let top = series.latency.iter().map(|b| b.answers).max().unwrap_or(0) as f64;
+    let mid = series.bin_seconds / 2.0;
+    let y_desc = format!("answers per {} s", series.bin_seconds);
+    time_chart(
+        series,
+        "answers by status code over time",
+        &y_desc,
+        top,
+        |chart| {
+            for (i, code) in codes.iter().enumerate() {
+                let points = series
+                    .latency
+                    .iter()
+                    .map(|b| {
+                        let n = b.status_codes.get(*code).copied().unwrap_or(0);
+                        (b.at_seconds + mid, n as f64)
+                    })
+                    .collect();
+                line(chart, code, CODES[i % CODES.len()], points)?;
+            }
+            Ok(())
+        },
+    )
+}
+
+fn backlog_chart(series: &LabSeries) -> anyhow::Result<String> {
+    let top = series.backlog.iter().map(|p| p.value).max().unwrap_or(0) as f64;
+    let caption = "backlog (queue depth or consumer lag)";
+    time_chart(series, caption, "messages", top, |chart| {
+        let points = series
+            .backlog
+            .iter()
+            .map(|p| (p.at_seconds, p.value as f64))
+            .collect();
+        line(chart, "backlog", BACKLOG, points)
+    })
 }
 
 fn histogram_chart(caption: &str, buckets: &[Bucket]) -> anyhow::Result<String> {
@@ -370,115 +419,6 @@ fn histogram_chart(caption: &str, buckets: &[Bucket]) -> anyhow::Result<String> 
                     BARS.filled(),
                 )
             }))
-            .map_err(plot_error)?;
-        root.present().map_err(plot_error)?;
-    }
-    Ok(svg)
-}
-
-fn status_chart(series: &LabSeries) -> anyhow::Result<String> {
-    let mut codes: Vec<&String> = series
-        .latency
-        .iter()
-        .flat_map(|b| b.status_codes.keys())
-        .collect();
-    codes.sort();
-    codes.dedup();
-    let mut svg = String::new();
-    {
-        let end = time_span(series);
-        let top = series.latency.iter().map(|b| b.answers).max().unwrap_or(1) as f64 * 1.1;
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("answers by status code over time", ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(30)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..end, 0.0..top)
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds from the first order")
-            .y_desc(format!("answers per {} s", series.bin_seconds))
-            .draw()
-            .map_err(plot_error)?;
-        shade(&mut chart, &series.windows, end, top)?;
-        let mid = series.bin_seconds / 2.0;
-        for (i, code) in codes.iter().enumerate() {
-            let color = CODES[i % CODES.len()];
-            let count = |b: &foodlab_lab::series::LatencyBin| {
-                b.status_codes.get(*code).copied().unwrap_or(0) as f64
-            };
-            chart
-                .draw_series(
-                    series
-                        .latency
-                        .iter()
-                        .map(|b| Circle::new((b.at_seconds + mid, count(b)), 3, color.filled())),
-                )
-                .map_err(plot_error)?;
-            chart
-                .draw_series(LineSeries::new(
-                    series
-                        .latency
-                        .iter()
-                        .map(|b| (b.at_seconds + mid, count(b))),
-                    color.stroke_width(2),
-                ))
-                .map_err(plot_error)?
-                .label(code.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
-        root.present().map_err(plot_error)?;
-    }
-    Ok(svg)
-}
-
-fn backlog_chart(series: &LabSeries) -> anyhow::Result<String> {
-    let mut svg = String::new();
-    {
-        let end = time_span(series);
-        let top = series
-            .backlog
-            .iter()
-            .map(|p| p.value)
-            .max()
-            .unwrap_or(0)
-            .max(1) as f64
-            * 1.1;
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("backlog (queue depth or consumer lag)", ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(30)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0.0..end, 0.0..top)
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds from the first order")
-            .y_desc("messages")
-            .draw()
-            .map_err(plot_error)?;
-        shade(&mut chart, &series.windows, end, top)?;
-        chart
-            .draw_series(LineSeries::new(
-                series
-                    .backlog
-                    .iter()
-                    .map(|p| (p.at_seconds, p.value as f64)),
-                BACKLOG.stroke_width(2),
-            ))
             .map_err(plot_error)?;
         root.present().map_err(plot_error)?;
     }
