@@ -129,6 +129,12 @@ impl Reader {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(answer) = request else { return Ok(()) };
+                    // In the middle of a rebalance the reader holds no partitions:
+                    // a rewind then would clear the figures and read nothing again.
+                    if consumer.assignment()?.count() == 0 {
+                        let _ = answer.send(Err("analytics holds no partitions yet (its group is rebalancing); try again".to_owned()));
+                        continue;
+                    }
                     let rewound = self.rewind(&consumer, &observer).await;
                     let progress = self.shared.with(|s| s.replay.clone());
                     let reply = match (&rewound, progress) {
@@ -167,21 +173,22 @@ impl Reader {
             carries: (topic == self.args.order_topic).then_some(EventType::OrderPlaced),
             at: stamped_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
         };
-        let recorded = self.shared.with(|state| {
+        let (recorded, replaying) = self.shared.with(|state| {
             let recorded = state.totals.record_arrived(body, arrival);
+            let replaying = state.replay.as_ref().is_some_and(|r| r.seconds.is_none());
             if let Some(replay) = state.replay.as_mut() {
                 replay.advance(topic, partition, offset);
             }
-            recorded
+            (recorded, replaying)
         });
         match recorded {
             Recorded::Counted => {
                 self.metrics.count(topic, "processed");
-                tracing::info!(%topic, partition, offset, "event counted");
+                log_counted(topic, partition, offset, "counted", replaying);
             }
             Recorded::Duplicate => {
                 self.metrics.count(topic, "duplicate");
-                tracing::info!(%topic, partition, offset, "duplicate event ignored");
+                log_counted(topic, partition, offset, "duplicate", replaying);
             }
             Recorded::Malformed(reason) => {
                 self.metrics.count(topic, "malformed");
@@ -259,6 +266,16 @@ impl Reader {
             "rewound to the earliest offsets"
         );
         Ok(())
+    }
+}
+
+/// One line per event read, in its trace; at debug while a replay reads the
+/// log again, so a replay of millions of events is not slowed by its logging.
+fn log_counted(topic: &str, partition: i32, offset: i64, outcome: &str, replaying: bool) {
+    if replaying {
+        tracing::debug!(%topic, partition, offset, outcome, "event read again");
+    } else {
+        tracing::info!(%topic, partition, offset, outcome, "event read");
     }
 }
 

@@ -165,7 +165,7 @@ async fn streaming_kafka_one_orders_trace_id_is_in_all_three_services_logs() {
         202,
         &[
             (Service::Inventory, &["order decided"]),
-            (Service::Analytics, &["event counted"]),
+            (Service::Analytics, &["event read"]),
             (Service::Order, &["order accepted", "order settled"]),
         ],
     )
