@@ -136,10 +136,18 @@ command -v jq >/dev/null || fail "needs jq"
 image=${E2E_IMAGE:-}
 if [ "$KUBECONFIG" = "$local_kubeconfig" ]; then
   image=${image:-docker.io/library/foodlab:e2e}
+  # The brokers' images scripts/cluster/images.sh makes (no registry is reachable).
+  E2E_RABBITMQ_IMAGE=${E2E_RABBITMQ_IMAGE:-docker.io/library/foodlab-rabbitmq:3.10}
+  E2E_KAFKA_IMAGE=${E2E_KAFKA_IMAGE:-docker.io/library/foodlab-kafka:4.1.1}
   if [ "${E2E_SKIP_BUILD:-}" != 1 ]; then
     say "building the workspace and the image $image (scripts/cluster/images.sh)"
     cargo build --workspace --bins --quiet
     FOODLAB_IMAGE=$image scripts/cluster/images.sh foodlab
+    present=$(ctr --address "$repo/.foodlab/cluster/run/containerd.sock" --namespace k8s.io images ls -q)
+    grep -qxF "$E2E_RABBITMQ_IMAGE" <<<"$present" ||
+      FOODLAB_RABBITMQ_IMAGE=$E2E_RABBITMQ_IMAGE scripts/cluster/images.sh rabbitmq
+    grep -qxF "$E2E_KAFKA_IMAGE" <<<"$present" ||
+      FOODLAB_KAFKA_IMAGE=$E2E_KAFKA_IMAGE scripts/cluster/images.sh kafka
   fi
 fi
 image_args=()
@@ -155,12 +163,23 @@ if [ -n "${E2E_KAFKA_IMAGE:-}" ]; then
 fi
 # Without a default StorageClass the parts' claims would stay Pending: emptyDirs instead.
 persistence_args=()
-default_class=$(kubectl get storageclass -o json |
-  jq -r '[.items[] | select(.metadata.annotations["storageclass.kubernetes.io/is-default-class"] == "true") | .metadata.name] | first // ""')
+read -r default_class provisioner <<<"$(kubectl get storageclass -o json |
+  jq -r '[.items[] | select(.metadata.annotations["storageclass.kubernetes.io/is-default-class"] == "true")
+          | "\(.metadata.name) \(.provisioner)"] | first // ""')" || true
+needed=$((3 * ${#parts[@]}))
 if [ -z "$default_class" ]; then
   say "no default StorageClass: the parts keep their data in emptyDirs (persistence.enabled=false)"
   persistence_args=(--set persistence.enabled=false)
+elif [ "$provisioner" = kubernetes.io/no-provisioner ]; then
+  # Pre-made volumes only: a claim per service of each part, or they would stay Pending.
+  available=$(kubectl get pv -o json | jq --arg class "$default_class" \
+    '[.items[] | select(.spec.storageClassName == $class and .status.phase == "Available")] | length')
+  if [ "$available" -lt "$needed" ]; then
+    say "StorageClass $default_class has $available volumes available, the parts need $needed: emptyDirs instead"
+    persistence_args=(--set persistence.enabled=false)
+  fi
 fi
+[ ${#persistence_args[@]} -gt 0 ] || say "the parts keep their data on volumes of StorageClass $default_class"
 # What a ScaleToZero of inventory must be restored to (the chart's one replica).
 inventory_replicas=1
 
