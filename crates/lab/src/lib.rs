@@ -17,13 +17,13 @@ pub mod measure;
 pub mod observe;
 pub mod platform;
 pub mod rabbitmq;
-pub mod results;
 pub mod series;
-pub mod spec;
 pub mod strategy;
 pub mod validated;
 pub mod verdict;
 pub mod workload;
+
+pub use foodlab_resource::{results, spec};
 
 pub use engine::{LabError, LabReport, Observer, Quiet, run_lab, run_lab_with};
 pub use local::{LocalOptions, LocalPlatform, Logs, Ports};
