@@ -154,13 +154,16 @@ image_args=()
 if [ -n "$image" ]; then
   image_args=(--set "image.repository=${image%:*}" --set "image.tag=${image##*:}")
 fi
-broker_args=()
-if [ -n "${E2E_RABBITMQ_IMAGE:-}" ]; then
-  broker_args+=(--set "rabbitmq.image.repository=${E2E_RABBITMQ_IMAGE%:*}" --set "rabbitmq.image.tag=${E2E_RABBITMQ_IMAGE##*:}")
-fi
-if [ -n "${E2E_KAFKA_IMAGE:-}" ]; then
-  broker_args+=(--set "kafka.image.repository=${E2E_KAFKA_IMAGE%:*}" --set "kafka.image.tag=${E2E_KAFKA_IMAGE##*:}")
-fi
+# The broker's image of a part, as helm arguments: PART.
+broker_args() {
+  local key image
+  case $1 in
+    async-rabbitmq) key=rabbitmq image=${E2E_RABBITMQ_IMAGE:-} ;;
+    streaming-kafka) key=kafka image=${E2E_KAFKA_IMAGE:-} ;;
+    *) return 0 ;;
+  esac
+  [ -z "$image" ] || echo "--set $key.image.repository=${image%:*} --set $key.image.tag=${image##*:}"
+}
 # Without a default StorageClass the parts' claims would stay Pending: emptyDirs instead.
 persistence_args=()
 read -r default_class provisioner <<<"$(kubectl get storageclass -o json |
@@ -240,7 +243,8 @@ install_part() {
   done
   say "helm install $part"
   local extra=("${persistence_args[@]}")
-  [ "$part" = sync-rest ] || extra+=("${broker_args[@]}")
+  read -r -a brokers <<<"$(broker_args "$part")" || true
+  extra+=("${brokers[@]}")
   if ! h install "$part" "charts/$part" --wait --wait-for-jobs --timeout "$((wait_limit * 2))s" \
     "${image_args[@]}" "${extra[@]}" >/dev/null; then
     say "helm install $part failed; its pods:"
