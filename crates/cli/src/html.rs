@@ -308,9 +308,10 @@ fn line(
     label: &str,
     color: RGBColor,
     points: Vec<(f64, f64)>,
+    dot: u32,
 ) -> anyhow::Result<()> {
     chart
-        .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+        .draw_series(points.iter().map(|p| Circle::new(*p, dot, color.filled())))
         .map_err(plot_error)?;
     chart
         .draw_series(LineSeries::new(points, color.stroke_width(2)))
@@ -325,17 +326,20 @@ fn latency_chart(series: &LabSeries) -> anyhow::Result<String> {
     let mid = series.bin_seconds / 2.0;
     let answered = || series.latency.iter().filter(|b| b.answers > 0);
     time_chart(series, "client latency over time", "ms", top, |chart| {
-        line(
-            chart,
-            "p50",
-            P50,
-            answered().map(|b| (b.at_seconds + mid, b.p50_ms)).collect(),
-        )?;
+        // p50 over p99, with smaller dots: where they are equal both show.
         line(
             chart,
             "p99",
             P99,
             answered().map(|b| (b.at_seconds + mid, b.p99_ms)).collect(),
+            4,
+        )?;
+        line(
+            chart,
+            "p50",
+            P50,
+            answered().map(|b| (b.at_seconds + mid, b.p50_ms)).collect(),
+            2,
         )
     })
 }
@@ -366,7 +370,7 @@ fn status_chart(series: &LabSeries) -> anyhow::Result<String> {
                         (b.at_seconds + mid, n as f64)
                     })
                     .collect();
-                line(chart, code, CODES[i % CODES.len()], points)?;
+                line(chart, code, CODES[i % CODES.len()], points, 3)?;
             }
             Ok(())
         },
@@ -382,7 +386,7 @@ fn backlog_chart(series: &LabSeries) -> anyhow::Result<String> {
             .iter()
             .map(|p| (p.at_seconds, p.value as f64))
             .collect();
-        line(chart, "backlog", BACKLOG, points)
+        line(chart, "backlog", BACKLOG, points, 3)
     })
 }
 

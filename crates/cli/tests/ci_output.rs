@@ -35,6 +35,8 @@ fn json_is_one_document_per_line_and_junit_has_a_suite_per_lab() {
     let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
         .args(["run", "--json", "--reuse-part", "--junit"])
         .arg(&junit)
+        .arg("--report")
+        .arg(dir.path().join("report"))
         .arg(example("sync-baseline"))
         .arg(failing_lab(dir.path()))
         .env_remove("FOODLAB_STOCK")
@@ -101,6 +103,29 @@ fn json_is_one_document_per_line_and_junit_has_a_suite_per_lab() {
         failed_check["detail"].as_str()
     );
     assert_eq!(root.attribute("failures"), Some("1"));
+
+    // --report holds both labs, their series and verdicts.
+    let report = dir.path().join("report");
+    assert!(stderr.contains(&format!("report: {}", report.join("report.html").display())));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
+            .unwrap();
+    let labs = json["labs"].as_array().unwrap();
+    assert_eq!(labs.len(), 2);
+    assert_eq!(labs[1]["report"]["verdict"], "Fail");
+    let answers: u64 = labs[0]["report"]["series"]["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["answers"].as_u64().unwrap())
+        .sum();
+    assert_eq!(answers, 100);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        6,
+        "two labs, three charts each"
+    );
 }
 
 /// The `faults changed` lines of a service log, as (delay_ms) in order.
