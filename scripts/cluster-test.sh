@@ -94,7 +94,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- the cluster, the operator binary, helm ----------------------------------
+# --- the cluster and its node, the image, helm ---------------------------------
 
 if ! scripts/cluster.sh status >/dev/null 2>&1; then
   started_cluster=1
@@ -185,6 +185,33 @@ helm install sync-rest charts/sync-rest --namespace "$ns" --set persistence.enab
   --wait --timeout 120s >/dev/null
 ok "helm install sync-rest: order, inventory and notification Ready"
 
+# Every Deployment of the part has all its replicas ready. A lab started while inventory is
+# still coming back from the previous lab's ScaleToZero fails in its Job's first step
+# (setting the stock: connection refused), so each lab waits for the part first.
+part_ready() {
+  local deployment
+  for deployment in order inventory notification; do
+    admin rollout status "deployment/$deployment" --timeout="${wait_limit}s" >/dev/null
+    wait_until "$deployment's Service endpoints" "$(admin get deployment "$deployment" \
+      -o 'jsonpath={.spec.replicas}')" ready_endpoints "$deployment"
+    wait_until "kube-proxy's rules for the $deployment Service" true proxied "$deployment"
+  done
+}
+
+# kube-proxy sends the Service's address to its endpoints (until it has synced, a packet for
+# the address meets the service range's unreachable route and the lab's first call fails).
+proxied() {
+  local ip
+  ip=$(admin get service "$1" -o 'jsonpath={.spec.clusterIP}')
+  iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q -- "-d $ip/32 .*-j KUBE-SVC-" && echo true
+}
+
+# How many ready endpoints the Service NAME has (what kube-proxy sends traffic to).
+ready_endpoints() {
+  admin get endpointslices -l "kubernetes.io/service-name=$1" -o json |
+    jq '[.items[].endpoints[]? | select(.conditions.ready == true)] | length'
+}
+
 # --- the sync-rest example labs ----------------------------------------------------------
 
 wait_verdict() {
@@ -198,6 +225,7 @@ wait_verdict() {
   lab_field "$name" '{.status.verdict}'
 }
 for example in sync-baseline sync-delay sync-failure sync-timeout; do
+  part_ready
   admin apply -f "manifests/examples/$example.yaml" >/dev/null
   started=$SECONDS
   verdict=$(wait_verdict "$example")
@@ -220,16 +248,6 @@ helm upgrade sync-rest charts/sync-rest --namespace "$ns" --set persistence.enab
   --set services.inventory.replicas=2 --wait --timeout 120s >/dev/null
 wait_until "inventory Deployment replicas" 2 replicas
 ok "helm upgrade sync-rest: inventory at 2 replicas"
-
-# Every Deployment of the part has all its replicas ready. A lab started while inventory is
-# still coming back from the previous lab's ScaleToZero fails in its Job's first step
-# (setting the stock: connection refused), so each lab waits for the part first.
-part_ready() {
-  local deployment
-  for deployment in order inventory notification; do
-    admin rollout status "deployment/$deployment" --timeout="${wait_limit}s" >/dev/null
-  done
-}
 
 # A lab whose only chaos is inventory scaled to zero, from the start, for DURATION.
 apply_lab() {
@@ -270,7 +288,32 @@ expect_restored_on_time() {
   echo $((restored_at - restore_at))
 }
 
-# --- 1: finalizer, status by server-side apply, Events, scale to zero and back ----
+# --- PodKill: notification's pod deleted, its ReplicaSet replaces it ----------------
+
+pod_uids() {
+  admin get pods -l app.kubernetes.io/name=notification -o 'jsonpath={.items[*].metadata.uid}'
+}
+part_ready
+before=$(pod_uids)
+[ -n "$before" ] || fail "notification has no pod"
+admin apply -f - >/dev/null <<'EOF'
+apiVersion: foodlab.dev/v1alpha1
+kind: FoodLab
+metadata: {name: pod-kill}
+spec:
+  transport: rest
+  workload: {orders: 5, concurrency: 1}
+  chaos:
+    - {action: PodKill, target: notification, after: 0s}
+EOF
+wait_until "pod-kill: chaos record disrupted" true lab_field pod-kill '{.status.chaos[0].disrupted}'
+wait_until "pod-kill: PodKill recorded as done" true restored pod-kill
+after=$(pod_uids)
+[ -n "$after" ] && [ "$after" != "$before" ] || fail "notification's pod was not replaced ($before -> $after)"
+ok "PodKill deletes notification's pod through the chart's RBAC; its ReplicaSet replaces it"
+admin delete foodlab pod-kill --timeout=60s >/dev/null
+
+# --- ScaleToZero: finalizer, status by server-side apply, Events, scale to zero and back ----
 
 apply_lab scale-restore 20s
 wait_until "scale-restore: finalizer" foodlab.dev/restore lab_field scale-restore '{.metadata.finalizers[0]}'
@@ -297,7 +340,7 @@ admin delete foodlab scale-restore --timeout=60s >/dev/null
 [ "$(replicas)" = 2 ] || fail "inventory is not at 2 replicas after scale-restore went away"
 ok "a lab whose chaos is over is deleted (finalizer released), inventory stays at 2"
 
-# --- 2: the operator killed in the middle of a ScaleToZero ----------------------------
+# --- ScaleToZero: the operator killed in the middle of a ScaleToZero ----------------------------
 
 apply_lab operator-restart 30s
 expect_scaled_to_zero operator-restart
@@ -317,7 +360,7 @@ late=$(expect_restored_on_time operator-restart)
 ok "a new operator pod ($now) restored inventory to 2 replicas at restoreAt (recorded ${late}s after it)"
 admin delete foodlab operator-restart --timeout=60s >/dev/null
 
-# --- 3: a lab deleted in the middle of a ScaleToZero ----------------------------------
+# --- ScaleToZero: a lab deleted in the middle of a ScaleToZero ----------------------------------
 
 apply_lab delete-mid-chaos 600s
 expect_scaled_to_zero delete-mid-chaos
@@ -330,32 +373,7 @@ for reason in ChaosStarted ChaosRestored; do
 done
 ok "deleted mid-ScaleToZero: inventory back at 2 replicas before the lab went away (Events $reasons)"
 
-# --- 4: PodKill: the part's pods (Pending without a node) replaced by their ReplicaSet ---
-
-pod_uids() {
-  admin get pods -l app.kubernetes.io/name=notification -o 'jsonpath={.items[*].metadata.uid}'
-}
-part_ready
-before=$(pod_uids)
-[ -n "$before" ] || fail "notification has no pod"
-admin apply -f - >/dev/null <<'EOF'
-apiVersion: foodlab.dev/v1alpha1
-kind: FoodLab
-metadata: {name: pod-kill}
-spec:
-  transport: rest
-  workload: {orders: 5, concurrency: 1}
-  chaos:
-    - {action: PodKill, target: notification, after: 0s}
-EOF
-wait_until "pod-kill: chaos record disrupted" true lab_field pod-kill '{.status.chaos[0].disrupted}'
-wait_until "pod-kill: PodKill recorded as done" true restored pod-kill
-after=$(pod_uids)
-[ -n "$after" ] && [ "$after" != "$before" ] || fail "notification's pod was not replaced ($before -> $after)"
-ok "PodKill deletes notification's pod through the chart's RBAC; its ReplicaSet replaces it"
-admin delete foodlab pod-kill --timeout=60s >/dev/null
-
-# --- 5: a spec the schema admits but the operator refuses ------------------------------
+# --- a spec the schema admits but the operator refuses ------------------------------
 
 admin apply -f - >/dev/null <<'EOF'
 apiVersion: foodlab.dev/v1alpha1
