@@ -84,8 +84,12 @@ install() {
   rm -rf "$root"
   mkdir -p "$root"
   # -C: fail on a checksum mismatch instead of warning.
-  mvn -B -q -C -Dstyle.color=never -f "$repo/scripts/kafka/pom.xml" -Dkafka.version="$version" \
-    dependency:copy-dependencies -DoutputDirectory="$libs.partial" >&2
+  if ! mvn -B -q -C -Dstyle.color=never -f "$repo/scripts/kafka/pom.xml" -Dkafka.version="$version" \
+    dependency:copy-dependencies -DoutputDirectory="$libs.partial" >"$root/mvn.log" 2>&1; then
+    cat "$root/mvn.log" >&2
+    log "fetching the jars failed (Maven's output above, kept in $root/mvn.log)"
+    exit 1
+  fi
   mv "$libs.partial" "$libs"
   touch "$root/complete"
   exec 8>&-
