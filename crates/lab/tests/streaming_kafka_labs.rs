@@ -481,20 +481,24 @@ async fn replay_with_kafka_consumer_groups_reset_while_analytics_is_stopped() {
     platform.shutdown().await;
 }
 
+async fn throttle(platform: &LocalPlatform, ms: u64) {
+    let (status, answer) = post(
+        platform,
+        Service::Analytics,
+        "/admin/throttle",
+        json!({ "ms": ms }),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_consumer_groups_describe_shows_analytics_lag_under_a_throttle_then_none() {
     let lab = example("streaming-lag");
     let platform = LocalPlatform::start(options(&lab)).await.unwrap();
     let names = platform.kafka().unwrap().clone();
     // Each event waits a second: the log grows far faster than analytics reads it.
-    let (status, answer) = post(
-        &platform,
-        Service::Analytics,
-        "/admin/throttle",
-        json!({"ms": 1000}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    throttle(&platform, 1000).await;
     bulk(&platform, 100).await;
     assert!(eventually(60, || all_orders_settled(&platform, 100)).await);
 
@@ -514,14 +518,7 @@ async fn kafka_consumer_groups_describe_shows_analytics_lag_under_a_throttle_the
         BTreeSet::from([names.order_topic.as_str(), names.inventory_topic.as_str()])
     );
 
-    let (status, answer) = post(
-        &platform,
-        Service::Analytics,
-        "/admin/throttle",
-        json!({"ms": 0}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
+    throttle(&platform, 0).await;
     assert!(
         eventually(60, || async {
             get(&platform, Service::Analytics, "/lag").await["groups"][0]["total_lag"] == 0
