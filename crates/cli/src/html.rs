@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use foodlab_lab::series::{Bucket, LabSeries};
+use foodlab_lab::series::{Bucket, LabSeries, LatencyBin};
 use foodlab_lab::{LabReport, Verdict};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -92,10 +92,21 @@ pub fn csvs(series: &LabSeries) -> Vec<(&'static str, String)> {
         }
         text
     };
+    let mut end_to_end = String::from("at_seconds,orders,p50_ms,p95_ms,p99_ms,max_ms\n");
+    for bin in &series.end_to_end {
+        let _ = writeln!(
+            end_to_end,
+            "{},{},{},{},{},{}",
+            bin.at_seconds, bin.answers, bin.p50_ms, bin.p95_ms, bin.p99_ms, bin.max_ms
+        );
+    }
     let mut out = vec![
         ("latency", latency),
         ("latency-histogram", histogram(&series.latency_histogram)),
     ];
+    if !series.end_to_end.is_empty() {
+        out.push(("end-to-end", end_to_end));
+    }
     if let Some(buckets) = &series.end_to_end_histogram {
         out.push(("end-to-end-histogram", histogram(buckets)));
     }
@@ -199,7 +210,20 @@ fn section(name: &str, report: &LabReport) -> anyhow::Result<String> {
             "<div class=\"chart\" data-chart=\"{kind}\">{svg}</div>"
         );
     };
-    chart("latency", latency_chart(series)?);
+    chart(
+        "latency",
+        latency_chart(series, "client latency over time", &series.latency)?,
+    );
+    if !series.end_to_end.is_empty() {
+        chart(
+            "end-to-end",
+            latency_chart(
+                series,
+                "end-to-end latency by order creation time",
+                &series.end_to_end,
+            )?,
+        );
+    }
     chart(
         "latency-distribution",
         histogram_chart("client latency distribution", &series.latency_histogram)?,
@@ -321,11 +345,11 @@ fn line(
     Ok(())
 }
 
-fn latency_chart(series: &LabSeries) -> anyhow::Result<String> {
-    let top = series.latency.iter().map(|b| b.p99_ms).fold(0.0, f64::max);
+fn latency_chart(series: &LabSeries, caption: &str, bins: &[LatencyBin]) -> anyhow::Result<String> {
+    let top = bins.iter().map(|b| b.p99_ms).fold(0.0, f64::max);
     let mid = series.bin_seconds / 2.0;
-    let answered = || series.latency.iter().filter(|b| b.answers > 0);
-    time_chart(series, "client latency over time", "ms", top, |chart| {
+    let answered = || bins.iter().filter(|b| b.answers > 0);
+    time_chart(series, caption, "ms", top, |chart| {
         // p50 over p99, with smaller dots: where they are equal both show.
         line(
             chart,

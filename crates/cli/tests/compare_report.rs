@@ -208,6 +208,17 @@ fn report_json_and_the_csvs_hold_the_series() {
             .map(|b| b["count"].as_u64().unwrap())
             .sum();
         assert_eq!(e2e, ORDERS, "{part}");
+        let by_creation: u64 = series["endToEnd"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["answers"].as_u64().unwrap())
+            .sum();
+        assert_eq!(by_creation, ORDERS, "{part}");
+        let csv = read_csv(&run().dir.join(format!("{part}-end-to-end.csv")));
+        assert_eq!(csv[0][..2], ["at_seconds", "orders"]);
+        let orders: u64 = csv[1..].iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
+        assert_eq!(orders, ORDERS, "{part}");
         let backlog = read_csv(&run().dir.join(format!("{part}-backlog.csv")));
         assert_eq!(backlog[0], ["at_seconds", "backlog"]);
         assert!(backlog.len() > 1, "{part}: no backlog readings");
@@ -249,6 +260,7 @@ fn chromium_draws_the_report_charts() {
         "{html}"
     );
     assert_eq!(html.matches("data-chart=\"latency\"").count(), 3);
+    assert_eq!(html.matches("data-chart=\"end-to-end\"").count(), 2);
     let work = tempfile::tempdir().unwrap();
     let shot = work.path().join("report.png");
     let chromium = std::env::var("FOODLAB_CHROMIUM").unwrap_or_else(|_| "chromium".into());

@@ -206,7 +206,8 @@ async fn run<P: Platform, D: Disruptor>(
         results.drain_seconds = drain_seconds(backlog, &done.chaos, done.ended);
     }
     let series = done.recorder.finish(
-        settled.end_to_end_ms.as_deref(),
+        settled.end_to_end.as_deref(),
+        done.start.at,
         settled.backlog.as_ref(),
         windows(lab, &done),
     );

@@ -187,6 +187,8 @@ pub struct Settlement {
     pub statuses: BTreeMap<String, String>,
     /// Creation-to-final-status times of the settled orders, in ms.
     pub end_to_end_ms: Vec<f64>,
+    /// The same, with each order's creation time (ms since the epoch).
+    pub end_to_end_by_creation: Vec<(i64, f64)>,
     /// When the last watched order settled (None: not all did in time).
     pub all_settled_at: Option<Instant>,
 }
@@ -208,6 +210,7 @@ pub async fn wait_settled<P: Platform>(
         {
             settlement.statuses.clear();
             settlement.end_to_end_ms.clear();
+            settlement.end_to_end_by_creation.clear();
             for order in &orders {
                 let (Some(id), Some(status)) =
                     (order["order_id"].as_str(), order["status"].as_str())
@@ -225,6 +228,9 @@ pub async fn wait_settled<P: Platform>(
                     )
                 {
                     settlement.end_to_end_ms.push((updated - created) as f64);
+                    settlement
+                        .end_to_end_by_creation
+                        .push((created, (updated - created) as f64));
                 }
             }
             let settled = settlement

@@ -135,7 +135,8 @@ pub struct LatencyBin {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// Answers by status code (`error`: no answer).
+    /// Answers by status code (`error`: no answer); empty for end-to-end bins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub status_codes: BTreeMap<String, u64>,
 }
 
@@ -169,6 +170,11 @@ pub struct LabSeries {
     pub latency: Vec<LatencyBin>,
     /// Distribution of client latency.
     pub latency_histogram: Vec<Bucket>,
+    /// End-to-end latency by the orders' creation time, in bins `binSeconds`
+    /// wide (wider when orders were created over more than `MAX_BINS` of
+    /// them); `answers`: the orders created in the bin that settled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub end_to_end: Vec<LatencyBin>,
     /// Distribution of end-to-end latency (parts that settle after the answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_to_end_histogram: Option<Vec<Bucket>>,
@@ -239,9 +245,12 @@ impl Recorder {
     }
 
     /// The series, with what the later steps saw.
+    /// `end_to_end`: (creation time in ms since the epoch, end-to-end ms) per
+    /// settled order; `started_at`: the wall-clock time of the first order.
     pub fn finish(
         &self,
-        end_to_end_ms: Option<&[f64]>,
+        end_to_end: Option<&[(i64, f64)]>,
+        started_at: jiff::Timestamp,
         backlog: Option<&Backlog>,
         windows: Vec<Window>,
     ) -> LabSeries {
@@ -251,21 +260,18 @@ impl Recorder {
             .bins
             .iter()
             .enumerate()
-            .map(|(i, bin)| LatencyBin {
-                at_seconds: round3(i as f64 * width),
-                answers: bin.latency.count(),
-                p50_ms: bin.latency.percentile(50.0),
-                p95_ms: bin.latency.percentile(95.0),
-                p99_ms: bin.latency.percentile(99.0),
-                max_ms: round3(bin.latency.max),
-                status_codes: bin.codes.clone(),
-            })
+            .map(|(i, bin)| latency_bin(i as f64 * width, &bin.latency, bin.codes.clone()))
             .collect();
+        let end_to_end_ms: Option<Vec<f64>> =
+            end_to_end.map(|orders| orders.iter().map(|(_, ms)| *ms).collect());
         LabSeries {
             bin_seconds: width,
             latency,
+            end_to_end: end_to_end.map_or_else(Vec::new, |orders| {
+                end_to_end_bins(orders, started_at.as_millisecond(), state.width)
+            }),
             latency_histogram: state.all.buckets(),
-            end_to_end_histogram: end_to_end_ms.map(|ms| LogHistogram::of(ms).buckets()),
+            end_to_end_histogram: end_to_end_ms.map(|ms| LogHistogram::of(&ms).buckets()),
             backlog: backlog.map_or_else(Vec::new, |b| decimate(&points(b, self.zero))),
             windows,
         }
@@ -289,6 +295,50 @@ impl State {
         }
         self.bins = merged;
     }
+}
+
+fn latency_bin(
+    at_seconds: f64,
+    latency: &LogHistogram,
+    codes: BTreeMap<String, u64>,
+) -> LatencyBin {
+    LatencyBin {
+        at_seconds: round3(at_seconds),
+        answers: latency.count(),
+        p50_ms: latency.percentile(50.0),
+        p95_ms: latency.percentile(95.0),
+        p99_ms: latency.percentile(99.0),
+        max_ms: round3(latency.max),
+        status_codes: codes,
+    }
+}
+
+/// End-to-end latency binned by creation time: bins at least `width` wide,
+/// wider if the orders were created over more than `MAX_BINS` of them.
+fn end_to_end_bins(orders: &[(i64, f64)], zero_ms: i64, width: Duration) -> Vec<LatencyBin> {
+    let offset =
+        |created: i64| Duration::from_millis(u64::try_from(created - zero_ms).unwrap_or(0));
+    let last = orders
+        .iter()
+        .map(|(c, _)| offset(*c))
+        .max()
+        .unwrap_or_default();
+    let mut width = width;
+    while last.as_secs_f64() / width.as_secs_f64() >= MAX_BINS as f64 {
+        width *= 2;
+    }
+    let mut bins: Vec<LogHistogram> = Vec::new();
+    for (created, ms) in orders {
+        let index = (offset(*created).as_secs_f64() / width.as_secs_f64()) as usize;
+        if bins.len() <= index {
+            bins.resize_with(index + 1, LogHistogram::default);
+        }
+        bins[index].record(*ms);
+    }
+    bins.iter()
+        .enumerate()
+        .map(|(i, h)| latency_bin(i as f64 * width.as_secs_f64(), h, BTreeMap::new()))
+        .collect()
 }
 
 fn points(backlog: &Backlog, zero: Instant) -> Vec<Point> {
@@ -372,7 +422,7 @@ mod tests {
             let code = if s < 1800 { 201 } else { 503 };
             recorder.record_at(zero + Duration::from_secs(s), &sample(code, 10));
         }
-        let series = recorder.finish(None, None, Vec::new());
+        let series = recorder.finish(None, jiff::Timestamp::now(), None, Vec::new());
         assert!(series.latency.len() <= MAX_BINS, "{}", series.latency.len());
         assert_eq!(series.bin_seconds, 16.0);
         assert_eq!(series.latency.len(), 225);
@@ -394,6 +444,27 @@ mod tests {
                 .sum::<u64>(),
             3600
         );
+    }
+
+    #[test]
+    fn end_to_end_is_binned_by_creation_time() {
+        let zero = 1_000_000;
+        // Orders created over 2 s, the later ones slower.
+        let orders = [
+            (zero, 10.0),
+            (zero + 100, 20.0),
+            (zero + 1100, 500.0),
+            (zero + 1900, 700.0),
+        ];
+        let bins = end_to_end_bins(&orders, zero, Duration::from_millis(250));
+        assert_eq!(bins.len(), 8);
+        assert_eq!(bins.iter().map(|b| b.answers).sum::<u64>(), 4);
+        assert_eq!((bins[0].answers, bins[0].max_ms), (2, 20.0));
+        assert_eq!((bins[4].answers, bins[4].max_ms), (1, 500.0));
+        assert_eq!((bins[7].answers, bins[7].max_ms), (1, 700.0));
+        // An hour of orders keeps at most MAX_BINS bins.
+        let hour: Vec<(i64, f64)> = (0..3600).map(|s| (zero + s * 1000, 5.0)).collect();
+        assert!(end_to_end_bins(&hour, zero, Duration::from_millis(250)).len() <= MAX_BINS);
     }
 
     #[test]

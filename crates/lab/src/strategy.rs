@@ -37,8 +37,9 @@ pub struct Baseline {
 pub struct Settled {
     pub terminal: u64,
     pub backlog: Option<Backlog>,
-    /// Creation-to-final-status times of the settled orders, in ms (async parts).
-    pub end_to_end_ms: Option<Vec<f64>>,
+    /// Creation time (ms since the epoch) and creation-to-final-status time
+    /// (ms) of each settled order (async parts).
+    pub end_to_end: Option<Vec<(i64, f64)>>,
 }
 
 impl Strategy {
@@ -115,7 +116,7 @@ impl Strategy {
             return Settled {
                 terminal,
                 backlog: None,
-                end_to_end_ms: None,
+                end_to_end: None,
             };
         }
         observer.note("waiting for accepted orders to settle");
@@ -139,7 +140,7 @@ impl Strategy {
             .filter(|s| measure::is_terminal(s))
             .count() as u64
             + refused;
-        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms.clone()));
+        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
         if let (Some(analytics), Some(before)) = (self.analytics(), baseline.analytics) {
             observer.note("waiting for inventory and analytics to process every event");
             let until = AnalyticsTotals {
@@ -163,7 +164,7 @@ impl Strategy {
         Settled {
             terminal,
             backlog: baseline.sampler.take().map(BacklogSampler::stop),
-            end_to_end_ms: Some(settlement.end_to_end_ms),
+            end_to_end: Some(settlement.end_to_end_by_creation),
         }
     }
 
