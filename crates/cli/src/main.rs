@@ -12,7 +12,8 @@ mod up;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Parser, Subcommand};
 use foodlab_lab::Transport;
 
 #[derive(Parser)]
@@ -26,24 +27,19 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Part {
-    /// Synchronous REST calls (order → inventory → notification).
-    SyncRest,
-    /// Events over RabbitMQ (order → inventory → notification and order).
-    AsyncRabbitmq,
-    /// An event log in Kafka (order → inventory; analytics reads both topics).
-    StreamingKafka,
-}
-
-impl Part {
-    fn transport(self) -> Transport {
-        match self {
-            Self::SyncRest => Transport::Rest,
-            Self::AsyncRabbitmq => Transport::Rabbitmq,
-            Self::StreamingKafka => Transport::Kafka,
+/// A part named on the command line (`sync-rest`, ...): the transport it runs.
+fn part() -> impl TypedValueParser<Value = Transport> {
+    let about = |transport| match transport {
+        Transport::Rest => "Synchronous REST calls (order → inventory → notification).",
+        Transport::Rabbitmq => "Events over RabbitMQ (order → inventory → notification and order).",
+        Transport::Kafka => {
+            "An event log in Kafka (order → inventory; analytics reads both topics)."
         }
-    }
+    };
+    PossibleValuesParser::new(
+        Transport::ALL.map(|transport| PossibleValue::new(transport.part()).help(about(transport))),
+    )
+    .try_map(|name: String| Transport::of_part(&name).ok_or(format!("no part {name}")))
 }
 
 #[derive(Subcommand)]
@@ -52,7 +48,8 @@ enum Command {
     /// notification or analytics 8002), with its broker, and keep it up until
     /// Ctrl-C; a service that dies is reported and restarted with backoff.
     Up {
-        part: Part,
+        #[arg(value_parser = part())]
+        part: Transport,
         /// Where the parts keep their databases, one directory per part
         /// (`<data-dir>/<part>`).
         #[arg(long, default_value = ".foodlab/up")]
@@ -107,7 +104,8 @@ enum Command {
     },
     /// Measure a part: latency at concurrency 1, throughput at concurrency 16.
     Bench {
-        part: Part,
+        #[arg(value_parser = part())]
+        part: Transport,
         /// Orders for the latency run (concurrency 1).
         #[arg(long, default_value_t = 2000)]
         latency_orders: u32,
@@ -135,7 +133,7 @@ async fn main() -> ExitCode {
             free_ports,
         } => {
             let options = up::UpOptions {
-                transport: part.transport(),
+                transport: part,
                 data_root: data_dir,
                 keep_data,
                 // An empty FOODLAB_STOCK asks for nothing.
@@ -172,7 +170,7 @@ async fn main() -> ExitCode {
                 throughput_orders,
                 concurrency,
             };
-            bench::run(part.transport(), size).await
+            bench::run(part, size).await
         }
         Command::Compare { file, report } => compare::run(&file, report.as_ref()).await,
         Command::Crd => crd::print(),

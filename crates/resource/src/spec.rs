@@ -66,6 +66,13 @@ pub enum Transport {
 }
 
 impl Transport {
+    pub const ALL: [Self; 3] = [Self::Rest, Self::Rabbitmq, Self::Kafka];
+
+    /// The transport of a part named as `part()` names it.
+    pub fn of_part(part: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.part() == part)
+    }
+
     /// The services of the part, dependencies first.
     pub fn services(self) -> &'static [Service] {
         match self {
