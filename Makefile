@@ -48,6 +48,7 @@ demo-replay: build kafka-up
 ## RabbitMQ and Apache Kafka, installed and started here,
 ## stopped after), no orphans left
 test: fmt-check lint build charts
+	scripts/install-chromium.sh
 	scripts/rabbitmq.sh start
 	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit 1; }
 	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit $$status
