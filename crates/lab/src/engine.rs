@@ -67,7 +67,7 @@ pub trait Observer: Send + Sync {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LabReport {
     pub transport: Transport,
     pub results: LabResults,
@@ -77,7 +77,7 @@ pub struct LabReport {
     /// What the run measured over time, bounded (for the report).
     pub series: LabSeries,
     /// What the release could not undo (empty when the part is as it was).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreleased: Vec<String>,
 }
 

@@ -1,7 +1,8 @@
 //! Inside the workload Job: the lab engine against the in-cluster services,
 //! with the operator owning faults and chaos. The Job tells the operator
 //! when its first order goes out, waits for the operator's restores, and
-//! leaves its report, all in the lab's run ConfigMap (`run_channel`).
+//! leaves its report (the summary and the full report, `lab_report`), all
+//! in the lab's run ConfigMap (`run_channel`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
 use crate::job::{JobReport, RUN_CONFIG_MAP_ENV, SPEC_ENV};
+use crate::lab_report;
 use crate::platform::KubernetesPlatform;
 use crate::run_channel::{self, JOB_FIELD_MANAGER};
 
@@ -142,20 +144,31 @@ pub async fn run(namespace: &str) -> anyhow::Result<bool> {
         }
     };
     let summary = JobReport {
-        results: report.results,
+        results: report.results.clone(),
         verdict: report.verdict,
     };
     let json = serde_json::to_string(&summary)?;
     println!("{json}");
-    run_channel::write(
-        &config_maps,
-        &channel,
-        run_channel::REPORT,
-        json,
-        JOB_FIELD_MANAGER,
-    )
-    .await
-    .context("cannot write the report to the run ConfigMap")?;
+    // The summary is what the operator needs; without the full report only
+    // `foodlab report` goes without.
+    let full = match lab_report::encode(&report) {
+        Ok((bytes, halvings)) => {
+            if halvings > 0 {
+                tracing::warn!(
+                    halvings,
+                    "the report's series was thinned to fit the ConfigMap"
+                );
+            }
+            Some(bytes)
+        }
+        Err(error) => {
+            tracing::error!(%error, "the full report is not kept");
+            None
+        }
+    };
+    lab_report::write(&config_maps, &channel, &lab_report::patch(json, full))
+        .await
+        .context("cannot write the report to the run ConfigMap")?;
     Ok(summary.verdict == foodlab_lab::Verdict::Pass)
 }
 
