@@ -1,6 +1,8 @@
-//! `foodlab`: bring a part up on this machine, run labs, benchmark, print the CRD.
+//! `foodlab`: bring a part up on this machine, run labs, benchmark, print the
+//! CRD, write the report of a lab that ran on a cluster.
 
 mod bench;
+mod cluster_report;
 mod compare;
 mod crd;
 mod html;
@@ -116,6 +118,20 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
     },
+    /// Write the report of a FoodLab that ran on a cluster (report.html,
+    /// report.json and a CSV per series, as `run --report` does), from the
+    /// report its workload left beside it. Kube config from KUBECONFIG,
+    /// ~/.kube/config or the pod's ServiceAccount.
+    Report {
+        /// The FoodLab's name.
+        name: String,
+        /// Its namespace (by default the kube config's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Where to write the report (by default `.foodlab/report/<NAME>`).
+        #[arg(long, value_name = "DIR")]
+        report: Option<PathBuf>,
+    },
     /// Print the FoodLab CustomResourceDefinition as YAML.
     Crd,
 }
@@ -173,6 +189,14 @@ async fn main() -> ExitCode {
             bench::run(part, size).await
         }
         Command::Compare { file, report } => compare::run(&file, report.as_ref()).await,
+        Command::Report {
+            name,
+            namespace,
+            report,
+        } => {
+            let dir = report.unwrap_or_else(|| PathBuf::from(".foodlab/report").join(&name));
+            cluster_report::run(&name, namespace.as_deref(), &dir).await
+        }
         Command::Crd => crd::print(),
     };
     match outcome {
