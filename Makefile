@@ -9,7 +9,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-timeout.yaml
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench fmt fmt-check lint crd \
-        check-orphans rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
+        check-orphans cluster-e2e rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
         cluster-build cluster-up cluster-down cluster-test e2e
 
 build:
@@ -45,14 +45,22 @@ demo-replay: build kafka-up
 	$(FOODLAB) run manifests/examples/streaming-replay.yaml
 
 ## test: formatting, lints, every unit, integration and lab test (with a real
-## RabbitMQ and Apache Kafka, installed and started here,
-## stopped after), no orphans left
+## RabbitMQ and Apache Kafka, installed and started here, stopped after), then the
+## local Kubernetes cluster: the operator against the real API server (cluster-test)
+## and every example lab through helm install and kubectl apply (e2e); no orphans left
 test: fmt-check lint build charts
 	scripts/install-chromium.sh
 	scripts/rabbitmq.sh start
 	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit 1; }
 	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit $$status
+	$(MAKE) cluster-e2e
 	$(MAKE) check-orphans
+
+## cluster-e2e: the local cluster up (built once), cluster-test, e2e, the cluster down
+## whatever happened
+cluster-e2e:
+	scripts/cluster.sh up && scripts/cluster.sh node-up || { scripts/cluster.sh down; exit 1; }
+	scripts/cluster-test.sh && scripts/e2e.sh; status=$$?; scripts/cluster.sh down; exit $$status
 
 ## charts: helm lint --strict and kubernetes-validate of every chart (installs helm and
 ## the validator under .tools/ when missing), CRD copy and values schemas up to date

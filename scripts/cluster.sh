@@ -24,8 +24,9 @@
 # (10.244.0.1), CLUSTER_BRIDGE (foodlab0), CLUSTER_NODE_NAME (foodlab-node), CLUSTER_VOLUMES (16).
 # The service and pod ranges get `unreachable` routes while the cluster is up, so no
 # packet for them can leave the machine.
-# Needs go (first build only), openssl, kubectl, flock, iproute2, python3; for the node
-# Debian's containerd, runc, containernetworking-plugins and iptables.
+# Needs go (first build only), kubectl, flock, python3; installs from Debian what is missing of
+# openssl, iproute2, jq, curl, and for the node containerd, runc, containernetworking-plugins,
+# iptables and debootstrap.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,6 +55,24 @@ node_ip=${CLUSTER_NODE_IP:-10.244.0.1}
 pause_image=foodlab.local/pause:3.10
 
 log() { echo "cluster: $*" >&2; }
+
+# Go is installed under /usr/local/go on these machines, not always on PATH.
+[ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
+
+# Debian's packages the cluster needs, installed when missing (a fresh machine has none of
+# the node's). Only the ones named: the node's runtime, its networking, the image base.
+packages() {
+  local pkg missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]} from Debian"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+control_plane_packages=(openssl iproute2 jq curl)
+node_packages=(containerd runc containernetworking-plugins iptables debootstrap)
 
 # The version the components report (kubectl version, discovery): go build alone leaves
 # it at v0.0.0-master, which kubectl and helm cannot parse.
@@ -122,6 +141,7 @@ build_control_plane() {
 
 # Everything, the node's components too (up and node-up build only what they need).
 build() {
+  packages "${control_plane_packages[@]}" "${node_packages[@]}"
   build_control_plane
   build_kubernetes kubelet kube-proxy
   build_coredns
@@ -449,6 +469,7 @@ node_up() {
   exec 9>"$base/lock"
   flock 9
   ready >/dev/null 2>&1 || { log "the control plane is not up: run $0 up first"; exit 1; }
+  packages "${node_packages[@]}"
   build_kubernetes kubelet kube-proxy
   build_pause
   certificates
@@ -724,6 +745,7 @@ up() {
   mkdir -p "$base/logs" "$base/run" "$base/etcd"
   exec 9>"$base/lock"
   flock 9
+  packages "${control_plane_packages[@]}"
   build_control_plane
   certificates
   kubeconfig_for "$base/kubeconfig" admin
