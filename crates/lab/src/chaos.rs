@@ -97,7 +97,7 @@ impl<'a, P: Platform> Direct<'a, P> {
     pub fn new(platform: &'a P) -> Self {
         Self {
             platform,
-            client: FaultClient::default(),
+            client: FaultClient::patient(crate::faults::ADMIN_PATIENCE),
             active: Mutex::default(),
             faults: tokio::sync::Mutex::default(),
         }

@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::chaos::{ChaosError, Direct, Disruptor, RESTORE_RETRY, WorkloadStart, retry};
 use crate::claim::{self, Claim};
-use crate::faults::{FaultApiError, FaultClient};
+use crate::faults::{ADMIN_PATIENCE, FaultApiError, FaultClient};
 use crate::measure::{self, Sample};
 use crate::observe::Backlog;
 use crate::platform::{Platform, PlatformError};
@@ -249,7 +249,8 @@ async fn prepare<P: Platform, D: Disruptor>(
     lab: &ValidatedLab,
     observer: &dyn Observer,
 ) -> Result<(), LabError> {
-    FaultClient::default()
+    // Right after an install or a restore the Services may not route yet.
+    FaultClient::patient(ADMIN_PATIENCE.min(lab.within))
         .apply_settings(platform, &lab.settings)
         .await?;
     disruptor.prepare(lab).await?;

@@ -3,7 +3,7 @@
 //! order's dependency timeout (`PUT /admin/settings`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use foodlab_domain::Faults;
 use serde::Serialize;
@@ -56,18 +56,47 @@ fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
     builder.default_headers(headers).build().unwrap_or_default()
 }
 
+/// How long a lab's admin call keeps retrying a service that is not
+/// reachable yet (a Service not routed right after an install or a restore).
+pub const ADMIN_PATIENCE: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// One attempt by default (a reconcile retries on its own); `patient` for
+/// the lab's calls, which retry transient failures until their patience ends.
 #[derive(Clone)]
 pub struct FaultClient {
     http: reqwest::Client,
+    patience: Duration,
 }
 
 impl Default for FaultClient {
     fn default() -> Self {
-        Self { http: lab_http() }
+        Self {
+            http: lab_http(),
+            patience: Duration::ZERO,
+        }
     }
 }
 
+/// Why one admin call failed, and whether trying again may help.
+enum Failure {
+    /// Not reachable, timed out, or a 5xx (e.g. 502/503 from a proxy).
+    Transient(String),
+    /// A 4xx (bad setting, token refused): the same call fails again.
+    Final(String),
+}
+
 impl FaultClient {
+    /// Retries connection failures, timeouts and 5xx answers with a backoff
+    /// (0.2 s doubling to 2 s) for up to `patience`; a 4xx fails at once.
+    pub fn patient(patience: Duration) -> Self {
+        Self {
+            patience,
+            ..Self::default()
+        }
+    }
+
     pub async fn set<P: Platform>(
         &self,
         platform: &P,
@@ -129,18 +158,61 @@ impl FaultClient {
             .endpoint(service)
             .map_err(|e| fail(e.to_string()))?;
         let url = format!("{base}{path}");
+        let until = Instant::now() + self.patience;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1u32;
+        loop {
+            match self.put_once(&url, body).await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Final(reason)) => return Err(fail(reason)),
+                Err(Failure::Transient(reason)) if Instant::now() + backoff >= until => {
+                    let reason = if attempt > 1 {
+                        format!("{reason} (still failing after {attempt} attempts)")
+                    } else {
+                        reason
+                    };
+                    return Err(fail(reason));
+                }
+                Err(Failure::Transient(error)) => {
+                    tracing::warn!(%service, call = %format!("PUT {path}"), attempt, %error, "admin call failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn put_once<B: Serialize + ?Sized>(&self, url: &str, body: &B) -> Result<(), Failure> {
         let response = self
             .http
-            .put(&url)
+            .put(url)
             .json(body)
             .send()
             .await
-            .map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let detail = response.text().await.unwrap_or_default();
-            return Err(fail(format!("{url} answered {status}: {detail}")));
+            .map_err(|e| Failure::Transient(format!("PUT {url}: {}", causes(&e))))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
         }
-        Ok(())
+        let detail = response.text().await.unwrap_or_default();
+        let reason = format!("PUT {url} answered {status}: {detail}");
+        if status.is_server_error() {
+            Err(Failure::Transient(reason))
+        } else {
+            Err(Failure::Final(reason))
+        }
     }
+}
+
+/// An error with its causes (reqwest's own message omits "connection refused").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
