@@ -59,8 +59,8 @@ fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
 /// How long a lab's admin call keeps retrying a service that is not
 /// reachable yet (a Service not routed right after an install or a restore).
 pub const ADMIN_PATIENCE: Duration = Duration::from_secs(60);
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// One attempt by default (a reconcile retries on its own); `patient` for
 /// the lab's calls, which retry transient failures until their patience ends.

@@ -5,16 +5,21 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::engine::Observer;
+use crate::faults::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::kafka::Analytics;
 use crate::measure::{self, Sample};
 use crate::observe::{Backlog, BacklogSampler, Snapshot, wait_queues_empty, wait_settled};
 use crate::platform::Platform;
 use crate::results::{AnalyticsTotals, LabResults};
-use crate::spec::Transport;
+use crate::spec::{Service, Transport};
 use crate::validated::ValidatedLab;
 
 /// How long a lab waits for analytics to have read the log before it starts.
 pub const ANALYTICS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long the baseline keeps reading inventory's counters before the run
+/// goes on without them (a Service briefly not routing).
+const BASELINE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The transport's way of settling and measuring.
 pub enum Strategy {
@@ -80,7 +85,7 @@ impl Strategy {
             }
             None => None,
         };
-        let snapshot = Snapshot::take(platform, http).await;
+        let snapshot = first_snapshot(platform, http).await;
         let sampler = match self {
             Self::Rest => None,
             Self::Rabbitmq | Self::Kafka(_) => {
@@ -199,6 +204,28 @@ impl Strategy {
                 }
             }
         }
+    }
+}
+
+/// The baseline's counters, read again with a backoff while inventory
+/// does not answer.
+async fn first_snapshot<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Snapshot> {
+    platform.endpoint(Service::Inventory).ok()?;
+    let until = Instant::now() + BASELINE_PATIENCE;
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1u32;
+    loop {
+        if let Some(snapshot) = Snapshot::take(platform, http).await {
+            return Some(snapshot);
+        }
+        if Instant::now() + backoff >= until {
+            tracing::warn!(service = %Service::Inventory, call = "GET /stats, GET /stock", attempt, "baseline counters not readable: no counter figures for this run");
+            return None;
+        }
+        tracing::warn!(service = %Service::Inventory, call = "GET /stats, GET /stock", attempt, "baseline counters not readable; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        attempt += 1;
     }
 }
 
