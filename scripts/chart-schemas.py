@@ -96,6 +96,9 @@ FAULTS = obj(
     description="Start-up faults (FOODLAB_FAULT_DELAY_MS, _FAIL_RATE, _FAIL_STATUS).",
 )
 DNS_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
+# Sections added after the first release are optional, their keys too: a release installed
+# before them is upgraded with --reuse-values (the old values, without them), and the
+# templates default them (to values.yaml's defaults; off for what the old release lacked).
 # The lab's Secret: the admin token and the RabbitMQ user ("" = made up at random, kept).
 LAB_SECRET = obj(
     {
@@ -105,9 +108,8 @@ LAB_SECRET = obj(
         "rabbitmqUser": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
         "rabbitmqPassword": {"type": "string", "pattern": "^[A-Za-z0-9._~-]*$"},
     },
-    required=["create", "name"],
 )
-NETWORK_POLICY = obj({"enabled": BOOLEAN}, required=["enabled"])
+NETWORK_POLICY = obj({"enabled": BOOLEAN})
 # The Grafana dashboard ConfigMap (docs/grafana/foodlab.json) and Prometheus Operator monitors.
 LABEL_NAME = {"type": "string", "pattern": "^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"}
 LABELS = {"type": "object", "propertyNames": LABEL_NAME, "additionalProperties": STRING}
@@ -118,13 +120,11 @@ DASHBOARDS = obj(
         "labelValue": STRING,
         "annotations": ANNOTATIONS,
     },
-    required=["enabled", "label", "labelValue"],
     description="The dashboard ConfigMap, labelled for the Grafana sidecar.",
 )
 DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"}
 MONITOR = obj(
     {"enabled": BOOLEAN, "interval": DURATION, "scrapeTimeout": DURATION, "labels": LABELS},
-    required=["enabled", "interval"],
 )
 OBSERVABILITY = {"dashboards": DASHBOARDS, "serviceMonitor": MONITOR, "podMonitor": MONITOR}
 SERVICE = obj(
@@ -207,8 +207,7 @@ def part_chart(title, services, broker_key=None, broker_schema=None):
         **OBSERVABILITY,
     }
     required = ["image", "logFormat", "services", "persistence", "probes", "resources",
-                "podSecurityContext", "securityContext", "labSecret", "networkPolicy",
-                *OBSERVABILITY]
+                "podSecurityContext", "securityContext"]
     if broker_key:
         properties[broker_key] = broker_schema
         required.append(broker_key)
@@ -272,7 +271,6 @@ OPERATOR = chart_schema(
                     "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
                 },
             },
-            required=["serviceAccount", "namespaces"],
         ),
         "resources": RESOURCES,
         "podSecurityContext": POD_SECURITY_CONTEXT,
@@ -281,8 +279,8 @@ OPERATOR = chart_schema(
         "labSecret": LAB_SECRET,
         **OBSERVABILITY,
     },
-    ["image", "logFormat", "port", "rbac", "serviceAccount", "workload", "resources",
-     "podSecurityContext", "securityContext", "labSecret", *OBSERVABILITY],
+    ["image", "logFormat", "port", "rbac", "serviceAccount", "resources",
+     "podSecurityContext", "securityContext"],
 )
 
 SCHEMAS = {

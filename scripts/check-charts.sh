@@ -11,7 +11,10 @@
 #     ServiceMonitors/PodMonitors have the CRD's shape and select a rendered port (they are
 #     left out of kubernetes-validate, which knows no monitoring.coreos.com kinds).
 # Also: the operator chart ships exactly manifests/crds/foodlab.yaml, and the
-# values.schema.json files are what scripts/chart-schemas.py generates.
+# values.schema.json files are what scripts/chart-schemas.py generates; and each chart as
+# `helm upgrade --reuse-values` sees it for a release installed before the sections added
+# since (later_sections): the chart with those sections removed from its values.yaml
+# (helm reuses the old release's values in place of the chart's), linted and rendered.
 # helm and kubernetes-validate are installed into .tools/ first if missing.
 set -euo pipefail
 
@@ -26,6 +29,8 @@ python=.tools/venv/bin/python   # has PyYAML (a dependency of kubernetes-validat
 
 charts=(foodlab-operator sync-rest async-rabbitmq streaming-kafka)
 kube_versions=(1.30 1.37)
+# Top-level values sections added after the charts' first release.
+later_sections=(labSecret networkPolicy dashboards serviceMonitor podMonitor workload)
 namespace=foodlab
 
 work=$(mktemp -d)
@@ -106,6 +111,41 @@ for chart in "${charts[@]}"; do
       sed 's/^/      /' "$work/template-stderr"
     fi
   done
+done
+
+# A copy of a chart whose values.yaml lacks later_sections, as --reuse-values renders it.
+without_later_sections() {
+  local chart=$1 copy=$2
+  cp -rL "charts/$chart" "$copy"
+  "$python" - "$copy/values.yaml" "${later_sections[@]}" <<'PY'
+import sys, yaml
+path, sections = sys.argv[1], sys.argv[2:]
+with open(path) as f:
+    values = yaml.safe_load(f)
+for section in sections:
+    values.pop(section, None)
+with open(path, "w") as f:
+    yaml.safe_dump(values, f, sort_keys=False)
+PY
+}
+
+for chart in "${charts[@]}"; do
+  label="$chart (values without ${later_sections[*]}: helm upgrade --reuse-values)"
+  copy="$work/reuse/$chart"
+  mkdir -p "$work/reuse"
+  rendered="$work/$chart-reuse-values.yaml"
+  if without_later_sections "$chart" "$copy" 2>"$work/template-stderr" &&
+    run_helm template "$chart" "$copy" --namespace "$namespace" --include-crds \
+      >"$rendered" 2>"$work/template-stderr"; then
+    check "$label: helm lint --strict" run_helm lint --strict "$copy"
+    check "$label: kubernetes-validate --strict -k ${kube_versions[*]}" validate_rendered "$rendered"
+    check "$label: chart policy (scripts/check-rendered.py)" \
+      "$python" scripts/check-rendered.py "$chart" "$rendered"
+  else
+    failed=$((failed + 1))
+    echo "FAIL  $label: helm template"
+    sed 's/^/      /' "$work/template-stderr"
+  fi
 done
 
 echo "charts: $passed passed, $failed failed"

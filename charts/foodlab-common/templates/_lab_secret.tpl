@@ -10,13 +10,16 @@ empty value is made up at random on the first install and kept on upgrades (look
 `helm uninstall` keeps the Secret (resource-policy keep), so parts that run on keep
 working and a reinstalled operator gets the same token.
 Takes (dict "ctx" $ "namespaces" (list ...)): the same Secret in each namespace (the
-operator sends one token everywhere), made up in the first (the release's).
+operator sends one token everywhere), made up in the first (the release's), and
+"create" for when labSecret is absent: a release installed before it existed, upgraded
+with --reuse-values, gets the defaults of values.yaml.
 */}}
 {{- define "foodlab.labSecret" -}}
 {{- $ctx := .ctx -}}
-{{- $s := $ctx.Values.labSecret -}}
-{{- if $s.create }}
-{{- $existing := (lookup "v1" "Secret" (first .namespaces) $s.name) | default dict }}
+{{- $s := $ctx.Values.labSecret | default dict -}}
+{{- $name := include "foodlab.labSecretName" $ctx -}}
+{{- if hasKey $s "create" | ternary $s.create .create }}
+{{- $existing := (lookup "v1" "Secret" (first .namespaces) $name) | default dict }}
 {{- $data := $existing.data | default dict }}
 {{- $kept := dict }}
 {{- range $key := list "FOODLAB_ADMIN_TOKEN" "FOODLAB_RABBITMQ_PASSWORD" }}
@@ -29,7 +32,7 @@ operator sends one token everywhere), made up in the first (the release's).
 apiVersion: v1
 kind: Secret
 metadata:
-  name: {{ $s.name }}
+  name: {{ $name }}
   namespace: {{ $namespace }}
   labels:
     {{- include "foodlab.labels" (dict "ctx" $ctx "name" "foodlab-lab" "component" "secret") | nindent 4 }}
@@ -38,7 +41,7 @@ metadata:
 type: Opaque
 data:
   FOODLAB_ADMIN_TOKEN: {{ $token | b64enc | quote }}
-  FOODLAB_RABBITMQ_USER: {{ $s.rabbitmqUser | b64enc | quote }}
+  FOODLAB_RABBITMQ_USER: {{ $s.rabbitmqUser | default "foodlab" | b64enc | quote }}
   FOODLAB_RABBITMQ_PASSWORD: {{ $password | b64enc | quote }}
 {{- end }}
 {{- end }}
@@ -49,6 +52,11 @@ data:
 - name: {{ .key }}
   valueFrom:
     secretKeyRef:
-      name: {{ .ctx.Values.labSecret.name }}
+      name: {{ include "foodlab.labSecretName" .ctx }}
       key: {{ .key }}
+{{- end }}
+
+{{/* The lab's Secret's name; takes the chart's root context ($). */}}
+{{- define "foodlab.labSecretName" -}}
+{{- (.Values.labSecret).name | default "foodlab-lab" -}}
 {{- end }}

@@ -6,11 +6,12 @@ they are open to every pod; the admin API (/admin/*) is gated by the lab's token
 operator and the workload Job, by label; a broker's client port admits FoodLab's own pods
 (the part's services, its setup Job, the operator and the workload Job).
 Takes (dict "ctx" $ "brokers" (list (dict "name" "rabbitmq" "ports" (list 5672) "adminPorts" (list 15672) "openPorts" (list 15692)))).
-Enforced only where the cluster's network plugin enforces NetworkPolicy.
+Enforced only where the cluster's network plugin enforces NetworkPolicy. Off when
+networkPolicy is absent (a release from before it, upgraded with --reuse-values).
 */}}
 {{- define "foodlab.networkPolicy" -}}
 {{- $v := .ctx.Values -}}
-{{- if $v.networkPolicy.enabled }}
+{{- if ($v.networkPolicy).enabled }}
 {{- $labels := dict "ctx" .ctx "name" "foodlab-services" "component" "service" -}}
 ---
 apiVersion: networking.k8s.io/v1
@@ -20,7 +21,7 @@ metadata:
   labels:
     {{- include "foodlab.labels" $labels | nindent 4 }}
   annotations:
-    foodlab.dev/admin-api: "token-gated: /admin/* needs the lab's token (Secret {{ $v.labSecret.name }})"
+    foodlab.dev/admin-api: "token-gated: /admin/* needs the lab's token (Secret {{ include "foodlab.labSecretName" .ctx }})"
 spec:
   podSelector:
     matchLabels:

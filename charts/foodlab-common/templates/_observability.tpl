@@ -11,6 +11,8 @@ chart, a link to docs/grafana/foodlab.json), labelled for the Grafana sidecar
 ships the same dashboard (uid foodlab): the sidecar shows it once.
 serviceMonitor.enabled / podMonitor.enabled: Prometheus Operator monitors (the
 monitoring.coreos.com CRDs must be installed).
+Each section may be absent (a release from before them, upgraded with --reuse-values):
+off, and values.yaml's defaults for its other keys.
 */}}
 
 {{- define "foodlab.monitorSelector" -}}
@@ -26,16 +28,18 @@ matchLabels:
 {{- define "foodlab.monitorEndpoint" -}}
 port: http
 path: {{ .path }}
-interval: {{ .monitor.interval }}
+interval: {{ .monitor.interval | default "15s" }}
 {{- with .monitor.scrapeTimeout }}
 scrapeTimeout: {{ . }}
 {{- end }}
 {{- end }}
 
 {{- define "foodlab.observability" -}}
-{{- $v := .ctx.Values -}}
+{{- $dashboards := .ctx.Values.dashboards | default dict -}}
+{{- $serviceMonitor := .ctx.Values.serviceMonitor | default dict -}}
+{{- $podMonitor := .ctx.Values.podMonitor | default dict -}}
 {{- $labels := dict "ctx" .ctx "name" (printf "%s-observability" .ctx.Chart.Name) "component" "observability" -}}
-{{- if $v.dashboards.enabled }}
+{{- if $dashboards.enabled }}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -43,8 +47,8 @@ metadata:
   name: {{ printf "%s-dashboard" .ctx.Chart.Name }}
   labels:
     {{- include "foodlab.labels" $labels | nindent 4 }}
-    {{ $v.dashboards.label }}: {{ $v.dashboards.labelValue | quote }}
-  {{- with $v.dashboards.annotations }}
+    {{ $dashboards.label | default "grafana_dashboard" }}: {{ $dashboards.labelValue | default "1" | quote }}
+  {{- with $dashboards.annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -52,7 +56,7 @@ data:
   foodlab.json: |-
     {{- .ctx.Files.Get "dashboards/foodlab.json" | required "dashboards/foodlab.json is missing from the chart" | nindent 4 }}
 {{- end }}
-{{- if $v.serviceMonitor.enabled }}
+{{- if $serviceMonitor.enabled }}
 ---
 apiVersion: monitoring.coreos.com/v1
 kind: ServiceMonitor
@@ -60,7 +64,7 @@ metadata:
   name: {{ .ctx.Chart.Name }}
   labels:
     {{- include "foodlab.labels" $labels | nindent 4 }}
-    {{- with $v.serviceMonitor.labels }}
+    {{- with $serviceMonitor.labels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
@@ -69,9 +73,9 @@ spec:
   selector:
     {{- include "foodlab.monitorSelector" . | nindent 4 }}
   endpoints:
-    - {{ include "foodlab.monitorEndpoint" (dict "path" .path "monitor" $v.serviceMonitor) | indent 6 | trim }}
+    - {{ include "foodlab.monitorEndpoint" (dict "path" .path "monitor" $serviceMonitor) | indent 6 | trim }}
 {{- end }}
-{{- if $v.podMonitor.enabled }}
+{{- if $podMonitor.enabled }}
 ---
 apiVersion: monitoring.coreos.com/v1
 kind: PodMonitor
@@ -79,7 +83,7 @@ metadata:
   name: {{ .ctx.Chart.Name }}
   labels:
     {{- include "foodlab.labels" $labels | nindent 4 }}
-    {{- with $v.podMonitor.labels }}
+    {{- with $podMonitor.labels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
@@ -88,6 +92,6 @@ spec:
   selector:
     {{- include "foodlab.monitorSelector" . | nindent 4 }}
   podMetricsEndpoints:
-    - {{ include "foodlab.monitorEndpoint" (dict "path" .path "monitor" $v.podMonitor) | indent 6 | trim }}
+    - {{ include "foodlab.monitorEndpoint" (dict "path" .path "monitor" $podMonitor) | indent 6 | trim }}
 {{- end }}
 {{- end }}
