@@ -45,11 +45,22 @@ pub async fn fetch(client: kube::Client, namespace: &str, name: &str) -> anyhow:
         Some(Err(reason)) => {
             bail!("the report of FoodLab {name} (ConfigMap {channel}) is unreadable: {reason}")
         }
+        None if summary_only(config_map.as_ref()) => bail!(
+            "FoodLab {name} ended without a full report (its workload could not keep one): \
+             its results are in its status (kubectl get foodlab {name} -o yaml)"
+        ),
         None => bail!(
             "FoodLab {name} has no report yet: {}",
             state(lab.status.as_ref())
         ),
     }
+}
+
+/// The Job wrote its summary (for status) but no full report beside it.
+fn summary_only(config_map: Option<&ConfigMap>) -> bool {
+    config_map
+        .and_then(|cm| cm.data.as_ref())
+        .is_some_and(|data| data.contains_key(run_channel::REPORT))
 }
 
 /// The lab's phase, and the reason of its Ready condition when it has one.

@@ -18,6 +18,7 @@ use foodlab_lab::spec::{ChaosAction, Service};
 use foodlab_lab::{LabReport, Transport, Verdict};
 use foodlab_operator::lab_report;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::ObjectMeta;
 
@@ -135,7 +136,11 @@ fn run_config_map(
     owner_uid: &str,
     full: Option<Vec<u8>>,
 ) -> serde_json::Value {
-    let mut config_map = lab_report::patch("{}".into(), None);
+    // The summary comes with the full report; `Some(empty)`: the summary alone.
+    let mut config_map = match &full {
+        Some(_) => lab_report::patch("{}".into(), None),
+        None => ConfigMap::default(),
+    };
     config_map.metadata = ObjectMeta {
         name: Some(format!("{lab}-run-{uid8}")),
         namespace: Some(NAMESPACE.into()),
@@ -149,8 +154,9 @@ fn run_config_map(
         }]),
         ..ObjectMeta::default()
     };
-    config_map.binary_data =
-        full.map(|b| BTreeMap::from([(lab_report::KEY.to_owned(), ByteString(b))]));
+    config_map.binary_data = full
+        .filter(|b| !b.is_empty())
+        .map(|b| BTreeMap::from([(lab_report::KEY.to_owned(), ByteString(b))]));
     let mut json = serde_json::to_value(&config_map).unwrap();
     json["apiVersion"] = "v1".into();
     json["kind"] = "ConfigMap".into();
@@ -249,6 +255,7 @@ fn foodlab_report_writes_the_labs_charts_from_its_run_config_map() {
     );
     // Recreated under the same name: the ConfigMap is the previous lab's.
     add("async-recreated", 4, "Running", 5, Some(full));
+    add("async-summary-only", 6, "Succeeded", 6, Some(Vec::new()));
     let port = api_server(objects);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = kubeconfig(dir.path(), port);
@@ -353,6 +360,11 @@ fn foodlab_report_writes_the_labs_charts_from_its_run_config_map() {
     assert!(
         recreated.contains("FoodLab async-recreated has no report yet"),
         "{recreated}"
+    );
+    let summary_only = fails(&["async-summary-only"]);
+    assert!(
+        summary_only.contains("error: FoodLab async-summary-only ended without a full report"),
+        "{summary_only}"
     );
     let garbage = fails(&["async-garbage"]);
     assert!(
