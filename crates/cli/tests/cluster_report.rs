@@ -137,9 +137,11 @@ fn run_config_map(
     full: Option<Vec<u8>>,
 ) -> serde_json::Value {
     // The summary comes with the full report; `Some(empty)`: the summary alone.
-    let mut config_map = match &full {
-        Some(_) => lab_report::patch("{}".into(), None),
-        None => ConfigMap::default(),
+    let mut config_map = ConfigMap {
+        data: full
+            .as_ref()
+            .map(|_| BTreeMap::from([("report".to_owned(), "{}".to_owned())])),
+        ..ConfigMap::default()
     };
     config_map.metadata = ObjectMeta {
         name: Some(format!("{lab}-run-{uid8}")),

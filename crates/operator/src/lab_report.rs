@@ -97,16 +97,21 @@ pub fn read(config_map: &ConfigMap) -> Option<Result<LabReport, String>> {
 
 /// The merge patch writing the summary (`data.report`, which the operator
 /// copies to status) and the full report together, so a reader that sees
-/// the lab done finds both.
-pub fn patch(summary_json: String, full: Option<Vec<u8>>) -> ConfigMap {
-    ConfigMap {
-        data: Some([(run_channel::REPORT.to_owned(), summary_json)].into()),
-        binary_data: full.map(|bytes| [(KEY.to_owned(), ByteString(bytes))].into()),
-        ..ConfigMap::default()
+/// the lab done finds both. Nothing else: other keys and the metadata stay.
+pub fn patch(summary_json: String, full: Option<Vec<u8>>) -> serde_json::Value {
+    let mut patch = serde_json::json!({ "data": { run_channel::REPORT: summary_json } });
+    if let Some(bytes) = full {
+        // ByteString serializes as base64, as `binaryData` wants.
+        patch["binaryData"] = serde_json::json!({ KEY: ByteString(bytes) });
     }
+    patch
 }
 
-pub async fn write(api: &Api<ConfigMap>, name: &str, patch: &ConfigMap) -> Result<(), kube::Error> {
+pub async fn write(
+    api: &Api<ConfigMap>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), kube::Error> {
     let params = PatchParams {
         field_manager: Some(JOB_FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
@@ -232,6 +237,7 @@ mod tests {
         let wire = serde_json::to_string(&patch).unwrap();
         assert!(wire.len() < 1024 * 1024, "{} bytes on the wire", wire.len());
         let stored: ConfigMap = serde_json::from_str(&wire).unwrap();
+        assert!(stored.metadata.name.is_none());
         assert_eq!(
             stored.data.clone().unwrap_or_default()[run_channel::REPORT],
             "{\"summary\":true}"
