@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use foodlab_lab::spec::FoodLabStatus;
+use foodlab_lab::spec::{FoodLabStatus, Phase};
 use foodlab_lab::{FoodLab, LabReport};
 use foodlab_operator::{lab_report, run_channel};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -49,6 +49,10 @@ pub async fn fetch(client: kube::Client, namespace: &str, name: &str) -> anyhow:
             "FoodLab {name} ended without a full report (its workload could not keep one): \
              its results are in its status (kubectl get foodlab {name} -o yaml)"
         ),
+        None if ended(lab.status.as_ref()) => bail!(
+            "FoodLab {name} ended without a report: {}",
+            state(lab.status.as_ref())
+        ),
         None => bail!(
             "FoodLab {name} has no report yet: {}",
             state(lab.status.as_ref())
@@ -61,6 +65,13 @@ fn summary_only(config_map: Option<&ConfigMap>) -> bool {
     config_map
         .and_then(|cm| cm.data.as_ref())
         .is_some_and(|data| data.contains_key(run_channel::REPORT))
+}
+
+fn ended(status: Option<&FoodLabStatus>) -> bool {
+    matches!(
+        status.and_then(|s| s.phase),
+        Some(Phase::Succeeded | Phase::Failed)
+    )
 }
 
 /// The lab's phase, and the reason of its Ready condition when it has one.

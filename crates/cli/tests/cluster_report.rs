@@ -258,6 +258,8 @@ fn foodlab_report_writes_the_labs_charts_from_its_run_config_map() {
     // Recreated under the same name: the ConfigMap is the previous lab's.
     add("async-recreated", 4, "Running", 5, Some(full));
     add("async-summary-only", 6, "Succeeded", 6, Some(Vec::new()));
+    // The Job failed before any report (the operator's condition says why).
+    add("async-failed", 7, "Failed", 7, None);
     let port = api_server(objects);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = kubeconfig(dir.path(), port);
@@ -367,6 +369,11 @@ fn foodlab_report_writes_the_labs_charts_from_its_run_config_map() {
     assert!(
         summary_only.contains("error: FoodLab async-summary-only ended without a full report"),
         "{summary_only}"
+    );
+    let failed = fails(&["async-failed"]);
+    assert!(
+        failed.contains("error: FoodLab async-failed ended without a report: phase Failed"),
+        "{failed}"
     );
     let garbage = fails(&["async-garbage"]);
     assert!(
