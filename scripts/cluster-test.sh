@@ -237,6 +237,16 @@ echo "$table"
 columns=$(echo "${table%%$'\n'*}" | tr -s ' ')
 [ "$columns" = "NAME TRANSPORT PHASE VERDICT AGE" ] || fail "printer columns are '$columns'"
 ok "kubectl get foodlabs shows the printer columns"
+# The full report the workload Job left beside the lab, as `foodlab report` writes it.
+report_dir="$base/report/sync-delay"
+rm -rf "$report_dir"
+KUBECONFIG="$base/kubeconfig" "$repo/target/debug/foodlab" report sync-delay -n "$ns" \
+  --report "$report_dir" >/dev/null || fail "foodlab report sync-delay failed"
+charts=$(grep -o '<svg' "$report_dir/report.html" | wc -l)
+[ "$charts" -ge 1 ] || fail "foodlab report sync-delay: report.html has no chart"
+report_verdict=$(jq -r '.labs[0].report.verdict' "$report_dir/report.json")
+[ "$report_verdict" = Pass ] || fail "foodlab report sync-delay: report.json says '$report_verdict'"
+ok "foodlab report sync-delay: report.html with $charts charts, report.json says Pass"
 for example in sync-baseline sync-delay sync-failure sync-timeout; do
   admin delete foodlab "$example" --timeout=60s >/dev/null
 done
