@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foodlab_lab::kafka::Analytics;
 use foodlab_lab::measure::{Sample, latency_summary, summary_of_ms};
-use foodlab_lab::observe::{Snapshot, wait_settled};
+use foodlab_lab::probe::kafka::Analytics;
+use foodlab_lab::probe::observe::{Snapshot, wait_settled};
 use foodlab_lab::results::AnalyticsTotals;
 use foodlab_lab::spec::Workload;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};

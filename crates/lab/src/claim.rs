@@ -8,8 +8,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::engine::{LabError, Observer};
-use crate::platform::Platform;
+use crate::observer::Observer;
+use crate::platform::{Platform, PlatformError};
 use crate::spec::Service;
 
 static PARTS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
@@ -21,7 +21,10 @@ pub struct Claim {
 }
 
 /// Claims the part `platform` runs, waiting for a lab holding it.
-pub async fn claim<P: Platform>(platform: &P, observer: &dyn Observer) -> Result<Claim, LabError> {
+pub async fn claim<P: Platform>(
+    platform: &P,
+    observer: &dyn Observer,
+) -> Result<Claim, PlatformError> {
     let part = platform.endpoint(Service::Order)?;
     let lock = Arc::clone(
         PARTS

@@ -19,8 +19,9 @@ use crate::chaos::{ChaosError, Direct, Disruptor, RESTORE_RETRY, WorkloadStart, 
 use crate::claim::{self, Claim};
 use crate::faults::{ADMIN_PATIENCE, FaultApiError, FaultClient};
 use crate::measure::{self, Sample};
-use crate::observe::Backlog;
+use crate::observer::Observer;
 use crate::platform::{Platform, PlatformError};
+use crate::probe::observe::Backlog;
 use crate::results::{ChaosRecord, LabResults};
 use crate::series::{self, LabSeries, Recorder};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
@@ -55,17 +56,6 @@ pub enum LabError {
     #[error("the lab was interrupted")]
     Interrupted,
 }
-
-/// Hears about a lab while it runs (progress bars, logs).
-pub trait Observer: Send + Sync {
-    fn workload_started(&self, _orders: u64) {}
-    fn order_answered(&self, _sample: &Sample) {}
-    fn note(&self, _message: &str) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl Observer for Quiet {}
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LabReport {

@@ -51,13 +51,6 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Whether an order status, as the API shows it, is final.
-pub fn is_terminal(status: &str) -> bool {
-    status
-        .parse::<OrderStatus>()
-        .is_ok_and(OrderStatus::is_terminal)
-}
-
 /// Whether an order status, as the API shows it, holds stock.
 pub fn is_reserved(status: &str) -> bool {
     status

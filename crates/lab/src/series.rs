@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::measure::Sample;
-use crate::observe::Backlog;
+use crate::probe::observe::Backlog;
 use crate::results::ChaosRecord;
 
 /// Time bins kept; past it, neighbouring bins merge and the bin width doubles.

@@ -4,12 +4,14 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use crate::engine::Observer;
 use crate::faults::{FIRST_BACKOFF, MAX_BACKOFF};
-use crate::kafka::Analytics;
 use crate::measure::{self, Sample};
-use crate::observe::{Backlog, BacklogSampler, Snapshot, wait_queues_empty, wait_settled};
+use crate::observer::Observer;
 use crate::platform::Platform;
+use crate::probe::kafka::Analytics;
+use crate::probe::observe::{
+    self, Backlog, BacklogSampler, Snapshot, wait_queues_empty, wait_settled,
+};
 use crate::results::{AnalyticsTotals, LabResults};
 use crate::spec::{Service, Transport};
 use crate::validated::ValidatedLab;
@@ -115,7 +117,7 @@ impl Strategy {
     ) -> Settled {
         let mut terminal = samples
             .iter()
-            .filter(|s| s.order_status.as_deref().is_some_and(measure::is_terminal))
+            .filter(|s| s.order_status.as_deref().is_some_and(observe::is_terminal))
             .count() as u64;
         if matches!(self, Self::Rest) {
             return Settled {
@@ -142,7 +144,7 @@ impl Strategy {
         terminal = settlement
             .statuses
             .values()
-            .filter(|s| measure::is_terminal(s))
+            .filter(|s| observe::is_terminal(s))
             .count() as u64
             + refused;
         results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use foodlab_domain::Faults;
 use foodlab_lab::faults::FaultClient;
-use foodlab_lab::rabbitmq::RabbitAdmin;
+use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::{Platform, PlatformError, Service};
 
 /// Every service at one base URL.

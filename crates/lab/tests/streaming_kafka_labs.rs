@@ -367,7 +367,10 @@ fn group_rows(printed: &str, group: &str, figure_column: usize) -> Vec<GroupRow>
         .collect()
 }
 
-async fn describe_group(names: &foodlab_lab::kafka::KafkaNames, group: &str) -> Vec<GroupRow> {
+async fn describe_group(
+    names: &foodlab_lab::platform::kafka::KafkaNames,
+    group: &str,
+) -> Vec<GroupRow> {
     let (ok, printed) = kafka_tool(&[
         "kafka-consumer-groups",
         "--bootstrap-server",
@@ -381,7 +384,7 @@ async fn describe_group(names: &foodlab_lab::kafka::KafkaNames, group: &str) -> 
     group_rows(&printed, group, 5)
 }
 
-async fn reset_to_earliest(names: &foodlab_lab::kafka::KafkaNames) -> (bool, String) {
+async fn reset_to_earliest(names: &foodlab_lab::platform::kafka::KafkaNames) -> (bool, String) {
     kafka_tool(&[
         "kafka-consumer-groups",
         "--bootstrap-server",
@@ -611,7 +614,7 @@ async fn broker_restart_in_the_middle_of_a_burst_loses_no_order_and_reserves_non
     tokio::task::block_in_place(|| broker.script("start"));
     let lab = example("streaming-burst");
     let mut options = options(&lab);
-    options.kafka = foodlab_lab::kafka::KafkaBroker::At {
+    options.kafka = foodlab_lab::platform::kafka::KafkaBroker::At {
         brokers: broker.brokers(),
     };
     options.env = vec![("FOODLAB_STOCK".into(), "burger=2000".into())];

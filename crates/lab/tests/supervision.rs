@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use foodlab_lab::local::{Ended, ServiceEvent};
+use foodlab_lab::platform::local::{Ended, ServiceEvent};
 use foodlab_lab::{LocalPlatform, Platform, Service, Transport};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

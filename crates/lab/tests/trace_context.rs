@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use foodlab_lab::local::services_of;
+use foodlab_lab::platform::local::services_of;
 use foodlab_lab::{LocalPlatform, Platform, Service, Transport};
 use serde_json::{Value, json};
 use support::{eventually, part_options};

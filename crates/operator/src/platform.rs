@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use foodlab_lab::rabbitmq::RabbitAdmin;
+use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::{Platform, PlatformError, Service};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;

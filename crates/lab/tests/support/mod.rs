@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use foodlab_lab::kafka::KafkaBroker;
-use foodlab_lab::rabbitmq::Broker;
+use foodlab_lab::platform::kafka::KafkaBroker;
+use foodlab_lab::platform::rabbitmq::Broker;
 use std::sync::Arc;
 
 use foodlab_lab::{
@@ -143,11 +143,11 @@ pub fn alive(pid: u32) -> bool {
 /// Waits up to `seconds` for the supervisor to report that `service` died
 /// and then that it is running again; returns the death's report.
 pub async fn died_and_restarted(
-    events: &mut tokio::sync::broadcast::Receiver<foodlab_lab::local::ServiceEvent>,
+    events: &mut tokio::sync::broadcast::Receiver<foodlab_lab::platform::local::ServiceEvent>,
     service: Service,
     seconds: u64,
-) -> foodlab_lab::local::ServiceEvent {
-    use foodlab_lab::local::ServiceEvent;
+) -> foodlab_lab::platform::local::ServiceEvent {
+    use foodlab_lab::platform::local::ServiceEvent;
     let wait = async {
         let mut death = None;
         loop {

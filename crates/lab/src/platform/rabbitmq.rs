@@ -1,14 +1,13 @@
-//! The lab's view of RabbitMQ: queue depths from the management API, a vhost
+//! The RabbitMQ broker a platform provides: the admin handle on it, a vhost
 //! per lab run (so runs never see each other's queues), and starting the
-//! project's own broker when none is running.
+//! project's own broker when none is running. Its queue depths are read by
+//! `probe::rabbitmq`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::broker_script::BrokerScript;
 use crate::platform::PlatformError;
+use crate::platform::broker_script::BrokerScript;
 
 pub const DEFAULT_AMQP_PORT: u16 = 5672;
 pub const DEFAULT_MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
@@ -21,25 +20,11 @@ pub struct RabbitAdmin {
     pub vhost: String,
     pub user: String,
     pub password: String,
-    http: reqwest::Client,
-    amqp: std::sync::Arc<tokio::sync::Mutex<Option<lapin::Connection>>>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) amqp: std::sync::Arc<tokio::sync::Mutex<Option<lapin::Connection>>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct QueueDepth {
-    #[serde(default)]
-    pub messages_ready: u64,
-    #[serde(default)]
-    pub messages_unacknowledged: u64,
-}
-
-impl QueueDepth {
-    pub fn total(self) -> u64 {
-        self.messages_ready + self.messages_unacknowledged
-    }
-}
-
-fn encode(vhost: &str) -> String {
+pub(crate) fn encode(vhost: &str) -> String {
     vhost.replace('%', "%25").replace('/', "%2F")
 }
 
@@ -88,7 +73,7 @@ impl RabbitAdmin {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    fn err(&self, what: &str, e: impl std::fmt::Display) -> PlatformError {
+    pub(crate) fn err(&self, what: &str, e: impl std::fmt::Display) -> PlatformError {
         PlatformError::Setup(format!("RabbitMQ at {}: {what}: {e}", self.management_url))
     }
 
@@ -135,63 +120,6 @@ impl RabbitAdmin {
             .await
             .map_err(|e| self.err(&path, e))?;
         Ok(())
-    }
-
-    /// Depth of a queue; zero for a queue not declared yet. Ready messages
-    /// are counted over AMQP (exact, now); unacknowledged ones come from the
-    /// management API, whose figures can be a few seconds old.
-    pub async fn queue_depth(&self, queue: &str) -> Result<QueueDepth, PlatformError> {
-        Ok(QueueDepth {
-            messages_ready: self.ready(queue).await?,
-            messages_unacknowledged: self.managed_depth(queue).await?.messages_unacknowledged,
-        })
-    }
-
-    async fn ready(&self, queue: &str) -> Result<u64, PlatformError> {
-        let mut connection = self.amqp.lock().await;
-        if !connection.as_ref().is_some_and(|c| c.status().connected()) {
-            let fresh =
-                foodlab_transport::rabbitmq::connect(&self.amqp_url(), "foodlab-lab-observer")
-                    .await
-                    .map_err(|e| self.err("connect", e))?;
-            *connection = Some(fresh);
-        }
-        let Some(connection) = connection.as_ref() else {
-            return Ok(0);
-        };
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| self.err("channel", e))?;
-        let passive = lapin::options::QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let count = match channel
-            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
-            .await
-        {
-            Ok(declared) => u64::from(declared.message_count()),
-            // The broker closes the channel for a queue that does not exist.
-            Err(_) => 0,
-        };
-        let _ = channel.close(200, "done".into()).await;
-        Ok(count)
-    }
-
-    async fn managed_depth(&self, queue: &str) -> Result<QueueDepth, PlatformError> {
-        let path = format!("/api/queues/{}/{queue}", encode(&self.vhost));
-        let response = self
-            .http
-            .get(format!("{}{path}", self.management_url))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| self.err(&path, e))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(QueueDepth::default());
-        }
-        response.json().await.map_err(|e| self.err(&path, e))
     }
 }
 

@@ -2,12 +2,17 @@
 //! replica counts; on Kubernetes that is Service DNS and the Deployment scale
 //! subresource, on one machine a supervisor of child processes.
 
+pub mod broker_script;
+pub mod kafka;
+pub mod local;
+pub mod rabbitmq;
+
 use std::future::Future;
 
 use futures::stream::BoxStream;
 
-use crate::rabbitmq::RabbitAdmin;
 use crate::spec::Service;
+use rabbitmq::RabbitAdmin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {

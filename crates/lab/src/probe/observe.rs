@@ -8,29 +8,15 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::kafka::Analytics;
-use crate::measure::is_terminal;
+use foodlab_domain::OrderStatus;
+
 use crate::platform::Platform;
-use crate::rabbitmq::RabbitAdmin;
+use crate::platform::rabbitmq::RabbitAdmin;
+use crate::probe::get_json;
+use crate::probe::kafka::Analytics;
 use crate::spec::Service;
 
 const POLL: Duration = Duration::from_millis(250);
-
-/// A JSON answer of a successful `GET`; `None` for any failure.
-pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: &str,
-) -> Option<T> {
-    http.get(url)
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
 
 /// Counters read before and after a run; the difference is what the run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -248,6 +234,13 @@ pub async fn wait_settled<P: Platform>(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Whether an order status, as the API shows it, is final.
+pub fn is_terminal(status: &str) -> bool {
+    status
+        .parse::<OrderStatus>()
+        .is_ok_and(OrderStatus::is_terminal)
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
-use crate::kafka::{KafkaBroker, KafkaNames};
+use crate::platform::kafka::{KafkaBroker, KafkaNames};
+use crate::platform::rabbitmq::{Broker, RabbitAdmin};
 use crate::platform::{Platform, PlatformError};
-use crate::rabbitmq::{Broker, RabbitAdmin};
 use crate::spec::{Service, Transport};
 pub use supervisor::{Ended, ServiceEvent};
 use supervisor::{Launcher, Supervisor, Unit};
