@@ -241,6 +241,14 @@ component_pid() {
 }
 
 # Starts NAME (a binary path and its arguments) in its own session, logging to logs/NAME.log.
+# Whether the process started for NAME still runs. Not component_pid: right after the
+# fork its command line is still the shell's, and a fast check took a starting component for
+# an exited one.
+component_alive() {
+  local pid
+  pid=$(cat "$base/run/$1.pid" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
 start_component() {
   local name=$1 binary=$2
   shift 2
@@ -274,7 +282,7 @@ wait_for() {
   local deadline=$((SECONDS + seconds))
   while [ $SECONDS -lt $deadline ]; do
     "$@" >/dev/null 2>&1 && return 0
-    if ! component_pid "$name" >/dev/null; then
+    if ! component_alive "$name"; then
       log "$name exited; see $base/logs/$name.log"
       tail -n 20 "$base/logs/$name.log" >&2 || true
       return 1
