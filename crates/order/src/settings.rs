@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use foodlab_service_kit::{ApiError, JsonBody};
+use foodlab_service_kit::{ApiError, DurationSetting, JsonBody};
 use serde::{Deserialize, Serialize};
 
 /// The longest dependency timeout accepted.
@@ -69,16 +69,17 @@ async fn replace(
     Ok(body_of(&settings))
 }
 
-/// A dependency timeout: a duration above zero, at most an hour.
+/// A dependency timeout: a duration above zero, at most an hour, read by the
+/// parser every admin duration uses.
 pub fn parse_timeout(raw: &str) -> Result<Duration, ApiError> {
-    let timeout = humantime::parse_duration(raw).map_err(|e| {
-        ApiError::unprocessable(format!(
-            "`dependencyTimeout` is not a duration such as 5s or 800ms: {e}"
-        ))
-    })?;
-    if timeout.is_zero() || timeout > MAX_DEPENDENCY_TIMEOUT {
+    const SETTING: DurationSetting = DurationSetting {
+        name: "dependency timeout",
+        max: MAX_DEPENDENCY_TIMEOUT,
+    };
+    let timeout = SETTING.read_field("dependencyTimeout", &serde_json::Value::from(raw))?;
+    if timeout.is_zero() {
         return Err(ApiError::unprocessable(format!(
-            "`dependencyTimeout` must be above 0 and at most 1h, got {raw}"
+            "`dependencyTimeout` must be above 0, got {raw}"
         )));
     }
     Ok(timeout)
