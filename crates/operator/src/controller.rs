@@ -78,6 +78,8 @@ pub struct Context {
     /// Service URLs instead of Service DNS (tests).
     pub endpoints: Option<BTreeMap<Service, String>>,
     pub metrics: Metrics,
+    /// One client (and connection pool) for every admin call of every reconcile.
+    faults: FaultClient,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -97,6 +99,7 @@ impl Context {
             now: Timestamp::now,
             endpoints: None,
             metrics: Metrics::default(),
+            faults: FaultClient::default(),
             failures: Mutex::default(),
         }
     }
@@ -607,7 +610,7 @@ fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<String> {
 /// them. Best effort, on every service of the part (none where the lab
 /// declares none), never on a service a chaos step is disrupting.
 async fn keep_faults_applied(run: &Run<'_>, lab: &ValidatedLab) {
-    let client = FaultClient::default();
+    let client = &run.ctx.faults;
     for (service, faults) in &lab.faults {
         let disrupted = run
             .status
@@ -712,7 +715,8 @@ async fn disrupt(run: &Run<'_>, lab: &ValidatedLab, step: &Disruption) -> Result
         }
         DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
             let window = step.window_faults(&lab.faults_of(step.target));
-            FaultClient::default()
+            run.ctx
+                .faults
                 .set(&run.platform, step.target, &window)
                 .await
                 .map_err(|e| e.to_string())
@@ -748,7 +752,8 @@ async fn restore_step(
         },
         ChaosAction::Delay | ChaosAction::Fail => {
             let base = lab.map(|l| l.faults_of(record.target)).unwrap_or_default();
-            FaultClient::default()
+            run.ctx
+                .faults
                 .set(&run.platform, record.target, &base)
                 .await
                 .map_err(|e| e.to_string())
@@ -787,7 +792,7 @@ async fn release_part(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<Stri
             problems.push(format!("chaos[{step}]: {error}"));
         }
     }
-    let client = FaultClient::default();
+    let client = &run.ctx.faults;
     for service in run.lab.spec.transport.services() {
         if let Err(error) = client
             .set(&run.platform, *service, &Faults::default())
@@ -928,7 +933,7 @@ async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action
     if !unrestored.is_empty() {
         return Err(Error::Platform(PlatformError::Setup(unrestored.join("; "))));
     }
-    let client = FaultClient::default();
+    let client = &ctx.faults;
     for service in lab.spec.transport.services() {
         if let Err(error) = client
             .set(&run.platform, *service, &Faults::default())
