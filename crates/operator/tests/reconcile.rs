@@ -964,6 +964,30 @@ async fn a_spec_turned_invalid_mid_run_restores_and_releases_before_failing() {
 }
 
 #[tokio::test]
+async fn a_finished_job_of_an_old_lab_of_the_same_name_is_not_taken_for_this_labs() {
+    // The old lab's Job passed; this lab's Job is gone: lost, not passed.
+    let current = lab(running_with(scale_record(Some(65))));
+    let reply = echo(&current);
+    run(
+        current,
+        || t(5000),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            let mut old = job(json!({"succeeded": 1, "conditions": [
+                {"type": "Complete", "status": "True"}
+            ]}));
+            old["metadata"]["ownerReferences"] = owner("old-uid");
+            expect(h, "GET", JOB, 200, old).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            assert_eq!(status["status"]["conditions"][0]["reason"], "WorkloadLost");
+            expect_part_given_back(h).await;
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_workload_job_that_vanished_fails_the_lab_instead_of_running_twice() {
     let current = lab(running_with(scale_record(Some(65))));
     let reply = echo(&current);
