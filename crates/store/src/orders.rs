@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS orders (
     status        TEXT NOT NULL,
     reason        TEXT,
     created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL
+    updated_at_ms INTEGER NOT NULL,
+    placed_seq    INTEGER NOT NULL DEFAULT 0,
+    change_seq    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS orders_by_creation ON orders (created_at_ms, order_id);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -28,6 +30,32 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 const COLUMNS: &str = "order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms";
 
+/// The change sequence: `placed_seq` is an order's position when it was
+/// placed, `change_seq` its position when it last changed (placed or a new
+/// status); both come from one counter, the highest `change_seq` so far
+/// plus one. Every write holds the service's one connection, so changes
+/// commit in sequence order and a reader never sees a later number before
+/// an earlier one. Added to databases made before it existed (the old rows
+/// numbered in insertion order), then indexed.
+const SEQUENCE: &str = "
+CREATE INDEX IF NOT EXISTS orders_by_placement ON orders (placed_seq, status);
+CREATE UNIQUE INDEX IF NOT EXISTS orders_by_change ON orders (change_seq);
+";
+
+const NEXT_SEQ: &str = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM orders)";
+
+/// The most orders one page holds.
+pub const MAX_PAGE: u32 = 1000;
+
+/// One page of orders and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    /// The cursor to read on from: `None` when a page by placement reached
+    /// the last order; always given for changes (more may come).
+    pub next: Option<i64>,
+}
+
 #[derive(Clone)]
 pub struct OrderStore {
     db: Db,
@@ -35,9 +63,9 @@ pub struct OrderStore {
 
 impl OrderStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self {
-            db: Db::open(path, SCHEMA)?,
-        })
+        let db = Db::open(path, SCHEMA)?;
+        db.blocking(|conn| add_sequence(conn))?;
+        Ok(Self { db })
     }
 
     pub async fn insert(&self, order: Order) -> Result<(), StoreError> {
@@ -63,8 +91,10 @@ impl OrderStore {
         self.db
             .call(move |conn| {
                 let tx = conn.transaction()?;
+                let mut seq = next_seq(&tx)?;
                 for (order, event) in &placed {
-                    insert_order(&tx, order)?;
+                    insert_order_at(&tx, order, seq)?;
+                    seq += 1;
                     tx.execute(
                         "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
                         params![event.message_id.to_string(), event.to_stored_json()],
@@ -124,8 +154,11 @@ impl OrderStore {
         self.db
             .call(move |conn| {
                 let changed = conn.execute(
-                    "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4
-                     WHERE order_id = ?1 AND status = 'placed'",
+                    &format!(
+                        "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4,
+                         change_seq = {NEXT_SEQ}
+                         WHERE order_id = ?1 AND status = 'placed'"
+                    ),
                     params![id.to_string(), status.as_str(), reason, now_ms],
                 )?;
                 Ok(changed == 1)
@@ -144,7 +177,8 @@ impl OrderStore {
         self.db
             .call(move |conn| {
                 let sql = format!(
-                    "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4
+                    "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4,
+                     change_seq = {NEXT_SEQ}
                      WHERE order_id = ?1 RETURNING {COLUMNS}"
                 );
                 conn.query_row(
@@ -183,23 +217,129 @@ impl OrderStore {
 
     /// How many orders are in each status.
     pub async fn count_by_status(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.counts_placed_after(0).await
+    }
+
+    /// The position of the latest change (0 before the first order): orders
+    /// placed or changed later have a higher one.
+    pub async fn cursor(&self) -> Result<i64, StoreError> {
         self.db
             .call(|conn| {
-                let mut statement =
-                    conn.prepare("SELECT status, COUNT(*) FROM orders GROUP BY status")?;
-                let rows = statement.query_map([], |row| {
+                Ok(conn.query_row(
+                    "SELECT COALESCE(MAX(change_seq), 0) FROM orders",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+            .await
+    }
+
+    /// How many of the orders placed after `cursor` are in each status.
+    pub async fn counts_placed_after(
+        &self,
+        cursor: i64,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        self.db
+            .call(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT status, COUNT(*) FROM orders WHERE placed_seq > ?1 GROUP BY status",
+                )?;
+                let rows = statement.query_map([cursor], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
                 })?;
                 Ok(rows.collect::<Result<_, _>>()?)
             })
             .await
     }
+
+    /// Up to `limit` orders placed after `cursor`, in the order they were placed.
+    pub async fn page_placed_after(
+        &self,
+        cursor: i64,
+        limit: u32,
+    ) -> Result<OrderPage, StoreError> {
+        let page = self.read_after("placed_seq", cursor, limit).await?;
+        let next = (page.len() == limit as usize)
+            .then(|| page.last().map(|(seq, _)| *seq))
+            .flatten();
+        Ok(OrderPage {
+            orders: page.into_iter().map(|(_, order)| order).collect(),
+            next,
+        })
+    }
+
+    /// Up to `limit` orders changed (placed, or given a new status) after
+    /// `cursor`, in the order of their latest change: each change is seen
+    /// once; an order that changed again shows up again, with its new status.
+    pub async fn changed_after(&self, cursor: i64, limit: u32) -> Result<OrderPage, StoreError> {
+        let page = self.read_after("change_seq", cursor, limit).await?;
+        let next = page.last().map_or(cursor, |(seq, _)| *seq);
+        Ok(OrderPage {
+            orders: page.into_iter().map(|(_, order)| order).collect(),
+            next: Some(next),
+        })
+    }
+
+    /// Orders whose `sequence` column is above `cursor`, ascending, with it.
+    async fn read_after(
+        &self,
+        sequence: &'static str,
+        cursor: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Order)>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        self.db
+            .call(move |conn| {
+                let sql = format!(
+                    "SELECT {COLUMNS}, {sequence} FROM orders WHERE {sequence} > ?1
+                     ORDER BY {sequence} LIMIT ?2"
+                );
+                let mut statement = conn.prepare_cached(&sql)?;
+                let rows = statement.query_map(params![cursor, limit], |row| {
+                    let seq: i64 = row.get(7)?;
+                    Ok(read_order(row)?.map(|order| (seq, order)))
+                })?;
+                rows.map(|row| row?).collect()
+            })
+            .await
+    }
+}
+
+/// Gives a database made before the change sequence its two columns (the
+/// existing orders numbered in insertion order), and the indexes.
+fn add_sequence(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let has_sequence: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('orders') WHERE name = 'change_seq'",
+        [],
+        |row| row.get(0),
+    )?;
+    let tx = conn.transaction()?;
+    if !has_sequence {
+        tx.execute_batch(
+            "ALTER TABLE orders ADD COLUMN placed_seq INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE orders ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+             UPDATE orders SET placed_seq = rowid, change_seq = rowid;",
+        )?;
+        tracing::info!("orders migrated: change sequence added");
+    }
+    tx.execute_batch(SEQUENCE)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn next_seq(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row(&format!("SELECT {NEXT_SEQ}"), [], |row| row.get(0))?)
 }
 
 fn insert_order(conn: &rusqlite::Connection, order: &Order) -> Result<(), StoreError> {
+    insert_order_at(conn, order, next_seq(conn)?)
+}
+
+fn insert_order_at(conn: &rusqlite::Connection, order: &Order, seq: i64) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO orders (order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO orders (order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms,
+                             placed_seq, change_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
         params![
             order.order_id.to_string(),
             order.customer_id,
@@ -208,6 +348,7 @@ fn insert_order(conn: &rusqlite::Connection, order: &Order) -> Result<(), StoreE
             order.reason,
             order.created_at_ms,
             order.updated_at_ms,
+            seq,
         ],
     )?;
     Ok(())
@@ -364,5 +505,216 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(missing, None);
+    }
+
+    async fn placed(store: &OrderStore, n: usize) -> Vec<Order> {
+        let mut orders = Vec::new();
+        for i in 0..n {
+            let order = order(i as i64);
+            store.insert(order.clone()).await.unwrap();
+            orders.push(order);
+        }
+        orders
+    }
+
+    #[tokio::test]
+    async fn counts_since_a_cursor_are_of_the_orders_placed_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&dir.path().join("orders.db")).unwrap();
+        assert_eq!(store.cursor().await.unwrap(), 0);
+        let before = placed(&store, 3).await;
+        let cursor = store.cursor().await.unwrap();
+        assert_eq!(cursor, 3);
+        let after = placed(&store, 4).await;
+        // An earlier order changing does not make it one placed after the cursor.
+        store
+            .set_status(before[0].order_id, OrderStatus::Failed, None, 9)
+            .await
+            .unwrap();
+        store
+            .settle(after[0].order_id, OrderStatus::Reserved, None, 9)
+            .await
+            .unwrap();
+        store
+            .settle(
+                after[1].order_id,
+                OrderStatus::Failed,
+                Some("out".into()),
+                9,
+            )
+            .await
+            .unwrap();
+        let counts = store.counts_placed_after(cursor).await.unwrap();
+        assert_eq!(
+            counts,
+            BTreeMap::from([
+                ("failed".to_owned(), 1),
+                ("placed".to_owned(), 2),
+                ("reserved".to_owned(), 1),
+            ])
+        );
+        assert_eq!(
+            store.count_by_status().await.unwrap().values().sum::<u64>(),
+            7
+        );
+        assert_eq!(store.cursor().await.unwrap(), 10);
+    }
+
+    #[tokio::test]
+    async fn changes_are_read_once_each_in_order_with_the_next_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&dir.path().join("orders.db")).unwrap();
+        placed(&store, 2).await;
+        let cursor = store.cursor().await.unwrap();
+        let orders = placed(&store, 3).await;
+        store
+            .settle(orders[0].order_id, OrderStatus::Reserved, None, 7)
+            .await
+            .unwrap();
+        // Heard again: no change, so nothing new to read.
+        store
+            .settle(orders[0].order_id, OrderStatus::Failed, None, 8)
+            .await
+            .unwrap();
+
+        let first = store.changed_after(cursor, 2).await.unwrap();
+        let ids: Vec<_> = first.orders.iter().map(|o| o.order_id).collect();
+        assert_eq!(ids, vec![orders[1].order_id, orders[2].order_id]);
+        assert_eq!(first.next, Some(cursor + 3));
+        let second = store.changed_after(cursor + 3, 2).await.unwrap();
+        assert_eq!(second.orders.len(), 1);
+        assert_eq!(second.orders[0].order_id, orders[0].order_id);
+        assert_eq!(second.orders[0].status, OrderStatus::Reserved);
+        assert_eq!(second.orders[0].updated_at_ms, 7);
+        let end = second.next.unwrap();
+        assert_eq!(end, cursor + 4);
+        // Nothing since: the same cursor back, to ask again later.
+        let empty = store.changed_after(end, 2).await.unwrap();
+        assert_eq!((empty.orders.len(), empty.next), (0, Some(end)));
+        store
+            .set_status(orders[2].order_id, OrderStatus::Notified, None, 9)
+            .await
+            .unwrap();
+        let later = store.changed_after(end, 2).await.unwrap();
+        assert_eq!(later.orders.len(), 1);
+        assert_eq!(
+            (later.orders[0].order_id, later.orders[0].status),
+            (orders[2].order_id, OrderStatus::Notified)
+        );
+        assert_eq!(later.next, Some(end + 1));
+    }
+
+    #[tokio::test]
+    async fn pages_cover_every_order_once_in_placement_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&dir.path().join("orders.db")).unwrap();
+        let orders = placed(&store, 7).await;
+        // A status change does not move an order between pages.
+        store
+            .set_status(orders[1].order_id, OrderStatus::Failed, None, 9)
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        let mut pages = 0;
+        loop {
+            let page = store.page_placed_after(cursor, 3).await.unwrap();
+            pages += 1;
+            seen.extend(page.orders.iter().map(|o| o.order_id));
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, orders.iter().map(|o| o.order_id).collect::<Vec<_>>());
+        // A last page that is exactly full is followed by an empty one.
+        let full = store.page_placed_after(3, 4).await.unwrap();
+        assert_eq!((full.orders.len(), full.next), (4, Some(7)));
+        let empty = store.page_placed_after(7, 4).await.unwrap();
+        assert_eq!((empty.orders.len(), empty.next), (0, None));
+        assert_eq!(store.list().await.unwrap().len(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_database_without_the_sequence_gets_it_in_insertion_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE orders (
+                    order_id TEXT PRIMARY KEY, customer_id TEXT, items TEXT NOT NULL,
+                    status TEXT NOT NULL, reason TEXT,
+                    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);
+                 INSERT INTO orders VALUES
+                    ('00000000-0000-4000-8000-000000000002', NULL, '[]', 'reserved', NULL, 5, 6),
+                    ('00000000-0000-4000-8000-000000000001', NULL, '[]', 'placed', NULL, 1, 1);",
+            )
+            .unwrap();
+        }
+        let store = OrderStore::open(&path).unwrap();
+        assert_eq!(store.cursor().await.unwrap(), 2);
+        let page = store.page_placed_after(0, 10).await.unwrap();
+        let ids: Vec<String> = page.orders.iter().map(|o| o.order_id.to_string()).collect();
+        assert_eq!(
+            ids,
+            [
+                "00000000-0000-4000-8000-000000000002",
+                "00000000-0000-4000-8000-000000000001"
+            ]
+        );
+        let added = order(9);
+        store.insert(added.clone()).await.unwrap();
+        let changed = store.changed_after(2, 10).await.unwrap();
+        assert_eq!(changed.orders, vec![added]);
+        // Opening it again changes nothing.
+        drop(store);
+        let store = OrderStore::open(&path).unwrap();
+        assert_eq!(store.cursor().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_lab_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&dir.path().join("orders.db")).unwrap();
+        let plan = |sql: &str| {
+            store
+                .db
+                .blocking(|conn| {
+                    let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = statement.query_map([], |row| row.get::<_, String>(3))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+                })
+                .unwrap()
+        };
+        let counts =
+            plan("SELECT status, COUNT(*) FROM orders WHERE placed_seq > 5 GROUP BY status");
+        assert!(
+            counts
+                .contains("SEARCH orders USING COVERING INDEX orders_by_placement (placed_seq>?)"),
+            "{counts}"
+        );
+        let page = plan(&format!(
+            "SELECT {COLUMNS}, placed_seq FROM orders WHERE placed_seq > 5 ORDER BY placed_seq LIMIT 10"
+        ));
+        assert!(
+            page.contains("SEARCH orders USING INDEX orders_by_placement (placed_seq>?)")
+                && !page.contains("TEMP B-TREE"),
+            "{page}"
+        );
+        let changed = plan(&format!(
+            "SELECT {COLUMNS}, change_seq FROM orders WHERE change_seq > 5 ORDER BY change_seq LIMIT 10"
+        ));
+        assert!(
+            changed.contains("SEARCH orders USING INDEX orders_by_change (change_seq>?)")
+                && !changed.contains("TEMP B-TREE"),
+            "{changed}"
+        );
+        let cursor = plan("SELECT COALESCE(MAX(change_seq), 0) FROM orders");
+        assert!(
+            cursor.contains("SEARCH orders USING COVERING INDEX orders_by_change"),
+            "{cursor}"
+        );
     }
 }
