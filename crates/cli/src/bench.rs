@@ -1,14 +1,14 @@
 //! `foodlab bench`: figures, not assertions.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foodlab_lab::measure::{Sample, latency_summary, summary_of_ms};
+use foodlab_lab::measure::{Sample, Tally};
 use foodlab_lab::probe::kafka::Analytics;
-use foodlab_lab::probe::observe::{Snapshot, wait_settled};
+use foodlab_lab::probe::observe::{Snapshot, order_cursor, wait_settled};
 use foodlab_lab::results::AnalyticsTotals;
+use foodlab_lab::series::Latencies;
 use foodlab_lab::spec::Workload;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
@@ -51,8 +51,8 @@ fn ignore() -> Arc<dyn Fn(&Sample) + Send + Sync> {
     Arc::new(|_| {})
 }
 
-fn unexpected(samples: &[Sample], status: u16) -> usize {
-    samples.iter().filter(|s| s.status != Some(status)).count()
+fn unexpected(tally: &Tally, status: u16) -> u64 {
+    tally.other_than(status)
 }
 
 async fn measure(
@@ -76,7 +76,7 @@ async fn sync_rest(order_url: &str, size: BenchSize) {
 
     let (samples, _) =
         workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
-    let latency = latency_summary(&samples);
+    let latency = samples.latency_summary();
     println!(
         "  concurrency 1:  {} orders  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  (non-201: {})",
         size.latency_orders,
@@ -92,7 +92,7 @@ async fn sync_rest(order_url: &str, size: BenchSize) {
         ignore(),
     )
     .await;
-    let latency = latency_summary(&samples);
+    let latency = samples.latency_summary();
     println!(
         "  concurrency {}: {} orders  {:.0} orders/s  p50 {:.3} ms  p99 {:.3} ms  (non-201: {})",
         size.concurrency,
@@ -117,7 +117,7 @@ async fn async_rabbitmq(
 
     let (samples, _) =
         workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
-    let accept = latency_summary(&samples);
+    let accept = samples.latency_summary();
     println!(
         "  accept (POST /order → 202), concurrency 1: {} orders  p50 {:.3} ms  p99 {:.3} ms  (non-202: {})",
         size.latency_orders,
@@ -131,23 +131,28 @@ async fn async_rabbitmq(
         concurrency: None,
         ..workload_of(5000, 1)
     };
+    let since = order_cursor(platform, &http)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the order service's cursor cannot be read"))?;
     let (samples, took) = workload::run(&steady, order_url, ignore()).await;
-    let watched: HashSet<String> = samples.iter().filter_map(|s| s.order_id.clone()).collect();
-    let settlement = wait_settled(
+    let mut settled = Latencies::default();
+    wait_settled(
         platform,
         &http,
-        &watched,
+        since,
+        samples.accepted(),
+        |_, ms| settled.record(ms),
         Instant::now() + Duration::from_secs(60),
     )
     .await;
-    let end_to_end = summary_of_ms(settlement.end_to_end_ms.clone());
+    let end_to_end = settled.summary();
     println!(
         "  end to end (placed → reserved) at 500 orders/s: {} orders in {:.1} s  p50 {:.1} ms  p99 {:.1} ms  (settled: {})",
-        samples.len(),
+        samples.answers(),
         took.as_secs_f64(),
         end_to_end.p50,
         end_to_end.p99,
-        settlement.end_to_end_ms.len()
+        settled.count()
     );
 
     let backlog = 10_000;

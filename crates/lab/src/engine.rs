@@ -18,7 +18,7 @@ use futures::StreamExt;
 use crate::chaos::{ChaosError, Direct, Disruptor, RESTORE_RETRY, WorkloadStart, retry};
 use crate::claim::{self, Claim};
 use crate::faults::{ADMIN_PATIENCE, FaultApiError, FaultClient};
-use crate::measure::{self, Sample};
+use crate::measure::{self, Sample, Tally};
 use crate::observer::Observer;
 use crate::platform::{Platform, PlatformError};
 use crate::probe::observe::Backlog;
@@ -177,16 +177,16 @@ async fn run<P: Platform, D: Disruptor>(
     let done = workload(platform, disruptor, lab, observer).await?;
     step.set("settle");
 
-    let mut results = measure::summarize(&done.samples, done.workload_time);
+    let mut results = measure::summarize(&done.tally, done.workload_time);
     let deadline = started + lab.within;
-    let settled = strategy
+    let mut settled = strategy
         .settle(
             platform,
             &http,
-            &done.samples,
+            &done.tally,
             &mut baseline,
             &mut results,
-            done.start.instant.into_std(),
+            &done.start,
             deadline,
             observer.as_ref(),
         )
@@ -196,8 +196,7 @@ async fn run<P: Platform, D: Disruptor>(
         results.drain_seconds = drain_seconds(backlog, &done.chaos, done.ended);
     }
     let series = done.recorder.finish(
-        settled.end_to_end.as_deref(),
-        done.start.at,
+        settled.end_to_end.as_mut(),
         settled.backlog.as_ref(),
         windows(lab, &done),
     );
@@ -304,7 +303,7 @@ async fn reapply_after_restarts<P: Platform, D: Disruptor>(
 
 /// What the workload step leaves for the next steps.
 struct WorkloadDone {
-    samples: Vec<Sample>,
+    tally: Tally,
     workload_time: Duration,
     start: WorkloadStart,
     ended: Instant,
@@ -352,7 +351,7 @@ async fn workload<P: Platform, D: Disruptor>(
         let observer = Arc::clone(observer);
         let recorder = Arc::clone(&recorder);
         Arc::new(move |sample: &Sample| {
-            recorder.record(sample);
+            recorder.record(sample.status, sample.latency);
             observer.order_answered(sample);
         })
     };
@@ -374,12 +373,12 @@ async fn workload<P: Platform, D: Disruptor>(
         let placed = workload::run(&lab.workload, &order_url, on_sample).await;
         (placed, Instant::now())
     };
-    let (((samples, workload_time), ended), chaos, injected) =
+    let (((tally, workload_time), ended), chaos, injected) =
         tokio::join!(placed, disruptor.chaos(lab, start), injections);
     let chaos = chaos?;
     injected?;
     Ok(WorkloadDone {
-        samples,
+        tally,
         workload_time,
         start,
         ended,

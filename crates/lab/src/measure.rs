@@ -1,13 +1,15 @@
-//! From raw samples to figures: status counts, latency percentiles, throughput.
+//! From answers to figures: status counts, latency percentiles, throughput.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use foodlab_domain::OrderStatus;
 
+use crate::probe::observe::count_whose_status;
 use crate::results::{LabResults, LatencySummary};
+use crate::series::Latencies;
 
-/// One `POST /order` as the workload saw it.
+/// One `POST /order` as the workload saw it (handed on, not kept).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// HTTP status, or `None` when no answer came (connection error, client timeout).
@@ -15,35 +17,69 @@ pub struct Sample {
     pub latency: Duration,
     /// The order's status in the answer, if the answer carried one.
     pub order_status: Option<String>,
-    pub order_id: Option<String>,
 }
 
-/// Nearest-rank percentile of sorted values; 0 for no values.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// What the workload's answers add up to, in memory that does not grow
+/// with the orders: counts by status code and by the answers' order
+/// status, and the latencies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally {
+    /// Answers by HTTP status code; `error` for no answer at all.
+    pub status_codes: BTreeMap<String, u64>,
+    /// Answers by the order status they carried (none: not counted).
+    pub order_statuses: BTreeMap<String, u64>,
+    pub latency: Latencies,
+}
+
+impl Tally {
+    pub fn record(&mut self, sample: &Sample) {
+        let code = sample
+            .status
+            .map_or_else(|| "error".to_owned(), |s| s.to_string());
+        *self.status_codes.entry(code).or_insert(0) += 1;
+        if let Some(status) = &sample.order_status {
+            // The order statuses are few, but an answer may carry anything.
+            let key = if status.parse::<OrderStatus>().is_ok() {
+                status.clone()
+            } else {
+                "unknown".to_owned()
+            };
+            *self.order_statuses.entry(key).or_insert(0) += 1;
+        }
+        self.latency.record(sample.latency.as_secs_f64() * 1000.0);
     }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
-pub fn latency_summary(samples: &[Sample]) -> LatencySummary {
-    summary_of_ms(
-        samples
+    /// Every answer (or its absence) recorded.
+    pub fn answers(&self) -> u64 {
+        self.status_codes.values().sum()
+    }
+
+    /// The answers with a 2xx status.
+    pub fn accepted(&self) -> u64 {
+        self.status_codes
             .iter()
-            .map(|s| s.latency.as_secs_f64() * 1000.0)
-            .collect(),
-    )
-}
+            .filter(|(code, _)| code.parse::<u16>().is_ok_and(|c| (200..300).contains(&c)))
+            .map(|(_, n)| n)
+            .sum()
+    }
 
-/// Percentiles of latencies given in milliseconds.
-pub fn summary_of_ms(mut ms: Vec<f64>) -> LatencySummary {
-    ms.sort_by(f64::total_cmp);
-    LatencySummary {
-        p50: round3(percentile(&ms, 50.0)),
-        p95: round3(percentile(&ms, 95.0)),
-        p99: round3(percentile(&ms, 99.0)),
-        max: round3(ms.last().copied().unwrap_or_default()),
+    /// The answers with another status than `code` (or none).
+    pub fn other_than(&self, code: u16) -> u64 {
+        self.answers()
+            - self
+                .status_codes
+                .get(&code.to_string())
+                .copied()
+                .unwrap_or(0)
+    }
+
+    /// The answers whose order status matches `which`.
+    pub fn orders_whose_status(&self, which: impl Fn(&str) -> bool) -> u64 {
+        count_whose_status(&self.order_statuses, which)
+    }
+
+    pub fn latency_summary(&self) -> LatencySummary {
+        self.latency.summary()
     }
 }
 
@@ -59,31 +95,18 @@ pub fn is_reserved(status: &str) -> bool {
 }
 
 /// The figures of a workload whose answers were final (the sync-rest part).
-pub fn summarize(samples: &[Sample], workload: Duration) -> LabResults {
-    let mut status_codes = BTreeMap::new();
-    for sample in samples {
-        let key = sample
-            .status
-            .map_or_else(|| "error".to_owned(), |s| s.to_string());
-        *status_codes.entry(key).or_insert(0) += 1;
-    }
-    let accepted = samples
-        .iter()
-        .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
-        .count() as u64;
-    let reserved = samples
-        .iter()
-        .filter(|s| s.order_status.as_deref().is_some_and(is_reserved))
-        .count() as u64;
+pub fn summarize(tally: &Tally, workload: Duration) -> LabResults {
+    let answers = tally.answers();
+    let reserved = tally.orders_whose_status(is_reserved);
     let seconds = workload.as_secs_f64();
     LabResults {
-        accepted,
+        accepted: tally.accepted(),
         reserved,
-        failed: samples.len() as u64 - reserved,
-        status_codes,
-        latency_ms: latency_summary(samples),
+        failed: answers - reserved,
+        status_codes: tally.status_codes.clone(),
+        latency_ms: tally.latency_summary(),
         throughput_per_second: if seconds > 0.0 {
-            round3(samples.len() as f64 / seconds)
+            round3(answers as f64 / seconds)
         } else {
             0.0
         },
@@ -95,13 +118,13 @@ pub fn summarize(samples: &[Sample], workload: Duration) -> LabResults {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::series::percentile;
 
     fn sample(status: Option<u16>, ms: u64, order_status: Option<&str>) -> Sample {
         Sample {
             status,
             latency: Duration::from_millis(ms),
             order_status: order_status.map(str::to_owned),
-            order_id: None,
         }
     }
 
@@ -116,6 +139,14 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), 0.0);
     }
 
+    fn tally(samples: &[Sample]) -> Tally {
+        let mut tally = Tally::default();
+        for sample in samples {
+            tally.record(sample);
+        }
+        tally
+    }
+
     #[test]
     fn summary_counts_codes_outcomes_and_rate() {
         let samples = vec![
@@ -125,7 +156,7 @@ mod tests {
             sample(Some(502), 30, Some("failed")),
             sample(None, 40, None),
         ];
-        let results = summarize(&samples, Duration::from_secs(2));
+        let results = summarize(&tally(&samples), Duration::from_secs(2));
         assert_eq!(results.accepted, 2);
         assert_eq!(results.reserved, 2);
         assert_eq!(results.failed, 3);
@@ -141,5 +172,43 @@ mod tests {
         assert_eq!(results.latency_ms.p50, 20.0);
         assert_eq!(results.latency_ms.max, 40.0);
         assert_eq!(results.throughput_per_second, 2.5);
+    }
+
+    #[test]
+    fn a_million_answers_keep_the_tally_bounded_and_the_counts_exact() {
+        let mut tally = Tally::default();
+        let mut size_after_first_100k = 0;
+        for i in 0..1_000_000u64 {
+            let (status, order_status) = match i % 4 {
+                0 => (Some(503), Some("failed")),
+                1 => (None, None),
+                _ => (Some(202), Some("placed")),
+            };
+            tally.record(&sample(status, i % 700, order_status));
+            if i == 100_000 {
+                size_after_first_100k = tally.latency.heap_bytes();
+            }
+        }
+        assert_eq!(tally.latency.heap_bytes(), size_after_first_100k);
+        assert!(tally.latency.histogram().buckets().len() <= 140);
+        assert_eq!(
+            tally.status_codes,
+            BTreeMap::from([
+                ("202".to_owned(), 500_000),
+                ("503".to_owned(), 250_000),
+                ("error".to_owned(), 250_000),
+            ])
+        );
+        assert_eq!(
+            tally.order_statuses,
+            BTreeMap::from([
+                ("failed".to_owned(), 250_000),
+                ("placed".to_owned(), 500_000)
+            ])
+        );
+        assert_eq!((tally.answers(), tally.accepted()), (1_000_000, 500_000));
+        assert_eq!(tally.other_than(202), 500_000);
+        assert_eq!(tally.latency.count(), 1_000_000);
+        assert_eq!(tally.latency_summary().max, 699.0);
     }
 }

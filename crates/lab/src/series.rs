@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::Sample;
 use crate::probe::observe::Backlog;
-use crate::results::ChaosRecord;
+use crate::results::{ChaosRecord, LatencySummary};
 
 /// Time bins kept; past it, neighbouring bins merge and the bin width doubles.
 pub const MAX_BINS: usize = 240;
@@ -115,6 +114,95 @@ impl LogHistogram {
     }
 }
 
+/// Latencies kept exactly while they are few (every figure of a small lab
+/// is exact), and always in a `LogHistogram` (a large lab's percentiles are
+/// its bucket bounds): at most `EXACT_UP_TO` values, whatever the count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latencies {
+    histogram: LogHistogram,
+    /// Every value so far; dropped when there are more than `EXACT_UP_TO`.
+    exact: Option<Vec<f64>>,
+}
+
+/// The most latencies kept one by one.
+pub const EXACT_UP_TO: usize = 10_000;
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            histogram: LogHistogram::default(),
+            exact: Some(Vec::new()),
+        }
+    }
+}
+
+impl Latencies {
+    pub fn record(&mut self, ms: f64) {
+        self.histogram.record(ms);
+        if let Some(exact) = &mut self.exact {
+            if exact.len() < EXACT_UP_TO {
+                exact.push(ms);
+            } else {
+                self.exact = None;
+            }
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.histogram.count()
+    }
+
+    pub fn histogram(&self) -> &LogHistogram {
+        &self.histogram
+    }
+
+    /// Whether the percentiles are exact (every value is still kept).
+    pub fn is_exact(&self) -> bool {
+        self.exact.is_some()
+    }
+
+    /// Bytes held, whatever was recorded: the histogram and the exact values.
+    pub fn heap_bytes(&self) -> usize {
+        self.histogram.counts.capacity() * size_of::<u64>()
+            + self
+                .exact
+                .as_ref()
+                .map_or(0, |v| v.capacity() * size_of::<f64>())
+    }
+
+    /// The nearest-rank percentile `p` (exact while every value is kept,
+    /// else its bucket's upper bound, capped by the max); 0 when empty.
+    pub fn percentile(&self, p: f64) -> f64 {
+        match &self.exact {
+            Some(exact) => {
+                let mut sorted = exact.clone();
+                sorted.sort_by(f64::total_cmp);
+                round3(percentile(&sorted, p))
+            }
+            None => self.histogram.percentile(p),
+        }
+    }
+
+    /// p50, p95, p99 and the max.
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary {
+            p50: self.percentile(50.0),
+            p95: self.percentile(95.0),
+            p99: self.percentile(99.0),
+            max: round3(self.histogram.max),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values; 0 for no values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 /// One bucket of a latency distribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -191,94 +279,43 @@ struct Bin {
     codes: BTreeMap<String, u64>,
 }
 
-struct State {
+/// Time bins from a zero, at most `MAX_BINS`: past it, neighbours merge and
+/// the width doubles.
+struct Bins {
     width: Duration,
     bins: Vec<Bin>,
-    all: LogHistogram,
 }
 
-/// Records each answer as it comes, in bounded memory.
-pub struct Recorder {
-    zero: Instant,
-    state: Mutex<State>,
-}
-
-impl Recorder {
-    pub fn new(zero: Instant) -> Self {
+impl Bins {
+    fn new() -> Self {
         Self {
-            zero,
-            state: Mutex::new(State {
-                width: FIRST_WIDTH,
-                bins: Vec::new(),
-                all: LogHistogram::default(),
-            }),
+            width: FIRST_WIDTH,
+            bins: Vec::new(),
         }
     }
 
-    /// An answer that came now.
-    pub fn record(&self, sample: &Sample) {
-        self.record_at(Instant::now(), sample);
+    fn index(&self, offset: Duration) -> usize {
+        (offset.as_secs_f64() / self.width.as_secs_f64()) as usize
     }
 
-    pub fn record_at(&self, at: Instant, sample: &Sample) {
-        let ms = sample.latency.as_secs_f64() * 1000.0;
-        let code = sample
-            .status
-            .map_or_else(|| "error".to_owned(), |s| s.to_string());
-        let offset = at.saturating_duration_since(self.zero);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut index = (offset.as_secs_f64() / state.width.as_secs_f64()) as usize;
-        while index >= MAX_BINS {
-            state.halve();
-            index = (offset.as_secs_f64() / state.width.as_secs_f64()) as usize;
+    fn record(&mut self, offset: Duration, ms: f64, code: Option<String>) {
+        while self.index(offset) >= MAX_BINS {
+            self.halve();
         }
-        while state.bins.len() <= index {
-            state.bins.push(Bin {
+        let index = self.index(offset);
+        if self.bins.len() <= index {
+            self.bins.resize_with(index + 1, || Bin {
                 latency: LogHistogram::default(),
                 codes: BTreeMap::new(),
             });
         }
-        let bin = &mut state.bins[index];
+        let bin = &mut self.bins[index];
         bin.latency.record(ms);
-        *bin.codes.entry(code).or_insert(0) += 1;
-        state.all.record(ms);
-    }
-
-    /// The series, with what the later steps saw.
-    /// `end_to_end`: (creation time in ms since the epoch, end-to-end ms) per
-    /// settled order; `started_at`: the wall-clock time of the first order.
-    pub fn finish(
-        &self,
-        end_to_end: Option<&[(i64, f64)]>,
-        started_at: jiff::Timestamp,
-        backlog: Option<&Backlog>,
-        windows: Vec<Window>,
-    ) -> LabSeries {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let width = state.width.as_secs_f64();
-        let latency = state
-            .bins
-            .iter()
-            .enumerate()
-            .map(|(i, bin)| latency_bin(i as f64 * width, &bin.latency, bin.codes.clone()))
-            .collect();
-        let end_to_end_ms: Option<Vec<f64>> =
-            end_to_end.map(|orders| orders.iter().map(|(_, ms)| *ms).collect());
-        LabSeries {
-            bin_seconds: width,
-            latency,
-            end_to_end: end_to_end.map_or_else(Vec::new, |orders| {
-                end_to_end_bins(orders, started_at.as_millisecond(), state.width)
-            }),
-            latency_histogram: state.all.buckets(),
-            end_to_end_histogram: end_to_end_ms.map(|ms| LogHistogram::of(&ms).buckets()),
-            backlog: backlog.map_or_else(Vec::new, |b| decimate(&points(b, self.zero))),
-            windows,
+        if let Some(code) = code {
+            *bin.codes.entry(code).or_insert(0) += 1;
         }
     }
-}
 
-impl State {
     fn halve(&mut self) {
         self.width *= 2;
         let bins = std::mem::take(&mut self.bins);
@@ -294,6 +331,115 @@ impl State {
             }
         }
         self.bins = merged;
+    }
+
+    /// The bins, merged until at least `width` wide.
+    fn latency_bins(&mut self, width: Duration) -> Vec<LatencyBin> {
+        while self.width < width {
+            self.halve();
+        }
+        let seconds = self.width.as_secs_f64();
+        self.bins
+            .iter()
+            .enumerate()
+            .map(|(i, bin)| latency_bin(i as f64 * seconds, &bin.latency, bin.codes.clone()))
+            .collect()
+    }
+}
+
+struct State {
+    bins: Bins,
+    all: LogHistogram,
+}
+
+/// Records each answer as it comes, in bounded memory.
+pub struct Recorder {
+    zero: Instant,
+    state: Mutex<State>,
+}
+
+impl Recorder {
+    pub fn new(zero: Instant) -> Self {
+        Self {
+            zero,
+            state: Mutex::new(State {
+                bins: Bins::new(),
+                all: LogHistogram::default(),
+            }),
+        }
+    }
+
+    /// An answer that came now: its HTTP status (`None`: no answer) and latency.
+    pub fn record(&self, status: Option<u16>, latency: Duration) {
+        self.record_at(Instant::now(), status, latency);
+    }
+
+    pub fn record_at(&self, at: Instant, status: Option<u16>, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let code = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        let offset = at.saturating_duration_since(self.zero);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.bins.record(offset, ms, Some(code));
+        state.all.record(ms);
+    }
+
+    /// The series, with what the later steps saw: the end-to-end times of
+    /// the settled orders (async parts) and the backlog.
+    pub fn finish(
+        &self,
+        end_to_end: Option<&mut EndToEnd>,
+        backlog: Option<&Backlog>,
+        windows: Vec<Window>,
+    ) -> LabSeries {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let width = state.bins.width;
+        let latency = state.bins.latency_bins(width);
+        let (end_to_end, end_to_end_histogram) = match end_to_end {
+            Some(e2e) => (
+                e2e.bins.latency_bins(width),
+                Some(e2e.latencies.histogram().buckets()),
+            ),
+            None => (Vec::new(), None),
+        };
+        LabSeries {
+            bin_seconds: width.as_secs_f64(),
+            latency,
+            end_to_end,
+            latency_histogram: state.all.buckets(),
+            end_to_end_histogram,
+            backlog: backlog.map_or_else(Vec::new, |b| decimate(&points(b, self.zero))),
+            windows,
+        }
+    }
+}
+
+/// The end-to-end times of settled orders, in bounded memory: all together
+/// (for the percentiles) and binned by the orders' creation time.
+pub struct EndToEnd {
+    /// The wall-clock time of the first order, in ms since the epoch.
+    zero_ms: i64,
+    bins: Bins,
+    latencies: Latencies,
+}
+
+impl EndToEnd {
+    pub fn new(zero: jiff::Timestamp) -> Self {
+        Self {
+            zero_ms: zero.as_millisecond(),
+            bins: Bins::new(),
+            latencies: Latencies::default(),
+        }
+    }
+
+    /// An order created at `created_ms` (ms since the epoch) that took `ms` to settle.
+    pub fn record(&mut self, created_ms: i64, ms: f64) {
+        let offset = Duration::from_millis(u64::try_from(created_ms - self.zero_ms).unwrap_or(0));
+        self.bins.record(offset, ms, None);
+        self.latencies.record(ms);
+    }
+
+    pub fn latencies(&self) -> &Latencies {
+        &self.latencies
     }
 }
 
@@ -311,34 +457,6 @@ fn latency_bin(
         max_ms: round3(latency.max),
         status_codes: codes,
     }
-}
-
-/// End-to-end latency binned by creation time: bins at least `width` wide,
-/// wider if the orders were created over more than `MAX_BINS` of them.
-fn end_to_end_bins(orders: &[(i64, f64)], zero_ms: i64, width: Duration) -> Vec<LatencyBin> {
-    let offset =
-        |created: i64| Duration::from_millis(u64::try_from(created - zero_ms).unwrap_or(0));
-    let last = orders
-        .iter()
-        .map(|(c, _)| offset(*c))
-        .max()
-        .unwrap_or_default();
-    let mut width = width;
-    while last.as_secs_f64() / width.as_secs_f64() >= MAX_BINS as f64 {
-        width *= 2;
-    }
-    let mut bins: Vec<LogHistogram> = Vec::new();
-    for (created, ms) in orders {
-        let index = (offset(*created).as_secs_f64() / width.as_secs_f64()) as usize;
-        if bins.len() <= index {
-            bins.resize_with(index + 1, LogHistogram::default);
-        }
-        bins[index].record(*ms);
-    }
-    bins.iter()
-        .enumerate()
-        .map(|(i, h)| latency_bin(i as f64 * width.as_secs_f64(), h, BTreeMap::new()))
-        .collect()
 }
 
 fn points(backlog: &Backlog, zero: Instant) -> Vec<Point> {
@@ -386,15 +504,6 @@ fn round3(x: f64) -> f64 {
 mod tests {
     use super::*;
 
-    fn sample(status: u16, ms: u64) -> Sample {
-        Sample {
-            status: Some(status),
-            latency: Duration::from_millis(ms),
-            order_status: None,
-            order_id: None,
-        }
-    }
-
     #[test]
     fn percentiles_are_bucket_bounds_capped_by_the_max() {
         let histogram = LogHistogram::of(&(1..=100).map(f64::from).collect::<Vec<_>>());
@@ -420,9 +529,13 @@ mod tests {
         // One answer a second for an hour: 3600 one-second bins would be too many.
         for s in 0..3600 {
             let code = if s < 1800 { 201 } else { 503 };
-            recorder.record_at(zero + Duration::from_secs(s), &sample(code, 10));
+            recorder.record_at(
+                zero + Duration::from_secs(s),
+                Some(code),
+                Duration::from_millis(10),
+            );
         }
-        let series = recorder.finish(None, jiff::Timestamp::now(), None, Vec::new());
+        let series = recorder.finish(None, None, Vec::new());
         assert!(series.latency.len() <= MAX_BINS, "{}", series.latency.len());
         assert_eq!(series.bin_seconds, 16.0);
         assert_eq!(series.latency.len(), 225);
@@ -448,23 +561,73 @@ mod tests {
 
     #[test]
     fn end_to_end_is_binned_by_creation_time() {
-        let zero = 1_000_000;
-        // Orders created over 2 s, the later ones slower.
-        let orders = [
-            (zero, 10.0),
-            (zero + 100, 20.0),
-            (zero + 1100, 500.0),
-            (zero + 1900, 700.0),
-        ];
-        let bins = end_to_end_bins(&orders, zero, Duration::from_millis(250));
+        let zero = jiff::Timestamp::from_millisecond(1_000_000).unwrap();
+        let at = |ms: i64| zero.as_millisecond() + ms;
+        let recorder = Recorder::new(Instant::now());
+        // Orders created over 2 s, the later ones slower; settled in any order.
+        let mut e2e = EndToEnd::new(zero);
+        for (created, ms) in [(1900, 700.0), (0, 10.0), (1100, 500.0), (100, 20.0)] {
+            e2e.record(at(created), ms);
+        }
+        let series = recorder.finish(Some(&mut e2e), None, Vec::new());
+        let bins = &series.end_to_end;
         assert_eq!(bins.len(), 8);
         assert_eq!(bins.iter().map(|b| b.answers).sum::<u64>(), 4);
         assert_eq!((bins[0].answers, bins[0].max_ms), (2, 20.0));
         assert_eq!((bins[4].answers, bins[4].max_ms), (1, 500.0));
         assert_eq!((bins[7].answers, bins[7].max_ms), (1, 700.0));
+        let histogram = series.end_to_end_histogram.unwrap();
+        assert_eq!(histogram.iter().map(|b| b.count).sum::<u64>(), 4);
+        assert_eq!(e2e.latencies().summary().max, 700.0);
         // An hour of orders keeps at most MAX_BINS bins.
-        let hour: Vec<(i64, f64)> = (0..3600).map(|s| (zero + s * 1000, 5.0)).collect();
-        assert!(end_to_end_bins(&hour, zero, Duration::from_millis(250)).len() <= MAX_BINS);
+        let mut hour = EndToEnd::new(zero);
+        for s in 0..3600 {
+            hour.record(at(s * 1000), 5.0);
+        }
+        let series = Recorder::new(Instant::now()).finish(Some(&mut hour), None, Vec::new());
+        assert!(
+            series.end_to_end.len() <= MAX_BINS,
+            "{}",
+            series.end_to_end.len()
+        );
+        assert_eq!(
+            series.end_to_end.iter().map(|b| b.answers).sum::<u64>(),
+            3600
+        );
+    }
+
+    #[test]
+    fn latencies_are_exact_while_few_and_bounded_when_many() {
+        let mut latencies = Latencies::default();
+        for ms in [10.0, 20.0, 5.0, 30.0, 40.0] {
+            latencies.record(ms);
+        }
+        assert!(latencies.is_exact());
+        assert_eq!(
+            latencies.summary(),
+            LatencySummary {
+                p50: 20.0,
+                p95: 40.0,
+                p99: 40.0,
+                max: 40.0
+            }
+        );
+        let mut many = Latencies::default();
+        for i in 0..=EXACT_UP_TO {
+            many.record(1.0 + (i % 1000) as f64);
+        }
+        assert!(!many.is_exact());
+        let bytes = many.heap_bytes();
+        assert_eq!(bytes, BUCKETS * size_of::<u64>());
+        for i in 0..1_000_000u32 {
+            many.record(f64::from(i % 5000) / 10.0);
+        }
+        assert_eq!(many.heap_bytes(), bytes);
+        assert_eq!(many.count(), (EXACT_UP_TO + 1 + 1_000_000) as u64);
+        let summary = many.summary();
+        assert_eq!(summary.max, 1000.0);
+        // From the buckets: within one bucket (about 12 %) above the true value.
+        assert!((250.0..=250.0 * 1.13).contains(&summary.p50), "{summary:?}");
     }
 
     #[test]

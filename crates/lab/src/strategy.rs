@@ -1,26 +1,28 @@
 //! What differs between the transports, behind one face: what the baseline
 //! reads, how accepted orders settle, what is measured at the end.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::time::Instant;
 
+use crate::chaos::WorkloadStart;
 use crate::faults::{FIRST_BACKOFF, MAX_BACKOFF};
-use crate::measure::{self, Sample};
+use crate::measure::{self, Tally};
 use crate::observer::Observer;
 use crate::platform::Platform;
 use crate::probe::kafka::Analytics;
 use crate::probe::observe::{
-    self, Backlog, BacklogSampler, Snapshot, wait_queues_empty, wait_settled,
+    self, Backlog, BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
 };
 use crate::results::{AnalyticsTotals, LabResults};
+use crate::series::EndToEnd;
 use crate::spec::{Service, Transport};
 use crate::validated::ValidatedLab;
 
 /// How long a lab waits for analytics to have read the log before it starts.
 pub const ANALYTICS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// How long the baseline keeps reading inventory's counters before the run
-/// goes on without them (a Service briefly not routing).
+/// How long the baseline keeps reading inventory's counters (and order's
+/// cursor) before the run goes on without them (a Service briefly not routing).
 const BASELINE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The transport's way of settling and measuring.
@@ -38,15 +40,17 @@ pub struct Baseline {
     pub snapshot: Option<Snapshot>,
     pub analytics: Option<AnalyticsTotals>,
     pub sampler: Option<BacklogSampler>,
+    /// The order service's cursor (async parts): the lab's orders are the
+    /// ones placed after it, as the claim keeps other labs off the part.
+    pub order_cursor: Option<i64>,
 }
 
 /// How the workload's orders ended.
 pub struct Settled {
     pub terminal: u64,
     pub backlog: Option<Backlog>,
-    /// Creation time (ms since the epoch) and creation-to-final-status time
-    /// (ms) of each settled order (async parts).
-    pub end_to_end: Option<Vec<(i64, f64)>>,
+    /// Creation-to-final-status times of the settled orders (async parts).
+    pub end_to_end: Option<EndToEnd>,
 }
 
 impl Strategy {
@@ -87,17 +91,36 @@ impl Strategy {
             }
             None => None,
         };
-        let snapshot = first_snapshot(platform, http).await;
-        let sampler = match self {
-            Self::Rest => None,
+        let snapshot = match platform.endpoint(Service::Inventory) {
+            Ok(_) => {
+                patiently(Service::Inventory, "GET /stats, GET /stock", || {
+                    Snapshot::take(platform, http)
+                })
+                .await
+            }
+            Err(_) => None,
+        };
+        let (order_cursor, sampler) = match self {
+            Self::Rest => (None, None),
             Self::Rabbitmq | Self::Kafka(_) => {
-                BacklogSampler::start(platform, self.analytics().cloned())
+                let cursor = patiently(Service::Order, "GET /orders/cursor", || {
+                    order_cursor(platform, http)
+                })
+                .await;
+                if cursor.is_none() {
+                    observer.note("the order service's cursor was not readable: the accepted orders cannot be followed");
+                }
+                (
+                    cursor,
+                    BacklogSampler::start(platform, self.analytics().cloned()),
+                )
             }
         };
         Baseline {
             snapshot,
             analytics,
             sampler,
+            order_cursor,
         }
     }
 
@@ -108,17 +131,14 @@ impl Strategy {
         &self,
         platform: &P,
         http: &reqwest::Client,
-        samples: &[Sample],
+        tally: &Tally,
         baseline: &mut Baseline,
         results: &mut LabResults,
-        workload_started: Instant,
+        start: &WorkloadStart,
         deadline: Instant,
         observer: &dyn Observer,
     ) -> Settled {
-        let mut terminal = samples
-            .iter()
-            .filter(|s| s.order_status.as_deref().is_some_and(observe::is_terminal))
-            .count() as u64;
+        let mut terminal = tally.orders_whose_status(observe::is_terminal);
         if matches!(self, Self::Rest) {
             return Settled {
                 terminal,
@@ -127,27 +147,28 @@ impl Strategy {
             };
         }
         observer.note("waiting for accepted orders to settle");
-        let watched: HashSet<String> = samples
-            .iter()
-            .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
-            .filter_map(|s| s.order_id.clone())
-            .collect();
-        let settlement = wait_settled(platform, http, &watched, deadline).await;
-        results.reserved = settlement
-            .statuses
-            .values()
-            .filter(|s| measure::is_reserved(s))
-            .count() as u64;
-        results.failed = samples.len() as u64 - results.reserved;
+        let accepted = tally.accepted();
+        let mut end_to_end = EndToEnd::new(start.at);
+        let settlement = match baseline.order_cursor {
+            Some(since) => {
+                let on_settled = |created, ms| end_to_end.record(created, ms);
+                Some(wait_settled(platform, http, since, accepted, on_settled, deadline).await)
+            }
+            None => None,
+        };
+        let reserved = settlement
+            .as_ref()
+            .map_or(0, |s| s.orders_whose_status(measure::is_reserved));
+        let settled = settlement
+            .as_ref()
+            .map_or(0, |s| s.orders_whose_status(observe::is_terminal));
+        // Only an order a request lost (placed, its answer not received)
+        // could make these exceed the accepted ones.
+        results.reserved = reserved.min(accepted);
+        results.failed = tally.answers() - results.reserved;
         // A request the API refused is final too.
-        let refused = (samples.len() - watched.len()) as u64;
-        terminal = settlement
-            .statuses
-            .values()
-            .filter(|s| observe::is_terminal(s))
-            .count() as u64
-            + refused;
-        results.end_to_end_ms = Some(measure::summary_of_ms(settlement.end_to_end_ms));
+        terminal = settled.min(accepted) + (tally.answers() - accepted);
+        results.end_to_end_ms = Some(end_to_end.latencies().summary());
         if let (Some(analytics), Some(before)) = (self.analytics(), baseline.analytics) {
             observer.note("waiting for inventory and analytics to process every event");
             let until = AnalyticsTotals {
@@ -156,7 +177,7 @@ impl Strategy {
                 failures: before.failures,
             };
             if let Some(at) = analytics.wait_caught_up(until, deadline).await {
-                let seconds = at.duration_since(workload_started).as_secs_f64();
+                let seconds = at.duration_since(start.instant.into_std()).as_secs_f64();
                 results.processed_seconds = Some(round3(seconds));
                 if seconds > 0.0 {
                     results.processed_per_second =
@@ -171,7 +192,7 @@ impl Strategy {
         Settled {
             terminal,
             backlog: baseline.sampler.take().map(BacklogSampler::stop),
-            end_to_end: Some(settlement.end_to_end_by_creation),
+            end_to_end: Some(end_to_end),
         }
     }
 
@@ -209,22 +230,25 @@ impl Strategy {
     }
 }
 
-/// The baseline's counters, read again with a backoff while inventory
-/// does not answer.
-async fn first_snapshot<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Snapshot> {
-    platform.endpoint(Service::Inventory).ok()?;
+/// What `read` gives, read again with a backoff while `service` does not
+/// answer, for up to `BASELINE_PATIENCE`.
+async fn patiently<T, F: Future<Output = Option<T>>>(
+    service: Service,
+    call: &str,
+    read: impl Fn() -> F,
+) -> Option<T> {
     let until = Instant::now() + BASELINE_PATIENCE;
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1u32;
     loop {
-        if let Some(snapshot) = Snapshot::take(platform, http).await {
-            return Some(snapshot);
+        if let Some(value) = read().await {
+            return Some(value);
         }
         if Instant::now() + backoff >= until {
-            tracing::warn!(service = %Service::Inventory, call = "GET /stats, GET /stock", attempt, "baseline counters not readable: no counter figures for this run");
+            tracing::warn!(%service, call, attempt, "baseline not readable: the run goes on without it");
             return None;
         }
-        tracing::warn!(service = %Service::Inventory, call = "GET /stats, GET /stock", attempt, "baseline counters not readable; retrying");
+        tracing::warn!(%service, call, attempt, "baseline not readable; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;

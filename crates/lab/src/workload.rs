@@ -6,32 +6,33 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::measure::Sample;
+use crate::measure::{Sample, Tally};
 use crate::spec::Workload;
 
 /// How long one `POST /order` may take before the workload counts it as unanswered.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Places every order of the workload and returns the samples and the time taken.
+/// Places every order of the workload, handing each answer to `on_sample`
+/// as it comes; returns what the answers add up to and the time taken.
+/// Request bodies are made as they are sent and answers are not kept, so
+/// memory does not grow with the orders.
 pub async fn run(
     workload: &Workload,
     order_url: &str,
     on_sample: Arc<dyn Fn(&Sample) + Send + Sync>,
-) -> (Vec<Sample>, Duration) {
+) -> (Tally, Duration) {
     let http = reqwest::Client::builder()
         .timeout(CLIENT_TIMEOUT)
         .tcp_nodelay(true)
         .build()
         .unwrap_or_default();
     let url = format!("{}/order", order_url.trim_end_matches('/'));
-    let bodies: Vec<Value> = (0..workload.orders as usize)
-        .map(|i| {
-            json!({
-                "item": workload.items[i % workload.items.len()],
-                "quantity": workload.quantity,
-            })
+    let bodies = (0..workload.orders as usize).map(|i| {
+        json!({
+            "item": workload.items[i % workload.items.len()],
+            "quantity": workload.quantity,
         })
-        .collect();
+    });
     let started = Instant::now();
     let place = |body: Value| {
         let http = http.clone();
@@ -43,32 +44,39 @@ pub async fn run(
             sample
         }
     };
-    let samples = match workload.rate_per_second {
+    let mut tally = Tally::default();
+    match workload.rate_per_second {
         Some(rate) => {
             let interval = Duration::from_secs_f64(1.0 / rate);
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, body) in bodies.into_iter().enumerate() {
+            for (i, body) in bodies.enumerate() {
                 tokio::time::sleep_until((started + interval.mul_f64(i as f64)).into()).await;
                 tasks.spawn(place(body));
-            }
-            let mut samples = Vec::with_capacity(tasks.len());
-            while let Some(done) = tasks.join_next().await {
-                if let Ok(sample) = done {
-                    samples.push(sample);
+                while let Some(done) = tasks.try_join_next() {
+                    if let Ok(sample) = done {
+                        tally.record(&sample);
+                    }
                 }
             }
-            samples
+            while let Some(done) = tasks.join_next().await {
+                if let Ok(sample) = done {
+                    tally.record(&sample);
+                }
+            }
         }
         None => {
             let concurrency = workload.concurrency.unwrap_or(1).max(1) as usize;
             futures::stream::iter(bodies)
                 .map(place)
                 .buffer_unordered(concurrency)
-                .collect()
-                .await
+                .for_each(|sample| {
+                    tally.record(&sample);
+                    std::future::ready(())
+                })
+                .await;
         }
-    };
-    (samples, started.elapsed())
+    }
+    (tally, started.elapsed())
 }
 
 async fn place_one(http: &reqwest::Client, url: &str, body: &Value) -> Sample {
@@ -99,9 +107,5 @@ async fn place_one(http: &reqwest::Client, url: &str, body: &Value) -> Sample {
         status,
         latency,
         order_status,
-        order_id: answer
-            .get("order_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
     }
 }

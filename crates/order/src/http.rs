@@ -1,12 +1,13 @@
 //! The order service's REST endpoints.
 
 use axum::Router;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus, TraceContext};
 use foodlab_service_kit::{ApiError, JsonBody, now_ms};
-use serde_json::Value;
+use foodlab_store::orders::MAX_PAGE;
+use serde_json::{Value, json};
 
 use crate::rest_chain::{RestChain, detail, refusal};
 use crate::{AppState, Workflow};
@@ -16,6 +17,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/order", post(place_order))
         .route("/orders", get(list_orders).post(place_order))
         .route("/orders/bulk", post(place_bulk))
+        .route("/orders/counts", get(count_orders))
+        .route("/orders/cursor", get(order_cursor))
         .route("/orders/{order_id}", get(get_order))
         .with_state(state)
 }
@@ -161,10 +164,110 @@ async fn place_synchronously(
     Ok(order)
 }
 
-async fn list_orders(State(app): State<AppState>) -> Result<axum::Json<Vec<Order>>, ApiError> {
+/// `GET /orders`: every order, oldest first, as a bare array; with
+/// `limit`, `after` or `changed_since`, one page `{"orders": [...], "next": c}`.
+async fn list_orders(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, ApiError> {
+    let params = query_params(query.as_deref(), &["limit", "after", "changed_since"])?;
+    if params.is_empty() {
+        let orders = app.store.list().await.map_err(ApiError::internal)?;
+        return Ok(axum::Json(
+            serde_json::to_value(orders).map_err(ApiError::internal)?,
+        ));
+    }
+    let limit = match param(&params, "limit")? {
+        None => MAX_PAGE,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::unprocessable(format!("`limit` must be from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let page = match (param(&params, "after")?, param(&params, "changed_since")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "`after` pages by placement and `changed_since` by change: give one of them",
+            ));
+        }
+        (after, None) => app.store.page_placed_after(after.unwrap_or(0), limit).await,
+        (None, Some(since)) => app.store.changed_after(since, limit).await,
+    }
+    .map_err(ApiError::internal)?;
     Ok(axum::Json(
-        app.store.list().await.map_err(ApiError::internal)?,
+        json!({"orders": page.orders, "next": page.next}),
     ))
+}
+
+/// `GET /orders/counts?since=c`: how many of the orders placed after
+/// cursor `c` (all, without it) are in each status, and the current cursor.
+async fn count_orders(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<Value>, ApiError> {
+    let params = query_params(query.as_deref(), &["since"])?;
+    let counts = app
+        .store
+        .counts_placed_after(param(&params, "since")?.unwrap_or(0))
+        .await
+        .map_err(ApiError::internal)?;
+    let mut body = serde_json::Map::new();
+    for status in OrderStatus::ALL {
+        let n = counts.by_status.get(status.as_str()).copied().unwrap_or(0);
+        body.insert(status.as_str().to_owned(), n.into());
+    }
+    body.insert("cursor".into(), counts.cursor.into());
+    Ok(axum::Json(Value::Object(body)))
+}
+
+/// `GET /orders/cursor`: `{"cursor": c}`, the latest change; later orders
+/// and changes are after it.
+async fn order_cursor(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+    let cursor = app.store.cursor().await.map_err(ApiError::internal)?;
+    Ok(axum::Json(json!({ "cursor": cursor })))
+}
+
+/// The query's `name=value` pairs; a name not in `known`, or given twice, is refused.
+fn query_params<'q>(
+    query: Option<&'q str>,
+    known: &[&str],
+) -> Result<Vec<(&'q str, &'q str)>, ApiError> {
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&name) {
+            return Err(ApiError::unprocessable(format!(
+                "unknown query parameter `{name}`; this takes {}",
+                known.join(", ")
+            )));
+        }
+        if params.iter().any(|(seen, _)| *seen == name) {
+            return Err(ApiError::unprocessable(format!("`{name}` is given twice")));
+        }
+        params.push((name, value));
+    }
+    Ok(params)
+}
+
+/// A cursor or count parameter: a whole number, at least 0.
+fn param(params: &[(&str, &str)], name: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(format!(
+                        "`{name}` must be a whole number, at least 0 (got `{value}`)"
+                    ))
+                })
+        })
+        .transpose()
 }
 
 async fn get_order(

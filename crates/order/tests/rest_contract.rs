@@ -484,3 +484,91 @@ async fn the_dependency_timeout_is_a_runtime_setting() {
         json!({"dependencyTimeout": "3s"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_come_in_pages_by_placement_and_by_change() {
+    let c = chain("pizza=0", "5s").await;
+    let cursor_at = |body: &Value| body["cursor"].as_i64().unwrap();
+    let start = cursor_at(&c.get(&c.order.url("/orders/cursor")).await);
+    assert_eq!(start, 0);
+    for item in ["burger", "pizza", "burger", "salad", "pizza"] {
+        c.order(json!({"item": item, "quantity": 1})).await;
+    }
+    // Without a query: the bare array of every order, as before.
+    let all = c.get(&c.order.url("/orders")).await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 5);
+
+    let mut paged = Vec::new();
+    let mut next = c.get(&c.order.url("/orders?limit=2")).await;
+    let mut pages = 1;
+    loop {
+        paged.extend(next["orders"].as_array().unwrap().iter().cloned());
+        match next["next"].as_i64() {
+            Some(after) => {
+                next = c
+                    .get(&c.order.url(&format!("/orders?limit=2&after={after}")))
+                    .await;
+                pages += 1;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(&paged, all);
+
+    // Each order was placed, then given its final status: ten changes.
+    let changes = c
+        .get(
+            &c.order
+                .url(&format!("/orders?changed_since={start}&limit=100")),
+        )
+        .await;
+    assert_eq!(changes["orders"].as_array().unwrap().len(), 5);
+    assert_eq!(changes["next"], 10);
+    let none = c.get(&c.order.url("/orders?changed_since=10")).await;
+    assert_eq!(none, json!({"orders": [], "next": 10}));
+
+    let counts = c.get(&c.order.url("/orders/counts?since=0")).await;
+    assert_eq!(
+        counts,
+        json!({"placed": 0, "reserved": 0, "failed": 2, "notified": 3, "timeout": 0, "cursor": 10})
+    );
+    // Each order took two numbers: the last three were placed after 4.
+    let later = c.get(&c.order.url("/orders/counts?since=4")).await;
+    assert_eq!(
+        later,
+        json!({"placed": 0, "reserved": 0, "failed": 1, "notified": 2, "timeout": 0, "cursor": 10})
+    );
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=ten",
+        "after=-1",
+        "changed_since=x",
+        "after=1&changed_since=1",
+        "limit=1&limit=2",
+        "offset=3",
+    ] {
+        let response = c
+            .http
+            .get(c.order.url(&format!("/orders?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let problem: Value = response.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{bad}: {problem}"
+        );
+    }
+    let response = c
+        .http
+        .get(c.order.url("/orders/counts?since=no"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -11,5 +11,5 @@ pub mod stock;
 
 pub use db::{Db, StoreError};
 pub use notifications::{Notification, NotificationStore};
-pub use orders::OrderStore;
+pub use orders::{OrderCounts, OrderPage, OrderStore};
 pub use stock::{Outcome, Reservation, ReserveResult, StockStats, StockStore};

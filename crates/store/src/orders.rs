@@ -47,6 +47,13 @@ const NEXT_SEQ: &str = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM orders)";
 /// The most orders one page holds.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Orders by status, and the cursor when they were counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCounts {
+    pub by_status: BTreeMap<String, u64>,
+    pub cursor: i64,
+}
+
 /// One page of orders and where the next one starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderPage {
@@ -64,7 +71,7 @@ pub struct OrderStore {
 impl OrderStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Db::open(path, SCHEMA)?;
-        db.blocking(|conn| add_sequence(conn))?;
+        db.blocking(add_sequence)?;
         Ok(Self { db })
     }
 
@@ -91,10 +98,8 @@ impl OrderStore {
         self.db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let mut seq = next_seq(&tx)?;
-                for (order, event) in &placed {
+                for (seq, (order, event)) in (next_seq(&tx)?..).zip(&placed) {
                     insert_order_at(&tx, order, seq)?;
-                    seq += 1;
                     tx.execute(
                         "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
                         params![event.message_id.to_string(), event.to_stored_json()],
@@ -217,7 +222,7 @@ impl OrderStore {
 
     /// How many orders are in each status.
     pub async fn count_by_status(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        self.counts_placed_after(0).await
+        Ok(self.counts_placed_after(0).await?.by_status)
     }
 
     /// The position of the latest change (0 before the first order): orders
@@ -234,11 +239,9 @@ impl OrderStore {
             .await
     }
 
-    /// How many of the orders placed after `cursor` are in each status.
-    pub async fn counts_placed_after(
-        &self,
-        cursor: i64,
-    ) -> Result<BTreeMap<String, u64>, StoreError> {
+    /// How many of the orders placed after `cursor` are in each status,
+    /// and the cursor they were counted at.
+    pub async fn counts_placed_after(&self, cursor: i64) -> Result<OrderCounts, StoreError> {
         self.db
             .call(move |conn| {
                 let mut statement = conn.prepare_cached(
@@ -247,7 +250,11 @@ impl OrderStore {
                 let rows = statement.query_map([cursor], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
                 })?;
-                Ok(rows.collect::<Result<_, _>>()?)
+                let by_status = rows.collect::<Result<_, _>>()?;
+                Ok(OrderCounts {
+                    by_status,
+                    cursor: current_cursor(conn)?,
+                })
             })
             .await
     }
@@ -325,6 +332,14 @@ fn add_sequence(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
     tx.execute_batch(SEQUENCE)?;
     tx.commit()?;
     Ok(())
+}
+
+fn current_cursor(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(change_seq), 0) FROM orders",
+        [],
+        |row| row.get(0),
+    )?)
 }
 
 fn next_seq(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
@@ -545,8 +560,9 @@ mod tests {
             .await
             .unwrap();
         let counts = store.counts_placed_after(cursor).await.unwrap();
+        assert_eq!(counts.cursor, 10);
         assert_eq!(
-            counts,
+            counts.by_status,
             BTreeMap::from([
                 ("failed".to_owned(), 1),
                 ("placed".to_owned(), 2),

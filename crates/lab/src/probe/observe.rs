@@ -1,7 +1,7 @@
 //! Looking at the part while a lab runs: inventory and broker snapshots,
 //! the backlog over time, and waiting for accepted orders to settle.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,74 +166,133 @@ pub async fn wait_queues_empty<P: Platform>(platform: &P, deadline: Instant) -> 
     false
 }
 
-/// Where the accepted orders ended up.
-#[derive(Debug, Clone, Default)]
+/// Orders read per `GET /orders?changed_since=` page while settling.
+const PAGE: usize = 1000;
+
+/// The order service's cursor (`GET /orders/cursor`): orders placed or
+/// changed from now on are after it.
+pub async fn order_cursor<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<i64> {
+    let base = platform.endpoint(Service::Order).ok()?;
+    let body: Value = get_json(http, &format!("{base}/orders/cursor")).await?;
+    body["cursor"].as_i64()
+}
+
+/// Where the orders placed after a cursor ended up.
 pub struct Settlement {
-    /// Final status of each watched order (absent: not found).
-    pub statuses: BTreeMap<String, String>,
-    /// Creation-to-final-status times of the settled orders, in ms.
-    pub end_to_end_ms: Vec<f64>,
-    /// The same, with each order's creation time (ms since the epoch).
-    pub end_to_end_by_creation: Vec<(i64, f64)>,
-    /// When the last watched order settled (None: not all did in time).
+    /// The orders placed after the cursor, by status, as last counted.
+    pub counts: BTreeMap<String, u64>,
+    /// When the last order settled (None: not all did in time).
     pub all_settled_at: Option<Instant>,
 }
 
-/// Polls `GET /orders` until every watched order is in a final status or the deadline passes.
+impl Settlement {
+    /// Orders in a status that matches `which`.
+    pub fn orders_whose_status(&self, which: impl Fn(&str) -> bool) -> u64 {
+        count_whose_status(&self.counts, which)
+    }
+}
+
+/// Waits until `expected` orders placed after `since` are in a final status
+/// and none is still open, or the deadline passes. Each poll reads only the
+/// orders changed since the last one (page by page) and hands each order
+/// that became final to `on_settled` (its creation time in ms since the
+/// epoch, and its creation-to-final-status time in ms); nothing is kept
+/// per order.
+/// The final figures are counted by the order service
+/// (`GET /orders/counts?since=`), so they are exact.
 pub async fn wait_settled<P: Platform>(
     platform: &P,
     http: &reqwest::Client,
-    watched: &HashSet<String>,
+    since: i64,
+    expected: u64,
+    mut on_settled: impl FnMut(i64, f64),
     deadline: Instant,
 ) -> Settlement {
-    let Ok(base) = platform.endpoint(Service::Order) else {
-        return Settlement::default();
+    let mut settlement = Settlement {
+        counts: BTreeMap::new(),
+        all_settled_at: None,
     };
-    let mut settlement = Settlement::default();
+    let Ok(base) = platform.endpoint(Service::Order) else {
+        return settlement;
+    };
+    let mut cursor = since;
+    // An order becomes final once (the services move only `placed` orders
+    // on), so the final orders read add up to those settled.
+    let mut settled = 0u64;
     loop {
-        if let Ok(response) = http.get(format!("{base}/orders")).send().await
-            && let Ok(orders) = response.json::<Vec<Value>>().await
-        {
-            settlement.statuses.clear();
-            settlement.end_to_end_ms.clear();
-            settlement.end_to_end_by_creation.clear();
-            for order in &orders {
-                let (Some(id), Some(status)) =
-                    (order["order_id"].as_str(), order["status"].as_str())
-                else {
-                    continue;
-                };
-                if !watched.contains(id) {
-                    continue;
-                }
-                settlement.statuses.insert(id.to_owned(), status.to_owned());
-                if is_terminal(status)
-                    && let (Some(created), Some(updated)) = (
-                        order["created_at_ms"].as_i64(),
-                        order["updated_at_ms"].as_i64(),
-                    )
+        while let Some(page) = changes(http, &base, cursor).await {
+            for order in &page.orders {
+                if let (Some(status), Some(created), Some(updated)) = (
+                    order["status"].as_str(),
+                    order["created_at_ms"].as_i64(),
+                    order["updated_at_ms"].as_i64(),
+                ) && is_terminal(status)
                 {
-                    settlement.end_to_end_ms.push((updated - created) as f64);
-                    settlement
-                        .end_to_end_by_creation
-                        .push((created, (updated - created) as f64));
+                    on_settled(created, (updated - created) as f64);
+                    settled += 1;
                 }
             }
-            let settled = settlement
-                .statuses
-                .values()
-                .filter(|s| is_terminal(s))
-                .count();
-            if settled == watched.len() {
+            cursor = page.next;
+            if page.orders.len() < PAGE {
+                break;
+            }
+        }
+        let done = settled >= expected;
+        if done || Instant::now() >= deadline {
+            if let Some(counts) = counts_since(http, &base, since).await {
+                settlement.counts = counts;
+            }
+            let open = settlement.orders_whose_status(|s| !is_terminal(s));
+            let terminal = settlement.orders_whose_status(is_terminal);
+            if open == 0 && terminal >= expected {
                 settlement.all_settled_at = Some(Instant::now());
                 return settlement;
             }
-        }
-        if Instant::now() >= deadline {
-            return settlement;
+            if Instant::now() >= deadline {
+                return settlement;
+            }
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+#[derive(Deserialize)]
+struct Changes {
+    orders: Vec<Value>,
+    next: i64,
+}
+
+async fn changes(http: &reqwest::Client, base: &str, cursor: i64) -> Option<Changes> {
+    get_json(
+        http,
+        &format!("{base}/orders?changed_since={cursor}&limit={PAGE}"),
+    )
+    .await
+}
+
+async fn counts_since(
+    http: &reqwest::Client,
+    base: &str,
+    since: i64,
+) -> Option<BTreeMap<String, u64>> {
+    let mut counts: BTreeMap<String, Value> =
+        get_json(http, &format!("{base}/orders/counts?since={since}")).await?;
+    counts.remove("cursor");
+    Some(
+        counts
+            .into_iter()
+            .filter_map(|(status, n)| Some((status, n.as_u64()?)))
+            .collect(),
+    )
+}
+
+/// Of orders counted by status, those in a status that matches `which`.
+pub fn count_whose_status(counts: &BTreeMap<String, u64>, which: impl Fn(&str) -> bool) -> u64 {
+    counts
+        .iter()
+        .filter(|(status, _)| which(status))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Whether an order status, as the API shows it, is final.
