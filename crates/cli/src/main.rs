@@ -2,6 +2,7 @@
 //! CRD, write the report of a lab that ran on a cluster.
 
 mod bench;
+mod bench_scale;
 mod cluster_report;
 mod compare;
 mod crd;
@@ -117,6 +118,11 @@ enum Command {
         /// Concurrency of the throughput run.
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
+        /// Instead: an async-rabbitmq lab at each of these sizes (e.g.
+        /// `20000,200000`) through the lab engine, with what each cost: the
+        /// engine's memory, each service's CPU per 1000 orders.
+        #[arg(long, value_delimiter = ',', value_name = "ORDERS,...")]
+        scale: Vec<u32>,
     },
     /// Write the report of a FoodLab that ran on a cluster (report.html,
     /// report.json and a CSV per series, as `run --report` does), from the
@@ -175,11 +181,15 @@ async fn main() -> ExitCode {
             };
             run::run(&files, &options).await
         }
+        Command::Bench { part, scale, .. } if !scale.is_empty() => {
+            bench_scale::run(part, &scale).await
+        }
         Command::Bench {
             part,
             latency_orders,
             throughput_orders,
             concurrency,
+            ..
         } => {
             let size = bench::BenchSize {
                 latency_orders,
