@@ -141,6 +141,7 @@ bench: rabbitmq-up kafka-up
 	$(CARGO) build --release --workspace --bins
 	./target/release/foodlab bench sync-rest
 	./target/release/foodlab bench async-rabbitmq
+	./target/release/foodlab bench async-rabbitmq --scale 20000,200000
 	./target/release/foodlab bench streaming-kafka
 
 fmt:
