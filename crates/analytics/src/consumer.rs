@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foodlab_domain::{Arrival, EventType};
-use foodlab_service_kit::{FaultState, MessageMetrics, Readiness};
+use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness};
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
 use foodlab_transport::trace;
 use rdkafka::Message;
@@ -85,6 +85,7 @@ pub struct Reader {
     /// An injected delay (`/admin/delay`, a lab's Delay step) slows each event too.
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    pub hops: HopMetrics,
 }
 
 impl Reader {
@@ -146,6 +147,7 @@ impl Reader {
                     rewound?;
                 }
                 message = kafka::next_message(&consumer, "analytics") => {
+                    self.hops.since_stamp(Hop::BrokerTransit, kafka::sent_at(&message));
                     let delay = Duration::from_millis(self.throttle.ms()) + self.faults.get().delay();
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;

@@ -55,6 +55,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         throttle: throttle.clone(),
         faults: kit.faults(),
         metrics: MessageMetrics::register(kit.registry()),
+        hops: kit.hops(),
     }
     .spawn(kit.readiness());
     let state = http::AppState {

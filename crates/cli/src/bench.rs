@@ -1,8 +1,13 @@
-//! `foodlab bench`: figures, not assertions.
+//! `foodlab bench`: figures, not assertions. Each phase prints its figures
+//! and, from every service's hop histograms, where the time went; `--json`
+//! writes the whole run as one document so two runs can be compared.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use foodlab_lab::measure::{Sample, Tally};
 use foodlab_lab::probe::kafka::Analytics;
@@ -12,6 +17,9 @@ use foodlab_lab::series::Latencies;
 use foodlab_lab::spec::Workload;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
+use crate::hop_report::{HopFigure, Scrape};
+use crate::machine::Machine;
+
 #[derive(Debug, Clone, Copy)]
 pub struct BenchSize {
     pub latency_orders: u32,
@@ -19,20 +27,56 @@ pub struct BenchSize {
     pub concurrency: u32,
 }
 
-pub async fn run(transport: Transport, size: BenchSize) -> anyhow::Result<ExitCode> {
+/// Everything one `foodlab bench PART` measured.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub part: String,
+    pub started_at: String,
+    pub machine: Machine,
+    pub phases: Vec<Phase>,
+}
+
+/// One measured phase: its figures and, per service, its hops.
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    pub description: String,
+    pub figures: BTreeMap<&'static str, f64>,
+    pub hops: BTreeMap<String, Vec<HopFigure>>,
+}
+
+pub async fn run(transport: Transport, size: BenchSize, json: bool) -> anyhow::Result<ExitCode> {
     let mut options = LocalOptions::new(transport);
     options.env.push((
         "FOODLAB_STOCK".into(),
         "burger=1000000000,pizza=1000000000,salad=1000000000".into(),
     ));
+    let machine = Machine::describe();
+    eprintln!("machine: {}", machine.line());
     let platform = LocalPlatform::start(options).await?;
+    let mut bench = Bench {
+        platform: &platform,
+        http: reqwest::Client::new(),
+        report: BenchReport {
+            part: transport.part().to_owned(),
+            started_at: jiff::Timestamp::now().to_string(),
+            machine,
+            phases: Vec::new(),
+        },
+    };
     let outcome = tokio::select! {
-        figures = measure(&platform, transport, size) => Some(figures),
+        figures = bench.measure(transport, size) => Some(figures),
         () = super::interrupted() => None,
     };
     platform.shutdown().await;
     match outcome {
-        Some(figures) => figures.map(|()| ExitCode::SUCCESS),
+        Some(figures) => {
+            figures?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&bench.report)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         None => Ok(ExitCode::from(130)),
     }
 }
@@ -51,215 +95,390 @@ fn ignore() -> Arc<dyn Fn(&Sample) + Send + Sync> {
     Arc::new(|_| {})
 }
 
-fn unexpected(tally: &Tally, status: u16) -> u64 {
-    tally.other_than(status)
+fn unexpected(tally: &Tally, status: u16) -> f64 {
+    tally.other_than(status) as f64
 }
 
-async fn measure(
-    platform: &LocalPlatform,
-    transport: Transport,
-    size: BenchSize,
-) -> anyhow::Result<()> {
-    let order_url = platform.endpoint(Service::Order)?;
-    match transport {
-        Transport::Rest => sync_rest(&order_url, size).await,
-        Transport::Rabbitmq => async_rabbitmq(platform, &order_url, size).await?,
-        Transport::Kafka => streaming_kafka(platform, &order_url).await?,
-    }
-    Ok(())
+/// The percentiles a phase reports, in ms: p50, p99, p99.9, max.
+fn percentiles(latencies: &Latencies) -> [f64; 4] {
+    [50.0, 99.0, 99.9, 100.0].map(|p| round3(latencies.percentile(p)))
 }
 
-async fn sync_rest(order_url: &str, size: BenchSize) {
-    println!("sync-rest chain (order → inventory → notification, SQLite WAL on every hop)");
-    // Warm-up: connection pools, SQLite caches, page faults.
-    workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
-
-    let (samples, _) =
-        workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
-    let latency = samples.latency_summary();
-    println!(
-        "  concurrency 1:  {} orders  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  (non-201: {})",
-        size.latency_orders,
-        latency.p50,
-        latency.p99,
-        latency.max,
-        unexpected(&samples, 201)
-    );
-
-    let (samples, took) = workload::run(
-        &workload_of(size.throughput_orders, size.concurrency),
-        order_url,
-        ignore(),
-    )
-    .await;
-    let latency = samples.latency_summary();
-    println!(
-        "  concurrency {}: {} orders  {:.0} orders/s  p50 {:.3} ms  p99 {:.3} ms  (non-201: {})",
-        size.concurrency,
-        size.throughput_orders,
-        f64::from(size.throughput_orders) / took.as_secs_f64(),
-        latency.p50,
-        latency.p99,
-        unexpected(&samples, 201)
-    );
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
-async fn async_rabbitmq(
-    platform: &LocalPlatform,
-    order_url: &str,
-    size: BenchSize,
-) -> anyhow::Result<()> {
-    println!(
-        "async-rabbitmq (outbox + publisher confirms, manual acks, SQLite WAL, persistent messages)"
-    );
-    let http = reqwest::Client::new();
-    workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
-
-    let (samples, _) =
-        workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
-    let accept = samples.latency_summary();
-    println!(
-        "  accept (POST /order → 202), concurrency 1: {} orders  p50 {:.3} ms  p99 {:.3} ms  (non-202: {})",
-        size.latency_orders,
-        accept.p50,
-        accept.p99,
-        unexpected(&samples, 202)
-    );
-
-    let steady = Workload {
-        rate_per_second: Some(500.0),
-        concurrency: None,
-        ..workload_of(5000, 1)
-    };
-    let since = order_cursor(platform, &http)
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the order service's cursor cannot be read"))?;
-    let (samples, took) = workload::run(&steady, order_url, ignore()).await;
-    let mut settled = Latencies::default();
-    wait_settled(
-        platform,
-        &http,
-        since,
-        samples.accepted(),
-        |_, ms| settled.record(ms),
-        Instant::now() + Duration::from_secs(60),
-    )
-    .await;
-    let end_to_end = settled.summary();
-    println!(
-        "  end to end (placed → reserved) at 500 orders/s: {} orders in {:.1} s  p50 {:.1} ms  p99 {:.1} ms  (settled: {})",
-        samples.answers(),
-        took.as_secs_f64(),
-        end_to_end.p50,
-        end_to_end.p99,
-        settled.count()
-    );
-
-    let backlog = 10_000;
-    platform.scale(Service::Inventory, 0).await?;
-    workload::run(&workload_of(backlog, size.concurrency), order_url, ignore()).await;
-    let admin = platform
-        .rabbitmq()
-        .ok_or_else(|| anyhow::anyhow!("no broker"))?
-        .clone();
-    let queue = "inventory_queue";
-    while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let started = Instant::now();
-    platform.scale(Service::Inventory, 1).await?;
-    while admin.queue_depth(queue).await?.messages_ready > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let took = started.elapsed();
-    println!(
-        "  drain of a {backlog}-message backlog (inventory restarted, readiness included): {:.2} s  {:.0} msg/s",
-        took.as_secs_f64(),
-        f64::from(backlog) / took.as_secs_f64()
-    );
-    Ok(())
+struct Bench<'a> {
+    platform: &'a LocalPlatform,
+    http: reqwest::Client,
+    report: BenchReport,
 }
 
-/// Inventory's decisions so far (every outcome).
-async fn decisions(platform: &LocalPlatform, http: &reqwest::Client) -> anyhow::Result<u64> {
-    Snapshot::take(platform, http)
-        .await
-        .map(|snapshot| snapshot.decisions)
-        .ok_or_else(|| anyhow::anyhow!("inventory's counters cannot be read"))
-}
+/// Every service's hop histograms at one moment.
+struct Hops(Vec<(Service, Scrape)>);
 
-async fn streaming_kafka(platform: &LocalPlatform, order_url: &str) -> anyhow::Result<()> {
-    println!(
-        "streaming-kafka (outbox → idempotent producer acks=all, 3 partitions, inventory-group and analytics-group)"
-    );
-    let http = reqwest::Client::new();
-    let analytics = Analytics::of(platform, &http)
-        .ok_or_else(|| anyhow::anyhow!("the part runs no analytics service"))?;
-    let bulk = |count: u64| {
-        http.post(format!("{order_url}/orders/bulk"))
-            .json(&serde_json::json!({"count": count, "item": "burger", "quantity": 1}))
-            .send()
-    };
-    let deadline = || Instant::now() + Duration::from_secs(120);
-
-    // Warm-up: producer, consumers and their groups, SQLite caches.
-    bulk(1000).await?.error_for_status()?;
-    let warm = AnalyticsTotals {
-        orders: 1000,
-        inventory_events: 1000,
-        failures: 0,
-    };
-    analytics
-        .wait_caught_up(warm, deadline())
-        .await
-        .ok_or_else(|| anyhow::anyhow!("the warm-up burst was not processed in time"))?;
-
-    let burst: u64 = 10_000;
-    let started = Instant::now();
-    bulk(burst).await?.error_for_status()?;
-    let accepted = started.elapsed();
-    println!(
-        "  burst: {burst} orders accepted (POST /orders/bulk → 201) in {:.3} s",
-        accepted.as_secs_f64()
-    );
-    let mut inventory_done = None;
-    let target = AnalyticsTotals {
-        orders: 1000 + burst,
-        inventory_events: 1000 + burst,
-        failures: 0,
-    };
-    let analytics_done = loop {
-        if inventory_done.is_none() && decisions(platform, &http).await? >= 1000 + burst {
-            inventory_done = Some(started.elapsed());
+impl Bench<'_> {
+    async fn measure(&mut self, transport: Transport, size: BenchSize) -> anyhow::Result<()> {
+        let order_url = self.platform.endpoint(Service::Order)?;
+        match transport {
+            Transport::Rest => self.sync_rest(&order_url, size).await,
+            Transport::Rabbitmq => self.async_rabbitmq(&order_url, size).await?,
+            Transport::Kafka => self.streaming_kafka(&order_url).await?,
         }
-        if let Some(totals) = analytics.totals().await
-            && totals.orders >= target.orders
-            && totals.inventory_events >= target.inventory_events
-            && inventory_done.is_some()
-        {
-            break started.elapsed();
+        Ok(())
+    }
+
+    async fn hops(&self) -> Hops {
+        let mut scrapes = Vec::new();
+        for service in self.platform.services() {
+            if let Ok(base) = self.platform.endpoint(service) {
+                scrapes.push((service, Scrape::take(&self.http, &base).await));
+            }
         }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "the burst was not processed within 120 s"
+        Hops(scrapes)
+    }
+
+    /// Records a phase, printing its line and where its time went.
+    async fn phase(
+        &mut self,
+        name: &'static str,
+        description: String,
+        figures: Vec<(&'static str, f64)>,
+        before: &Hops,
+    ) {
+        eprintln!("  {description}");
+        let after = self.hops().await;
+        let mut hops = BTreeMap::new();
+        for (service, now) in &after.0 {
+            let earlier = before
+                .0
+                .iter()
+                .find(|(s, _)| s == service)
+                .map(|(_, scrape)| scrape.clone())
+                .unwrap_or_default();
+            let figures = now.since(&earlier);
+            if figures.is_empty() {
+                continue;
+            }
+            for hop in &figures {
+                eprintln!(
+                    "      {:<13} {:<22} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  ({})",
+                    service.to_string(),
+                    hop.hop,
+                    hop.p50_ms,
+                    hop.p99_ms,
+                    hop.p999_ms,
+                    hop.count
+                );
+            }
+            hops.insert(service.to_string(), figures);
+        }
+        self.report.phases.push(Phase {
+            name,
+            description,
+            figures: figures.into_iter().collect(),
+            hops,
+        });
+    }
+
+    async fn sync_rest(&mut self, order_url: &str, size: BenchSize) {
+        eprintln!("sync-rest chain (order → inventory → notification, SQLite WAL on every hop)");
+        // Warm-up: connection pools, SQLite caches, page faults.
+        workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
+
+        let before = self.hops().await;
+        let (samples, _) =
+            workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
+        let [p50, p99, p999, max] = percentiles(&samples.latency);
+        let non_201 = unexpected(&samples, 201);
+        self.phase(
+            "latency",
+            format!(
+                "concurrency 1:  {} orders  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (non-201: {non_201})",
+                size.latency_orders
+            ),
+            vec![
+                ("orders", f64::from(size.latency_orders)),
+                ("p50_ms", p50),
+                ("p99_ms", p99),
+                ("p999_ms", p999),
+                ("max_ms", max),
+                ("non_201", non_201),
+            ],
+            &before,
+        )
+        .await;
+
+        let before = self.hops().await;
+        let (samples, took) = workload::run(
+            &workload_of(size.throughput_orders, size.concurrency),
+            order_url,
+            ignore(),
+        )
+        .await;
+        let [p50, p99, p999, max] = percentiles(&samples.latency);
+        let per_second = round3(f64::from(size.throughput_orders) / took.as_secs_f64());
+        let non_201 = unexpected(&samples, 201);
+        self.phase(
+            "throughput",
+            format!(
+                "concurrency {}: {} orders  {per_second:.0} orders/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  (non-201: {non_201})",
+                size.concurrency, size.throughput_orders
+            ),
+            vec![
+                ("orders", f64::from(size.throughput_orders)),
+                ("concurrency", f64::from(size.concurrency)),
+                ("orders_per_second", per_second),
+                ("p50_ms", p50),
+                ("p99_ms", p99),
+                ("p999_ms", p999),
+                ("max_ms", max),
+                ("non_201", non_201),
+            ],
+            &before,
+        )
+        .await;
+    }
+
+    async fn async_rabbitmq(&mut self, order_url: &str, size: BenchSize) -> anyhow::Result<()> {
+        eprintln!(
+            "async-rabbitmq (outbox + publisher confirms, manual acks, SQLite WAL, persistent messages)"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let inventory_done = inventory_done.unwrap_or(analytics_done);
-    println!(
-        "  burst processed: inventory decided all {burst} after {:.3} s; analytics counted every order and result after {:.3} s ({:.0} orders/s end to end)",
-        inventory_done.as_secs_f64(),
-        analytics_done.as_secs_f64(),
-        burst as f64 / analytics_done.as_secs_f64()
-    );
+        workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
 
-    let replay = analytics
-        .replay(deadline())
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    println!(
-        "  replay (analytics rewound to the earliest offsets): {} events read again in {:.3} s  {:.0} events/s  (totals identical: {})",
-        replay.events, replay.seconds, replay.events_per_second, replay.identical
-    );
-    Ok(())
+        let accept_cursor = self.cursor().await?;
+        let before = self.hops().await;
+        let (samples, _) =
+            workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
+        let [p50, p99, p999, max] = percentiles(&samples.latency);
+        let non_202 = unexpected(&samples, 202);
+        self.phase(
+            "accept",
+            format!(
+                "accept (POST /order → 202), concurrency 1: {} orders  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  (non-202: {non_202})",
+                size.latency_orders
+            ),
+            vec![
+                ("orders", f64::from(size.latency_orders)),
+                ("p50_ms", p50),
+                ("p99_ms", p99),
+                ("p999_ms", p999),
+                ("max_ms", max),
+                ("non_202", non_202),
+            ],
+            &before,
+        )
+        .await;
+        // The next phase starts on a part with no backlog left from this one.
+        self.settle(accept_cursor, samples.accepted()).await;
+
+        let rate = 500.0;
+        let steady = Workload {
+            rate_per_second: Some(rate),
+            concurrency: None,
+            ..workload_of(5000, 1)
+        };
+        let steady_cursor = self.cursor().await?;
+        let before = self.hops().await;
+        let (samples, took) = workload::run(&steady, order_url, ignore()).await;
+        let end_to_end = self.settle(steady_cursor, samples.accepted()).await;
+        let [p50, p99, p999, max] = percentiles(&end_to_end);
+        let settled = end_to_end.count() as f64;
+        self.phase(
+            "end_to_end",
+            format!(
+                "end to end (placed → reserved) at {rate} orders/s: {} orders in {:.1} s  p50 {p50:.1} ms  p99 {p99:.1} ms  p99.9 {p999:.1} ms  max {max:.1} ms  (settled: {settled})",
+                samples.answers(),
+                took.as_secs_f64()
+            ),
+            vec![
+                ("orders", samples.answers() as f64),
+                ("rate_per_second", rate),
+                ("p50_ms", p50),
+                ("p99_ms", p99),
+                ("p999_ms", p999),
+                ("max_ms", max),
+                ("settled", settled),
+            ],
+            &before,
+        )
+        .await;
+
+        let backlog = 10_000;
+        self.platform.scale(Service::Inventory, 0).await?;
+        workload::run(&workload_of(backlog, size.concurrency), order_url, ignore()).await;
+        let admin = self
+            .platform
+            .rabbitmq()
+            .ok_or_else(|| anyhow::anyhow!("no broker"))?
+            .clone();
+        let queue = "inventory_queue";
+        while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before = self.hops().await;
+        let started = Instant::now();
+        self.platform.scale(Service::Inventory, 1).await?;
+        while admin.queue_depth(queue).await?.messages_ready > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let took = started.elapsed();
+        let per_second = round3(f64::from(backlog) / took.as_secs_f64());
+        self.phase(
+            "drain",
+            format!(
+                "drain of a {backlog}-message backlog (inventory restarted, readiness included): {:.2} s  {per_second:.0} msg/s",
+                took.as_secs_f64()
+            ),
+            vec![
+                ("messages", f64::from(backlog)),
+                ("seconds", round3(took.as_secs_f64())),
+                ("messages_per_second", per_second),
+            ],
+            &before,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The order service's change cursor: what a phase places comes after it.
+    async fn cursor(&self) -> anyhow::Result<i64> {
+        order_cursor(self.platform, &self.http)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the order service's cursor cannot be read"))
+    }
+
+    /// Waits (up to a minute) for the `accepted` orders placed after
+    /// `since` to settle; their end-to-end times.
+    async fn settle(&self, since: i64, accepted: u64) -> Latencies {
+        let mut settled = Latencies::default();
+        wait_settled(
+            self.platform,
+            &self.http,
+            since,
+            accepted,
+            |_, ms| settled.record(ms),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await;
+        settled
+    }
+
+    /// Inventory's decisions so far (every outcome).
+    async fn decisions(&self) -> anyhow::Result<u64> {
+        Snapshot::take(self.platform, &self.http)
+            .await
+            .map(|snapshot| snapshot.decisions)
+            .ok_or_else(|| anyhow::anyhow!("inventory's counters cannot be read"))
+    }
+
+    async fn streaming_kafka(&mut self, order_url: &str) -> anyhow::Result<()> {
+        eprintln!(
+            "streaming-kafka (outbox → idempotent producer acks=all, 3 partitions, inventory-group and analytics-group)"
+        );
+        let analytics = Analytics::of(self.platform, &self.http)
+            .ok_or_else(|| anyhow::anyhow!("the part runs no analytics service"))?;
+        let bulk = |count: u64| {
+            self.http
+                .post(format!("{order_url}/orders/bulk"))
+                .json(&serde_json::json!({"count": count, "item": "burger", "quantity": 1}))
+                .send()
+        };
+        let deadline = || Instant::now() + Duration::from_secs(120);
+
+        // Warm-up: producer, consumers and their groups, SQLite caches.
+        bulk(1000).await?.error_for_status()?;
+        let warm = AnalyticsTotals {
+            orders: 1000,
+            inventory_events: 1000,
+            failures: 0,
+        };
+        analytics
+            .wait_caught_up(warm, deadline())
+            .await
+            .ok_or_else(|| anyhow::anyhow!("the warm-up burst was not processed in time"))?;
+
+        let burst: u64 = 10_000;
+        let before = self.hops().await;
+        let started = Instant::now();
+        bulk(burst).await?.error_for_status()?;
+        let accepted = started.elapsed().as_secs_f64();
+        let mut inventory_done = None;
+        let target = AnalyticsTotals {
+            orders: 1000 + burst,
+            inventory_events: 1000 + burst,
+            failures: 0,
+        };
+        let analytics_done = loop {
+            if inventory_done.is_none() && self.decisions().await? >= 1000 + burst {
+                inventory_done = Some(started.elapsed());
+            }
+            if let Some(totals) = analytics.totals().await
+                && totals.orders >= target.orders
+                && totals.inventory_events >= target.inventory_events
+                && inventory_done.is_some()
+            {
+                break started.elapsed().as_secs_f64();
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "the burst was not processed within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let inventory_done = inventory_done.map_or(analytics_done, |d| d.as_secs_f64());
+        let per_second = round3(burst as f64 / analytics_done);
+        self.phase(
+            "burst",
+            format!(
+                "burst: {burst} orders accepted (POST /orders/bulk → 201) in {accepted:.3} s; inventory decided all after {inventory_done:.3} s; analytics counted every order and result after {analytics_done:.3} s ({per_second:.0} orders/s end to end)"
+            ),
+            vec![
+                ("orders", burst as f64),
+                ("accepted_seconds", round3(accepted)),
+                ("inventory_seconds", round3(inventory_done)),
+                ("analytics_seconds", round3(analytics_done)),
+                ("orders_per_second", per_second),
+            ],
+            &before,
+        )
+        .await;
+
+        let before = self.hops().await;
+        let replay = analytics
+            .replay(deadline())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        self.phase(
+            "replay",
+            format!(
+                "replay (analytics rewound to the earliest offsets): {} events read again in {:.3} s  {:.0} events/s  (totals identical: {})",
+                replay.events, replay.seconds, replay.events_per_second, replay.identical
+            ),
+            vec![
+                ("events", replay.events as f64),
+                ("seconds", replay.seconds),
+                ("events_per_second", replay.events_per_second),
+                ("identical", if replay.identical { 1.0 } else { 0.0 }),
+            ],
+            &before,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_reports_p50_p99_p999_and_the_maximum() {
+        let mut latencies = Latencies::default();
+        for ms in 1..=1000 {
+            latencies.record(f64::from(ms));
+        }
+        assert_eq!(percentiles(&latencies), [500.0, 990.0, 999.0, 1000.0]);
+        assert_eq!(percentiles(&Latencies::default()), [0.0; 4]);
+    }
 }

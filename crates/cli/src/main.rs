@@ -6,8 +6,10 @@ mod bench_scale;
 mod cluster_report;
 mod compare;
 mod crd;
+mod hop_report;
 mod html;
 mod junit;
+mod machine;
 mod report;
 mod run;
 mod up;
@@ -123,6 +125,10 @@ enum Command {
         /// engine's memory, each service's CPU per 1000 orders.
         #[arg(long, value_delimiter = ',', value_name = "ORDERS,...")]
         scale: Vec<u32>,
+        /// Print every figure as one JSON document on stdout (the lines for
+        /// people go to stderr), so two runs can be kept and compared.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the report of a FoodLab that ran on a cluster (report.html,
     /// report.json and a CSV per series, as `run --report` does), from the
@@ -189,6 +195,7 @@ async fn main() -> ExitCode {
             latency_orders,
             throughput_orders,
             concurrency,
+            json,
             ..
         } => {
             let size = bench::BenchSize {
@@ -196,7 +203,7 @@ async fn main() -> ExitCode {
                 throughput_orders,
                 concurrency,
             };
-            bench::run(part, size).await
+            bench::run(part, size, json).await
         }
         Command::Compare { file, report } => compare::run(&file, report.as_ref()).await,
         Command::Report {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use foodlab_domain::{Arrival, Envelope, Event, EventType, FaultDecision, TraceContext};
-use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
+use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::{StockStore, StoreError};
 use foodlab_transport::kafka::{self, Delivered, KafkaArgs, KafkaFailure};
 use foodlab_transport::trace;
@@ -32,6 +32,7 @@ pub struct Consumer {
     pub store: StockStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    pub hops: HopMetrics,
     /// Aborts between a decision's commit and its result (chaos testing).
     pub crash_point: Arc<CrashPoint>,
 }
@@ -40,6 +41,7 @@ pub struct Consumer {
 struct Produced {
     /// `None` for a skipped message: nothing to wait for.
     delivered: Option<Delivered>,
+    received: std::time::Instant,
     topic: String,
     partition: i32,
     offset: i64,
@@ -73,8 +75,11 @@ impl Consumer {
             "consuming order events"
         );
         let (produced, pending) = mpsc::channel(IN_FLIGHT);
-        let mut committer =
-            tokio::spawn(store_offsets_when_delivered(Arc::clone(&consumer), pending));
+        let mut committer = tokio::spawn(store_offsets_when_delivered(
+            Arc::clone(&consumer),
+            pending,
+            self.hops.clone(),
+        ));
         let consumed = self.consume(&consumer, &producer, &produced);
         let ended = tokio::select! {
             result = consumed => result,
@@ -93,6 +98,9 @@ impl Consumer {
         let topic = self.args.order_topic.as_str();
         loop {
             let message = kafka::next_message(consumer, "inventory").await;
+            let received = std::time::Instant::now();
+            self.hops
+                .since_stamp(Hop::BrokerTransit, kafka::sent_at(&message));
             let (partition, offset) = (message.partition(), message.offset());
             let trace = kafka::trace_of(&message);
             let delivered = self
@@ -102,6 +110,7 @@ impl Consumer {
             produced
                 .send(Produced {
                     delivered,
+                    received,
                     topic: topic.to_owned(),
                     partition,
                     offset,
@@ -147,14 +156,20 @@ impl Consumer {
         let message_id = envelope.message_id.to_string();
         let now = now_ms();
         let decided = if faults.decide(rand::random()) == FaultDecision::Proceed {
-            self.store
-                .reserve_message(&message_id, envelope.order_id, items.clone(), now)
-                .await
+            let reserved =
+                self.store
+                    .reserve_message(&message_id, envelope.order_id, items.clone(), now);
+            self.hops.time(Hop::StoreCommit, reserved).await
         } else {
             let reason = "injected failure: inventory refused the order".to_owned();
-            self.store
-                .reject_message(&message_id, envelope.order_id, items.clone(), reason, now)
-                .await
+            let rejected = self.store.reject_message(
+                &message_id,
+                envelope.order_id,
+                items.clone(),
+                reason,
+                now,
+            );
+            self.hops.time(Hop::StoreCommit, rejected).await
         };
         let decided = match decided {
             Err(StoreError::MessageIdReused { earlier_order }) => {
@@ -186,10 +201,13 @@ impl Consumer {
 async fn store_offsets_when_delivered(
     consumer: Arc<StreamConsumer>,
     mut pending: mpsc::Receiver<Produced>,
+    hops: HopMetrics,
 ) -> Result<(), KafkaFailure> {
     while let Some(produced) = pending.recv().await {
         if let Some(delivered) = produced.delivered {
+            let sent = delivered.sent;
             delivered.confirmed().await?;
+            hops.since(Hop::PublishConfirm, sent);
         }
         // After a rebalance the partition may belong to another member: its
         // new owner reads the message again, and the decision is replayed.
@@ -207,6 +225,7 @@ async fn store_offsets_when_delivered(
                 "offset not stored"
             );
         }
+        hops.since(Hop::DeliveryToAck, produced.received);
     }
     Ok(())
 }

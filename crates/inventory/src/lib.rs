@@ -71,6 +71,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: metrics.clone(),
+            hops: kit.hops(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),
@@ -79,6 +80,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: metrics.clone(),
+            hops: kit.hops(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
         .spawn(kit.readiness()),

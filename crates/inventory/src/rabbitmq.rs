@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use foodlab_domain::{Envelope, Event, EventType};
-use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
+use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::StockStore;
 use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
@@ -17,6 +17,7 @@ pub struct Consumer {
     pub store: StockStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    pub hops: HopMetrics,
     /// Aborts between a decision's commit and its result (chaos testing).
     pub crash_point: Arc<CrashPoint>,
 }
@@ -31,6 +32,9 @@ impl Consumer {
 
 impl rabbitmq::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        let received = std::time::Instant::now();
+        self.hops
+            .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.inventory_queue.as_str();
         let faults = self.faults.get();
         let admission =
@@ -58,15 +62,11 @@ impl rabbitmq::Handler for Consumer {
         let Event::OrderPlaced { customer_id, items } = &envelope.event else {
             return Ok(());
         };
-        let result = self
-            .store
-            .reserve_message(
-                &envelope.message_id.to_string(),
-                envelope.order_id,
-                items.clone(),
-                now_ms(),
-            )
-            .await;
+        let message_id = envelope.message_id.to_string();
+        let reserved =
+            self.store
+                .reserve_message(&message_id, envelope.order_id, items.clone(), now_ms());
+        let result = self.hops.time(Hop::StoreCommit, reserved).await;
         let result = match result {
             Err(foodlab_store::StoreError::MessageIdReused { earlier_order }) => {
                 let reason = format!(
@@ -86,7 +86,11 @@ impl rabbitmq::Handler for Consumer {
         // background, so the next delivery does not wait for the confirm.
         let result_event = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
         let pending = publisher.send(&result_event).await?;
-        rabbitmq::ack_when_confirmed(pending, delivery);
+        let hops = self.hops.clone();
+        rabbitmq::ack_when_confirmed(pending, delivery, move |confirmed| {
+            hops.observe(Hop::PublishConfirm, confirmed);
+            hops.since(Hop::DeliveryToAck, received);
+        });
         decision::record(&self.metrics, queue, &envelope, &result);
         Ok(())
     }

@@ -84,7 +84,7 @@ impl LogHistogram {
         if total == 0 {
             return 0.0;
         }
-        let rank = ((p / 100.0 * total as f64).ceil() as u64).clamp(1, total);
+        let rank = nearest_rank(p, total);
         let mut seen = 0;
         for (index, count) in self.counts.iter().enumerate() {
             seen += count;
@@ -199,8 +199,14 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    sorted[nearest_rank(p, sorted.len() as u64) as usize - 1]
+}
+
+/// The 1-based rank of the `p` percentile among `count` values. The
+/// epsilon keeps p99.9 of 1,000 values at rank 999: 99.9 % of 1000 is
+/// 999.000...1 in binary fractions, which would round up to the maximum.
+fn nearest_rank(p: f64, count: u64) -> u64 {
+    ((p * count as f64 / 100.0 - 1e-9).ceil() as u64).clamp(1, count.max(1))
 }
 
 /// One bucket of a latency distribution.

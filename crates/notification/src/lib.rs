@@ -43,6 +43,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: MessageMetrics::register(kit.registry()),
+            hops: kit.hops(),
         }
         .spawn(kit.readiness());
     }

@@ -1,7 +1,7 @@
 //! Notification over RabbitMQ: one notification per InventoryReserved.
 
 use foodlab_domain::{Event, EventType};
-use foodlab_service_kit::{FaultState, MessageMetrics, Readiness, now_ms};
+use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::NotificationStore;
 use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
@@ -12,6 +12,7 @@ pub struct Consumer {
     pub store: NotificationStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    pub hops: HopMetrics,
 }
 
 impl Consumer {
@@ -24,6 +25,9 @@ impl Consumer {
 
 impl rabbitmq::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        let received = std::time::Instant::now();
+        self.hops
+            .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.notification_queue.as_str();
         let faults = self.faults.get();
         let admission = rabbitmq::admit(
@@ -50,12 +54,16 @@ impl rabbitmq::Handler for Consumer {
             .collect::<Vec<_>>()
             .join(", ");
         let message = format!("Your order {} is confirmed: {what}", envelope.order_id);
-        let (_, fresh) = self
+        let recorded = self
             .store
-            .record(envelope.order_id, customer_id.clone(), message, now_ms())
+            .record(envelope.order_id, customer_id.clone(), message, now_ms());
+        let (_, fresh) = self
+            .hops
+            .time(Hop::StoreCommit, recorded)
             .await
             .map_err(|e| AmqpError::Handler(e.to_string()))?;
         rabbitmq::ack(&delivery).await?;
+        self.hops.since(Hop::DeliveryToAck, received);
         self.metrics
             .count(queue, if fresh { "processed" } else { "duplicate" });
         tracing::info!(

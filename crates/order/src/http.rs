@@ -5,7 +5,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus, TraceContext};
-use foodlab_service_kit::{ApiError, JsonBody, now_ms};
+use foodlab_service_kit::{ApiError, Hop, JsonBody, now_ms};
 use foodlab_store::orders::MAX_PAGE;
 use serde_json::{Value, json};
 
@@ -41,8 +41,8 @@ async fn place_order(
         Workflow::Outbox(nudge) => {
             let order_id = order.order_id;
             let event = placed_event(&order).in_trace(trace);
-            app.store
-                .insert_with_event(order, &event)
+            app.hops
+                .time(Hop::StoreCommit, app.store.insert_with_event(order, &event))
                 .await
                 .map_err(ApiError::internal)?;
             nudge.notify_one();
@@ -121,13 +121,13 @@ async fn place_synchronously(
     chain: &RestChain,
     mut order: Order,
 ) -> Result<Order, ApiError> {
-    app.store
-        .insert(order.clone())
+    app.hops
+        .time(Hop::StoreCommit, app.store.insert(order.clone()))
         .await
         .map_err(ApiError::internal)?;
     let order_id = order.order_id;
 
-    if let Err(error) = chain.reserve(&order).await {
+    if let Err(error) = app.hops.time(Hop::ReserveCall, chain.reserve(&order)).await {
         let refused = refusal(&error);
         let reason = detail(&error);
         tracing::warn!(%order_id, status = %refused.order_status, %reason, "order not reserved");
@@ -147,7 +147,7 @@ async fn place_synchronously(
     }
 
     // A failed notification does not undo a reservation: the order stays reserved.
-    order.status = match chain.notify(&order).await {
+    order.status = match app.hops.time(Hop::NotifyCall, chain.notify(&order)).await {
         Ok(()) => OrderStatus::Notified,
         Err(error) => {
             tracing::warn!(%order_id, %error, "notification failed; order stays reserved");
@@ -155,8 +155,11 @@ async fn place_synchronously(
         }
     };
     order.updated_at_ms = now_ms();
-    app.store
-        .set_status(order_id, order.status, None, order.updated_at_ms)
+    let stored = app
+        .store
+        .set_status(order_id, order.status, None, order.updated_at_ms);
+    app.hops
+        .time(Hop::StoreCommit, stored)
         .await
         .map_err(ApiError::internal)?;
     app.metrics.reached(order.status);

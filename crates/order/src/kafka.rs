@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use foodlab_domain::Envelope;
-use foodlab_service_kit::{MessageMetrics, Readiness};
+use foodlab_service_kit::{Hop, HopMetrics, MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure};
 use foodlab_transport::trace;
@@ -25,6 +25,7 @@ pub struct Streaming {
     pub args: KafkaArgs,
     pub store: OrderStore,
     pub metrics: MessageMetrics,
+    pub hops: HopMetrics,
     /// Nudged whenever an order is stored, so the relay produces at once.
     pub outbox_nudge: Arc<Notify>,
 }
@@ -63,6 +64,7 @@ impl Streaming {
         outbox::relay(
             &self.store,
             &self.outbox_nudge,
+            &self.hops,
             RELAY_BATCH,
             store_error,
             |events| async move { kafka::send_all(producer, topic, &events).await },
@@ -74,6 +76,9 @@ impl Streaming {
         let topic = self.args.inventory_topic.as_str();
         loop {
             let message = kafka::next_message(consumer, "order").await;
+            let received = std::time::Instant::now();
+            self.hops
+                .since_stamp(Hop::BrokerTransit, kafka::sent_at(&message));
             let trace = kafka::trace_of(&message);
             self.settle(message.payload().unwrap_or_default())
                 .instrument(trace::span(&trace))
@@ -85,6 +90,7 @@ impl Streaming {
             {
                 tracing::warn!(%topic, partition = message.partition(), %error, "offset not stored");
             }
+            self.hops.since(Hop::DeliveryToAck, received);
         }
     }
 
@@ -103,8 +109,15 @@ impl Streaming {
             tracing::warn!(%topic, message_id = %envelope.message_id, "OrderPlaced on the inventory topic skipped");
             return Ok(());
         };
-        outbox::settle(&self.store, &self.metrics, topic, &envelope, decision)
-            .await
-            .map_err(|e| KafkaFailure::Handler(e.to_string()))
+        outbox::settle(
+            &self.store,
+            &self.metrics,
+            &self.hops,
+            topic,
+            &envelope,
+            decision,
+        )
+        .await
+        .map_err(|e| KafkaFailure::Handler(e.to_string()))
     }
 }

@@ -87,6 +87,7 @@ pub struct AppState {
     pub store: OrderStore,
     pub workflow: Workflow,
     pub metrics: metrics::OrderMetrics,
+    pub hops: foodlab_service_kit::HopMetrics,
 }
 
 pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
@@ -118,6 +119,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
                 args: args.amqp.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
+                hops: kit.hops(),
                 outbox_nudge: Arc::clone(&outbox_nudge),
             }
             .spawn(kit.readiness());
@@ -129,6 +131,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
                 args: args.kafka.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
+                hops: kit.hops(),
                 outbox_nudge: Arc::clone(&outbox_nudge),
             }
             .spawn(kit.readiness());
@@ -139,6 +142,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
         store,
         workflow,
         metrics,
+        hops: kit.hops(),
     };
     Ok(kit.router_with_counters(http::routes(state), settings::routes(settings)))
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use foodlab_domain::{Envelope, OrderStatus};
-use foodlab_service_kit::{MessageMetrics, now_ms};
+use foodlab_service_kit::{Hop, HopMetrics, MessageMetrics, now_ms};
 use foodlab_store::{OrderStore, StoreError};
 use tokio::sync::Notify;
 
@@ -15,10 +15,12 @@ use tokio::sync::Notify;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// Relays until `publish` or the store fails; a failed batch stays in the
-/// outbox for the next session.
+/// outbox for the next session. Each event's dwell in the outbox and the
+/// wait for its batch's confirm go to `hops`.
 pub async fn relay<E, F, Fut>(
     store: &OrderStore,
     nudge: &Notify,
+    hops: &HopMetrics,
     batch: usize,
     store_error: impl Fn(StoreError) -> E,
     mut publish: F,
@@ -39,8 +41,21 @@ where
         let last_seq = *last_seq;
         let events: Vec<Envelope> = pending.into_iter().map(|(_, event)| event).collect();
         let count = events.len();
+        let handed = std::time::Instant::now();
+        for event in &events {
+            hops.since_stamp(
+                Hop::OutboxDwell,
+                Some(std::time::SystemTime::from(event.occurred_at)),
+            );
+        }
         publish(events).await?;
-        store.mark_published(last_seq).await.map_err(&store_error)?;
+        let confirmed = handed.elapsed();
+        for _ in 0..count {
+            hops.observe(Hop::PublishConfirm, confirmed);
+        }
+        hops.time(Hop::StoreCommit, store.mark_published(last_seq))
+            .await
+            .map_err(&store_error)?;
         tracing::debug!(count, "outbox events handed to the broker");
     }
 }
@@ -50,12 +65,16 @@ where
 pub async fn settle(
     store: &OrderStore,
     metrics: &MessageMetrics,
+    hops: &HopMetrics,
     source: &str,
     envelope: &Envelope,
     (status, reason): (OrderStatus, Option<String>),
 ) -> Result<(), StoreError> {
-    let applied = store
-        .settle(envelope.order_id, status, reason, now_ms())
+    let applied = hops
+        .time(
+            Hop::StoreCommit,
+            store.settle(envelope.order_id, status, reason, now_ms()),
+        )
         .await?;
     metrics.count(source, if applied { "processed" } else { "duplicate" });
     tracing::info!(

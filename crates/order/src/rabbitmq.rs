@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use foodlab_domain::Envelope;
-use foodlab_service_kit::{MessageMetrics, Readiness};
+use foodlab_service_kit::{Hop, HopMetrics, MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
 use foodlab_transport::rabbitmq::{self, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
@@ -21,6 +21,7 @@ pub struct Messaging {
     pub args: AmqpArgs,
     pub store: OrderStore,
     pub metrics: MessageMetrics,
+    pub hops: HopMetrics,
     /// Nudged whenever an order is stored, so the relay publishes at once.
     pub outbox_nudge: Arc<Notify>,
 }
@@ -59,6 +60,7 @@ impl Messaging {
         outbox::relay(
             &self.store,
             &self.outbox_nudge,
+            &self.hops,
             RELAY_BATCH,
             store_error,
             |events| async move { publisher.publish_all(&events).await },
@@ -67,6 +69,9 @@ impl Messaging {
     }
 
     async fn settle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        let received = std::time::Instant::now();
+        self.hops
+            .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.order_status_queue.as_str();
         let envelope = match Envelope::parse(&delivery.data) {
             Ok(envelope) => envelope,
@@ -80,9 +85,18 @@ impl Messaging {
             let reason = "expected an inventory result, got OrderPlaced";
             return publisher.reject_poison(&delivery, reason).await;
         };
-        outbox::settle(&self.store, &self.metrics, queue, &envelope, decision)
-            .await
-            .map_err(|e| AmqpError::Handler(e.to_string()))?;
-        rabbitmq::ack(&delivery).await
+        outbox::settle(
+            &self.store,
+            &self.metrics,
+            &self.hops,
+            queue,
+            &envelope,
+            decision,
+        )
+        .await
+        .map_err(|e| AmqpError::Handler(e.to_string()))?;
+        rabbitmq::ack(&delivery).await?;
+        self.hops.since(Hop::DeliveryToAck, received);
+        Ok(())
     }
 }

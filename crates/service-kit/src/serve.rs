@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::admin_auth::{self, AdminToken};
 use crate::faults::{self, FaultState};
 use crate::health::{self, Readiness};
+use crate::hops::HopMetrics;
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::no_route;
 use crate::trace_context;
@@ -24,6 +25,7 @@ pub struct Kit {
     readiness: Readiness,
     registry: Registry,
     http: HttpMetrics,
+    hops: HopMetrics,
     admin_token: AdminToken,
 }
 
@@ -31,12 +33,14 @@ impl Kit {
     pub fn new(service: &'static str, initial_faults: Faults) -> Self {
         let mut registry = Registry::with_prefix("foodlab");
         let http = HttpMetrics::register(&mut registry);
+        let hops = HopMetrics::register(&mut registry);
         Self {
             service,
             faults: FaultState::new(initial_faults),
             readiness: Readiness::default(),
             registry,
             http,
+            hops,
             admin_token: AdminToken::default(),
         }
     }
@@ -56,6 +60,11 @@ impl Kit {
 
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
+    }
+
+    /// Where this service records how long each hop of an order took.
+    pub fn hops(&self) -> HopMetrics {
+        self.hops.clone()
     }
 
     /// For a service's own metrics, registered before `router` is called.

@@ -235,6 +235,10 @@ fn headers_of(envelope: &Envelope) -> OwnedHeaders {
         .insert(Header {
             key: "correlation_id",
             value: Some(&envelope.correlation_id),
+        })
+        .insert(Header {
+            key: crate::sent_at::SENT_AT_HEADER,
+            value: Some(&crate::sent_at::now()),
         });
     match envelope.trace {
         Some(trace) => headers.insert(Header {
@@ -255,6 +259,15 @@ pub fn trace_of<M: Message>(message: &M) -> TraceContext {
             .and_then(|header| std::str::from_utf8(header.value?).ok())
     });
     TraceContext::continue_from(sent)
+}
+
+/// When the record's producer handed it to Kafka, if it said.
+pub fn sent_at<M: Message>(message: &M) -> Option<std::time::SystemTime> {
+    message
+        .headers()?
+        .iter()
+        .find(|header| header.key == crate::sent_at::SENT_AT_HEADER)
+        .and_then(|header| crate::sent_at::parse(header.value?))
 }
 
 /// Queues an event on `topic`, keyed by its order id (so one order's events
@@ -293,15 +306,22 @@ pub async fn send_raw(
             Err((error, _)) => return Err(error.into()),
         }
     };
-    Ok(Delivered(future))
+    Ok(Delivered {
+        future,
+        sent: std::time::Instant::now(),
+    })
 }
 
 /// An event handed to the producer, not yet acknowledged by the broker.
-pub struct Delivered(DeliveryFuture);
+pub struct Delivered {
+    future: DeliveryFuture,
+    /// When it was handed to the producer.
+    pub sent: std::time::Instant,
+}
 
 impl Delivered {
     pub async fn confirmed(self) -> Result<(), KafkaFailure> {
-        match self.0.await {
+        match self.future.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(error.into()),
             Err(_) => Err(KafkaFailure::Cancelled),

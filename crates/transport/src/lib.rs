@@ -6,12 +6,14 @@
 //!   reconnecting session loop.
 //! - `kafka`: topics, an idempotent producer keyed by order id, consumers that
 //!   commit only processed offsets, and consumer lag.
+//! - `sent_at`: when a message was handed to its broker (a header on both).
 //! - `trace`: the log span of one hop of a trace (`traceparent` travels in
 //!   each transport's headers).
 
 pub mod http;
 pub mod kafka;
 pub mod rabbitmq;
+pub mod sent_at;
 pub mod trace;
 
 pub use http::{CallError, HttpClient};

@@ -264,6 +264,11 @@ impl Publisher {
             .with_content_type("application/json".into())
             .with_type(format!("{:?}", envelope.event_type()).into())
             .with_delivery_mode(2);
+        let properties = with_header(
+            properties,
+            crate::sent_at::SENT_AT_HEADER,
+            AMQPValue::LongString(crate::sent_at::now().into()),
+        );
         match envelope.trace {
             Some(trace) => with_header(
                 properties,
@@ -307,6 +312,7 @@ impl Publisher {
         Ok(PendingConfirm {
             message_id: envelope.message_id.to_string(),
             confirm,
+            sent: std::time::Instant::now(),
         })
     }
 
@@ -366,6 +372,11 @@ impl Publisher {
             RETRIES_HEADER,
             AMQPValue::LongUInt(retries),
         );
+        let properties = with_header(
+            properties,
+            crate::sent_at::SENT_AT_HEADER,
+            AMQPValue::LongString(crate::sent_at::now().into()),
+        );
         self.confirm("", queue, &delivery.data, properties).await
     }
 
@@ -403,6 +414,7 @@ impl Publisher {
 pub struct PendingConfirm {
     message_id: String,
     confirm: lapin::PublisherConfirm,
+    sent: std::time::Instant,
 }
 
 impl PendingConfirm {
@@ -416,10 +428,23 @@ impl PendingConfirm {
 
 /// Acks `delivery` once `pending` is confirmed, in the background; if the
 /// broker refuses the message, the delivery is requeued to be handled again.
-pub fn ack_when_confirmed(pending: PendingConfirm, delivery: Delivery) {
+/// `acked` hears how long the confirm took, once the delivery is acked.
+pub fn ack_when_confirmed(
+    pending: PendingConfirm,
+    delivery: Delivery,
+    acked: impl FnOnce(Duration) + Send + 'static,
+) {
     tokio::spawn(async move {
+        let sent = pending.sent;
         let outcome = match pending.confirmed().await {
-            Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+            Ok(()) => {
+                let confirmed = sent.elapsed();
+                let outcome = delivery.ack(BasicAckOptions::default()).await;
+                if outcome.is_ok() {
+                    acked(confirmed);
+                }
+                outcome
+            }
             Err(error) => {
                 tracing::warn!(%error, "result not confirmed; requeueing the delivery");
                 delivery
@@ -479,6 +504,20 @@ fn continue_trace(mut delivery: Delivery) -> (Delivery, TraceContext) {
         AMQPValue::LongString(trace.to_string().into()),
     );
     (delivery, trace)
+}
+
+/// When the delivery's sender handed it to RabbitMQ, if it said.
+pub fn sent_at(delivery: &Delivery) -> Option<std::time::SystemTime> {
+    match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(crate::sent_at::SENT_AT_HEADER)?
+    {
+        AMQPValue::LongString(s) => crate::sent_at::parse(s.as_bytes()),
+        _ => None,
+    }
 }
 
 /// The dead-letter reason a message carries, if any.
