@@ -33,6 +33,8 @@ pub struct ScaleFigures {
     pub accepted: u64,
     pub reserved: u64,
     pub failed: u64,
+    /// Answers to `POST /order` by status code (`error`: no answer).
+    pub status_codes: BTreeMap<String, u64>,
     pub end_to_end_p50_ms: f64,
     pub end_to_end_p99_ms: f64,
     /// The lab process's resident memory before the lab, its highest
@@ -80,10 +82,11 @@ pub async fn measure(platform: &LocalPlatform, sizes: &[u32]) -> anyhow::Result<
     for &orders in sizes {
         let figures = one_size(platform, orders).await?;
         eprintln!(
-            "  {:>7} orders: {:>6.1} s  {}  reserved {}  e2e p50/p99 {:.1}/{:.1} ms  lab RSS {} → peak {} (+{}) → {} KiB  CPU s per 1000 orders: lab {:.3}, {}",
+            "  {:>7} orders: {:>6.1} s  {}  answers {:?}  reserved {}  e2e p50/p99 {:.1}/{:.1} ms  lab RSS {} → peak {} (+{}) → {} KiB  CPU s per 1000 orders: lab {:.3}, {}",
             figures.orders,
             figures.seconds,
             figures.verdict,
+            figures.status_codes,
             figures.reserved,
             figures.end_to_end_p50_ms,
             figures.end_to_end_p99_ms,
@@ -169,6 +172,7 @@ async fn one_size(platform: &LocalPlatform, orders: u32) -> anyhow::Result<Scale
         accepted: results.accepted,
         reserved: results.reserved,
         failed: results.failed,
+        status_codes: results.status_codes.clone(),
         end_to_end_p50_ms: end_to_end.p50,
         end_to_end_p99_ms: end_to_end.p99,
         lab_rss_before_kib: rss_before,
@@ -195,7 +199,7 @@ fn status_kib(field: &str) -> Option<u64> {
 }
 
 /// User plus system CPU seconds of a process (`self` or a pid) from /proc/<pid>/stat.
-fn cpu_seconds(pid: &str) -> Option<f64> {
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count fields after its `)`.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
