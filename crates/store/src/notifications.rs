@@ -6,7 +6,7 @@ use foodlab_domain::OrderId;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
-use crate::db::{Db, StoreError};
+use crate::db::{Cached, Db, StoreError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -52,13 +52,13 @@ impl NotificationStore {
         self.db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let inserted = tx.execute(
+                let inserted = tx.run(
                     "INSERT INTO notifications (order_id, customer_id, message, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (order_id) DO NOTHING",
                     params![order_id.to_string(), customer_id, message, now_ms],
                 )? == 1;
                 let notification = tx
-                    .query_row(
+                    .row(
                         "SELECT notification_id, order_id, customer_id, message, created_at_ms
                          FROM notifications WHERE order_id = ?1",
                         [order_id.to_string()],

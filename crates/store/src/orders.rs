@@ -6,7 +6,7 @@ use std::path::Path;
 use foodlab_domain::{Envelope, Order, OrderId, OrderStatus};
 use rusqlite::{OptionalExtension, Row, params};
 
-use crate::db::{Db, StoreError, from_json, to_json};
+use crate::db::{Cached, Db, StoreError, from_json, to_json};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (
@@ -100,7 +100,7 @@ impl OrderStore {
                 let tx = conn.transaction()?;
                 for (seq, (order, event)) in (next_seq(&tx)?..).zip(&placed) {
                     insert_order_at(&tx, order, seq)?;
-                    tx.execute(
+                    tx.run(
                         "INSERT INTO outbox (message_id, envelope) VALUES (?1, ?2)",
                         params![event.message_id.to_string(), event.to_stored_json()],
                     )?;
@@ -135,7 +135,7 @@ impl OrderStore {
     pub async fn mark_published(&self, up_to_seq: i64) -> Result<(), StoreError> {
         self.db
             .call(move |conn| {
-                conn.execute("DELETE FROM outbox WHERE seq <= ?1", [up_to_seq])?;
+                conn.run("DELETE FROM outbox WHERE seq <= ?1", [up_to_seq])?;
                 Ok(())
             })
             .await
@@ -143,7 +143,7 @@ impl OrderStore {
 
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         self.db
-            .call(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?))
+            .call(|conn| Ok(conn.row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?))
             .await
     }
 
@@ -158,7 +158,7 @@ impl OrderStore {
     ) -> Result<bool, StoreError> {
         self.db
             .call(move |conn| {
-                let changed = conn.execute(
+                let changed = conn.run(
                     &format!(
                         "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4,
                          change_seq = {NEXT_SEQ}
@@ -186,7 +186,7 @@ impl OrderStore {
                      change_seq = {NEXT_SEQ}
                      WHERE order_id = ?1 RETURNING {COLUMNS}"
                 );
-                conn.query_row(
+                conn.row(
                     &sql,
                     params![id.to_string(), status.as_str(), reason, now_ms],
                     read_order,
@@ -201,7 +201,7 @@ impl OrderStore {
         self.db
             .call(move |conn| {
                 let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1");
-                conn.query_row(&sql, [id.to_string()], read_order)
+                conn.row(&sql, [id.to_string()], read_order)
                     .optional()?
                     .transpose()
             })
@@ -230,7 +230,7 @@ impl OrderStore {
     pub async fn cursor(&self) -> Result<i64, StoreError> {
         self.db
             .call(|conn| {
-                Ok(conn.query_row(
+                Ok(conn.row(
                     "SELECT COALESCE(MAX(change_seq), 0) FROM orders",
                     [],
                     |row| row.get(0),
@@ -315,7 +315,7 @@ impl OrderStore {
 /// Gives a database made before the change sequence its two columns (the
 /// existing orders numbered in insertion order), and the indexes.
 fn add_sequence(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
-    let has_sequence: bool = conn.query_row(
+    let has_sequence: bool = conn.row(
         "SELECT COUNT(*) > 0 FROM pragma_table_info('orders') WHERE name = 'change_seq'",
         [],
         |row| row.get(0),
@@ -335,7 +335,7 @@ fn add_sequence(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
 }
 
 fn current_cursor(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT COALESCE(MAX(change_seq), 0) FROM orders",
         [],
         |row| row.get(0),
@@ -343,7 +343,7 @@ fn current_cursor(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
 }
 
 fn next_seq(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row(&format!("SELECT {NEXT_SEQ}"), [], |row| row.get(0))?)
+    Ok(conn.row(&format!("SELECT {NEXT_SEQ}"), [], |row| row.get(0))?)
 }
 
 fn insert_order(conn: &rusqlite::Connection, order: &Order) -> Result<(), StoreError> {
@@ -351,7 +351,7 @@ fn insert_order(conn: &rusqlite::Connection, order: &Order) -> Result<(), StoreE
 }
 
 fn insert_order_at(conn: &rusqlite::Connection, order: &Order, seq: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.run(
         "INSERT INTO orders (order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms,
                              placed_seq, change_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",

@@ -12,7 +12,7 @@ use foodlab_domain::{Catalogue, ItemName, OrderId, OrderLine, ReservationError, 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::db::{Db, StoreError, from_json, to_json};
+use crate::db::{Cached, Db, StoreError, from_json, to_json};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stock (
@@ -112,7 +112,7 @@ impl StockStore {
         self.db.blocking(|conn| {
             let tx = conn.transaction()?;
             for (item, count) in catalogue.initial_stock() {
-                tx.execute(
+                tx.run(
                     "INSERT OR IGNORE INTO stock (item, available) VALUES (?1, ?2)",
                     params![item.as_str(), count],
                 )?;
@@ -199,7 +199,7 @@ impl StockStore {
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 for (item, available) in &levels {
-                    tx.execute(
+                    tx.run(
                         "INSERT INTO stock (item, available) VALUES (?1, ?2)
                          ON CONFLICT (item) DO UPDATE SET available = excluded.available",
                         params![item.as_str(), available],
@@ -258,7 +258,7 @@ fn reserve_in(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(message_id) = message_id {
         let earlier: Option<String> = tx
-            .query_row(
+            .row(
                 "SELECT order_id FROM processed_messages WHERE message_id = ?1",
                 [message_id],
                 |row| row.get(0),
@@ -274,7 +274,7 @@ fn reserve_in(
             });
         }
         let decided = read_reservation(&tx, order_id)?;
-        tx.execute(
+        tx.run(
             "INSERT OR IGNORE INTO processed_messages (message_id, order_id, processed_at_ms)
              VALUES (?1, ?2, ?3)",
             params![message_id, order_id.to_string(), now_ms],
@@ -298,7 +298,7 @@ fn reserve_in(
         None => match plan_reservation(&stock, &lines) {
             Ok(levels) => {
                 for (item, left) in levels {
-                    tx.execute(
+                    tx.run(
                         "UPDATE stock SET available = ?2 WHERE item = ?1",
                         params![item.as_str(), left],
                     )?;
@@ -313,7 +313,7 @@ fn reserve_in(
             }
         },
     };
-    tx.execute(
+    tx.run(
         "INSERT INTO reservations (order_id, items, outcome, reason, created_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
