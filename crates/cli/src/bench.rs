@@ -17,6 +17,7 @@ use foodlab_lab::series::Latencies;
 use foodlab_lab::spec::Workload;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
+use crate::bench_scale::cpu_seconds;
 use crate::hop_report::{HopFigure, Scrape};
 use crate::machine::Machine;
 
@@ -36,13 +37,15 @@ pub struct BenchReport {
     pub phases: Vec<Phase>,
 }
 
-/// One measured phase: its figures and, per service, its hops.
+/// One measured phase: its figures and, per service, its hops and the
+/// CPU it spent per order (or message) of the phase.
 #[derive(Debug, Serialize)]
 pub struct Phase {
     pub name: &'static str,
     pub description: String,
     pub figures: BTreeMap<&'static str, f64>,
     pub hops: BTreeMap<String, Vec<HopFigure>>,
+    pub cpu_ms_per_order: BTreeMap<String, f64>,
 }
 
 pub async fn run(transport: Transport, size: BenchSize, json: bool) -> anyhow::Result<ExitCode> {
@@ -114,8 +117,8 @@ struct Bench<'a> {
     report: BenchReport,
 }
 
-/// Every service's hop histograms at one moment.
-struct Hops(Vec<(Service, Scrape)>);
+/// Every service's hop histograms and CPU seconds at one moment.
+struct Hops(Vec<(Service, Scrape, Option<f64>)>);
 
 impl Bench<'_> {
     async fn measure(&mut self, transport: Transport, size: BenchSize) -> anyhow::Result<()> {
@@ -129,32 +132,46 @@ impl Bench<'_> {
     }
 
     async fn hops(&self) -> Hops {
+        let pids = self.platform.pids().await;
         let mut scrapes = Vec::new();
         for service in self.platform.services() {
             if let Ok(base) = self.platform.endpoint(service) {
-                scrapes.push((service, Scrape::take(&self.http, &base).await));
+                let cpu = pids
+                    .get(&service)
+                    .and_then(|pid| cpu_seconds(&pid.to_string()));
+                scrapes.push((service, Scrape::take(&self.http, &base).await, cpu));
             }
         }
         Hops(scrapes)
     }
 
-    /// Records a phase, printing its line and where its time went.
+    /// Records a phase of `units` orders (or messages), printing its line,
+    /// where its time went and each service's CPU per unit.
     async fn phase(
         &mut self,
         name: &'static str,
         description: String,
+        units: f64,
         figures: Vec<(&'static str, f64)>,
         before: &Hops,
     ) {
         eprintln!("  {description}");
         let after = self.hops().await;
         let mut hops = BTreeMap::new();
-        for (service, now) in &after.0 {
-            let earlier = before
-                .0
-                .iter()
-                .find(|(s, _)| s == service)
-                .map(|(_, scrape)| scrape.clone())
+        let mut cpu_ms_per_order = BTreeMap::new();
+        for (service, now, cpu) in &after.0 {
+            let earlier = before.0.iter().find(|(s, _, _)| s == service);
+            // A restarted service (the drain) started from zero.
+            let spent = match (cpu, earlier.and_then(|(_, _, c)| *c)) {
+                (Some(now), Some(then)) if *now >= then => Some(now - then),
+                (Some(now), _) => Some(*now),
+                (None, _) => None,
+            };
+            if let Some(spent) = spent.filter(|_| units > 0.0) {
+                cpu_ms_per_order.insert(service.to_string(), round3(spent * 1000.0 / units));
+            }
+            let earlier = earlier
+                .map(|(_, scrape, _)| scrape.clone())
                 .unwrap_or_default();
             let figures = now.since(&earlier);
             if figures.is_empty() {
@@ -173,11 +190,17 @@ impl Bench<'_> {
             }
             hops.insert(service.to_string(), figures);
         }
+        let cpu: Vec<String> = cpu_ms_per_order
+            .iter()
+            .map(|(service, ms)| format!("{service} {ms:.3}"))
+            .collect();
+        eprintln!("      CPU ms per order: {}", cpu.join(", "));
         self.report.phases.push(Phase {
             name,
             description,
             figures: figures.into_iter().collect(),
             hops,
+            cpu_ms_per_order,
         });
     }
 
@@ -197,6 +220,7 @@ impl Bench<'_> {
                 "concurrency 1:  {} orders  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (non-201: {non_201})",
                 size.latency_orders
             ),
+            f64::from(size.latency_orders),
             vec![
                 ("orders", f64::from(size.latency_orders)),
                 ("p50_ms", p50),
@@ -225,6 +249,7 @@ impl Bench<'_> {
                 "concurrency {}: {} orders  {per_second:.0} orders/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  (non-201: {non_201})",
                 size.concurrency, size.throughput_orders
             ),
+            f64::from(size.throughput_orders),
             vec![
                 ("orders", f64::from(size.throughput_orders)),
                 ("concurrency", f64::from(size.concurrency)),
@@ -258,6 +283,7 @@ impl Bench<'_> {
                 "accept (POST /order → 202), concurrency 1: {} orders  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  (non-202: {non_202})",
                 size.latency_orders
             ),
+            f64::from(size.latency_orders),
             vec![
                 ("orders", f64::from(size.latency_orders)),
                 ("p50_ms", p50),
@@ -291,6 +317,7 @@ impl Bench<'_> {
                 samples.answers(),
                 took.as_secs_f64()
             ),
+            samples.answers() as f64,
             vec![
                 ("orders", samples.answers() as f64),
                 ("rate_per_second", rate),
@@ -330,6 +357,7 @@ impl Bench<'_> {
                 "drain of a {backlog}-message backlog (inventory restarted, readiness included): {:.2} s  {per_second:.0} msg/s",
                 took.as_secs_f64()
             ),
+            f64::from(backlog),
             vec![
                 ("messages", f64::from(backlog)),
                 ("seconds", round3(took.as_secs_f64())),
@@ -433,6 +461,7 @@ impl Bench<'_> {
             format!(
                 "burst: {burst} orders accepted (POST /orders/bulk → 201) in {accepted:.3} s; inventory decided all after {inventory_done:.3} s; analytics counted every order and result after {analytics_done:.3} s ({per_second:.0} orders/s end to end)"
             ),
+            burst as f64,
             vec![
                 ("orders", burst as f64),
                 ("accepted_seconds", round3(accepted)),
@@ -455,6 +484,7 @@ impl Bench<'_> {
                 "replay (analytics rewound to the earliest offsets): {} events read again in {:.3} s  {:.0} events/s  (totals identical: {})",
                 replay.events, replay.seconds, replay.events_per_second, replay.identical
             ),
+            replay.events as f64,
             vec![
                 ("events", replay.events as f64),
                 ("seconds", replay.seconds),
