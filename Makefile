@@ -8,7 +8,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-failure.yaml \
              manifests/examples/sync-timeout.yaml
 
-.PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench fmt fmt-check lint crd \
+.PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
         check-orphans cluster-e2e rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
         cluster-build cluster-up cluster-down cluster-test e2e
 
@@ -136,13 +136,24 @@ unit-and-integration:
 check-orphans:
 	scripts/check-no-orphans.sh
 
-## bench: figures (not assertions) from an optimised build
+BENCH_DIR ?= .foodlab/bench
+
+## bench: figures (not assertions) from an optimised build; every figure as
+## JSON in $(BENCH_DIR), and the Markdown of README's performance tables
 bench: rabbitmq-up kafka-up
 	$(CARGO) build --release --workspace --bins
-	./target/release/foodlab bench sync-rest
-	./target/release/foodlab bench async-rabbitmq
-	./target/release/foodlab bench async-rabbitmq --scale 20000,200000
-	./target/release/foodlab bench streaming-kafka
+	mkdir -p $(BENCH_DIR)
+	./target/release/foodlab bench sync-rest --json > $(BENCH_DIR)/sync-rest.json
+	./target/release/foodlab bench async-rabbitmq --json > $(BENCH_DIR)/async-rabbitmq.json
+	./target/release/foodlab bench streaming-kafka --json > $(BENCH_DIR)/streaming-kafka.json
+	./target/release/foodlab bench async-rabbitmq --scale 20000,200000 > $(BENCH_DIR)/scale.json
+	python3 scripts/bench-report.py $(BENCH_DIR)/*.json > $(BENCH_DIR)/performance.md
+	@echo "bench: figures in $(BENCH_DIR); README's tables: make bench-readme"
+
+## bench-readme: README's performance tables from the last `make bench`
+bench-readme:
+	python3 scripts/bench-report.py --readme README.md $(BENCH_DIR)/sync-rest.json \
+		$(BENCH_DIR)/async-rabbitmq.json $(BENCH_DIR)/streaming-kafka.json $(BENCH_DIR)/scale.json
 
 fmt:
 	$(CARGO) fmt --all
