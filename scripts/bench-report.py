@@ -31,12 +31,14 @@ def machine_line(m):
 
 def phase_table(report):
     lines = [
-        "| phase | what was measured | CPU ms per order (service) |",
+        "| phase | what was measured | CPU ms per unit, by service |",
         "|---|---|---|",
     ]
     for phase in report["phases"]:
-        cpu = ", ".join(f"{s} {v:.3f}" for s, v in sorted(phase.get("cpu_ms_per_order", {}).items()))
-        lines.append(f"| {phase['name']} | {phase['description']} | {cpu} |")
+        cpu = phase.get("cpu_ms_per_unit", {})
+        cells = ", ".join(f"{s} {v:.3f}" for s, v in sorted(cpu.items())) or "—"
+        unit = phase.get("unit", "order")
+        lines.append(f"| {phase['name']} | {phase['description']} | per {unit}: {cells} |")
     return lines
 
 
@@ -59,6 +61,10 @@ def hop_table(report):
     return lines
 
 
+def seconds(cpu, service):
+    return f"{cpu[service]:.3f}" if service in cpu else "—"
+
+
 def scale_table(sizes):
     lines = [
         "| orders | lab | lab engine RSS: before → peak (growth) | CPU s per 1000 orders: lab, order, inventory, notification |",
@@ -72,8 +78,8 @@ def scale_table(sizes):
             f"{s['reserved']:,} reserved, answers {json.dumps(answers)} "
             f"| {s['labRssBeforeKib'] / 1024:.1f} → {s['labRssPeakKib'] / 1024:.1f} MiB "
             f"(+{s['labRssGrowthKib'] / 1024:.1f}) "
-            f"| {s['labCpuSecondsPer1000']:.3f}, {cpu.get('order', 0):.3f}, "
-            f"{cpu.get('inventory', 0):.3f}, {cpu.get('notification', 0):.3f} |"
+            f"| {s['labCpuSecondsPer1000']:.3f}, {seconds(cpu, 'order')}, "
+            f"{seconds(cpu, 'inventory')}, {seconds(cpu, 'notification')} |"
         )
     return lines
 
@@ -102,8 +108,9 @@ def render(documents):
         out += hop_table(report)
         out.append("")
     for sizes in scales:
+        given = ",".join(str(s["orders"]) for s in sizes)
         out += [
-            "**A lab at growing sizes** (`foodlab bench async-rabbitmq --scale 20000,200000`, "
+            f"**A lab at growing sizes** (`foodlab bench async-rabbitmq --scale {given}`, "
             "the async-rabbitmq lab through the lab engine, concurrency 32, one part)",
             "",
         ]

@@ -38,14 +38,28 @@ pub struct BenchReport {
 }
 
 /// One measured phase: its figures and, per service, its hops and the
-/// CPU it spent per order (or message) of the phase.
+/// CPU it spent per unit of the phase (an order, a message, an event).
 #[derive(Debug, Serialize)]
 pub struct Phase {
     pub name: &'static str,
     pub description: String,
     pub figures: BTreeMap<&'static str, f64>,
     pub hops: BTreeMap<String, Vec<HopFigure>>,
-    pub cpu_ms_per_order: BTreeMap<String, f64>,
+    pub unit: &'static str,
+    pub cpu_ms_per_unit: BTreeMap<String, f64>,
+}
+
+/// What a phase counts: `count` of `unit`.
+struct Units {
+    unit: &'static str,
+    count: f64,
+}
+
+fn orders(count: f64) -> Units {
+    Units {
+        unit: "order",
+        count,
+    }
 }
 
 pub async fn run(transport: Transport, size: BenchSize, json: bool) -> anyhow::Result<ExitCode> {
@@ -117,8 +131,11 @@ struct Bench<'a> {
     report: BenchReport,
 }
 
-/// Every service's hop histograms and CPU seconds at one moment.
-struct Hops(Vec<(Service, Scrape, Option<f64>)>);
+/// A process's id and the CPU seconds it has spent.
+type Cpu = (u32, f64);
+
+/// Every service's hop histograms and CPU at one moment.
+struct Hops(Vec<(Service, Scrape, Option<Cpu>)>);
 
 impl Bench<'_> {
     async fn measure(&mut self, transport: Transport, size: BenchSize) -> anyhow::Result<()> {
@@ -138,37 +155,37 @@ impl Bench<'_> {
             if let Ok(base) = self.platform.endpoint(service) {
                 let cpu = pids
                     .get(&service)
-                    .and_then(|pid| cpu_seconds(&pid.to_string()));
+                    .and_then(|pid| Some((*pid, cpu_seconds(&pid.to_string())?)));
                 scrapes.push((service, Scrape::take(&self.http, &base).await, cpu));
             }
         }
         Hops(scrapes)
     }
 
-    /// Records a phase of `units` orders (or messages), printing its line,
-    /// where its time went and each service's CPU per unit.
+    /// Records a phase, printing its line, where its time went and each
+    /// service's CPU per unit.
     async fn phase(
         &mut self,
         name: &'static str,
         description: String,
-        units: f64,
+        units: Units,
         figures: Vec<(&'static str, f64)>,
         before: &Hops,
     ) {
         eprintln!("  {description}");
         let after = self.hops().await;
         let mut hops = BTreeMap::new();
-        let mut cpu_ms_per_order = BTreeMap::new();
+        let mut cpu_ms_per_unit = BTreeMap::new();
         for (service, now, cpu) in &after.0 {
             let earlier = before.0.iter().find(|(s, _, _)| s == service);
-            // A restarted service (the drain) started from zero.
+            // A service restarted during the phase (the drain) started from zero.
             let spent = match (cpu, earlier.and_then(|(_, _, c)| *c)) {
-                (Some(now), Some(then)) if *now >= then => Some(now - then),
-                (Some(now), _) => Some(*now),
+                (Some((pid, now)), Some((then_pid, then))) if *pid == then_pid => Some(now - then),
+                (Some((_, now)), _) => Some(*now),
                 (None, _) => None,
             };
-            if let Some(spent) = spent.filter(|_| units > 0.0) {
-                cpu_ms_per_order.insert(service.to_string(), round3(spent * 1000.0 / units));
+            if let Some(spent) = spent.filter(|_| units.count > 0.0) {
+                cpu_ms_per_unit.insert(service.to_string(), round3(spent * 1000.0 / units.count));
             }
             let earlier = earlier
                 .map(|(_, scrape, _)| scrape.clone())
@@ -190,17 +207,18 @@ impl Bench<'_> {
             }
             hops.insert(service.to_string(), figures);
         }
-        let cpu: Vec<String> = cpu_ms_per_order
+        let cpu: Vec<String> = cpu_ms_per_unit
             .iter()
             .map(|(service, ms)| format!("{service} {ms:.3}"))
             .collect();
-        eprintln!("      CPU ms per order: {}", cpu.join(", "));
+        eprintln!("      CPU ms per {}: {}", units.unit, cpu.join(", "));
         self.report.phases.push(Phase {
             name,
             description,
             figures: figures.into_iter().collect(),
             hops,
-            cpu_ms_per_order,
+            unit: units.unit,
+            cpu_ms_per_unit,
         });
     }
 
@@ -220,7 +238,7 @@ impl Bench<'_> {
                 "concurrency 1:  {} orders  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms  (non-201: {non_201})",
                 size.latency_orders
             ),
-            f64::from(size.latency_orders),
+            orders(f64::from(size.latency_orders)),
             vec![
                 ("orders", f64::from(size.latency_orders)),
                 ("p50_ms", p50),
@@ -249,7 +267,7 @@ impl Bench<'_> {
                 "concurrency {}: {} orders  {per_second:.0} orders/s  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  (non-201: {non_201})",
                 size.concurrency, size.throughput_orders
             ),
-            f64::from(size.throughput_orders),
+            orders(f64::from(size.throughput_orders)),
             vec![
                 ("orders", f64::from(size.throughput_orders)),
                 ("concurrency", f64::from(size.concurrency)),
@@ -283,7 +301,7 @@ impl Bench<'_> {
                 "accept (POST /order → 202), concurrency 1: {} orders  p50 {p50:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  (non-202: {non_202})",
                 size.latency_orders
             ),
-            f64::from(size.latency_orders),
+            orders(f64::from(size.latency_orders)),
             vec![
                 ("orders", f64::from(size.latency_orders)),
                 ("p50_ms", p50),
@@ -317,7 +335,7 @@ impl Bench<'_> {
                 samples.answers(),
                 took.as_secs_f64()
             ),
-            samples.answers() as f64,
+            orders(samples.answers() as f64),
             vec![
                 ("orders", samples.answers() as f64),
                 ("rate_per_second", rate),
@@ -357,7 +375,10 @@ impl Bench<'_> {
                 "drain of a {backlog}-message backlog (inventory restarted, readiness included): {:.2} s  {per_second:.0} msg/s",
                 took.as_secs_f64()
             ),
-            f64::from(backlog),
+            Units {
+                unit: "message",
+                count: f64::from(backlog),
+            },
             vec![
                 ("messages", f64::from(backlog)),
                 ("seconds", round3(took.as_secs_f64())),
@@ -461,7 +482,7 @@ impl Bench<'_> {
             format!(
                 "burst: {burst} orders accepted (POST /orders/bulk → 201) in {accepted:.3} s; inventory decided all after {inventory_done:.3} s; analytics counted every order and result after {analytics_done:.3} s ({per_second:.0} orders/s end to end)"
             ),
-            burst as f64,
+            orders(burst as f64),
             vec![
                 ("orders", burst as f64),
                 ("accepted_seconds", round3(accepted)),
@@ -484,7 +505,10 @@ impl Bench<'_> {
                 "replay (analytics rewound to the earliest offsets): {} events read again in {:.3} s  {:.0} events/s  (totals identical: {})",
                 replay.events, replay.seconds, replay.events_per_second, replay.identical
             ),
-            replay.events as f64,
+            Units {
+                unit: "event",
+                count: replay.events as f64,
+            },
             vec![
                 ("events", replay.events as f64),
                 ("seconds", replay.seconds),

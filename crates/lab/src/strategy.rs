@@ -168,7 +168,10 @@ impl Strategy {
         results.failed = tally.answers() - results.reserved;
         // A request the API refused is final too.
         terminal = settled.min(accepted) + (tally.answers() - accepted);
-        results.end_to_end_ms = Some(end_to_end.latencies().summary());
+        // Without the cursor nothing was measured: no figure, not zeros.
+        results.end_to_end_ms = settlement
+            .is_some()
+            .then(|| end_to_end.latencies().summary());
         if let (Some(analytics), Some(before)) = (self.analytics(), baseline.analytics) {
             observer.note("waiting for inventory and analytics to process every event");
             let until = AnalyticsTotals {

@@ -131,13 +131,14 @@ async fn place_synchronously(
         let refused = refusal(&error);
         let reason = detail(&error);
         tracing::warn!(%order_id, status = %refused.order_status, %reason, "order not reserved");
-        app.store
-            .set_status(
-                order_id,
-                refused.order_status,
-                Some(reason.clone()),
-                now_ms(),
-            )
+        let stored = app.store.set_status(
+            order_id,
+            refused.order_status,
+            Some(reason.clone()),
+            now_ms(),
+        );
+        app.hops
+            .time(Hop::StoreCommit, stored)
             .await
             .map_err(ApiError::internal)?;
         app.metrics.reached(refused.order_status);

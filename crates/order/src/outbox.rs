@@ -27,7 +27,7 @@ pub async fn relay<E, F, Fut>(
 ) -> Result<(), E>
 where
     F: FnMut(Vec<Envelope>) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
+    Fut: Future<Output = Result<Vec<Duration>, E>>,
 {
     loop {
         let pending = store.pending_events(batch).await.map_err(&store_error)?;
@@ -41,16 +41,13 @@ where
         let last_seq = *last_seq;
         let events: Vec<Envelope> = pending.into_iter().map(|(_, event)| event).collect();
         let count = events.len();
-        let handed = std::time::Instant::now();
         for event in &events {
             hops.since_stamp(
                 Hop::OutboxDwell,
                 Some(std::time::SystemTime::from(event.occurred_at)),
             );
         }
-        publish(events).await?;
-        let confirmed = handed.elapsed();
-        for _ in 0..count {
+        for confirmed in publish(events).await? {
             hops.observe(Hop::PublishConfirm, confirmed);
         }
         hops.time(Hop::StoreCommit, store.mark_published(last_seq))

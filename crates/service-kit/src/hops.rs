@@ -15,8 +15,9 @@ use prometheus_client::registry::Registry;
 pub enum Hop {
     /// A SQLite transaction, the wait for the connection included.
     StoreCommit,
-    /// From an order's commit (its event's time) until the relay hands the
-    /// event to the broker.
+    /// From an order's placing (its event's time, taken just before the
+    /// commit, so the commit is included) until the relay hands the event to
+    /// the broker.
     OutboxDwell,
     /// From handing a message to the broker until the broker confirms it
     /// (a RabbitMQ publisher confirm, a Kafka acks=all delivery report).

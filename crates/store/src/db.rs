@@ -117,9 +117,15 @@ fn checkpoint(own: &Connection, service: &Inner, restart_after: i64) -> rusqlite
     };
     if passive(own)? > restart_after {
         passive(own)?;
-        service
+        // A checkpoint that could not finish says so in its first column.
+        let busy: i64 = service
             .lock()
-            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get(0))?;
+        if busy != 0 {
+            tracing::warn!(
+                "the WAL could not be started again: a reader held it past the busy timeout"
+            );
+        }
     }
     Ok(())
 }
@@ -192,7 +198,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_large_wal_is_folded_in_and_started_again_a_small_one_only_folded_in() {
+    fn a_wal_past_the_limit_is_started_again_while_a_reader_holds_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let db = Db::open(&path, "CREATE TABLE IF NOT EXISTS t (n INTEGER, pad TEXT);").unwrap();

@@ -212,7 +212,9 @@ impl OrderStore {
     pub async fn list(&self) -> Result<Vec<Order>, StoreError> {
         self.db
             .call(|conn| {
-                let sql = format!("SELECT {COLUMNS} FROM orders ORDER BY created_at_ms, order_id");
+                // Placement order: what the pages (`placed_seq`) follow too, also
+                // for orders placed in the same millisecond.
+                let sql = format!("SELECT {COLUMNS} FROM orders ORDER BY placed_seq");
                 let mut statement = conn.prepare(&sql)?;
                 let rows = statement.query_map([], read_order)?;
                 rows.map(|row| row?).collect()
@@ -265,6 +267,7 @@ impl OrderStore {
         cursor: i64,
         limit: u32,
     ) -> Result<OrderPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
         let page = self.read_after("placed_seq", cursor, limit).await?;
         let next = (page.len() == limit as usize)
             .then(|| page.last().map(|(seq, _)| *seq))

@@ -334,15 +334,18 @@ pub async fn send_all(
     producer: &FutureProducer,
     topic: &str,
     envelopes: &[Envelope],
-) -> Result<(), KafkaFailure> {
+) -> Result<Vec<Duration>, KafkaFailure> {
     let mut pending = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
         pending.push(send(producer, topic, envelope).await?);
     }
+    let mut took = Vec::with_capacity(pending.len());
     for delivered in pending {
+        let sent = delivered.sent;
         delivered.confirmed().await?;
+        took.push(sent.elapsed());
     }
-    Ok(())
+    Ok(took)
 }
 
 /// Waits for the next message. Errors librdkafka reports through the

@@ -281,19 +281,26 @@ impl Publisher {
 
     /// Publishes one event and waits until the broker has it.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), AmqpError> {
-        self.publish_all(std::slice::from_ref(envelope)).await
+        self.publish_all(std::slice::from_ref(envelope))
+            .await
+            .map(drop)
     }
 
-    /// Publishes events back to back, then waits for every confirm.
-    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), AmqpError> {
+    /// Publishes events back to back, then waits for every confirm; how long
+    /// each one took from its send to its confirm (read in order, so a
+    /// confirm is seen once the ones before it are).
+    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<Vec<Duration>, AmqpError> {
         let mut pending = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             pending.push(self.send(envelope).await?);
         }
+        let mut took = Vec::with_capacity(pending.len());
         for confirm in pending {
+            let sent = confirm.sent;
             confirm.confirmed().await?;
+            took.push(sent.elapsed());
         }
-        Ok(())
+        Ok(took)
     }
 
     /// Sends an event without waiting for the broker: the returned confirm is
