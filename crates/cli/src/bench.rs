@@ -20,6 +20,7 @@ use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, wor
 use crate::bench_scale::cpu_seconds;
 use crate::hop_report::{HopFigure, Scrape};
 use crate::machine::Machine;
+use foodlab_lab::strategy::round3;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BenchSize {
@@ -121,8 +122,14 @@ fn percentiles(latencies: &Latencies) -> [f64; 4] {
     [50.0, 99.0, 99.9, 100.0].map(|p| round3(latencies.percentile(p)))
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+/// The same percentiles as a phase's named figures.
+fn percentile_figures([p50, p99, p999, max]: [f64; 4]) -> [(&'static str, f64); 4] {
+    [
+        ("p50_ms", p50),
+        ("p99_ms", p99),
+        ("p999_ms", p999),
+        ("max_ms", max),
+    ]
 }
 
 struct Bench<'a> {
@@ -230,7 +237,8 @@ impl Bench<'_> {
         let before = self.hops().await;
         let (samples, _) =
             workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
-        let [p50, p99, p999, max] = percentiles(&samples.latency);
+        let shown = percentiles(&samples.latency);
+        let [p50, p99, p999, max] = shown;
         let non_201 = unexpected(&samples, 201);
         self.phase(
             "latency",
@@ -241,12 +249,11 @@ impl Bench<'_> {
             orders(f64::from(size.latency_orders)),
             vec![
                 ("orders", f64::from(size.latency_orders)),
-                ("p50_ms", p50),
-                ("p99_ms", p99),
-                ("p999_ms", p999),
-                ("max_ms", max),
                 ("non_201", non_201),
-            ],
+            ]
+            .into_iter()
+            .chain(percentile_figures(shown))
+            .collect(),
             &before,
         )
         .await;
@@ -258,7 +265,8 @@ impl Bench<'_> {
             ignore(),
         )
         .await;
-        let [p50, p99, p999, max] = percentiles(&samples.latency);
+        let shown = percentiles(&samples.latency);
+        let [p50, p99, p999, _] = shown;
         let per_second = round3(f64::from(size.throughput_orders) / took.as_secs_f64());
         let non_201 = unexpected(&samples, 201);
         self.phase(
@@ -272,12 +280,11 @@ impl Bench<'_> {
                 ("orders", f64::from(size.throughput_orders)),
                 ("concurrency", f64::from(size.concurrency)),
                 ("orders_per_second", per_second),
-                ("p50_ms", p50),
-                ("p99_ms", p99),
-                ("p999_ms", p999),
-                ("max_ms", max),
                 ("non_201", non_201),
-            ],
+            ]
+            .into_iter()
+            .chain(percentile_figures(shown))
+            .collect(),
             &before,
         )
         .await;
@@ -293,7 +300,8 @@ impl Bench<'_> {
         let before = self.hops().await;
         let (samples, _) =
             workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
-        let [p50, p99, p999, max] = percentiles(&samples.latency);
+        let shown = percentiles(&samples.latency);
+        let [p50, p99, p999, _] = shown;
         let non_202 = unexpected(&samples, 202);
         self.phase(
             "accept",
@@ -304,12 +312,11 @@ impl Bench<'_> {
             orders(f64::from(size.latency_orders)),
             vec![
                 ("orders", f64::from(size.latency_orders)),
-                ("p50_ms", p50),
-                ("p99_ms", p99),
-                ("p999_ms", p999),
-                ("max_ms", max),
                 ("non_202", non_202),
-            ],
+            ]
+            .into_iter()
+            .chain(percentile_figures(shown))
+            .collect(),
             &before,
         )
         .await;
@@ -326,7 +333,8 @@ impl Bench<'_> {
         let before = self.hops().await;
         let (samples, took) = workload::run(&steady, order_url, ignore()).await;
         let end_to_end = self.settle(steady_cursor, samples.accepted()).await;
-        let [p50, p99, p999, max] = percentiles(&end_to_end);
+        let shown = percentiles(&end_to_end);
+        let [p50, p99, p999, max] = shown;
         let settled = end_to_end.count() as f64;
         self.phase(
             "end_to_end",
@@ -339,12 +347,11 @@ impl Bench<'_> {
             vec![
                 ("orders", samples.answers() as f64),
                 ("rate_per_second", rate),
-                ("p50_ms", p50),
-                ("p99_ms", p99),
-                ("p999_ms", p999),
-                ("max_ms", max),
                 ("settled", settled),
-            ],
+            ]
+            .into_iter()
+            .chain(percentile_figures(shown))
+            .collect(),
             &before,
         )
         .await;

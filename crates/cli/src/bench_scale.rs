@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use foodlab_lab::spec::FoodLabSpec;
+use foodlab_lab::strategy::round3;
 use foodlab_lab::{LocalOptions, LocalPlatform, Quiet, Service, Transport, run_lab};
 use serde::Serialize;
 
@@ -207,10 +208,6 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / USER_HZ)
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use foodlab_lab::strategy::round3;
 use serde::Serialize;
 
 /// One histogram's cumulative bucket counts: (upper bound in seconds, count).
@@ -170,10 +171,6 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
         let (key, value) = pair.split_once('=')?;
         (key.trim() == name).then(|| value.trim().trim_matches('"'))
     })
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
