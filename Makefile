@@ -9,7 +9,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-timeout.yaml
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
-        check-orphans cluster-e2e rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
+        check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
         cluster-build cluster-up cluster-down cluster-test e2e
 
 build:
@@ -45,14 +45,15 @@ demo-replay: build kafka-up
 	$(FOODLAB) run manifests/examples/streaming-replay.yaml
 
 ## test: formatting, lints, every unit, integration and lab test (with a real
-## RabbitMQ and Apache Kafka, installed and started here, stopped after), then the
+## PostgreSQL, RabbitMQ and Apache Kafka, installed and started here, stopped after), then the
 ## local Kubernetes cluster: the operator against the real API server (cluster-test)
 ## and every example lab through helm install and kubectl apply (e2e); no orphans left
 test: fmt-check lint build charts
 	scripts/install-chromium.sh
-	scripts/rabbitmq.sh start
-	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit 1; }
-	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; exit $$status
+	scripts/postgres.sh up
+	scripts/rabbitmq.sh start || { scripts/postgres.sh down; exit 1; }
+	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; scripts/postgres.sh down; exit 1; }
+	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; scripts/postgres.sh down; exit $$status
 	$(MAKE) cluster-e2e
 	$(MAKE) check-orphans
 
@@ -114,6 +115,14 @@ rabbitmq-up:
 
 rabbitmq-down:
 	scripts/rabbitmq.sh stop
+
+## postgres-up / postgres-down: the project's PostgreSQL on 127.0.0.1:55432 (`scripts/postgres.sh url`
+## prints the URL to give services as --database-url / FOODLAB_DATABASE_URL)
+postgres-up:
+	scripts/postgres.sh up
+
+postgres-down:
+	scripts/postgres.sh down
 
 ## kafka-up / kafka-down: the project's Apache Kafka (one KRaft node) on 127.0.0.1:9092,
 ## topics order-events and inventory-events with 3 partitions

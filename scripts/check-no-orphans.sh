@@ -13,6 +13,12 @@ for pidfile in "$here"/.foodlab/kafka-*/broker.pid; do
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^-Dfoodlab.kafka.dir=' &&
     left+="kafka broker pid $pid ($pidfile)"
 done
+# The PostgreSQL server started from this checkout's scripts (by its pid file).
+pg_pidfile="$here/.foodlab/postgres/data/postmaster.pid"
+if [ -f "$pg_pidfile" ]; then
+  pid=$(head -n1 "$pg_pidfile")
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && left+=$'\n'"postgres pid $pid ($pg_pidfile)"
+fi
 # The local cluster's components (scripts/cluster.sh): by pid file, and any process run
 # from the binaries cluster.sh builds or with the cluster's data dir in its arguments.
 for pidfile in "$here"/.foodlab/cluster/run/*.pid; do

@@ -52,14 +52,16 @@ pub struct Args {
 }
 
 /// Builds the whole service (store, routes, faults) from its arguments.
-pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
+pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let catalogue = Catalogue::with_overrides(&args.stock).context("invalid FOODLAB_STOCK")?;
     let faults = args
         .service
         .faults
         .to_faults()
         .context("invalid start-up faults")?;
-    let store = StockStore::open(&args.service.database(SERVICE), &catalogue)
+    let database = args.service.database(SERVICE)?;
+    let store = StockStore::open(&database, &catalogue)
+        .await
         .context("cannot open the inventory database")?;
     let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);

@@ -27,13 +27,15 @@ pub struct Args {
     pub amqp: AmqpArgs,
 }
 
-pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
+pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let faults = args
         .service
         .faults
         .to_faults()
         .context("invalid start-up faults")?;
-    let store = NotificationStore::open(&args.service.database(SERVICE))
+    let database = args.service.database(SERVICE)?;
+    let store = NotificationStore::open(&database)
+        .await
         .context("cannot open the notification database")?;
     let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);

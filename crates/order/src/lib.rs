@@ -90,13 +90,15 @@ pub struct AppState {
     pub hops: foodlab_service_kit::HopMetrics,
 }
 
-pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
+pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let faults = args
         .service
         .faults
         .to_faults()
         .context("invalid start-up faults")?;
-    let store = OrderStore::open(&args.service.database(SERVICE))
+    let database = args.service.database(SERVICE)?;
+    let store = OrderStore::open(&database)
+        .await
         .context("cannot open the order database")?;
     let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);

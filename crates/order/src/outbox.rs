@@ -1,7 +1,8 @@
 //! What the order service does the same over either broker: the outbox
 //! relay (the events stored with their orders go to the broker in order,
 //! and leave the outbox only once the broker has them; the broker is
-//! whatever `publish` sends to) and recording inventory's decision.
+//! whatever `publish` sends to; on a shared database each event is claimed
+//! by one replica's relay) and recording inventory's decision.
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,16 +31,18 @@ where
     Fut: Future<Output = Result<Vec<Duration>, E>>,
 {
     loop {
-        let pending = store.pending_events(batch).await.map_err(&store_error)?;
-        let Some((last_seq, _)) = pending.last() else {
+        let pending = store
+            .claim_events(batch, now_ms())
+            .await
+            .map_err(&store_error)?;
+        if pending.is_empty() {
             tokio::select! {
                 () = nudge.notified() => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
             }
             continue;
-        };
-        let last_seq = *last_seq;
-        let events: Vec<Envelope> = pending.into_iter().map(|(_, event)| event).collect();
+        }
+        let (seqs, events): (Vec<i64>, Vec<Envelope>) = pending.into_iter().unzip();
         let count = events.len();
         for event in &events {
             hops.since_stamp(
@@ -47,10 +50,21 @@ where
                 Some(std::time::SystemTime::from(event.occurred_at)),
             );
         }
-        for confirmed in publish(events).await? {
-            hops.observe(Hop::PublishConfirm, confirmed);
+        match publish(events).await {
+            Ok(confirmed) => {
+                for confirmed in confirmed {
+                    hops.observe(Hop::PublishConfirm, confirmed);
+                }
+            }
+            Err(error) => {
+                // Free for the next attempt at once, here or on another replica.
+                if let Err(release) = store.release_events(&seqs).await {
+                    tracing::warn!(error = %release, "unpublished outbox events not released; their claim lapses");
+                }
+                return Err(error);
+            }
         }
-        hops.time(Hop::StoreCommit, store.mark_published(last_seq))
+        hops.time(Hop::StoreCommit, store.mark_published(&seqs))
             .await
             .map_err(&store_error)?;
         tracing::debug!(count, "outbox events handed to the broker");

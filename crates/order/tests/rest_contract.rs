@@ -57,6 +57,7 @@ async fn chain(stock: &str, timeout: &str) -> Chain {
             "--stock",
             stock,
         ]))
+        .await
         .unwrap(),
     )
     .await;
@@ -66,6 +67,7 @@ async fn chain(stock: &str, timeout: &str) -> Chain {
             "--data-dir",
             data,
         ]))
+        .await
         .unwrap(),
     )
     .await;
@@ -81,6 +83,7 @@ async fn chain(stock: &str, timeout: &str) -> Chain {
             "--dependency-timeout",
             timeout,
         ]))
+        .await
         .unwrap(),
     )
     .await;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use foodlab_domain::Faults;
+use foodlab_store::{Database, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -37,6 +38,12 @@ pub struct ServiceArgs {
     /// Directory for the service's SQLite database.
     #[arg(long, env = "FOODLAB_DATA_DIR", default_value = ".foodlab/data")]
     pub data_dir: PathBuf,
+
+    /// A PostgreSQL database shared by every replica of every service of the
+    /// part (`postgres://user:password@host:port/database`), instead of a
+    /// SQLite file of the service's own in the data directory.
+    #[arg(long, env = "FOODLAB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 
     /// Log format.
     #[arg(long, env = "FOODLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -88,8 +95,9 @@ impl ServiceArgs {
         self.admin.token()
     }
 
-    /// Path of the service's database file inside the data directory.
-    pub fn database(&self, service: &str) -> PathBuf {
-        self.data_dir.join(format!("{service}.db"))
+    /// The service's database: the PostgreSQL one when a URL is given, else
+    /// its SQLite file `SERVICE.db` in the data directory.
+    pub fn database(&self, service: &str) -> Result<Database, StoreError> {
+        Database::for_service(service, &self.data_dir, self.database_url.as_deref())
     }
 }

@@ -1,15 +1,30 @@
-//! SQLite persistence, one database file per service.
+//! Persistence of each FoodLab service, on one of two backends behind the
+//! same interface:
 //!
-//! Every store runs its statements on a blocking thread so the async services
-//! never stall on disk I/O. Files use WAL with `synchronous=NORMAL`: a commit
-//! survives a crash of the service; a power cut may lose the last commits.
+//! - **SQLite** (the embedded default on one machine): one database file
+//!   per service, one connection per process, so one process per file.
+//!   Files use WAL with `synchronous=NORMAL`: a commit survives a crash of
+//!   the service; a power cut may lose the last commits.
+//! - **PostgreSQL** (`postgres://…`): one database shared by every replica of
+//!   every service of a part. Exactly once is the database's job there:
+//!   unique keys and row locks decide, so any number of replicas can serve
+//!   and consume at once.
+//!
+//! Each store (`OrderStore`, `StockStore`, `NotificationStore`) has one
+//! module per backend; its `mod.rs` holds the types and dispatches.
 
-mod db;
+mod database;
+mod error;
 pub mod notifications;
 pub mod orders;
+mod postgres;
+mod sqlite;
 pub mod stock;
+#[cfg(test)]
+mod testing;
 
-pub use db::{Db, StoreError};
+pub use database::Database;
+pub use error::StoreError;
 pub use notifications::{Notification, NotificationStore};
 pub use orders::{OrderCounts, OrderPage, OrderStore};
 pub use stock::{Outcome, Reservation, ReserveResult, StockStats, StockStore};

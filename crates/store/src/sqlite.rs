@@ -1,3 +1,5 @@
+//! The SQLite file of one service: its one connection, and the WAL kept in bounds.
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -5,22 +7,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("stored row is unreadable: {0}")]
-    Corrupt(String),
-    #[error("the message id was already used for order {earlier_order}")]
-    MessageIdReused { earlier_order: String },
-    #[error("cannot start the WAL checkpointer: {0}")]
-    Checkpointer(std::io::Error),
-}
+use crate::StoreError;
 
 /// How often the background checkpointer folds the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
@@ -181,14 +168,6 @@ impl Cached for Connection {
     ) -> rusqlite::Result<T> {
         self.prepare_cached(sql)?.query_row(params, read)
     }
-}
-
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]
