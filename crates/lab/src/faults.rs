@@ -154,27 +154,35 @@ impl FaultClient {
             what,
             reason,
         };
-        let base = platform
-            .endpoint(service)
+        let bases = platform
+            .endpoints(service)
             .map_err(|e| fail(e.to_string()))?;
-        let url = format!("{base}{path}");
+        for base in bases {
+            self.put_to(&format!("{base}{path}"), body)
+                .await
+                .map_err(&fail)?;
+        }
+        Ok(())
+    }
+
+    /// One replica's admin call, retried while its failures are transient.
+    async fn put_to<B: Serialize + ?Sized>(&self, url: &str, body: &B) -> Result<(), String> {
         let until = Instant::now() + self.patience;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1u32;
         loop {
-            match self.put_once(&url, body).await {
+            match self.put_once(url, body).await {
                 Ok(()) => return Ok(()),
-                Err(Failure::Final(reason)) => return Err(fail(reason)),
+                Err(Failure::Final(reason)) => return Err(reason),
                 Err(Failure::Transient(reason)) if Instant::now() + backoff >= until => {
-                    let reason = if attempt > 1 {
+                    return Err(if attempt > 1 {
                         format!("{reason} (still failing after {attempt} attempts)")
                     } else {
                         reason
-                    };
-                    return Err(fail(reason));
+                    });
                 }
                 Err(Failure::Transient(error)) => {
-                    tracing::warn!(%service, call = %format!("PUT {path}"), attempt, %error, "admin call failed; retrying");
+                    tracing::warn!(call = %format!("PUT {url}"), attempt, %error, "admin call failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     attempt += 1;

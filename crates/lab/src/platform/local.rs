@@ -63,6 +63,12 @@ pub struct LocalOptions {
     pub broker: Broker,
     /// The Kafka-protocol broker of the streaming-kafka part.
     pub kafka: KafkaBroker,
+    /// Processes per service (1 when not named). More than one needs a
+    /// shared database (`database_url`).
+    pub replicas: BTreeMap<Service, u32>,
+    /// The PostgreSQL database every process of the part shares
+    /// (`FOODLAB_DATABASE_URL`); each service's SQLite file when `None`.
+    pub database_url: Option<String>,
 }
 
 impl LocalOptions {
@@ -78,6 +84,8 @@ impl LocalOptions {
             dependency_timeout: None,
             broker: Broker::default(),
             kafka: KafkaBroker::from_env(),
+            replicas: BTreeMap::new(),
+            database_url: None,
         }
     }
 
@@ -91,9 +99,11 @@ impl LocalOptions {
 
 pub struct LocalPlatform {
     data_dir: PathBuf,
-    supervisors: BTreeMap<Service, Supervisor>,
+    /// One supervisor per process (a pod, on a cluster), the first on the
+    /// service's usual port.
+    supervisors: BTreeMap<Service, Vec<Supervisor>>,
     events: broadcast::Sender<ServiceEvent>,
-    ports: BTreeMap<Service, u16>,
+    ports: BTreeMap<Service, Vec<u16>>,
     rabbitmq: Option<RabbitAdmin>,
     /// The vhost, or the Kafka topics and groups, were made for this
     /// platform and go with it.
@@ -115,7 +125,15 @@ pub fn services_of(transport: Transport) -> &'static [Service] {
 impl LocalPlatform {
     /// Starts every service of the part and waits until each is ready.
     pub async fn start(options: LocalOptions) -> Result<Self, PlatformError> {
+        let services = services_of(options.transport);
+        let replicas = |service: &Service| options.replicas.get(service).copied().unwrap_or(1);
+        for (service, n) in &options.replicas {
+            check_replicas(*service, *n, services, options.database_url.is_some())?;
+        }
         let mut env = options.env.clone();
+        if let Some(url) = &options.database_url {
+            env.push(("FOODLAB_DATABASE_URL".into(), url.clone()));
+        }
         // `foodlab up` uses the broker's default vhost, so its queues are the
         // ones people look for; every other run gets a vhost of its own.
         let owns_vhost = options.ports == Ports::Free;
@@ -172,19 +190,27 @@ impl LocalPlatform {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let services = services_of(options.transport);
         let mut ports = BTreeMap::new();
         for service in services {
-            let port = match options.ports {
-                Ports::Defaults => service.default_port(),
-                Ports::Free => free_port().map_err(|source| PlatformError::Io {
-                    service: *service,
-                    source,
-                })?,
-            };
-            ports.insert(*service, port);
+            let mut of_service = Vec::new();
+            for replica in 0..replicas(service) {
+                let port = match options.ports {
+                    Ports::Defaults if replica == 0 => service.default_port(),
+                    _ => free_port().map_err(|source| PlatformError::Io {
+                        service: *service,
+                        source,
+                    })?,
+                };
+                of_service.push(port);
+            }
+            ports.insert(*service, of_service);
         }
-        let url = |s: Service| ports.get(&s).map(|port| format!("http://127.0.0.1:{port}"));
+        let url = |s: Service| {
+            ports
+                .get(&s)
+                .and_then(|ports| ports.first())
+                .map(|port| format!("http://127.0.0.1:{port}"))
+        };
         let data = data_dir.display().to_string();
         let (events, _) = broadcast::channel(64);
         let launcher = Arc::new(Launcher {
@@ -200,12 +226,7 @@ impl LocalPlatform {
         });
         let mut supervisors = BTreeMap::new();
         for service in services {
-            let mut args = vec![
-                "--listen".to_owned(),
-                format!("127.0.0.1:{}", ports[service]),
-                "--data-dir".to_owned(),
-                data.clone(),
-            ];
+            let mut args = vec!["--data-dir".to_owned(), data.clone()];
             if *service == Service::Order {
                 // The URLs of the services order calls (sync-rest).
                 for (flag, callee) in [
@@ -229,13 +250,28 @@ impl LocalPlatform {
                 .filter(|(s, _, _)| s == service)
                 .map(|(_, k, v)| (k.clone(), v.clone()))
                 .collect();
-            let unit = Unit {
-                service: *service,
-                port: ports[service],
-                args,
-                env,
-            };
-            supervisors.insert(*service, Supervisor::spawn(unit, launcher.clone()));
+            let env: Vec<(String, String)> = env;
+            let processes = ports[service]
+                .iter()
+                .enumerate()
+                .map(|(replica, port)| {
+                    let mut args = args.clone();
+                    args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
+                    let name = match replica {
+                        0 => service.name().to_owned(),
+                        n => format!("{}-{}", service.name(), n + 1),
+                    };
+                    let unit = Unit {
+                        service: *service,
+                        name,
+                        port: *port,
+                        args,
+                        env: env.clone(),
+                    };
+                    Supervisor::spawn(unit, launcher.clone())
+                })
+                .collect();
+            supervisors.insert(*service, processes);
         }
         let platform = Self {
             data_dir,
@@ -248,7 +284,7 @@ impl LocalPlatform {
             _temp: temp,
         };
         for service in services {
-            platform.scale(*service, 1).await?;
+            platform.scale(*service, replicas(service)).await?;
         }
         Ok(platform)
     }
@@ -269,8 +305,8 @@ impl LocalPlatform {
     /// Replaces the environment one service gets on its next start
     /// (a restart after a death included).
     pub async fn set_service_env(&self, service: Service, env: Vec<(String, String)>) {
-        if let Ok(supervisor) = self.supervisor(service) {
-            let _ = supervisor.set_env(env).await;
+        for supervisor in self.processes(service).unwrap_or_default() {
+            let _ = supervisor.set_env(env.clone()).await;
         }
     }
 
@@ -279,14 +315,25 @@ impl LocalPlatform {
         self.events.subscribe()
     }
 
-    /// Process ids of the running services.
+    /// Process ids of the running services (the first process of each).
     pub async fn pids(&self) -> BTreeMap<Service, u32> {
         let mut pids = BTreeMap::new();
-        for (service, supervisor) in &self.supervisors {
+        for service in self.supervisors.keys() {
+            if let Some(pid) = self.replica_pids(*service).await.first() {
+                pids.insert(*service, *pid);
+            }
+        }
+        pids
+    }
+
+    /// Process ids of every running process of a service, in replica order.
+    pub async fn replica_pids(&self, service: Service) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for supervisor in self.processes(service).unwrap_or_default() {
             if let Ok(status) = supervisor.status().await
                 && let Some(pid) = status.pid
             {
-                pids.insert(*service, pid);
+                pids.push(pid);
             }
         }
         pids
@@ -295,9 +342,11 @@ impl LocalPlatform {
     /// Stops every service (SIGTERM, then SIGKILL after a grace period) and
     /// removes what the platform made on the broker.
     pub async fn shutdown(&self) {
-        for (service, supervisor) in self.supervisors.iter().rev() {
-            if let Err(error) = supervisor.scale(0).await {
-                tracing::warn!(%service, %error, "could not stop the service");
+        for (service, processes) in self.supervisors.iter().rev() {
+            for supervisor in processes {
+                if let Err(error) = supervisor.scale(0).await {
+                    tracing::warn!(%service, %error, "could not stop the service");
+                }
             }
         }
         if let Some(admin) = &self.rabbitmq {
@@ -316,23 +365,89 @@ impl LocalPlatform {
         }
     }
 
-    fn supervisor(&self, service: Service) -> Result<&Supervisor, PlatformError> {
+    fn processes(&self, service: Service) -> Result<&[Supervisor], PlatformError> {
         self.supervisors
             .get(&service)
+            .map(Vec::as_slice)
             .ok_or(PlatformError::NotDeployed(service))
     }
 }
 
+/// More than one process of a service needs the state outside the
+/// processes: SQLite is one process per file. Analytics keeps its totals in
+/// memory, so it runs once.
+fn check_replicas(
+    service: Service,
+    replicas: u32,
+    services: &[Service],
+    shared_database: bool,
+) -> Result<(), PlatformError> {
+    let refuse = |reason: &str| {
+        Err(PlatformError::Unsupported {
+            service,
+            reason: reason.to_owned(),
+        })
+    };
+    if !services.contains(&service) {
+        return Err(PlatformError::NotDeployed(service));
+    }
+    if replicas <= 1 {
+        return Ok(());
+    }
+    if service == Service::Analytics {
+        return refuse("analytics runs as one process (its totals are kept in memory)");
+    }
+    if !shared_database {
+        return refuse(&format!(
+            "{replicas} processes need a shared database: give a PostgreSQL URL \
+             (--database-url, FOODLAB_DATABASE_URL; scripts/postgres.sh url); \
+             a SQLite file serves one process"
+        ));
+    }
+    Ok(())
+}
+
 impl Platform for LocalPlatform {
     fn endpoint(&self, service: Service) -> Result<String, PlatformError> {
-        self.ports
-            .get(&service)
-            .map(|port| format!("http://127.0.0.1:{port}"))
+        self.endpoints(service)?
+            .into_iter()
+            .next()
             .ok_or(PlatformError::NotDeployed(service))
     }
 
+    fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        self.ports
+            .get(&service)
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|port| format!("http://127.0.0.1:{port}"))
+                    .collect()
+            })
+            .ok_or(PlatformError::NotDeployed(service))
+    }
+
+    /// The first `replicas` processes run, the others stop (all at once,
+    /// each ready or gone before this returns).
     async fn scale(&self, service: Service, replicas: u32) -> Result<(), PlatformError> {
-        self.supervisor(service)?.scale(replicas).await
+        let processes = self.processes(service)?;
+        if replicas as usize > processes.len() {
+            return Err(PlatformError::Unsupported {
+                service,
+                reason: format!(
+                    "{} process(es) were started; {replicas} asked for (foodlab up --replicas)",
+                    processes.len()
+                ),
+            });
+        }
+        futures::future::try_join_all(
+            processes
+                .iter()
+                .enumerate()
+                .map(|(n, supervisor)| supervisor.scale(u32::from((n as u32) < replicas))),
+        )
+        .await?;
+        Ok(())
     }
 
     fn rabbitmq(&self) -> Option<&RabbitAdmin> {
@@ -342,7 +457,11 @@ impl Platform for LocalPlatform {
     /// The replicas asked for, as a Deployment's `spec.replicas`: a service
     /// that died and waits for its restart still counts.
     async fn replicas(&self, service: Service) -> Result<u32, PlatformError> {
-        Ok(self.supervisor(service)?.status().await?.desired)
+        let mut desired = 0;
+        for supervisor in self.processes(service)? {
+            desired += supervisor.status().await?.desired;
+        }
+        Ok(desired)
     }
 
     fn restarts(&self) -> Option<BoxStream<'static, Service>> {

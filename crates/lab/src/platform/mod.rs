@@ -38,6 +38,13 @@ pub trait Platform: Send + Sync {
     /// Base URL of a service, e.g. `http://127.0.0.1:8000`.
     fn endpoint(&self, service: Service) -> Result<String, PlatformError>;
 
+    /// Base URL of every replica of a service, for what must reach each one
+    /// (faults, settings); the service's one address where the platform
+    /// balances over them.
+    fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        Ok(vec![self.endpoint(service)?])
+    }
+
     /// Sets the number of running replicas; returns once they are ready (or gone).
     fn scale(
         &self,

@@ -140,9 +140,12 @@ pub(super) struct Launcher {
     pub events: broadcast::Sender<ServiceEvent>,
 }
 
-/// One service's command line.
+/// One process of a service: its command line.
 pub(super) struct Unit {
     pub service: Service,
+    /// Its log file's name: the service's, with the replica's number after
+    /// the first (`inventory`, `inventory-2`, …).
+    pub name: String,
     pub port: u16,
     pub args: Vec<String>,
     /// Environment of this service only; replaceable before its next start.
@@ -414,7 +417,7 @@ impl Launcher {
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(format!("{}.log", service.name())))
+                .open(dir.join(format!("{}.log", unit.name)))
                 .map_err(io)?;
             command.stdout(file.try_clone().map_err(io)?).stderr(file);
         }
@@ -450,7 +453,7 @@ impl Launcher {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(PlatformError::NotReady {
                     service,
-                    reason: format!("{}{}", Ended::from(status), self.log_tail(service)),
+                    reason: format!("{}{}", Ended::from(status), self.log_tail(unit)),
                 });
             }
             if let Ok(response) = self.http.get(&url).send().await
@@ -468,11 +471,11 @@ impl Launcher {
         }
     }
 
-    fn log_tail(&self, service: Service) -> String {
+    fn log_tail(&self, unit: &Unit) -> String {
         let path = self
             .data_dir
             .join("logs")
-            .join(format!("{}.log", service.name()));
+            .join(format!("{}.log", unit.name));
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let lines: Vec<&str> = text.lines().collect();
