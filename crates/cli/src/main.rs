@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use foodlab_lab::Transport;
+use foodlab_lab::spec::Replicas;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +70,17 @@ enum Command {
         /// Listen on free ports instead of the defaults.
         #[arg(long)]
         free_ports: bool,
+        /// Processes per service, e.g. `inventory=3,order=2`: the first on
+        /// the usual port, the others on free ports, all on one database
+        /// (more than one needs --database-url).
+        #[arg(long, value_parser = Replicas::parse, default_value = "")]
+        replicas: Replicas,
+        /// The PostgreSQL every service of the part keeps its state in
+        /// (`postgres://user:password@host:port/db`; `scripts/postgres.sh url`
+        /// prints the project's); each service's SQLite file in the data dir
+        /// when not given.
+        #[arg(long, env = "FOODLAB_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Run FoodLab files on this machine and print their results; exits 0
     /// only if every lab passes.
@@ -159,8 +171,13 @@ async fn main() -> ExitCode {
             keep_data,
             stock,
             free_ports,
+            replicas,
+            database_url,
         } => {
             let options = up::UpOptions {
+                replicas,
+                // An empty FOODLAB_DATABASE_URL asks for SQLite.
+                database_url: database_url.filter(|url| !url.trim().is_empty()),
                 transport: part,
                 data_root: data_dir,
                 keep_data,

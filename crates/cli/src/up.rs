@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use foodlab_domain::{Catalogue, ItemName};
+use foodlab_lab::spec::Replicas;
 use foodlab_lab::{LocalOptions, LocalPlatform, Logs, Platform, Ports, Service, Transport};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -22,11 +23,17 @@ pub struct UpOptions {
     /// A stock spec such as `burger=100000,pizza=5`.
     pub stock: Option<String>,
     pub free_ports: bool,
+    pub replicas: Replicas,
+    pub database_url: Option<String>,
 }
 
 pub async fn run(up: UpOptions) -> anyhow::Result<ExitCode> {
     let levels = match &up.stock {
         Some(spec) => Some(stock_levels(spec)?),
+        None => None,
+    };
+    let database = match &up.database_url {
+        Some(url) => Some(foodlab_store::Database::from_url(url)?),
         None => None,
     };
     let data_dir = up.data_root.join(up.transport.part());
@@ -40,6 +47,8 @@ pub async fn run(up: UpOptions) -> anyhow::Result<ExitCode> {
     };
     options.logs = Logs::Inherit;
     options.data_dir = Some(data_dir.clone());
+    options.replicas = up.replicas.clone();
+    options.database_url = up.database_url.clone();
     if let Some(spec) = &up.stock {
         // A fresh database is seeded with it; kept data gets it below.
         options.env.push(("FOODLAB_STOCK".to_owned(), spec.clone()));
@@ -54,7 +63,15 @@ pub async fn run(up: UpOptions) -> anyhow::Result<ExitCode> {
         if let Some(levels) = &levels {
             set_stock(&platform, levels).await?;
         }
-        announce(&platform, up.transport, &data_dir, data, levels.as_ref()).await
+        announce(
+            &platform,
+            up.transport,
+            &data_dir,
+            data,
+            levels.as_ref(),
+            database.as_ref(),
+        )
+        .await
     }
     .await;
     if let Err(error) = outcome {
@@ -164,6 +181,7 @@ async fn announce(
     data_dir: &Path,
     data: DataDir,
     stock: Option<&BTreeMap<ItemName, u64>>,
+    database: Option<&foodlab_store::Database>,
 ) -> anyhow::Result<()> {
     let shown = data_dir.display();
     let data = match data {
@@ -176,18 +194,27 @@ async fn announce(
             format!("fresh data in {shown} (--keep-data: there was none to keep)")
         }
     };
-    println!("{} is up, with {data}:", transport.part());
-    let pids = platform.pids().await;
+    match database {
+        None => println!("{} is up, with {data}:", transport.part()),
+        Some(database) => println!(
+            "{} is up, its state in PostgreSQL at {database} (kept there from run to run; logs in {shown}):",
+            transport.part(),
+        ),
+    }
     for service in platform.services() {
-        let pid = pids
-            .get(&service)
-            .map(|pid| format!("  pid {pid}"))
-            .unwrap_or_default();
-        println!(
-            "  {:<13} {}{pid}",
-            service.name(),
-            platform.endpoint(service)?
-        );
+        let pids = platform.replica_pids(service).await;
+        for (replica, endpoint) in platform.endpoints(service)?.iter().enumerate() {
+            let pid = pids
+                .get(replica)
+                .and_then(|pid| *pid)
+                .map(|pid| format!("  pid {pid}"))
+                .unwrap_or_default();
+            let name = match replica {
+                0 => service.name().to_owned(),
+                n => format!("{}-{}", service.name(), n + 1),
+            };
+            println!("  {name:<13} {endpoint}{pid}");
+        }
     }
     if let Some(levels) = stock {
         let levels: Vec<String> = levels

@@ -45,7 +45,7 @@ pub struct Args {
     #[command(flatten)]
     pub service: ServiceArgs,
 
-    /// Base URL of the inventory service.
+    /// Base URL of the inventory service; several, separated by commas, are taken in turn.
     #[arg(
         long,
         env = "FOODLAB_INVENTORY_URL",
@@ -53,7 +53,7 @@ pub struct Args {
     )]
     pub inventory_url: String,
 
-    /// Base URL of the notification service.
+    /// Base URL of the notification service; several, separated by commas, are taken in turn.
     #[arg(
         long,
         env = "FOODLAB_NOTIFICATION_URL",

@@ -1,6 +1,9 @@
 //! The synchronous chain: reserve at inventory, then notify, each call
 //! blocking the customer's request.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use axum::http::StatusCode;
 use foodlab_domain::{Order, OrderStatus, TraceContext};
 use foodlab_transport::{CallError, HttpClient};
@@ -12,8 +15,51 @@ use crate::settings::Settings;
 pub struct RestChain {
     client: HttpClient,
     settings: Settings,
-    reserve_url: String,
-    send_url: String,
+    reserve: Endpoints,
+    send: Endpoints,
+}
+
+/// The replicas of one dependency, taken in turn. A replica that cannot be
+/// reached is passed over for the next: both calls are idempotent by order id
+/// on a shared database, so a second attempt never reserves or notifies twice.
+#[derive(Clone)]
+struct Endpoints {
+    urls: Arc<[String]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Endpoints {
+    /// `base_urls` is one URL or several separated by commas; `path` is the call's.
+    fn new(base_urls: &str, path: &str) -> Self {
+        let urls: Vec<String> = base_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(|url| format!("{}{path}", url.trim_end_matches('/')))
+            .collect();
+        Self {
+            urls: urls.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    async fn post(&self, client: &HttpClient, body: &Value) -> Result<(), CallError> {
+        let count = self.urls.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut unreachable = CallError::Unreachable {
+            url: String::new(),
+            reason: "no URL configured".into(),
+        };
+        for attempt in 0..count {
+            let url = &self.urls[(first + attempt) % count];
+            match client.post_json::<_, Value>(url, body).await {
+                Ok(_) => return Ok(()),
+                Err(error @ CallError::Unreachable { .. }) => unreachable = error,
+                Err(other) => return Err(other),
+            }
+        }
+        Err(unreachable)
+    }
 }
 
 /// How a failed reservation call ends the order, and what the customer is told.
@@ -33,8 +79,8 @@ impl RestChain {
         Self {
             client,
             settings,
-            reserve_url: format!("{}/reserve", inventory_url.trim_end_matches('/')),
-            send_url: format!("{}/send", notification_url.trim_end_matches('/')),
+            reserve: Endpoints::new(inventory_url, "/reserve"),
+            send: Endpoints::new(notification_url, "/send"),
         }
     }
 
@@ -53,10 +99,7 @@ impl RestChain {
 
     pub async fn reserve(&self, order: &Order) -> Result<(), CallError> {
         let body = json!({ "order_id": order.order_id, "items": order.items });
-        self.client()
-            .post_json::<_, Value>(&self.reserve_url, &body)
-            .await
-            .map(drop)
+        self.reserve.post(&self.client(), &body).await
     }
 
     pub async fn notify(&self, order: &Order) -> Result<(), CallError> {
@@ -65,10 +108,7 @@ impl RestChain {
             "customer_id": order.customer_id,
             "status": OrderStatus::Reserved,
         });
-        self.client()
-            .post_json::<_, Value>(&self.send_url, &body)
-            .await
-            .map(drop)
+        self.send.post(&self.client(), &body).await
     }
 }
 
@@ -167,5 +207,51 @@ mod tests {
     fn inventory_refusals_keep_their_own_words() {
         assert_eq!(detail(&status(409)), "why");
         assert_eq!(detail(&status(500)), "inventory: u answered 500: why");
+    }
+
+    /// Serves `POST /reserve` and counts the calls it answers.
+    async fn counting_replica() -> (String, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let app = axum::Router::new().route(
+            "/reserve",
+            axum::routing::post(move || {
+                let counted = Arc::clone(&counted);
+                async move {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    axum::Json(json!({ "status": "reserved" }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    #[tokio::test]
+    async fn replicas_are_taken_in_turn_and_an_unreachable_one_is_passed_over() {
+        let (a, a_calls) = counting_replica().await;
+        let (b, b_calls) = counting_replica().await;
+        // A port nothing listens on: bound, then released.
+        let gone = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", listener.local_addr().unwrap())
+        };
+        let endpoints = Endpoints::new(&format!("{a}, {gone},{b}/"), "/reserve");
+        let client = HttpClient::new(Duration::from_secs(2)).unwrap();
+        for _ in 0..9 {
+            endpoints.post(&client, &json!({})).await.unwrap();
+        }
+        // Turns 0..9 start at a, gone, b in rotation; gone's turns fall to b.
+        assert_eq!(a_calls.load(Ordering::Relaxed), 3);
+        assert_eq!(b_calls.load(Ordering::Relaxed), 6);
+
+        let none = Endpoints::new(&gone, "/reserve");
+        let refused = none.post(&client, &json!({})).await;
+        assert!(
+            matches!(refused, Err(CallError::Unreachable { .. })),
+            "{refused:?}"
+        );
     }
 }

@@ -133,6 +133,11 @@ impl Service {
         }
     }
 
+    /// The service `name()` names.
+    pub fn of_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn default_port(self) -> u16 {
         match self {
             Self::Order => 8000,
@@ -176,6 +181,92 @@ impl ServiceFaults {
         Service::ALL
             .into_iter()
             .filter_map(|service| self.get(service).map(|spec| (service, spec)))
+    }
+}
+
+/// How many replicas (pods; processes locally) of each service the part
+/// runs; a service not named keeps its own count (1 locally).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replicas {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub order: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub inventory: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub notification: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub analytics: Option<u32>,
+}
+
+impl Replicas {
+    /// The most replicas of one service a lab or `foodlab up` may ask for.
+    pub const MAX: u32 = 16;
+
+    pub fn get(&self, service: Service) -> Option<u32> {
+        match service {
+            Service::Order => self.order,
+            Service::Inventory => self.inventory,
+            Service::Notification => self.notification,
+            Service::Analytics => self.analytics,
+        }
+    }
+
+    fn slot(&mut self, service: Service) -> &mut Option<u32> {
+        match service {
+            Service::Order => &mut self.order,
+            Service::Inventory => &mut self.inventory,
+            Service::Notification => &mut self.notification,
+            Service::Analytics => &mut self.analytics,
+        }
+    }
+
+    /// The services with a declared count, in a stable order.
+    pub fn declared(&self) -> impl Iterator<Item = (Service, u32)> + '_ {
+        Service::ALL
+            .into_iter()
+            .filter_map(|service| self.get(service).map(|n| (service, n)))
+    }
+
+    /// Whether any service runs more than one replica.
+    pub fn scaled_out(&self) -> bool {
+        self.declared().any(|(_, n)| n > 1)
+    }
+
+    /// `inventory=3,order=2`, as `foodlab up --replicas` takes it.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut replicas = Self::default();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, count) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("`{entry}`: expected service=count, e.g. inventory=3"))?;
+            let service = Service::of_name(name.trim()).ok_or_else(|| {
+                format!("`{name}`: no such service (order, inventory, notification, analytics)")
+            })?;
+            let count: u32 = count
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{entry}`: the count must be a whole number"))?;
+            if !(1..=Self::MAX).contains(&count) {
+                return Err(format!("`{entry}`: the count must be 1 to {}", Self::MAX));
+            }
+            *replicas.slot(service) = Some(count);
+        }
+        Ok(replicas)
+    }
+}
+
+impl fmt::Display for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<String> = self
+            .declared()
+            .map(|(service, n)| format!("{service}={n}"))
+            .collect();
+        f.write_str(&shown.join(","))
     }
 }
 
@@ -524,6 +615,26 @@ impl FoodLabSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_parse_and_show_as_foodlab_up_takes_them() {
+        let replicas = Replicas::parse(" inventory=3, order=2 ").unwrap();
+        assert_eq!(replicas.get(Service::Inventory), Some(3));
+        assert_eq!(replicas.get(Service::Order), Some(2));
+        assert_eq!(replicas.get(Service::Notification), None);
+        assert!(replicas.scaled_out());
+        assert_eq!(replicas.to_string(), "order=2,inventory=3");
+        assert_eq!(Replicas::parse("").unwrap(), Replicas::default());
+        for bad in [
+            "inventory",
+            "kitchen=2",
+            "inventory=0",
+            "inventory=17",
+            "order=two",
+        ] {
+            assert!(Replicas::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     fn lab(chaos: &str) -> FoodLabSpec {
         serde_json::from_str(&format!(

@@ -20,8 +20,8 @@ pub mod orders;
 mod postgres;
 mod sqlite;
 pub mod stock;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use database::Database;
 pub use error::StoreError;

@@ -85,6 +85,9 @@ async fn migrate(
     // Replicas starting together wait here for the first to finish.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // "already exists, skipping" is every start but the first: not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS foodlab_migrations (
              store      TEXT NOT NULL,

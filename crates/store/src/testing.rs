@@ -1,7 +1,8 @@
 //! Databases for the store's tests: a SQLite file in a temporary directory,
 //! or a schema of its own on the project's PostgreSQL (`scripts/postgres.sh`,
 //! started when it is not running; `FOODLAB_TEST_DATABASE_URL` names another
-//! server). Each test gets an empty one and it is dropped after.
+//! server). Each test gets an empty one and it is dropped after. Other
+//! crates' tests take them with the `testing` feature.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -83,6 +84,7 @@ pub async fn postgres() -> TestDatabase {
 }
 
 /// One async test body run on each backend: `mod NAME { sqlite, postgres }`.
+#[cfg(test)]
 macro_rules! on_both_backends {
     ($file:literal; $(async fn $name:ident($db:ident: Database) $body:block)*) => {
         $(
@@ -107,4 +109,5 @@ macro_rules! on_both_backends {
         )*
     };
 }
+#[cfg(test)]
 pub(crate) use on_both_backends;

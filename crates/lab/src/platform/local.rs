@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 use crate::platform::kafka::{KafkaBroker, KafkaNames};
 use crate::platform::rabbitmq::{Broker, RabbitAdmin};
 use crate::platform::{Platform, PlatformError};
-use crate::spec::{Service, Transport};
+use crate::spec::{Replicas, Service, Transport};
 pub use supervisor::{Ended, ServiceEvent};
 use supervisor::{Launcher, Supervisor, Unit};
 
@@ -65,7 +65,7 @@ pub struct LocalOptions {
     pub kafka: KafkaBroker,
     /// Processes per service (1 when not named). More than one needs a
     /// shared database (`database_url`).
-    pub replicas: BTreeMap<Service, u32>,
+    pub replicas: Replicas,
     /// The PostgreSQL database every process of the part shares
     /// (`FOODLAB_DATABASE_URL`); each service's SQLite file when `None`.
     pub database_url: Option<String>,
@@ -84,7 +84,7 @@ impl LocalOptions {
             dependency_timeout: None,
             broker: Broker::default(),
             kafka: KafkaBroker::from_env(),
-            replicas: BTreeMap::new(),
+            replicas: Replicas::default(),
             database_url: None,
         }
     }
@@ -126,9 +126,9 @@ impl LocalPlatform {
     /// Starts every service of the part and waits until each is ready.
     pub async fn start(options: LocalOptions) -> Result<Self, PlatformError> {
         let services = services_of(options.transport);
-        let replicas = |service: &Service| options.replicas.get(service).copied().unwrap_or(1);
-        for (service, n) in &options.replicas {
-            check_replicas(*service, *n, services, options.database_url.is_some())?;
+        let replicas = |service: &Service| options.replicas.get(*service).unwrap_or(1);
+        for (service, n) in options.replicas.declared() {
+            check_replicas(service, n, services, options.database_url.is_some())?;
         }
         let mut env = options.env.clone();
         if let Some(url) = &options.database_url {
@@ -205,12 +205,6 @@ impl LocalPlatform {
             }
             ports.insert(*service, of_service);
         }
-        let url = |s: Service| {
-            ports
-                .get(&s)
-                .and_then(|ports| ports.first())
-                .map(|port| format!("http://127.0.0.1:{port}"))
-        };
         let data = data_dir.display().to_string();
         let (events, _) = broadcast::channel(64);
         let launcher = Arc::new(Launcher {
@@ -233,8 +227,12 @@ impl LocalPlatform {
                     ("--inventory-url", Service::Inventory),
                     ("--notification-url", Service::Notification),
                 ] {
-                    if let Some(url) = url(callee) {
-                        args.extend([flag.to_owned(), url]);
+                    if let Some(ports) = ports.get(&callee) {
+                        let urls: Vec<String> = ports
+                            .iter()
+                            .map(|port| format!("http://127.0.0.1:{port}"))
+                            .collect();
+                        args.extend([flag.to_owned(), urls.join(",")]);
                     }
                 }
                 if let Some(timeout) = options.dependency_timeout {
@@ -319,22 +317,18 @@ impl LocalPlatform {
     pub async fn pids(&self) -> BTreeMap<Service, u32> {
         let mut pids = BTreeMap::new();
         for service in self.supervisors.keys() {
-            if let Some(pid) = self.replica_pids(*service).await.first() {
+            if let Some(Some(pid)) = self.replica_pids(*service).await.first() {
                 pids.insert(*service, *pid);
             }
         }
         pids
     }
 
-    /// Process ids of every running process of a service, in replica order.
-    pub async fn replica_pids(&self, service: Service) -> Vec<u32> {
+    /// The process id of each process of a service, in replica order (`None`: not running).
+    pub async fn replica_pids(&self, service: Service) -> Vec<Option<u32>> {
         let mut pids = Vec::new();
         for supervisor in self.processes(service).unwrap_or_default() {
-            if let Ok(status) = supervisor.status().await
-                && let Some(pid) = status.pid
-            {
-                pids.push(pid);
-            }
+            pids.push(supervisor.status().await.ok().and_then(|status| status.pid));
         }
         pids
     }

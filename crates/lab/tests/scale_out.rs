@@ -1,0 +1,217 @@
+//! A part scaled out on one PostgreSQL: three inventory processes competing
+//! for one queue reserve every order once, whatever is redelivered and
+//! whichever of them dies, and answer alike; a lab's faults reach all three.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use foodlab_domain::Faults;
+use foodlab_lab::faults::FaultClient;
+use foodlab_lab::spec::{Inject, Replicas};
+use foodlab_lab::{LocalPlatform, Platform, Service, Transport};
+use foodlab_store::Database;
+use foodlab_store::testing::TestDatabase;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use support::{died_and_restarted, eventually, part_options};
+
+const ORDERS: u64 = 10_000;
+const DUPLICATED: u64 = 200;
+const COPIES: u32 = 3;
+const STOCK: u64 = 12_000;
+
+async fn three_inventories(transport: Transport, db: &TestDatabase) -> LocalPlatform {
+    let Database::Postgres(url) = &db.database else {
+        panic!("a PostgreSQL test database was asked for");
+    };
+    let mut options = part_options(transport);
+    options.replicas = Replicas::parse("inventory=3").unwrap();
+    options.database_url = Some(url.clone());
+    options
+        .env
+        .push(("FOODLAB_STOCK".into(), format!("burger={STOCK}")));
+    LocalPlatform::start(options).await.unwrap()
+}
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// `GET path` on every inventory process.
+async fn on_each_inventory(platform: &LocalPlatform, path: &str) -> Vec<Value> {
+    let mut answers = Vec::new();
+    for endpoint in platform.endpoints(Service::Inventory).unwrap() {
+        answers.push(get_json(&format!("{endpoint}{path}")).await);
+    }
+    answers
+}
+
+/// One process's `foodlab_messages_total{queue="inventory_queue",outcome="processed"}`.
+async fn processed(endpoint: &str) -> u64 {
+    let scrape = reqwest::get(format!("{endpoint}/admin/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = "foodlab_messages_total{queue=\"inventory_queue\",outcome=\"processed\"} ";
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+fn sigkill(pid: u32) {
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkill() {
+    let db = foodlab_store::testing::postgres().await;
+    let platform = three_inventories(Transport::Rabbitmq, &db).await;
+    let order = platform.endpoint(Service::Order).unwrap();
+    let inventories = platform.endpoints(Service::Inventory).unwrap();
+    assert_eq!(inventories.len(), 3);
+    let mut events = platform.events();
+
+    let (status, body) = {
+        let response = reqwest::Client::new()
+            .post(format!("{order}/orders/bulk"))
+            .json(&json!({"count": ORDERS, "item": "burger", "quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(status, 201, "{body}");
+    // A producer that retried: the same order and message id, three times.
+    let amqp = platform.rabbitmq().unwrap().amqp_url();
+    let inject = Inject {
+        duplicate_orders: DUPLICATED as u32,
+        copies: COPIES,
+        poison_messages: 0,
+    };
+    let duplicated = foodlab_lab::inject::publish(&amqp, &inject, "burger", 1)
+        .await
+        .unwrap();
+    assert_eq!(duplicated.len() as u64, DUPLICATED);
+
+    // One of the three dies in the middle of the drain, its deliveries unacked.
+    let reserved = |stats: &Value| stats["reserved_orders"].as_u64().unwrap_or(0);
+    assert!(
+        eventually(120, || async {
+            reserved(&get_json(&format!("{}/stats", inventories[0])).await) >= ORDERS / 4
+        })
+        .await,
+        "the drain never reached a quarter of the orders"
+    );
+    let second = platform.replica_pids(Service::Inventory).await[1].unwrap();
+    sigkill(second);
+    died_and_restarted(&mut events, Service::Inventory, 30).await;
+    let in_flight = reserved(&get_json(&format!("{}/stats", inventories[0])).await);
+    assert!(
+        in_flight < ORDERS + DUPLICATED,
+        "the drain was over before the kill ({in_flight} reserved): nothing was tested"
+    );
+
+    let all = ORDERS + DUPLICATED;
+    assert!(
+        eventually(180, || async {
+            let counts = get_json(&format!("{order}/orders/counts")).await;
+            counts["reserved"].as_u64() == Some(ORDERS)
+                && reserved(&get_json(&format!("{}/stats", inventories[0])).await) == all
+        })
+        .await,
+        "not every order was reserved: {} / {}",
+        get_json(&format!("{order}/orders/counts")).await,
+        get_json(&format!("{}/stats", inventories[0])).await
+    );
+    // Settled: nothing more arrives late (a redelivery reserving again).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let counts = get_json(&format!("{order}/orders/counts")).await;
+    for status in ["placed", "failed", "timeout", "notified"] {
+        assert_eq!(counts[status], json!(0), "{status}: {counts}");
+    }
+    let stocks = on_each_inventory(&platform, "/stock").await;
+    for stock in &stocks {
+        assert_eq!(stock["burger"], json!(STOCK - all), "{stocks:?}");
+    }
+    for stats in on_each_inventory(&platform, "/stats").await {
+        assert_eq!(reserved(&stats), all, "{stats}");
+        assert_eq!(stats["out_of_stock_orders"], json!(0), "{stats}");
+    }
+    for order_id in duplicated.iter().take(5) {
+        let reservation = get_json(&format!("{}/reservations/{order_id}", inventories[2])).await;
+        assert_eq!(
+            reservation["order_id"],
+            json!(order_id.to_string()),
+            "{reservation}"
+        );
+    }
+    // Competing consumers: the two that lived both took a share of the queue.
+    let mut shares = Vec::new();
+    for replica in [0, 2] {
+        shares.push(processed(&inventories[replica]).await);
+    }
+    assert!(
+        shares.iter().all(|&n| n > 0 && n < all),
+        "processed by the first and third: {shares:?} of {all}"
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
+    let db = foodlab_store::testing::postgres().await;
+    let platform = three_inventories(Transport::Rest, &db).await;
+    let faults = Faults {
+        delay_ms: 150,
+        ..Faults::default()
+    };
+    let client = FaultClient::patient(Duration::from_secs(10));
+    client
+        .set(&platform, Service::Inventory, &faults)
+        .await
+        .unwrap();
+    let delays: Vec<Value> = on_each_inventory(&platform, "/admin/faults")
+        .await
+        .into_iter()
+        .map(|f| f["delay_ms"].clone())
+        .collect();
+    assert_eq!(delays, [json!(150), json!(150), json!(150)]);
+
+    // Orders go round the three and reserve from one stock.
+    let order = platform.endpoint(Service::Order).unwrap();
+    for _ in 0..6 {
+        let response = reqwest::Client::new()
+            .post(format!("{order}/order"))
+            .json(&json!({"item": "burger", "quantity": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    for stock in on_each_inventory(&platform, "/stock").await {
+        assert_eq!(stock["burger"], json!(STOCK - 12));
+    }
+
+    client
+        .set(&platform, Service::Inventory, &Faults::default())
+        .await
+        .unwrap();
+    let delays: Vec<Value> = on_each_inventory(&platform, "/admin/faults")
+        .await
+        .into_iter()
+        .map(|f| f["delay_ms"].clone())
+        .collect();
+    assert_eq!(delays, [json!(0), json!(0), json!(0)]);
+    platform.shutdown().await;
+}
