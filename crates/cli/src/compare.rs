@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use foodlab_lab::chaos::Direct;
-use foodlab_lab::spec::{ChaosStep, Expectations, ServiceFaults, Settings, Workload};
+use foodlab_lab::spec::{ChaosStep, Expectations, Replicas, ServiceFaults, Settings, Workload};
 use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{
     FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Quiet, Transport, run_lab_with,
@@ -47,6 +47,11 @@ pub struct CompareSpec {
     pub chaos: Vec<ChaosStep>,
     #[serde(default)]
     pub settings: Settings,
+    /// The shapes to run each part at, one row each (e.g. `[{inventory: 1},
+    /// {inventory: 3}]`); one row per part at one replica when empty. More
+    /// than one replica needs `--database-url`.
+    #[serde(default)]
+    pub replicas: Vec<Replicas>,
     /// How long each part's run may take (default 180s).
     #[serde(default, with = "humantime_serde")]
     pub within: Option<Duration>,
@@ -93,9 +98,14 @@ impl Comparison {
                 "a comparison takes at most one fault or chaos step, not {disruptions}"
             ));
         }
-        // Each part's lab must be valid too (workload, chaos step, faults).
-        for part in parts {
-            if let Err(errors) = ValidatedLab::new(&self.lab(part)) {
+        for (i, shape) in self.spec.replicas.iter().enumerate() {
+            if self.spec.replicas[..i].contains(shape) {
+                problems.push(format!("spec.replicas names {{{shape}}} twice"));
+            }
+        }
+        // Each row's lab must be valid too (workload, chaos step, faults, shape).
+        for (part, shape) in self.rows() {
+            if let Err(errors) = ValidatedLab::new(&self.lab(part, &shape)) {
                 for error in errors {
                     if !problems.contains(&error) {
                         problems.push(error);
@@ -110,6 +120,19 @@ impl Comparison {
         }
     }
 
+    /// The rows: each part at each shape, part by part.
+    pub fn rows(&self) -> Vec<(Transport, Replicas)> {
+        let shapes = if self.spec.replicas.is_empty() {
+            vec![Replicas::default()]
+        } else {
+            self.spec.replicas.clone()
+        };
+        self.parts()
+            .into_iter()
+            .flat_map(|part| shapes.iter().map(move |shape| (part, shape.clone())))
+            .collect()
+    }
+
     pub fn parts(&self) -> Vec<Transport> {
         self.spec
             .parts
@@ -117,9 +140,9 @@ impl Comparison {
             .unwrap_or_else(|| ALL_PARTS.to_vec())
     }
 
-    /// The lab one part runs: the workload and disruption, every order to a
-    /// final status within the time allowed.
-    pub fn lab(&self, transport: Transport) -> FoodLabSpec {
+    /// The lab one row runs: the workload and disruption on a part at a
+    /// shape, every order to a final status within the time allowed.
+    pub fn lab(&self, transport: Transport, replicas: &Replicas) -> FoodLabSpec {
         FoodLabSpec {
             transport,
             faults: self.spec.faults.clone(),
@@ -133,25 +156,37 @@ impl Comparison {
             },
             settings: self.spec.settings.clone(),
             replay: false,
+            replicas: replicas.clone(),
         }
     }
 }
 
-pub async fn run(file: &Path, report_dir: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+/// A row's name: the part, and its shape when it names one.
+fn row_name(transport: Transport, replicas: &Replicas) -> String {
+    if replicas.is_empty() {
+        transport.part().to_owned()
+    } else {
+        format!("{} {replicas}", transport.part())
+    }
+}
+
+pub async fn run(
+    file: &Path,
+    report_dir: Option<&PathBuf>,
+    database_url: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let comparison = Comparison::load(file)?;
     let interrupt = crate::run::interrupt_flag();
     let mut reports: Vec<(String, LabReport)> = Vec::new();
-    for transport in comparison.parts() {
-        let lab = comparison.lab(transport);
-        eprintln!(
-            "{}: {} on {}",
-            comparison.metadata.name,
-            describe(&lab),
-            transport.part()
-        );
-        let platform = LocalPlatform::start(LocalOptions::for_lab(&lab))
+    for (transport, replicas) in comparison.rows() {
+        let lab = comparison.lab(transport, &replicas);
+        let row = row_name(transport, &replicas);
+        eprintln!("{}: {} on {row}", comparison.metadata.name, describe(&lab));
+        let mut options = LocalOptions::for_lab(&lab);
+        options.database_url = database_url.map(str::to_owned);
+        let platform = LocalPlatform::start(options)
             .await
-            .with_context(|| format!("cannot start the {} part", transport.part()))?;
+            .with_context(|| format!("cannot start {row}"))?;
         let mut stop = interrupt.clone();
         let outcome = run_lab_with(
             &platform,
@@ -165,16 +200,13 @@ pub async fn run(file: &Path, report_dir: Option<&PathBuf>) -> anyhow::Result<Ex
         .await;
         platform.shutdown().await;
         match outcome {
-            Ok(report) => reports.push((transport.part().to_owned(), report)),
+            Ok(report) => reports.push((row, report)),
             Err(LabError::Interrupted) => {
-                eprintln!(
-                    "interrupted; the {} part released and stopped",
-                    transport.part()
-                );
+                eprintln!("interrupted; {row} released and stopped");
                 return Ok(ExitCode::from(130));
             }
             Err(error) => {
-                return Err(error).with_context(|| format!("the {} run failed", transport.part()));
+                return Err(error).with_context(|| format!("the run of {row} failed"));
             }
         }
     }
@@ -271,7 +303,7 @@ mod tests {
     fn a_minimal_comparison_runs_on_the_three_parts() {
         let comparison = Comparison::parse(BASE).unwrap();
         assert_eq!(comparison.parts(), ALL_PARTS);
-        let lab = comparison.lab(Transport::Kafka);
+        let lab = comparison.lab(Transport::Kafka, &Replicas::default());
         assert_eq!(lab.transport, Transport::Kafka);
         assert_eq!(lab.expect.all_orders_terminal, Some(true));
         assert_eq!(lab.expect.within, Some(Duration::from_secs(180)));
@@ -299,9 +331,44 @@ mod tests {
     #[test]
     fn the_example_comparisons_are_valid() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../manifests/compare");
-        for name in ["baseline", "slow-inventory", "inventory-down"] {
+        for name in [
+            "baseline",
+            "slow-inventory",
+            "inventory-down",
+            "competing-consumers",
+        ] {
             let comparison = Comparison::load(Path::new(&format!("{dir}/{name}.yaml"))).unwrap();
             assert_eq!(comparison.metadata.name, name);
         }
+    }
+
+    #[test]
+    fn each_part_runs_at_each_shape_one_row_each() {
+        let comparison = Comparison::parse(&format!(
+            "{BASE}  parts: [rabbitmq, kafka]\n  replicas:\n    - {{inventory: 1}}\n    - {{inventory: 3, order: 2}}\n"
+        ))
+        .unwrap();
+        let rows: Vec<String> = comparison
+            .rows()
+            .iter()
+            .map(|(part, shape)| row_name(*part, shape))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "async-rabbitmq inventory=1",
+                "async-rabbitmq order=2,inventory=3",
+                "streaming-kafka inventory=1",
+                "streaming-kafka order=2,inventory=3",
+            ]
+        );
+        let lab = comparison.lab(Transport::Kafka, &comparison.rows()[3].1);
+        assert_eq!(lab.replicas.get(foodlab_lab::Service::Inventory), Some(3));
+        assert!(
+            Comparison::parse(&format!("{BASE}  replicas:\n    - {{analytics: 2}}\n"))
+                .unwrap_err()
+                .to_string()
+                .contains("replicas.analytics must be 1")
+        );
     }
 }

@@ -34,6 +34,26 @@ struct Cli {
 }
 
 /// A part named on the command line (`sync-rest`, ...): the transport it runs.
+/// Where the parts keep their state.
+#[derive(clap::Args, Debug)]
+struct DatabaseArgs {
+    /// The PostgreSQL every service of a part keeps its state in
+    /// (`postgres://user:password@host:port/db`; `scripts/postgres.sh url`
+    /// prints the project's); each service's own SQLite file when not given.
+    /// More than one replica of a service needs it.
+    #[arg(long, env = "FOODLAB_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL; an empty FOODLAB_DATABASE_URL asks for SQLite.
+    fn url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+    }
+}
+
 fn part() -> impl TypedValueParser<Value = Transport> {
     let about = |transport| match transport {
         Transport::Rest => "Synchronous REST calls (order → inventory → notification).",
@@ -75,12 +95,8 @@ enum Command {
         /// (more than one needs --database-url).
         #[arg(long, value_parser = Replicas::parse, default_value = "")]
         replicas: Replicas,
-        /// The PostgreSQL every service of the part keeps its state in
-        /// (`postgres://user:password@host:port/db`; `scripts/postgres.sh url`
-        /// prints the project's); each service's SQLite file in the data dir
-        /// when not given.
-        #[arg(long, env = "FOODLAB_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Run FoodLab files on this machine and print their results; exits 0
     /// only if every lab passes.
@@ -108,6 +124,8 @@ enum Command {
         /// part).
         #[arg(long)]
         reuse_part: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Run one workload (and at most one fault or chaos step) on each part
     /// in turn on this machine and print them side by side
@@ -118,6 +136,8 @@ enum Command {
         /// per series into this directory.
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Measure a part: latency at concurrency 1, throughput at concurrency 16.
     Bench {
@@ -172,12 +192,11 @@ async fn main() -> ExitCode {
             stock,
             free_ports,
             replicas,
-            database_url,
+            database,
         } => {
             let options = up::UpOptions {
                 replicas,
-                // An empty FOODLAB_DATABASE_URL asks for SQLite.
-                database_url: database_url.filter(|url| !url.trim().is_empty()),
+                database_url: database.url().map(str::to_owned),
                 transport: part,
                 data_root: data_dir,
                 keep_data,
@@ -194,6 +213,7 @@ async fn main() -> ExitCode {
             report,
             data_dir,
             reuse_part,
+            database,
         } => {
             let options = run::RunOptions {
                 json,
@@ -201,6 +221,7 @@ async fn main() -> ExitCode {
                 data_dir,
                 junit,
                 report,
+                database_url: database.url().map(str::to_owned),
             };
             run::run(&files, &options).await
         }
@@ -222,7 +243,11 @@ async fn main() -> ExitCode {
             };
             bench::run(part, size, json).await
         }
-        Command::Compare { file, report } => compare::run(&file, report.as_ref()).await,
+        Command::Compare {
+            file,
+            report,
+            database,
+        } => compare::run(&file, report.as_ref(), database.url()).await,
         Command::Report {
             name,
             namespace,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use foodlab_lab::chaos::Direct;
 use foodlab_lab::measure::Sample;
+use foodlab_lab::spec::Replicas;
 use foodlab_lab::{
     FoodLab, FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Observer, Transport,
     Verdict, run_lab_with,
@@ -26,6 +27,8 @@ pub struct RunOptions {
     pub report: Option<PathBuf>,
     /// Where to write the labs as JUnit XML.
     pub junit: Option<PathBuf>,
+    /// The PostgreSQL the parts keep their state in; SQLite files when `None`.
+    pub database_url: Option<String>,
 }
 
 pub async fn run(files: &[PathBuf], options: &RunOptions) -> anyhow::Result<ExitCode> {
@@ -43,6 +46,7 @@ pub async fn run(files: &[PathBuf], options: &RunOptions) -> anyhow::Result<Exit
     let mut parts = Parts {
         reuse: options.reuse_part,
         data_dir: options.data_dir.clone(),
+        database_url: options.database_url.clone(),
         running: Vec::new(),
     };
     let mut done = Done::default();
@@ -100,7 +104,7 @@ async fn run_all(
         .await;
         reporter.abort();
         progress.bar.finish_and_clear();
-        parts.done_with(lab.spec.transport).await;
+        parts.done_with(lab.spec.transport, false).await;
         let report = match outcome {
             Ok(report) => report,
             Err(LabError::Interrupted) => {
@@ -146,7 +150,9 @@ pub fn interrupt_flag() -> tokio::sync::watch::Receiver<bool> {
 struct Parts {
     reuse: bool,
     data_dir: Option<PathBuf>,
-    running: Vec<(Transport, LocalPlatform)>,
+    database_url: Option<String>,
+    /// Each part running, at the shape (`spec.replicas`) it was started with.
+    running: Vec<(Transport, Replicas, LocalPlatform)>,
 }
 
 impl Parts {
@@ -157,39 +163,46 @@ impl Parts {
         labs: usize,
     ) -> anyhow::Result<&LocalPlatform> {
         let transport = spec.transport;
-        let index = match self.running.iter().position(|(t, _)| *t == transport) {
+        let running = |(t, shape, _): &(Transport, Replicas, LocalPlatform)| {
+            *t == transport && *shape == spec.replicas
+        };
+        let index = match self.running.iter().position(running) {
             Some(index) => index,
             None => {
+                // A kept part at another shape makes way for this one.
+                self.done_with(transport, true).await;
                 // Kept or not, the part takes each lab's settings at run time
                 // (the engine's prepare step).
                 let mut local = LocalOptions::for_lab(spec);
                 local.data_dir = self.data_dir.as_ref().map(|d| d.join(transport.part()));
+                local.database_url = self.database_url.clone();
                 let platform = LocalPlatform::start(local)
                     .await
                     .with_context(|| format!("cannot start the {} part", transport.part()))?;
                 if self.reuse {
                     eprintln!("{} part up for {labs} lab(s)", transport.part());
                 }
-                self.running.push((transport, platform));
+                self.running
+                    .push((transport, spec.replicas.clone(), platform));
                 self.running.len() - 1
             }
         };
-        Ok(&self.running[index].1)
+        Ok(&self.running[index].2)
     }
 
-    /// Stops a lab's part, unless it is kept for the next labs.
-    async fn done_with(&mut self, transport: Transport) {
-        if self.reuse {
+    /// Stops a lab's part, unless it is kept for the next labs (or `even_kept`).
+    async fn done_with(&mut self, transport: Transport, even_kept: bool) {
+        if self.reuse && !even_kept {
             return;
         }
-        if let Some(index) = self.running.iter().position(|(t, _)| *t == transport) {
-            let (_, platform) = self.running.remove(index);
+        if let Some(index) = self.running.iter().position(|(t, _, _)| *t == transport) {
+            let (_, _, platform) = self.running.remove(index);
             platform.shutdown().await;
         }
     }
 
     async fn shutdown(&mut self) {
-        for (_, platform) in self.running.drain(..) {
+        for (_, _, platform) in self.running.drain(..) {
             platform.shutdown().await;
         }
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use foodlab_domain::{Catalogue, Faults};
 
 use crate::spec::{
-    ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, Service, Transport, Workload,
+    ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, Replicas, Service, Transport,
+    Workload,
 };
 
 /// How long order waits for its dependencies when a lab does not say (the services' default).
@@ -42,6 +43,8 @@ pub struct ValidatedLab {
     pub expect: Expectations,
     pub settings: LabSettings,
     pub replay: bool,
+    /// `spec.replicas`: the part's shape for the run.
+    pub replicas: Replicas,
     /// How long the lab's orders may take to settle (`expect.within`).
     pub within: Duration,
 }
@@ -133,6 +136,7 @@ impl ValidatedLab {
                     .unwrap_or(DEFAULT_DEPENDENCY_TIMEOUT),
             },
             replay: spec.replay,
+            replicas: spec.replicas.clone(),
             within: spec.expect.within.unwrap_or(DEFAULT_WITHIN),
         })
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use foodlab_domain::Faults;
 use foodlab_lab::faults::FaultClient;
 use foodlab_lab::spec::{Inject, Replicas};
-use foodlab_lab::{LocalPlatform, Platform, Service, Transport};
+use foodlab_lab::{FoodLab, LocalPlatform, Platform, Quiet, Service, Transport, Verdict, run_lab};
 use foodlab_store::Database;
 use foodlab_store::testing::TestDatabase;
 use nix::sys::signal::{Signal, kill};
@@ -214,4 +214,48 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
         .collect();
     assert_eq!(delays, [json!(0), json!(0), json!(0)]);
     platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_competing_consumers_lab_passes_at_three_inventories() {
+    let db = foodlab_store::testing::postgres().await;
+    let Database::Postgres(url) = &db.database else {
+        panic!("a PostgreSQL test database was asked for");
+    };
+    let path = support::repo().join("manifests/scale-out/async-competing-consumers.yaml");
+    let lab: FoodLab = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(lab.spec.replicas.get(Service::Inventory), Some(3));
+    let mut options = support::options(&lab);
+    options.database_url = Some(url.clone());
+    let platform = LocalPlatform::start(options).await.unwrap();
+    assert_eq!(platform.endpoints(Service::Inventory).unwrap().len(), 3);
+    let report = run_lab(&platform, &lab.spec, std::sync::Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    let r = &report.results;
+    assert_eq!(
+        (r.accepted, r.reserved, r.reservations),
+        (2000, 2000, Some(2000))
+    );
+    assert_eq!(r.stock_consumed, Some(2000));
+    for stock in on_each_inventory(&platform, "/stock").await {
+        assert_eq!(
+            (&stock["burger"], &stock["pizza"]),
+            (&json!(4000), &json!(4000))
+        );
+    }
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_processes_of_a_service_need_a_shared_database() {
+    let mut options = part_options(Transport::Rabbitmq);
+    options.replicas = Replicas::parse("inventory=2").unwrap();
+    let refused = LocalPlatform::start(options)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("need a shared database"), "{refused}");
 }

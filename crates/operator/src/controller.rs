@@ -324,7 +324,7 @@ async fn apply(
     {
         run.status = FoodLabStatus::default();
     }
-    let validated = match ValidatedLab::new(&lab.spec) {
+    let validated = match ValidatedLab::new(&lab.spec).and_then(runs_on_a_cluster) {
         Ok(validated) => validated,
         Err(problems) => return invalid(&mut run, problems).await,
     };
@@ -333,6 +333,19 @@ async fn apply(
         _ if run.status.started_at.is_none() => start(&mut run, &validated).await,
         _ => running(&mut run, &validated).await,
     }
+}
+
+/// What a valid lab may still ask for that the charts cannot give yet.
+fn runs_on_a_cluster(lab: ValidatedLab) -> Result<ValidatedLab, Vec<String>> {
+    if lab.replicas.scaled_out() {
+        return Err(vec![format!(
+            "spec.replicas ({}) is applied by `foodlab run --database-url` on one machine; \
+             the charts keep each pod's state in a SQLite file of its own, so the operator \
+             runs labs at one replica per service",
+            lab.replicas
+        )]);
+    }
+    Ok(lab)
 }
 
 /// Step 1 failed: undo whatever ran before the spec turned invalid, then
@@ -951,4 +964,32 @@ async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action
     )
     .await;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn lab(replicas: serde_json::Value) -> ValidatedLab {
+        let spec = serde_json::from_value(serde_json::json!({
+            "transport": "rabbitmq",
+            "workload": {"orders": 10},
+            "replicas": replicas,
+        }))
+        .unwrap();
+        ValidatedLab::new(&spec).unwrap()
+    }
+
+    #[test]
+    fn a_scaled_out_lab_is_refused_on_a_cluster_with_the_reason() {
+        assert!(runs_on_a_cluster(lab(serde_json::json!({}))).is_ok());
+        assert!(runs_on_a_cluster(lab(serde_json::json!({"inventory": 1}))).is_ok());
+        let refused = runs_on_a_cluster(lab(serde_json::json!({"inventory": 3}))).unwrap_err();
+        assert!(
+            refused[0].contains("spec.replicas (inventory=3)"),
+            "{refused:?}"
+        );
+    }
 }

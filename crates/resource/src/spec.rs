@@ -52,6 +52,10 @@ pub struct FoodLabSpec {
     /// log again (streaming-kafka); see `expect.replayIdentical`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// Replicas of each service for the run (e.g. `inventory: 3`); more
+    /// than one needs the part's state in PostgreSQL (`--database-url`).
+    #[serde(default, skip_serializing_if = "Replicas::is_empty")]
+    pub replicas: Replicas,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -230,6 +234,10 @@ impl Replicas {
         Service::ALL
             .into_iter()
             .filter_map(|service| self.get(service).map(|n| (service, n)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.declared().next().is_none()
     }
 
     /// Whether any service runs more than one replica.
@@ -584,6 +592,20 @@ impl FoodLabSpec {
                         "{field} is for the streaming-kafka part (transport: kafka)"
                     ));
                 }
+            }
+        }
+        for (service, n) in self.replicas.declared() {
+            if !self.transport.services().contains(&service) {
+                problems.push(format!(
+                    "replicas.{service}: the {} part has no {service} service",
+                    self.transport.part()
+                ));
+            } else if !(1..=Replicas::MAX).contains(&n) {
+                problems.push(format!("replicas.{service} must be 1 to {}", Replicas::MAX));
+            } else if n > 1 && service == Service::Analytics {
+                problems.push(
+                    "replicas.analytics must be 1: analytics keeps its totals in memory".to_owned(),
+                );
             }
         }
         if self.expect.replay_identical.is_some() && !self.replay {

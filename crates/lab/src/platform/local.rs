@@ -89,11 +89,15 @@ impl LocalOptions {
         }
     }
 
-    /// The options to run a lab on: the part starts with the services' defaults: the engine's prepare
+    /// The options to run a lab on, at its shape (`spec.replicas`): the part
+    /// starts with the services' defaults: the engine's prepare
     /// step sets the lab's settings (stock, dependency timeout) through the
     /// admin APIs, as it does on a cluster.
     pub fn for_lab(lab: &crate::spec::FoodLabSpec) -> Self {
-        Self::new(lab.transport)
+        Self {
+            replicas: lab.replicas.clone(),
+            ..Self::new(lab.transport)
+        }
     }
 }
 
