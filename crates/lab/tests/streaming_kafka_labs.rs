@@ -346,7 +346,8 @@ async fn kafka_tool(args: &[&str]) -> (bool, String) {
 struct GroupRow {
     topic: String,
     partition: i32,
-    /// LAG of `--describe`, NEW-OFFSET of `--reset-offsets`.
+    /// LAG of `--describe`, NEW-OFFSET of `--reset-offsets` (`-`, as
+    /// before a first commit, reads as -1).
     figure: i64,
     /// CONSUMER-ID of `--describe`: `-` when no member holds the partition.
     consumer: String,
@@ -361,7 +362,10 @@ fn group_rows(printed: &str, group: &str, figure_column: usize) -> Vec<GroupRow>
         .map(|columns| GroupRow {
             topic: columns[1].to_owned(),
             partition: columns[2].parse().unwrap(),
-            figure: columns[figure_column].parse().unwrap(),
+            figure: match columns[figure_column] {
+                "-" => -1,
+                figure => figure.parse().unwrap(),
+            },
             consumer: columns.get(6).copied().unwrap_or("-").to_owned(),
         })
         .collect()
@@ -680,4 +684,102 @@ async fn broker_restart_in_the_middle_of_a_burst_loses_no_order_and_reserves_non
         .await
     );
     platform.shutdown().await;
+}
+
+/// Three inventory processes on one PostgreSQL split the three partitions of
+/// the order topic as one consumer group; one is SIGKILLed in the middle of a
+/// 10,000-order burst, the group rebalances, and every order is decided once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalance() {
+    const ORDERS: u64 = 10_000;
+    const STOCK: u64 = 12_000;
+    let db = foodlab_store::testing::postgres().await;
+    let foodlab_store::Database::Postgres(url) = &db.database else {
+        panic!("a PostgreSQL test database was asked for");
+    };
+    let mut options = options(&example("streaming-burst"));
+    options.replicas = foodlab_lab::spec::Replicas::parse("inventory=3").unwrap();
+    options.database_url = Some(url.clone());
+    options.env = vec![("FOODLAB_STOCK".into(), format!("burger={STOCK}"))];
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let names = platform.kafka().unwrap().clone();
+    let inventories = platform.endpoints(Service::Inventory).unwrap();
+    let mut events = platform.events();
+
+    // `kafka-consumer-groups --describe`: three members, a partition each.
+    let members = || async {
+        describe_group(&names, &names.inventory_group)
+            .await
+            .into_iter()
+            .filter(|row| row.topic == names.order_topic && row.consumer != "-")
+            .map(|row| row.consumer)
+            .collect::<BTreeSet<String>>()
+    };
+    let joined = eventually(60, || async { members().await.len() == 3 }).await;
+    assert!(joined, "the group has members {:?}", members().await);
+
+    bulk(&platform, ORDERS).await;
+    let reserved = |stats: &Value| stats["reserved_orders"].as_u64().unwrap_or(0);
+    let stats_of = |n: usize| get_url(format!("{}/stats", inventories[n]));
+    assert!(
+        eventually(120, || async { reserved(&stats_of(0).await) >= ORDERS / 4 }).await,
+        "the burst never reached a quarter of the orders"
+    );
+    let second = platform.replica_pids(Service::Inventory).await[1].unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(second).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    died_and_restarted(&mut events, Service::Inventory, 30).await;
+    let at_kill = reserved(&stats_of(0).await);
+    assert!(
+        at_kill < ORDERS,
+        "the burst was decided before the kill: nothing was tested"
+    );
+
+    let order = platform.endpoint(Service::Order).unwrap();
+    assert!(
+        eventually(180, || async {
+            get_url(format!("{order}/orders/counts")).await["reserved"] == ORDERS
+        })
+        .await,
+        "{}",
+        get_url(format!("{order}/orders/counts")).await
+    );
+    for inventory in &inventories {
+        let stats = get_url(format!("{inventory}/stats")).await;
+        assert_eq!(reserved(&stats), ORDERS, "{stats}");
+        assert_eq!(stats["units_reserved"], ORDERS, "{stats}");
+        let stock = get_url(format!("{inventory}/stock")).await;
+        assert_eq!(stock["burger"], STOCK - ORDERS, "{stock}");
+    }
+    // One decision per order on the result topic, however often it was read.
+    let results = read_topic(&kafka_args(&platform), &names.inventory_topic).await;
+    let mut ids_per_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for result in &results {
+        assert_eq!(result["type"], "InventoryReserved", "{result}");
+        ids_per_order
+            .entry(result["order_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(result["message_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids_per_order.len() as u64, ORDERS);
+    assert!(ids_per_order.values().all(|ids| ids.len() == 1));
+    // The lag drained: the group committed to the end of every partition.
+    assert!(
+        eventually(60, || async {
+            describe_group(&names, &names.inventory_group)
+                .await
+                .iter()
+                .filter(|row| row.topic == names.order_topic)
+                .all(|row| row.figure == 0)
+        })
+        .await
+    );
+    platform.shutdown().await;
+}
+
+async fn get_url(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }
