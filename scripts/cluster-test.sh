@@ -252,12 +252,43 @@ for example in sync-baseline sync-delay sync-failure sync-timeout; do
 done
 
 # Two inventory replicas from here on, so that a restore to the original count shows.
-# (Not for the examples: the operator sets faults through the Service, which reaches one
-# pod of a Deployment, so a fault lab on two replicas faults only some requests.)
 helm upgrade sync-rest charts/sync-rest --namespace "$ns" --set persistence.enabled=false \
   --set services.inventory.replicas=2 --wait --timeout 120s >/dev/null
 wait_until "inventory Deployment replicas" 2 replicas
 ok "helm upgrade sync-rest: inventory at 2 replicas"
+
+# A lab's faults reach every ready pod of the service (its EndpointSlices, not the Service,
+# which reaches one pod of two), and are cleared on every pod when it ends.
+admin_token=$(admin get secret foodlab-lab -o 'jsonpath={.data.FOODLAB_ADMIN_TOKEN}' | base64 -d)
+# The delay_ms each running inventory pod's /admin/faults reports, sorted.
+pod_delays() {
+  local ip
+  for ip in $(admin get pods -l app.kubernetes.io/name=inventory \
+    --field-selector=status.phase=Running -o 'jsonpath={.items[*].status.podIP}'); do
+    curl -sf --max-time 5 -H "Authorization: Bearer $admin_token" \
+      "http://$ip:8001/admin/faults" | jq -r .delay_ms
+  done | sort | tr '\n' ' ' | sed 's/ $//'
+}
+part_ready
+admin apply -f - >/dev/null <<EOF
+apiVersion: foodlab.dev/v1alpha1
+kind: FoodLab
+metadata: {name: delay-on-every-pod}
+spec:
+  transport: rest
+  workload: {orders: 150, ratePerSecond: 10}
+  faults:
+    inventory: {delaySeconds: 0.25}
+  expect: {allOrdersTerminal: true, within: 120s}
+EOF
+wait_until "delay-on-every-pod: the delay on both inventory pods" "250 250" pod_delays
+wait_until "delay-on-every-pod: status.faultsInPlace.inventory" 2 \
+  lab_field delay-on-every-pod '{.status.faultsInPlace.inventory}'
+verdict=$(wait_verdict delay-on-every-pod)
+[ "$verdict" = Pass ] || fail "delay-on-every-pod: verdict '$verdict'"
+wait_until "delay-on-every-pod: the delay gone from both inventory pods" "0 0" pod_delays
+ok "a lab's delay was on both inventory pods while it ran (faultsInPlace 2) and is gone from both"
+admin delete foodlab delay-on-every-pod --timeout=60s >/dev/null
 
 # A lab whose only chaos is inventory scaled to zero, from the start, for DURATION.
 apply_lab() {

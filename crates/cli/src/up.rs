@@ -203,7 +203,7 @@ async fn announce(
     }
     for service in platform.services() {
         let pids = platform.replica_pids(service).await;
-        for (replica, endpoint) in platform.endpoints(service)?.iter().enumerate() {
+        for (replica, endpoint) in platform.endpoints(service).await?.iter().enumerate() {
             let pid = pids
                 .get(replica)
                 .and_then(|pid| *pid)

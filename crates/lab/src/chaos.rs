@@ -106,7 +106,10 @@ impl<'a, P: Platform> Direct<'a, P> {
     async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), FaultApiError> {
         let mut set = self.faults.lock().await;
         set.insert(service, faults.clone());
-        self.client.set(self.platform, service, &faults).await
+        self.client
+            .set(self.platform, service, &faults)
+            .await
+            .map(drop)
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Active>> {

@@ -97,16 +97,18 @@ impl FaultClient {
         }
     }
 
+    /// Sets `faults` on every replica of `service`; returns how many.
     pub async fn set<P: Platform>(
         &self,
         platform: &P,
         service: Service,
         faults: &Faults,
-    ) -> Result<(), FaultApiError> {
-        self.put(platform, service, "faults", "/admin/faults", faults)
+    ) -> Result<usize, FaultApiError> {
+        let replicas = self
+            .put(platform, service, "faults", "/admin/faults", faults)
             .await?;
-        tracing::info!(%service, delay_ms = faults.delay_ms, fail_rate = faults.fail_rate, "faults set");
-        Ok(())
+        tracing::info!(%service, replicas, delay_ms = faults.delay_ms, fail_rate = faults.fail_rate, "faults set");
+        Ok(replicas)
     }
 
     /// Inventory's stock levels and order's dependency timeout.
@@ -139,6 +141,7 @@ impl FaultClient {
             &serde_json::json!({ "dependencyTimeout": timeout }),
         )
         .await
+        .map(drop)
     }
 
     async fn put<P: Platform, B: Serialize + ?Sized>(
@@ -148,21 +151,44 @@ impl FaultClient {
         what: &'static str,
         path: &str,
         body: &B,
-    ) -> Result<(), FaultApiError> {
+    ) -> Result<usize, FaultApiError> {
         let fail = |reason: String| FaultApiError {
             service,
             what,
             reason,
         };
-        let bases = platform
-            .endpoints(service)
-            .map_err(|e| fail(e.to_string()))?;
-        for base in bases {
+        let bases = self.replicas_of(platform, service).await.map_err(&fail)?;
+        for base in &bases {
             self.put_to(&format!("{base}{path}"), body)
                 .await
                 .map_err(&fail)?;
         }
-        Ok(())
+        Ok(bases.len())
+    }
+
+    /// Every replica's base URL; none ready yet (a pod starting) is retried
+    /// like an unreachable service.
+    async fn replicas_of<P: Platform>(
+        &self,
+        platform: &P,
+        service: Service,
+    ) -> Result<Vec<String>, String> {
+        let until = Instant::now() + self.patience;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let bases = platform
+                .endpoints(service)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !bases.is_empty() {
+                return Ok(bases);
+            }
+            if Instant::now() + backoff >= until {
+                return Err("no replica is ready".to_owned());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
     }
 
     /// One replica's admin call, retried while its failures are transient.

@@ -44,7 +44,7 @@ async fn get_json(url: &str) -> Value {
 /// `GET path` on every inventory process.
 async fn on_each_inventory(platform: &LocalPlatform, path: &str) -> Vec<Value> {
     let mut answers = Vec::new();
-    for endpoint in platform.endpoints(Service::Inventory).unwrap() {
+    for endpoint in platform.endpoints(Service::Inventory).await.unwrap() {
         answers.push(get_json(&format!("{endpoint}{path}")).await);
     }
     answers
@@ -74,7 +74,7 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
     let db = foodlab_store::testing::postgres().await;
     let platform = three_inventories(Transport::Rabbitmq, &db).await;
     let order = platform.endpoint(Service::Order).unwrap();
-    let inventories = platform.endpoints(Service::Inventory).unwrap();
+    let inventories = platform.endpoints(Service::Inventory).await.unwrap();
     assert_eq!(inventories.len(), 3);
     let mut events = platform.events();
 
@@ -228,7 +228,10 @@ async fn the_competing_consumers_lab_passes_at_three_inventories() {
     let mut options = support::options(&lab);
     options.database_url = Some(url.clone());
     let platform = LocalPlatform::start(options).await.unwrap();
-    assert_eq!(platform.endpoints(Service::Inventory).unwrap().len(), 3);
+    assert_eq!(
+        platform.endpoints(Service::Inventory).await.unwrap().len(),
+        3
+    );
     let report = run_lab(&platform, &lab.spec, std::sync::Arc::new(Quiet))
         .await
         .unwrap();

@@ -703,7 +703,7 @@ async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalan
     options.env = vec![("FOODLAB_STOCK".into(), format!("burger={STOCK}"))];
     let platform = LocalPlatform::start(options).await.unwrap();
     let names = platform.kafka().unwrap().clone();
-    let inventories = platform.endpoints(Service::Inventory).unwrap();
+    let inventories = platform.endpoints(Service::Inventory).await.unwrap();
     let mut events = platform.events();
 
     // `kafka-consumer-groups --describe`: three members, a partition each.

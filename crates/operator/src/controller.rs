@@ -126,7 +126,8 @@ impl Context {
             namespace,
             Some(deployments),
             lab.spec.transport == foodlab_lab::Transport::Rabbitmq,
-        );
+        )
+        .with_endpoint_slices(Api::namespaced(self.client.clone(), namespace));
         match &self.endpoints {
             Some(endpoints) => platform.with_endpoints(endpoints.clone()),
             None => platform,
@@ -622,8 +623,11 @@ fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<String> {
 /// Faults are re-applied on every reconcile: a restarted pod starts without
 /// them. Best effort, on every service of the part (none where the lab
 /// declares none), never on a service a chaos step is disrupting.
-async fn keep_faults_applied(run: &Run<'_>, lab: &ValidatedLab) {
+/// Every ready pod of a service gets them (one that became ready since the
+/// last reconcile included), and status says on how many they are.
+async fn keep_faults_applied(run: &mut Run<'_>, lab: &ValidatedLab) {
     let client = &run.ctx.faults;
+    let mut in_place = run.status.faults_in_place.clone();
     for (service, faults) in &lab.faults {
         let disrupted = run
             .status
@@ -633,10 +637,18 @@ async fn keep_faults_applied(run: &Run<'_>, lab: &ValidatedLab) {
         if disrupted {
             continue;
         }
-        if let Err(error) = client.set(&run.platform, *service, faults).await {
-            tracing::warn!(%service, %error, "could not apply the lab's faults; will retry");
+        match client.set(&run.platform, *service, faults).await {
+            Ok(pods) => {
+                in_place.insert(service.to_string(), u32::try_from(pods).unwrap_or(u32::MAX));
+            }
+            Err(error) => {
+                tracing::warn!(%service, %error, "could not apply the lab's faults; will retry");
+            }
         }
     }
+    // Written with the reconcile's next status write (the Job's creation,
+    // a chaos record, the verdict), not one of its own per reconcile.
+    run.status.faults_in_place = in_place;
 }
 
 async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Result<(), Error> {
@@ -732,6 +744,7 @@ async fn disrupt(run: &Run<'_>, lab: &ValidatedLab, step: &Disruption) -> Result
                 .faults
                 .set(&run.platform, step.target, &window)
                 .await
+                .map(drop)
                 .map_err(|e| e.to_string())
         }
     }
@@ -769,6 +782,7 @@ async fn restore_step(
                 .faults
                 .set(&run.platform, record.target, &base)
                 .await
+                .map(drop)
                 .map_err(|e| e.to_string())
         }
         ChaosAction::PodKill => Ok(()),

@@ -122,9 +122,10 @@ pub async fn run(namespace: &str) -> anyhow::Result<bool> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes API access (the Job's ServiceAccount)")?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let chaos = OperatorChaos::new(config_maps.clone(), channel.clone());
-    let platform = KubernetesPlatform::new(namespace, None, spec.transport == Transport::Rabbitmq);
+    let platform = KubernetesPlatform::new(namespace, None, spec.transport == Transport::Rabbitmq)
+        .with_endpoint_slices(Api::namespaced(client, namespace));
     let report = match run_lab_with(&platform, &chaos, &spec, Arc::new(Quiet), shutdown()).await {
         Ok(report) => report,
         Err(error) => {

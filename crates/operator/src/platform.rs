@@ -1,13 +1,15 @@
-//! The Kubernetes platform: services by their Service DNS names, replicas
-//! through each Deployment's scale subresource.
+//! The Kubernetes platform: services by their Service DNS names, every
+//! ready pod of one by its EndpointSlices, replicas through each
+//! Deployment's scale subresource.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::{Platform, PlatformError, Service};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 
 pub const FIELD_MANAGER: &str = "foodlab-operator";
 
@@ -19,6 +21,9 @@ pub struct KubernetesPlatform {
     rabbitmq: Option<RabbitAdmin>,
     /// Service URLs instead of Service DNS names (tests).
     endpoints: Option<BTreeMap<Service, String>>,
+    /// Where each service's ready pods are listed; without it, what must
+    /// reach every pod goes to the Service (one pod of several).
+    endpoint_slices: Option<Api<EndpointSlice>>,
 }
 
 impl KubernetesPlatform {
@@ -35,7 +40,15 @@ impl KubernetesPlatform {
             deployments,
             rabbitmq,
             endpoints: None,
+            endpoint_slices: None,
         }
+    }
+
+    /// Reaches every ready pod of a service (faults, settings) through its
+    /// EndpointSlices.
+    pub fn with_endpoint_slices(mut self, endpoint_slices: Api<EndpointSlice>) -> Self {
+        self.endpoint_slices = Some(endpoint_slices);
+        self
     }
 
     /// Reaches the services at these URLs instead of their Service DNS names.
@@ -82,6 +95,19 @@ impl Platform for KubernetesPlatform {
         ))
     }
 
+    async fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        let slices = match (&self.endpoint_slices, &self.endpoints) {
+            (Some(slices), None) => slices,
+            _ => return Ok(vec![self.endpoint(service)?]),
+        };
+        let selector = format!("kubernetes.io/service-name={}", service.name());
+        let list = slices
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| Self::failed(service, e))?;
+        Ok(ready_pod_urls(service, &list.items))
+    }
+
     async fn scale(&self, service: Service, replicas: u32) -> Result<(), PlatformError> {
         let patch = serde_json::json!({ "spec": { "replicas": replicas } });
         self.api(service)?
@@ -107,5 +133,77 @@ impl Platform for KubernetesPlatform {
             .map_err(|e| Self::failed(service, e))?;
         let replicas = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
         Ok(u32::try_from(replicas).unwrap_or(0))
+    }
+}
+
+/// `http://<pod ip>:<port>` of every ready endpoint of the slices (a pod
+/// that is starting or terminating is not ready), each once.
+fn ready_pod_urls(service: Service, slices: &[EndpointSlice]) -> Vec<String> {
+    let mut urls = BTreeSet::new();
+    for slice in slices {
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find_map(|port| port.port)
+            .unwrap_or(i32::from(service.default_port()));
+        for endpoint in &slice.endpoints {
+            // An unknown readiness counts as ready (the API's rule).
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready);
+            if ready == Some(false) {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                let host = if address.contains(':') {
+                    format!("[{address}]")
+                } else {
+                    address.clone()
+                };
+                urls.insert(format!("http://{host}:{port}"));
+            }
+        }
+    }
+    urls.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn every_ready_pod_of_the_slices_once() {
+        let slices: Vec<EndpointSlice> = serde_json::from_value(serde_json::json!([
+            {
+                "addressType": "IPv4",
+                "metadata": {"name": "inventory-a"},
+                "ports": [{"name": "http", "port": 8001, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["10.244.0.7"], "conditions": {"ready": true}},
+                    {"addresses": ["10.244.0.8"], "conditions": {"ready": false, "terminating": true}},
+                    {"addresses": ["10.244.0.9"]}
+                ]
+            },
+            {
+                "addressType": "IPv6",
+                "metadata": {"name": "inventory-b"},
+                "ports": [{"name": "http", "port": 8001, "protocol": "TCP"}],
+                "endpoints": [
+                    {"addresses": ["fd00::5"], "conditions": {"ready": true}},
+                    {"addresses": ["10.244.0.7"], "conditions": {"ready": true}}
+                ]
+            },
+            {"addressType": "IPv4", "metadata": {"name": "inventory-c"}, "endpoints": []}
+        ]))
+        .unwrap();
+        assert_eq!(
+            ready_pod_urls(Service::Inventory, &slices),
+            [
+                "http://10.244.0.7:8001",
+                "http://10.244.0.9:8001",
+                "http://[fd00::5]:8001"
+            ]
+        );
     }
 }

@@ -34,6 +34,9 @@ pub const RULES: &[(&str, &str, &[&str])] = &[
         "leases",
         &["get", "create", "update", "delete"],
     ),
+    // Faults and settings go to every ready pod of a service: its
+    // EndpointSlices name them.
+    ("discovery.k8s.io", "endpointslices", &["list"]),
     // PodKill deletes the target's pods.
     ("", "pods", &["list", "delete"]),
     ("events.k8s.io", "events", &["create", "patch"]),

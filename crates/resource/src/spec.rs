@@ -527,6 +527,10 @@ pub struct FoodLabStatus {
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<ChaosRecord>,
+    /// On how many ready pods of each service the lab's faults (none, for a
+    /// service it declares none for) were last put in place.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub faults_in_place: std::collections::BTreeMap<String, u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<LabResults>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -328,6 +328,19 @@ impl LocalPlatform {
         pids
     }
 
+    /// The base URL of each process of a service, in replica order.
+    fn process_urls(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        self.ports
+            .get(&service)
+            .map(|ports| {
+                ports
+                    .iter()
+                    .map(|port| format!("http://127.0.0.1:{port}"))
+                    .collect()
+            })
+            .ok_or(PlatformError::NotDeployed(service))
+    }
+
     /// The process id of each process of a service, in replica order (`None`: not running).
     pub async fn replica_pids(&self, service: Service) -> Vec<Option<u32>> {
         let mut pids = Vec::new();
@@ -407,22 +420,14 @@ fn check_replicas(
 
 impl Platform for LocalPlatform {
     fn endpoint(&self, service: Service) -> Result<String, PlatformError> {
-        self.endpoints(service)?
+        self.process_urls(service)?
             .into_iter()
             .next()
             .ok_or(PlatformError::NotDeployed(service))
     }
 
-    fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
-        self.ports
-            .get(&service)
-            .map(|ports| {
-                ports
-                    .iter()
-                    .map(|port| format!("http://127.0.0.1:{port}"))
-                    .collect()
-            })
-            .ok_or(PlatformError::NotDeployed(service))
+    async fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        self.process_urls(service)
     }
 
     /// The first `replicas` processes run, the others stop (all at once,

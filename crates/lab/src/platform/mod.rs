@@ -41,8 +41,12 @@ pub trait Platform: Send + Sync {
     /// Base URL of every replica of a service, for what must reach each one
     /// (faults, settings); the service's one address where the platform
     /// balances over them.
-    fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
-        Ok(vec![self.endpoint(service)?])
+    fn endpoints(
+        &self,
+        service: Service,
+    ) -> impl Future<Output = Result<Vec<String>, PlatformError>> + Send {
+        let one = self.endpoint(service).map(|endpoint| vec![endpoint]);
+        std::future::ready(one)
     }
 
     /// Sets the number of running replicas; returns once they are ready (or gone).
