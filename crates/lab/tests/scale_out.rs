@@ -262,3 +262,64 @@ async fn several_processes_of_a_service_need_a_shared_database() {
         .to_string();
     assert!(refused.contains("need a shared database"), "{refused}");
 }
+
+/// One inventory of three SIGKILLed under load on the sync chain: order
+/// takes the others in turn (an unreachable one is passed over), so every
+/// order ends terminal and at most the calls in flight on that one fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_inventory_of_three_down_on_the_sync_chain_fails_at_most_the_calls_in_flight() {
+    const ORDERS: u64 = 1500;
+    const CONCURRENCY: u64 = 8;
+    let db = foodlab_store::testing::postgres().await;
+    let platform = three_inventories(Transport::Rest, &db).await;
+    let spec: foodlab_lab::FoodLabSpec = serde_json::from_value(json!({
+        "transport": "rest",
+        "workload": {"orders": ORDERS, "concurrency": CONCURRENCY, "items": ["burger"]},
+        "faults": {"inventory": {"delaySeconds": 0.01}},
+        "settings": {"stock": format!("burger={STOCK}")},
+        "expect": {"allOrdersTerminal": true}
+    }))
+    .unwrap();
+    let mut events = platform.events();
+    let inventories = platform.endpoints(Service::Inventory).await.unwrap();
+    let disrupt = async {
+        assert!(
+            eventually(60, || async {
+                let stats = get_json(&format!("{}/stats", inventories[0])).await;
+                stats["reserved_orders"].as_u64().unwrap_or(0) >= ORDERS / 5
+            })
+            .await,
+            "the workload never got going"
+        );
+        sigkill(platform.replica_pids(Service::Inventory).await[1].unwrap());
+        let at_kill = get_json(&format!("{}/stats", inventories[0])).await["reserved_orders"]
+            .as_u64()
+            .unwrap_or(0);
+        died_and_restarted(&mut events, Service::Inventory, 30).await;
+        at_kill
+    };
+    let (report, at_kill) = tokio::join!(
+        run_lab(&platform, &spec, std::sync::Arc::new(Quiet)),
+        disrupt
+    );
+    let report = report.unwrap();
+    assert!(at_kill < ORDERS, "the workload was over before the kill");
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    let r = &report.results;
+    assert_eq!(r.accepted + r.failed, ORDERS, "{r:?}");
+    assert!(
+        r.failed <= CONCURRENCY,
+        "{} failed: more than the calls in flight",
+        r.failed
+    );
+    assert_eq!(r.reservations, Some(r.reserved), "{r:?}");
+    assert_eq!(r.stock_consumed, Some(r.reserved), "{r:?}");
+    for stock in on_each_inventory(&platform, "/stock").await {
+        assert_eq!(stock["burger"], json!(STOCK - r.reserved));
+    }
+    println!(
+        "one of three inventories killed at {at_kill} reserved: {} reserved, {} failed",
+        r.reserved, r.failed
+    );
+    platform.shutdown().await;
+}
