@@ -149,20 +149,29 @@ BENCH_DIR ?= .foodlab/bench
 
 ## bench: figures (not assertions) from an optimised build; every figure as
 ## JSON in $(BENCH_DIR), and the Markdown of README's performance tables
-bench: rabbitmq-up kafka-up
+bench: rabbitmq-up kafka-up postgres-up
 	$(CARGO) build --release --workspace --bins
 	mkdir -p $(BENCH_DIR)
 	./target/release/foodlab bench sync-rest --json > $(BENCH_DIR)/sync-rest.json
 	./target/release/foodlab bench async-rabbitmq --json > $(BENCH_DIR)/async-rabbitmq.json
 	./target/release/foodlab bench streaming-kafka --json > $(BENCH_DIR)/streaming-kafka.json
 	./target/release/foodlab bench async-rabbitmq --scale 20000,200000 > $(BENCH_DIR)/scale.json
+	./target/release/foodlab bench sync-rest --database-url "$$(scripts/postgres.sh url)" --json \
+		> $(BENCH_DIR)/sync-rest-postgres.json
+	./target/release/foodlab bench async-rabbitmq --database-url "$$(scripts/postgres.sh url)" --json \
+		> $(BENCH_DIR)/async-rabbitmq-postgres.json
+	./target/release/foodlab bench async-rabbitmq --database-url "$$(scripts/postgres.sh url)" \
+		--replicas inventory=3 --json > $(BENCH_DIR)/async-rabbitmq-postgres-3.json
+	./target/release/foodlab bench streaming-kafka --database-url "$$(scripts/postgres.sh url)" --json \
+		> $(BENCH_DIR)/streaming-kafka-postgres.json
 	python3 scripts/bench-report.py $(BENCH_DIR)/*.json > $(BENCH_DIR)/performance.md
 	@echo "bench: figures in $(BENCH_DIR); README's tables: make bench-readme"
 
 ## bench-readme: README's performance tables from the last `make bench`
 bench-readme:
 	python3 scripts/bench-report.py --readme README.md $(BENCH_DIR)/sync-rest.json \
-		$(BENCH_DIR)/async-rabbitmq.json $(BENCH_DIR)/streaming-kafka.json $(BENCH_DIR)/scale.json
+		$(BENCH_DIR)/async-rabbitmq.json $(BENCH_DIR)/streaming-kafka.json $(BENCH_DIR)/scale.json \
+		$(BENCH_DIR)/*-postgres*.json
 
 fmt:
 	$(CARGO) fmt --all

@@ -4,8 +4,9 @@
     scripts/bench-report.py .foodlab/bench/*.json            # print it
     scripts/bench-report.py --readme README.md FILE...       # replace the generated part
 
-A bench report is an object with `part`, `machine` and `phases`; the scale
-bench (`--scale`) writes a list of sizes. Only the part between the two
+A bench report is an object with `part`, `machine` and `phases` (and, since
+PostgreSQL, `database` and `replicas`); the scale bench (`--scale`) writes a
+list of sizes. Only the part between the two
 markers in README is replaced.
 """
 
@@ -84,25 +85,41 @@ def scale_table(sizes):
     return lines
 
 
+def setup(report):
+    """What a report ran on beyond its part, and the flags that asked for it."""
+    database, replicas = report.get("database", "sqlite"), report.get("replicas", "")
+    if database == "sqlite" and not replicas:
+        return "", ""
+    shown = "PostgreSQL" if database == "postgres" else "SQLite"
+    flags = ' --database-url "$(scripts/postgres.sh url)"' if database == "postgres" else ""
+    if replicas:
+        shown += f", {replicas}"
+        flags += f" --replicas {replicas}"
+    return f" on {shown}", flags
+
+
+def label(report):
+    return report["part"] + setup(report)[0]
+
+
 def render(documents):
-    reports = {d["part"]: d for d in documents if isinstance(d, dict) and "phases" in d}
+    found = [d for d in documents if isinstance(d, dict) and "phases" in d]
+    found.sort(key=lambda d: (PARTS.index(d["part"]), d.get("database", "sqlite") != "sqlite",
+                              d.get("replicas", "")))
+    reports = {label(d): d for d in found}
     scales = [d for d in documents if isinstance(d, list)]
     out = [START, ""]
     first = next(iter(reports.values()), None)
     if first:
-        loads = ", ".join(
-            f"{p} {reports[p]['machine']['load_at_start']:.2f}" for p in PARTS if p in reports
-        )
+        loads = ", ".join(f"{name} {r['machine']['load_at_start']:.2f}" for name, r in reports.items())
         out += [
             f"Measured by `make bench` on {first['started_at'][:10]}: "
             f"{machine_line(first['machine'])}; load average at each start: {loads}.",
             "",
         ]
-    for part in PARTS:
-        report = reports.get(part)
-        if not report:
-            continue
-        out += [f"**{part}** (`foodlab bench {part}`)", ""]
+    for name, report in reports.items():
+        part, flags = report["part"], setup(report)[1]
+        out += [f"**{name}** (`foodlab bench {part}{flags}`)", ""]
         out += phase_table(report)
         out += ["", "Where the time went, per service and hop, in each phase:", ""]
         out += hop_table(report)

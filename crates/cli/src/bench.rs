@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use foodlab_lab::measure::{Sample, Tally};
@@ -14,7 +15,7 @@ use foodlab_lab::probe::kafka::Analytics;
 use foodlab_lab::probe::observe::{Snapshot, order_cursor, wait_settled};
 use foodlab_lab::results::AnalyticsTotals;
 use foodlab_lab::series::Latencies;
-use foodlab_lab::spec::Workload;
+use foodlab_lab::spec::{Replicas, Workload};
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
 use crate::bench_scale::cpu_seconds;
@@ -33,6 +34,10 @@ pub struct BenchSize {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub part: String,
+    /// Where the services kept their state: `sqlite` or `postgres`.
+    pub database: &'static str,
+    /// The part's shape (`inventory=3`), empty at one replica each.
+    pub replicas: String,
     pub started_at: String,
     pub machine: Machine,
     pub phases: Vec<Phase>,
@@ -63,20 +68,52 @@ fn orders(count: f64) -> Units {
     }
 }
 
-pub async fn run(transport: Transport, size: BenchSize, json: bool) -> anyhow::Result<ExitCode> {
+/// Enough of every item that no phase runs out.
+const STOCK: u64 = 1_000_000_000;
+
+/// Where a bench runs: one replica of each service on SQLite files unless told.
+pub struct BenchSetup {
+    pub replicas: Replicas,
+    pub database_url: Option<String>,
+}
+
+pub async fn run(
+    transport: Transport,
+    size: BenchSize,
+    setup: BenchSetup,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut options = LocalOptions::new(transport);
-    options.env.push((
-        "FOODLAB_STOCK".into(),
-        "burger=1000000000,pizza=1000000000,salad=1000000000".into(),
-    ));
+    options.replicas = setup.replicas.clone();
+    options.database_url = setup.database_url.clone();
     let machine = Machine::describe();
     eprintln!("machine: {}", machine.line());
     let platform = LocalPlatform::start(options).await?;
+    // Through the admin API: a database kept from earlier runs has its own levels.
+    let levels: BTreeMap<&str, u64> =
+        [("burger", STOCK), ("pizza", STOCK), ("salad", STOCK)].into();
+    let url = format!("{}/admin/stock", platform.endpoint(Service::Inventory)?);
+    let response = foodlab_lab::faults::lab_http()
+        .put(&url)
+        .json(&levels)
+        .send()
+        .await
+        .with_context(|| format!("cannot set the stock at {url}"))?;
+    if !response.status().is_success() {
+        platform.shutdown().await;
+        anyhow::bail!("inventory refused the stock: {}", response.status());
+    }
     let mut bench = Bench {
         platform: &platform,
         http: reqwest::Client::new(),
         report: BenchReport {
             part: transport.part().to_owned(),
+            database: if setup.database_url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
+            replicas: setup.replicas.to_string(),
             started_at: jiff::Timestamp::now().to_string(),
             machine,
             phases: Vec::new(),
@@ -138,8 +175,9 @@ struct Bench<'a> {
     report: BenchReport,
 }
 
-/// A process's id and the CPU seconds it has spent.
-type Cpu = (u32, f64);
+/// A service's process ids and the CPU seconds they have spent together
+/// (a phase with a process restarted counts from its start).
+type Cpu = (Vec<u32>, f64);
 
 /// Every service's hop histograms and CPU at one moment.
 struct Hops(Vec<(Service, Scrape, Option<Cpu>)>);
@@ -155,14 +193,23 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Each service's hop histograms (its first process's) and the CPU all
+    /// of its processes have spent.
     async fn hops(&self) -> Hops {
-        let pids = self.platform.pids().await;
         let mut scrapes = Vec::new();
         for service in self.platform.services() {
             if let Ok(base) = self.platform.endpoint(service) {
-                let cpu = pids
-                    .get(&service)
-                    .and_then(|pid| Some((*pid, cpu_seconds(&pid.to_string())?)));
+                let pids: Vec<u32> = self
+                    .platform
+                    .replica_pids(service)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let spent: Option<f64> = pids.iter().map(|pid| cpu_seconds(&pid.to_string())).sum();
+                let cpu = spent
+                    .filter(|_| !pids.is_empty())
+                    .map(|spent| (pids, spent));
                 scrapes.push((service, Scrape::take(&self.http, &base).await, cpu));
             }
         }
@@ -186,8 +233,10 @@ impl Bench<'_> {
         for (service, now, cpu) in &after.0 {
             let earlier = before.0.iter().find(|(s, _, _)| s == service);
             // A service restarted during the phase (the drain) started from zero.
-            let spent = match (cpu, earlier.and_then(|(_, _, c)| *c)) {
-                (Some((pid, now)), Some((then_pid, then))) if *pid == then_pid => Some(now - then),
+            let spent = match (cpu, earlier.and_then(|(_, _, c)| c.as_ref())) {
+                (Some((pids, now)), Some((then_pids, then))) if pids == then_pids => {
+                    Some(now - then)
+                }
                 (Some((_, now)), _) => Some(*now),
                 (None, _) => None,
             };

@@ -161,6 +161,11 @@ enum Command {
         /// people go to stderr), so two runs can be kept and compared.
         #[arg(long)]
         json: bool,
+        /// Processes per service, e.g. `inventory=3` (needs --database-url).
+        #[arg(long, value_parser = Replicas::parse, default_value = "")]
+        replicas: Replicas,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Write the report of a FoodLab that ran on a cluster (report.html,
     /// report.json and a CSV per series, as `run --report` does), from the
@@ -234,6 +239,8 @@ async fn main() -> ExitCode {
             throughput_orders,
             concurrency,
             json,
+            replicas,
+            database,
             ..
         } => {
             let size = bench::BenchSize {
@@ -241,7 +248,11 @@ async fn main() -> ExitCode {
                 throughput_orders,
                 concurrency,
             };
-            bench::run(part, size, json).await
+            let setup = bench::BenchSetup {
+                replicas,
+                database_url: database.url().map(str::to_owned),
+            };
+            bench::run(part, size, setup, json).await
         }
         Command::Compare {
             file,
