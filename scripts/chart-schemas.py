@@ -184,6 +184,30 @@ KAFKA = broker(
 )
 
 
+# Where the services keep their state (added after the first release: optional, sqlite when absent).
+DATABASE = obj(
+    {
+        "backend": {"enum": ["sqlite", "postgres"]},
+        "url": {"type": "string", "pattern": "^(postgres(ql)?://.+)?$"},
+    },
+)
+POSTGRES = obj(
+    {
+        "image": IMAGE,
+        "settings": {
+            "type": "object",
+            "description": "Server settings, passed as -c name=value.",
+            "propertyNames": {"pattern": "^[a-z_]+$"},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
+        "persistence": PERSISTENCE,
+        "resources": RESOURCES,
+        "podSecurityContext": POD_SECURITY_CONTEXT,
+        "securityContext": SECURITY_CONTEXT,
+    },
+)
+
+
 def part_chart(title, services, broker_key=None, broker_schema=None):
     properties = {
         "image": IMAGE,
@@ -204,6 +228,8 @@ def part_chart(title, services, broker_key=None, broker_schema=None):
         "podAnnotations": ANNOTATIONS,
         "labSecret": LAB_SECRET,
         "networkPolicy": NETWORK_POLICY,
+        "database": DATABASE,
+        "postgres": POSTGRES,
         **OBSERVABILITY,
     }
     required = ["image", "logFormat", "services", "persistence", "probes", "resources",

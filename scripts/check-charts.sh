@@ -30,7 +30,7 @@ python=.tools/venv/bin/python   # has PyYAML (a dependency of kubernetes-validat
 charts=(foodlab-operator sync-rest async-rabbitmq streaming-kafka)
 kube_versions=(1.30 1.37)
 # Top-level values sections added after the charts' first release.
-later_sections=(labSecret networkPolicy dashboards serviceMonitor podMonitor workload)
+later_sections=(labSecret networkPolicy dashboards serviceMonitor podMonitor workload database postgres)
 namespace=foodlab
 
 work=$(mktemp -d)

@@ -10,6 +10,8 @@
 #                                       docker.io/library/foodlab-kafka:4.1.1): images/kafka
 #   scripts/cluster/images.sh rabbitmq  RabbitMQ from Debian's package (FOODLAB_RABBITMQ_IMAGE,
 #                                       docker.io/library/foodlab-rabbitmq:3.10)
+#   scripts/cluster/images.sh postgres  PostgreSQL from Debian's package (FOODLAB_POSTGRES_IMAGE,
+#                                       docker.io/library/foodlab-postgres:15)
 #
 # What the Dockerfile's runtime stage does, minus the Rust builder stage: the binaries come
 # from the host's cargo build (same Debian release, so the same shared libraries).
@@ -144,13 +146,42 @@ rabbitmq_image() {
   log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
 }
 
+# PostgreSQL from Debian's package (15), run the way the charts run the official
+# postgres:15 image: uid 999, POSTGRES_USER/PASSWORD/DB and PGDATA honoured by
+# images/postgres/entrypoint.sh, the socket in /var/run/postgresql.
+postgres_image() {
+  base_rootfs
+  local name=${FOODLAB_POSTGRES_IMAGE:-docker.io/library/foodlab-postgres:15}
+  local work="$base/images/${name//[\/:]/_}"
+  mkdir -p "$base/images"
+  exec 9>"$work.lock"
+  flock 9
+  rm -rf "$work" && mkdir -p "$work"
+  cp -a "$rootfs_base" "$work/rootfs"
+  chroot_install "$work/rootfs" postgresql
+  local root="$work/rootfs"
+  grep -q ':999:' "$root/etc/passwd" ||
+    echo "postgres-image:x:999:999::/var/lib/postgresql:/usr/sbin/nologin" >>"$root/etc/passwd"
+  grep -q ':999:' "$root/etc/group" || echo "postgres-image:x:999:" >>"$root/etc/group"
+  install -d -o 999 -g 999 "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
+  install -m 0755 "$repo/images/postgres/entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$root" "$work/image.tar" \
+    --cmd /usr/local/bin/docker-entrypoint.sh --user 999:999 --workdir /var/lib/postgresql \
+    --env PGDATA=/var/lib/postgresql/data \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  ctr_ images import "$work/image.tar" >/dev/null
+  rm -rf "$work/rootfs"
+  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
+}
+
 case "${1:-}" in
   base) base_rootfs ;;
+  postgres) postgres_image ;;
   rabbitmq) rabbitmq_image ;;
   foodlab) foodlab_image ;;
   kafka) kafka_image ;;
   *)
-    echo "usage: $0 base|foodlab|kafka|rabbitmq" >&2
+    echo "usage: $0 base|foodlab|kafka|postgres|rabbitmq" >&2
     exit 2
     ;;
 esac

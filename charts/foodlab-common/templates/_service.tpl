@@ -1,7 +1,7 @@
 {{/*
 The FoodLab services of a part chart: for every enabled entry of .Values.services, a
-Service, a Deployment and, with persistence on, a PersistentVolumeClaim, all named after
-the service (order, inventory, notification, analytics). Call it from the part chart:
+Service, a Deployment and, with persistence on (SQLite), a PersistentVolumeClaim, all
+named after the service (order, inventory, notification, analytics). Call it from the part chart:
 
   {{ include "foodlab.services" (dict "ctx" $ "transport" "rest") }}
 */}}
@@ -17,9 +17,14 @@ the service (order, inventory, notification, analytics). Call it from the part c
 {{- define "foodlab.service" -}}
 {{- $v := .ctx.Values -}}
 {{- $labels := dict "ctx" .ctx "name" .name "component" "service" -}}
-{{- $persistent := $v.persistence.enabled -}}
-{{- if and $persistent (gt (int .svc.replicas) 1) -}}
-{{- fail (printf "services.%s.replicas is %v: with persistence.enabled each service has one ReadWriteOnce volume for its SQLite files, so it runs one replica" .name .svc.replicas) -}}
+{{- $onPostgres := include "foodlab.onPostgres" .ctx -}}
+{{- $persistent := and (not $onPostgres) $v.persistence.enabled -}}
+{{- if and (not $onPostgres) (gt (int .svc.replicas) 1) -}}
+{{- fail (printf "services.%s.replicas is %v: on SQLite each pod would keep a stock and a record of processed messages of its own (oversold stock, a message reserved twice); set database.backend=postgres for more than one replica" .name .svc.replicas) -}}
+{{- end -}}
+{{- $waitFor := $v.waitFor | default list -}}
+{{- if include "foodlab.runsPostgres" .ctx -}}
+{{- $waitFor = append $waitFor "postgres:5432" -}}
 {{- end -}}
 ---
 apiVersion: v1
@@ -88,9 +93,9 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $v.waitFor }}
+      {{- with $waitFor }}
       initContainers:
-        # Start once the brokers take connections (bash's /dev/tcp: the image has no other client).
+        # Start once the brokers (and the database) take connections (bash's /dev/tcp: the image has no other client).
         - name: wait-for-brokers
           image: {{ include "foodlab.image" $.ctx }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
@@ -146,6 +151,7 @@ spec:
             {{- toYaml $v.emptyDir | nindent 12 }}
           {{- end }}
         # The root filesystem is read-only; SQLite may spill temporary files here.
+        # (On PostgreSQL /data stays an empty emptyDir: the state is in the database.)
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
@@ -175,6 +181,7 @@ come last, in name order.
 {{ include "foodlab.labSecretEnv" (dict "ctx" .ctx "key" "FOODLAB_RABBITMQ_USER") }}
 {{ include "foodlab.labSecretEnv" (dict "ctx" .ctx "key" "FOODLAB_RABBITMQ_PASSWORD") }}
 {{- end }}
+{{- include "foodlab.databaseEnv" .ctx }}
 {{- with $v.stock }}
 - name: FOODLAB_STOCK
   value: {{ . | quote }}
