@@ -103,6 +103,10 @@ fi
 scripts/cluster.sh node-up
 [ "${FOODLAB_SKIP_BUILD:-}" = 1 ] || cargo build --quiet --workspace --bins
 scripts/cluster/images.sh foodlab
+# The PostgreSQL the scaled-out part shares (made once per cluster node).
+postgres_image=docker.io/library/foodlab-postgres:15
+ctr --address "$base/run/containerd.sock" --namespace k8s.io images ls -q | grep -qxF "$postgres_image" ||
+  FOODLAB_POSTGRES_IMAGE=$postgres_image scripts/cluster/images.sh postgres
 [ -x .tools/bin/helm ] || scripts/install-helm.sh
 helm() {
   "$repo/.tools/bin/helm" --kubeconfig "$base/kubeconfig" "$@" \
@@ -251,11 +255,22 @@ for example in sync-baseline sync-delay sync-failure sync-timeout; do
   admin delete foodlab "$example" --timeout=60s >/dev/null
 done
 
-# Two inventory replicas from here on, so that a restore to the original count shows.
+# Two inventory replicas from here on, so that a restore to the original count shows; on
+# the part's own PostgreSQL (the chart refuses two replicas on SQLite files).
 helm upgrade sync-rest charts/sync-rest --namespace "$ns" --set persistence.enabled=false \
-  --set services.inventory.replicas=2 --wait --timeout 120s >/dev/null
+  --set database.backend=postgres --set "postgres.image.repository=${postgres_image%:*}" \
+  --set "postgres.image.tag=${postgres_image##*:}" \
+  --set services.inventory.replicas=2 --wait --timeout 180s >/dev/null
 wait_until "inventory Deployment replicas" 2 replicas
-ok "helm upgrade sync-rest: inventory at 2 replicas"
+ok "helm upgrade sync-rest: inventory at 2 replicas on the part's PostgreSQL"
+mkdir -p "$base/logs"
+if helm upgrade sync-rest charts/sync-rest --namespace "$ns" --reuse-values \
+  --set database.backend=sqlite --dry-run >"$base/logs/sqlite-replicas.log" 2>&1; then
+  fail "helm accepted inventory at 2 replicas on SQLite"
+fi
+grep -q "set database.backend=postgres for more than one replica" "$base/logs/sqlite-replicas.log" ||
+  fail "helm refused 2 replicas on SQLite without the reason: $(cat "$base/logs/sqlite-replicas.log")"
+ok "the chart refuses 2 inventory replicas on SQLite, with the reason"
 
 # A lab's faults reach every ready pod of the service (its EndpointSlices, not the Service,
 # which reaches one pod of two), and are cleared on every pod when it ends.

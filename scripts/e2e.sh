@@ -19,7 +19,10 @@
 #   E2E_NAMESPACE (foodlab-e2e: made afresh, deleted first if there)
 #   E2E_PARTS ("sync-rest async-rabbitmq streaming-kafka")
 #   E2E_IMAGE (the FoodLab image; local cluster: docker.io/library/foodlab:e2e; else the charts')
-#   E2E_RABBITMQ_IMAGE, E2E_KAFKA_IMAGE (repo:tag of the brokers; else the charts' official ones)
+#   E2E_RABBITMQ_IMAGE, E2E_KAFKA_IMAGE, E2E_POSTGRES_IMAGE (repo:tag of the brokers and the
+#   database; else the charts' official ones)
+#   E2E_SCALE_OUT (1: every part on its own PostgreSQL, inventory at 3 replicas and order at 2;
+#   0: each service on its SQLite files, one replica each)
 #   E2E_REPEAT_PART (sync-rest), E2E_WAIT (180: seconds for any one step),
 #   E2E_LAB_SLACK (240: seconds beyond a lab's expect.within), E2E_RESTORE_SLACK (30: seconds
 #   a restore may be recorded after its restoreAt), E2E_SKIP_BUILD, E2E_KEEP (1: leave the
@@ -139,6 +142,7 @@ if [ "$KUBECONFIG" = "$local_kubeconfig" ]; then
   # The brokers' images scripts/cluster/images.sh makes (no registry is reachable).
   E2E_RABBITMQ_IMAGE=${E2E_RABBITMQ_IMAGE:-docker.io/library/foodlab-rabbitmq:3.10}
   E2E_KAFKA_IMAGE=${E2E_KAFKA_IMAGE:-docker.io/library/foodlab-kafka:4.1.1}
+  E2E_POSTGRES_IMAGE=${E2E_POSTGRES_IMAGE:-docker.io/library/foodlab-postgres:15}
   if [ "${E2E_SKIP_BUILD:-}" != 1 ]; then
     say "building the workspace and the image $image (scripts/cluster/images.sh)"
     cargo build --workspace --bins --quiet
@@ -148,6 +152,8 @@ if [ "$KUBECONFIG" = "$local_kubeconfig" ]; then
       FOODLAB_RABBITMQ_IMAGE=$E2E_RABBITMQ_IMAGE scripts/cluster/images.sh rabbitmq
     grep -qxF "$E2E_KAFKA_IMAGE" <<<"$present" ||
       FOODLAB_KAFKA_IMAGE=$E2E_KAFKA_IMAGE scripts/cluster/images.sh kafka
+    grep -qxF "$E2E_POSTGRES_IMAGE" <<<"$present" ||
+      FOODLAB_POSTGRES_IMAGE=$E2E_POSTGRES_IMAGE scripts/cluster/images.sh postgres
   fi
 fi
 image_args=()
@@ -183,8 +189,19 @@ elif [ "$provisioner" = kubernetes.io/no-provisioner ]; then
   fi
 fi
 [ ${#persistence_args[@]} -gt 0 ] || say "the parts keep their data on volumes of StorageClass $default_class"
-# What a ScaleToZero of inventory must be restored to (the chart's one replica).
+# The parts' shape: scaled out on their own PostgreSQL, or one replica each on SQLite.
+# inventory_replicas: what a ScaleToZero of inventory must be restored to.
+shape_args=()
 inventory_replicas=1
+if [ "${E2E_SCALE_OUT:-1}" = 1 ]; then
+  inventory_replicas=3
+  shape_args=(--set database.backend=postgres --set services.inventory.replicas=3
+    --set services.order.replicas=2)
+  [ -z "${E2E_POSTGRES_IMAGE:-}" ] || shape_args+=(
+    --set "postgres.image.repository=${E2E_POSTGRES_IMAGE%:*}"
+    --set "postgres.image.tag=${E2E_POSTGRES_IMAGE##*:}")
+  say "the parts on their own PostgreSQL: inventory at 3 replicas, order at 2 (E2E_SCALE_OUT=0: SQLite, one each)"
+fi
 
 trap finish EXIT
 
@@ -242,7 +259,7 @@ install_part() {
     fi
   done
   say "helm install $part"
-  local extra=("${persistence_args[@]}")
+  local extra=("${persistence_args[@]}" "${shape_args[@]}")
   read -r -a brokers <<<"$(broker_args "$part")" || true
   extra+=("${brokers[@]}")
   if ! h install "$part" "charts/$part" --wait --wait-for-jobs --timeout "$((wait_limit * 2))s" \
