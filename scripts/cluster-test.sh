@@ -259,7 +259,7 @@ done
 # the part's own PostgreSQL (the chart refuses two replicas on SQLite files).
 helm upgrade sync-rest charts/sync-rest --namespace "$ns" --set persistence.enabled=false \
   --set database.backend=postgres --set "postgres.image.repository=${postgres_image%:*}" \
-  --set "postgres.image.tag=${postgres_image##*:}" \
+  --set-string "postgres.image.tag=${postgres_image##*:}" \
   --set services.inventory.replicas=2 --wait --timeout 180s >/dev/null
 wait_until "inventory Deployment replicas" 2 replicas
 ok "helm upgrade sync-rest: inventory at 2 replicas on the part's PostgreSQL"

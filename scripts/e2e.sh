@@ -199,7 +199,7 @@ if [ "${E2E_SCALE_OUT:-1}" = 1 ]; then
     --set services.order.replicas=2)
   [ -z "${E2E_POSTGRES_IMAGE:-}" ] || shape_args+=(
     --set "postgres.image.repository=${E2E_POSTGRES_IMAGE%:*}"
-    --set "postgres.image.tag=${E2E_POSTGRES_IMAGE##*:}")
+    --set-string "postgres.image.tag=${E2E_POSTGRES_IMAGE##*:}")
   say "the parts on their own PostgreSQL: inventory at 3 replicas, order at 2 (E2E_SCALE_OUT=0: SQLite, one each)"
 fi
 

@@ -160,6 +160,8 @@ postgres_image() {
   cp -a "$rootfs_base" "$work/rootfs"
   chroot_install "$work/rootfs" postgresql
   local root="$work/rootfs"
+  # The cluster the package's postinst made: the image's PGDATA is made at first start.
+  rm -rf "$root"/var/lib/postgresql/[0-9]* "$root"/etc/postgresql/[0-9]*
   grep -q ':999:' "$root/etc/passwd" ||
     echo "postgres-image:x:999:999::/var/lib/postgresql:/usr/sbin/nologin" >>"$root/etc/passwd"
   grep -q ':999:' "$root/etc/group" || echo "postgres-image:x:999:" >>"$root/etc/group"
