@@ -4,6 +4,8 @@
 # (required, scram-sha-256 for every TCP client) and POSTGRES_DB (default: the user);
 # then the server runs in the foreground as PID 1's child, listening on every address.
 set -eu
+# `postgres -c name=value ...` or just the settings, as the official image takes them.
+[ "${1:-}" != postgres ] || shift
 
 : "${PGDATA:=/var/lib/postgresql/data}"
 : "${POSTGRES_USER:=postgres}"

@@ -168,7 +168,8 @@ postgres_image() {
   install -d -o 999 -g 999 "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
   install -m 0755 "$repo/images/postgres/entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
   python3 "$repo/scripts/cluster/oci-image.py" "$name" "$root" "$work/image.tar" \
-    --cmd /usr/local/bin/docker-entrypoint.sh --user 999:999 --workdir /var/lib/postgresql \
+    --entrypoint /usr/local/bin/docker-entrypoint.sh --cmd postgres --user 999:999 \
+    --workdir /var/lib/postgresql \
     --env PGDATA=/var/lib/postgresql/data \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
   ctr_ images import "$work/image.tar" >/dev/null
