@@ -15,6 +15,7 @@
 
 mod database;
 mod error;
+mod migration;
 pub mod notifications;
 pub mod orders;
 mod postgres;

@@ -8,6 +8,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::StoreError;
+use crate::migration::Migration;
 
 /// Connections per service process: enough for its HTTP handlers, its
 /// consumer and its relay at once; PostgreSQL's own limit is shared by all
@@ -21,13 +22,6 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
 /// Serialises the migrations of every store on one database (the value is
 /// arbitrary, the same for every FoodLab process).
 const MIGRATION_LOCK: i64 = 0x0046_6f6f_644c_6162;
-
-/// One step of a store's schema, applied once per database, in version order.
-pub(crate) struct Migration {
-    pub version: i32,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
 
 /// A pool on the database at `url`, with `store`'s migrations applied.
 pub(crate) async fn connect(

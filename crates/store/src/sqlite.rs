@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::StoreError;
+use crate::migration::{self, Migration};
 
 /// How often the background checkpointer folds the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
@@ -31,21 +32,25 @@ struct Inner {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path` and applies `schema`,
-    /// which must be idempotent (`CREATE TABLE IF NOT EXISTS ...`).
-    pub fn open(path: &Path, schema: &str) -> Result<Self, StoreError> {
+    /// Opens (creating if needed) the database at `path` and applies the
+    /// `migrations` of `store` it has not had yet.
+    pub fn open(
+        path: &Path,
+        store: &'static str,
+        migrations: &[Migration],
+    ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.execute_batch(schema)?;
+        migration::apply_sqlite(&mut conn, store, migrations)?;
         conn.set_prepared_statement_cache_capacity(64);
         let inner = Arc::new(Inner {
             conn: Mutex::new(conn),
@@ -180,7 +185,12 @@ mod tests {
     fn a_wal_past_the_limit_is_started_again_while_a_reader_holds_a_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let db = Db::open(&path, "CREATE TABLE IF NOT EXISTS t (n INTEGER, pad TEXT);").unwrap();
+        let table = [Migration {
+            version: 1,
+            name: "t",
+            sql: "CREATE TABLE t (n INTEGER, pad TEXT);",
+        }];
+        let db = Db::open(&path, "test", &table).unwrap();
         // Only this test checkpoints.
         db.inner.checkpoints.store(false, Ordering::Relaxed);
         let commit = |n: i64| {

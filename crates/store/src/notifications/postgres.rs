@@ -7,7 +7,8 @@ use tokio_postgres::Row;
 
 use super::Notification;
 use crate::StoreError;
-use crate::postgres::{Migration, connect};
+use crate::migration::Migration;
+use crate::postgres::connect;
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,

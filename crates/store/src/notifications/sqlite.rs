@@ -7,7 +7,14 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Notification;
 use crate::StoreError;
+use crate::migration::Migration;
 use crate::sqlite::{Cached, Db};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "notifications",
+    sql: SCHEMA,
+}];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -20,7 +27,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 ";
 
 pub(super) fn open(path: &Path) -> Result<Db, StoreError> {
-    Db::open(path, SCHEMA)
+    Db::open(path, "notification", MIGRATIONS)
 }
 
 pub(super) fn record(

@@ -14,7 +14,8 @@ use tokio_postgres::{IsolationLevel, Row};
 use super::{CLAIM_LEASE_MS, Change, OrderCounts, Sequence};
 use crate::StoreError;
 use crate::error::{count, from_json, to_json};
-use crate::postgres::{Migration, connect};
+use crate::migration::Migration;
+use crate::postgres::connect;
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,

@@ -10,7 +10,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{Change, OrderCounts, Sequence};
 use crate::StoreError;
 use crate::error::{from_json, to_json};
+use crate::migration::Migration;
 use crate::sqlite::{Cached, Db};
+
+/// After them, `add_sequence` gives a file made before the change sequence
+/// (and before versions were kept) its columns.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "orders, change sequence and outbox",
+    sql: SCHEMA,
+}];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS orders (
@@ -50,7 +59,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS orders_by_change ON orders (change_seq);
 const NEXT_SEQ: &str = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM orders)";
 
 pub(super) fn open(path: &Path) -> Result<Db, StoreError> {
-    let db = Db::open(path, SCHEMA)?;
+    let db = Db::open(path, "order", MIGRATIONS)?;
     db.blocking(add_sequence)?;
     Ok(db)
 }

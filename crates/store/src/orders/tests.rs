@@ -422,8 +422,13 @@ async fn a_database_without_the_sequence_gets_it_in_insertion_order() {
     store.insert(added.clone()).await.unwrap();
     let changed = store.changed_after(2, 10).await.unwrap();
     assert_eq!(changed.orders, vec![added]);
-    // Opening it again changes nothing.
+    // Opening it again changes nothing; the file now says which steps it has had.
     drop(store);
+    let version: i32 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
     let store = OrderStore::open(&Database::Sqlite(path.clone()))
         .await
         .unwrap();

@@ -13,7 +13,8 @@ use foodlab_domain::{Catalogue, ItemName, OrderId};
 use super::{Outcome, Request, Reservation, ReserveResult, StockStats, units};
 use crate::StoreError;
 use crate::error::{count, from_json, to_json};
-use crate::postgres::{Migration, connect};
+use crate::migration::Migration;
+use crate::postgres::connect;
 
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,

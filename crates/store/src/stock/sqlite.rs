@@ -10,7 +10,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::{Outcome, Request, Reservation, ReserveResult, StockStats, units};
 use crate::StoreError;
 use crate::error::{from_json, to_json};
+use crate::migration::Migration;
 use crate::sqlite::{Cached, Db};
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "stock, reservations and processed messages",
+    sql: SCHEMA,
+}];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS stock (
@@ -32,7 +39,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 ";
 
 pub(super) fn open(path: &Path, catalogue: &Catalogue) -> Result<Db, StoreError> {
-    let db = Db::open(path, SCHEMA)?;
+    let db = Db::open(path, "inventory", MIGRATIONS)?;
     db.blocking(|conn| {
         let tx = conn.transaction()?;
         for (item, count) in catalogue.initial_stock() {
