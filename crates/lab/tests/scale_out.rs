@@ -65,6 +65,15 @@ async fn processed(endpoint: &str) -> u64 {
         .map_or(0, |n| n.trim().parse().unwrap())
 }
 
+/// The `delay_ms` of every inventory process's `/admin/faults`.
+async fn delays(platform: &LocalPlatform) -> Vec<Value> {
+    on_each_inventory(platform, "/admin/faults")
+        .await
+        .into_iter()
+        .map(|faults| faults["delay_ms"].clone())
+        .collect()
+}
+
 fn sigkill(pid: u32) {
     kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
 }
@@ -181,12 +190,10 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
         .set(&platform, Service::Inventory, &faults)
         .await
         .unwrap();
-    let delays: Vec<Value> = on_each_inventory(&platform, "/admin/faults")
-        .await
-        .into_iter()
-        .map(|f| f["delay_ms"].clone())
-        .collect();
-    assert_eq!(delays, [json!(150), json!(150), json!(150)]);
+    assert_eq!(
+        delays(&platform).await,
+        [json!(150), json!(150), json!(150)]
+    );
 
     // Orders go round the three and reserve from one stock.
     let order = platform.endpoint(Service::Order).unwrap();
@@ -207,12 +214,7 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
         .set(&platform, Service::Inventory, &Faults::default())
         .await
         .unwrap();
-    let delays: Vec<Value> = on_each_inventory(&platform, "/admin/faults")
-        .await
-        .into_iter()
-        .map(|f| f["delay_ms"].clone())
-        .collect();
-    assert_eq!(delays, [json!(0), json!(0), json!(0)]);
+    assert_eq!(delays(&platform).await, [json!(0), json!(0), json!(0)]);
     platform.shutdown().await;
 }
 

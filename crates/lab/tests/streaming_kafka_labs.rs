@@ -201,6 +201,22 @@ async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
     messages.into_values().collect()
 }
 
+/// How many orders the results on the inventory topic are for, checking that
+/// each is a reservation with one message id (a result produced again, after
+/// a crash or a rebalance, carries the same id).
+fn orders_reserved_once_each(results: &[Value]) -> usize {
+    let mut ids_per_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for result in results {
+        assert_eq!(result["type"], "InventoryReserved", "{result}");
+        ids_per_order
+            .entry(result["order_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(result["message_id"].as_str().unwrap().to_owned());
+    }
+    assert!(ids_per_order.values().all(|ids| ids.len() == 1));
+    ids_per_order.len()
+}
+
 async fn bulk(platform: &LocalPlatform, count: u64) {
     let (status, body) = post(
         platform,
@@ -253,16 +269,7 @@ async fn inventory_killed_mid_stream_resumes_from_committed_offsets() {
         &platform.kafka().unwrap().inventory_topic,
     )
     .await;
-    let mut ids_per_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for result in &results {
-        assert_eq!(result["type"], "InventoryReserved", "{result}");
-        ids_per_order
-            .entry(result["order_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(result["message_id"].as_str().unwrap().to_owned());
-    }
-    assert_eq!(ids_per_order.len(), 400);
-    assert!(ids_per_order.values().all(|ids| ids.len() == 1));
+    assert_eq!(orders_reserved_once_each(&results), 400);
     // The restarted inventory read again what the crashed one had not
     // committed: at least the order it died on, replayed, not re-reserved.
     let topic = &platform.kafka().unwrap().order_topic;
@@ -756,16 +763,7 @@ async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalan
     }
     // One decision per order on the result topic, however often it was read.
     let results = read_topic(&kafka_args(&platform), &names.inventory_topic).await;
-    let mut ids_per_order: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for result in &results {
-        assert_eq!(result["type"], "InventoryReserved", "{result}");
-        ids_per_order
-            .entry(result["order_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(result["message_id"].as_str().unwrap().to_owned());
-    }
-    assert_eq!(ids_per_order.len() as u64, ORDERS);
-    assert!(ids_per_order.values().all(|ids| ids.len() == 1));
+    assert_eq!(orders_reserved_once_each(&results) as u64, ORDERS);
     // The lag drained: the group committed to the end of every partition.
     assert!(
         eventually(60, || async {
