@@ -278,8 +278,19 @@ impl Bench<'_> {
         });
     }
 
+    /// Where the services keep their state, as the lines for people say it.
+    fn store(&self) -> &'static str {
+        match self.report.database {
+            "postgres" => "one PostgreSQL",
+            _ => "SQLite WAL",
+        }
+    }
+
     async fn sync_rest(&mut self, order_url: &str, size: BenchSize) {
-        eprintln!("sync-rest chain (order → inventory → notification, SQLite WAL on every hop)");
+        eprintln!(
+            "sync-rest chain (order → inventory → notification, {} on every hop)",
+            self.store()
+        );
         // Warm-up: connection pools, SQLite caches, page faults.
         workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
 
@@ -341,7 +352,8 @@ impl Bench<'_> {
 
     async fn async_rabbitmq(&mut self, order_url: &str, size: BenchSize) -> anyhow::Result<()> {
         eprintln!(
-            "async-rabbitmq (outbox + publisher confirms, manual acks, SQLite WAL, persistent messages)"
+            "async-rabbitmq (outbox + publisher confirms, manual acks, {}, persistent messages)",
+            self.store()
         );
         workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
 
