@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::Serialize;
 
+use foodlab_lab::faults::FaultClient;
 use foodlab_lab::measure::{Sample, Tally};
 use foodlab_lab::probe::kafka::Analytics;
 use foodlab_lab::probe::observe::{Snapshot, order_cursor, wait_settled};
@@ -34,13 +34,31 @@ pub struct BenchSize {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub part: String,
-    /// Where the services kept their state: `sqlite` or `postgres`.
-    pub database: &'static str,
+    /// Where the services kept their state.
+    pub database: Backend,
     /// The part's shape (`inventory=3`), empty at one replica each.
     pub replicas: String,
     pub started_at: String,
     pub machine: Machine,
     pub phases: Vec<Phase>,
+}
+
+/// Where a bench's services keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// As the lines for people say it.
+    fn shown(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite WAL",
+            Self::Postgres => "one PostgreSQL",
+        }
+    }
 }
 
 /// One measured phase: its figures and, per service, its hops and the
@@ -90,18 +108,10 @@ pub async fn run(
     eprintln!("machine: {}", machine.line());
     let platform = LocalPlatform::start(options).await?;
     // Through the admin API: a database kept from earlier runs has its own levels.
-    let levels: BTreeMap<&str, u64> =
-        [("burger", STOCK), ("pizza", STOCK), ("salad", STOCK)].into();
-    let url = format!("{}/admin/stock", platform.endpoint(Service::Inventory)?);
-    let response = foodlab_lab::faults::lab_http()
-        .put(&url)
-        .json(&levels)
-        .send()
-        .await
-        .with_context(|| format!("cannot set the stock at {url}"))?;
-    if !response.status().is_success() {
+    let levels = BTreeMap::from([("burger", STOCK), ("pizza", STOCK), ("salad", STOCK)]);
+    if let Err(error) = FaultClient::default().set_stock(&platform, &levels).await {
         platform.shutdown().await;
-        anyhow::bail!("inventory refused the stock: {}", response.status());
+        return Err(error.into());
     }
     let mut bench = Bench {
         platform: &platform,
@@ -109,9 +119,9 @@ pub async fn run(
         report: BenchReport {
             part: transport.part().to_owned(),
             database: if setup.database_url.is_some() {
-                "postgres"
+                Backend::Postgres
             } else {
-                "sqlite"
+                Backend::Sqlite
             },
             replicas: setup.replicas.to_string(),
             started_at: jiff::Timestamp::now().to_string(),
@@ -278,18 +288,10 @@ impl Bench<'_> {
         });
     }
 
-    /// Where the services keep their state, as the lines for people say it.
-    fn store(&self) -> &'static str {
-        match self.report.database {
-            "postgres" => "one PostgreSQL",
-            _ => "SQLite WAL",
-        }
-    }
-
     async fn sync_rest(&mut self, order_url: &str, size: BenchSize) {
         eprintln!(
             "sync-rest chain (order → inventory → notification, {} on every hop)",
-            self.store()
+            self.report.database.shown()
         );
         // Warm-up: connection pools, SQLite caches, page faults.
         workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
@@ -353,7 +355,7 @@ impl Bench<'_> {
     async fn async_rabbitmq(&mut self, order_url: &str, size: BenchSize) -> anyhow::Result<()> {
         eprintln!(
             "async-rabbitmq (outbox + publisher confirms, manual acks, {}, persistent messages)",
-            self.store()
+            self.report.database.shown()
         );
         workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
 

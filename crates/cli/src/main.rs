@@ -33,7 +33,6 @@ struct Cli {
     command: Command,
 }
 
-/// A part named on the command line (`sync-rest`, ...): the transport it runs.
 /// Where the parts keep their state.
 #[derive(clap::Args, Debug)]
 struct DatabaseArgs {
@@ -54,6 +53,7 @@ impl DatabaseArgs {
     }
 }
 
+/// A part named on the command line (`sync-rest`, ...): the transport it runs.
 fn part() -> impl TypedValueParser<Value = Transport> {
     let about = |transport| match transport {
         Transport::Rest => "Synchronous REST calls (order → inventory → notification).",

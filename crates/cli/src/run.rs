@@ -104,7 +104,7 @@ async fn run_all(
         .await;
         reporter.abort();
         progress.bar.finish_and_clear();
-        parts.done_with(lab.spec.transport, false).await;
+        parts.done_with(lab.spec.transport).await;
         let report = match outcome {
             Ok(report) => report,
             Err(LabError::Interrupted) => {
@@ -170,7 +170,7 @@ impl Parts {
             Some(index) => index,
             None => {
                 // A kept part at another shape makes way for this one.
-                self.done_with(transport, true).await;
+                self.stop(transport).await;
                 // Kept or not, the part takes each lab's settings at run time
                 // (the engine's prepare step).
                 let mut local = LocalOptions::for_lab(spec);
@@ -190,11 +190,14 @@ impl Parts {
         Ok(&self.running[index].2)
     }
 
-    /// Stops a lab's part, unless it is kept for the next labs (or `even_kept`).
-    async fn done_with(&mut self, transport: Transport, even_kept: bool) {
-        if self.reuse && !even_kept {
-            return;
+    /// Stops a lab's part, unless it is kept for the next labs.
+    async fn done_with(&mut self, transport: Transport) {
+        if !self.reuse {
+            self.stop(transport).await;
         }
+    }
+
+    async fn stop(&mut self, transport: Transport) {
         if let Some(index) = self.running.iter().position(|(t, _, _)| *t == transport) {
             let (_, _, platform) = self.running.remove(index);
             platform.shutdown().await;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use foodlab_domain::{Catalogue, ItemName};
+use foodlab_lab::faults::FaultClient;
+use foodlab_lab::platform::local::process_name;
 use foodlab_lab::spec::Replicas;
 use foodlab_lab::{LocalOptions, LocalPlatform, Logs, Platform, Ports, Service, Transport};
 use tokio::sync::broadcast::error::RecvError;
@@ -61,7 +63,9 @@ pub async fn run(up: UpOptions) -> anyhow::Result<ExitCode> {
     let stop = super::interrupted();
     let outcome = async {
         if let Some(levels) = &levels {
-            set_stock(&platform, levels).await?;
+            // Through inventory's admin API, so it holds on kept data too.
+            // (The services inherit FOODLAB_ADMIN_TOKEN from this shell, if it sets one.)
+            FaultClient::default().set_stock(&platform, levels).await?;
         }
         announce(
             &platform,
@@ -154,27 +158,6 @@ fn stock_levels(spec: &str) -> anyhow::Result<BTreeMap<ItemName, u64>> {
         .collect())
 }
 
-/// Sets the stock through inventory's admin API, so it holds on kept data too.
-async fn set_stock(
-    platform: &LocalPlatform,
-    levels: &BTreeMap<ItemName, u64>,
-) -> anyhow::Result<()> {
-    let url = format!("{}/admin/stock", platform.endpoint(Service::Inventory)?);
-    // The services inherit FOODLAB_ADMIN_TOKEN from this shell, if it sets one.
-    let response = foodlab_lab::faults::lab_http()
-        .put(&url)
-        .json(levels)
-        .send()
-        .await
-        .with_context(|| format!("cannot set the stock at {url}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        anyhow::bail!("inventory refused the stock ({status}): {body}");
-    }
-    Ok(())
-}
-
 async fn announce(
     platform: &LocalPlatform,
     transport: Transport,
@@ -209,10 +192,7 @@ async fn announce(
                 .and_then(|pid| *pid)
                 .map(|pid| format!("  pid {pid}"))
                 .unwrap_or_default();
-            let name = match replica {
-                0 => service.name().to_owned(),
-                n => format!("{}-{}", service.name(), n + 1),
-            };
+            let name = process_name(service, replica);
             println!("  {name:<13} {endpoint}{pid}");
         }
     }

@@ -118,12 +118,29 @@ impl FaultClient {
         settings: &LabSettings,
     ) -> Result<(), FaultApiError> {
         let stock: &BTreeMap<String, u64> = &settings.stock;
-        self.put(platform, Service::Inventory, "stock", "/admin/stock", stock)
-            .await?;
+        self.set_stock(platform, stock).await?;
         self.set_dependency_timeout(platform, settings.dependency_timeout)
             .await?;
         tracing::info!(?stock, dependency_timeout = ?settings.dependency_timeout, "settings applied");
         Ok(())
+    }
+
+    /// Inventory's stock levels of the items named (`PUT /admin/stock`); the
+    /// others keep theirs.
+    pub async fn set_stock<P: Platform, K: Serialize + Ord>(
+        &self,
+        platform: &P,
+        levels: &BTreeMap<K, u64>,
+    ) -> Result<(), FaultApiError> {
+        self.put(
+            platform,
+            Service::Inventory,
+            "stock",
+            "/admin/stock",
+            levels,
+        )
+        .await
+        .map(drop)
     }
 
     /// Order's dependency timeout alone (stock is durable; this is not).
@@ -173,45 +190,51 @@ impl FaultClient {
         platform: &P,
         service: Service,
     ) -> Result<Vec<String>, String> {
-        let until = Instant::now() + self.patience;
-        let mut backoff = FIRST_BACKOFF;
-        loop {
-            let bases = platform
-                .endpoints(service)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !bases.is_empty() {
-                return Ok(bases);
+        let what = format!("the replicas of {service}");
+        self.patiently(&what, || async {
+            match platform.endpoints(service).await {
+                Ok(bases) if bases.is_empty() => {
+                    Err(Failure::Transient("no replica is ready".to_owned()))
+                }
+                Ok(bases) => Ok(bases),
+                Err(error) => Err(Failure::Final(error.to_string())),
             }
-            if Instant::now() + backoff >= until {
-                return Err("no replica is ready".to_owned());
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
+        })
+        .await
     }
 
     /// One replica's admin call, retried while its failures are transient.
     async fn put_to<B: Serialize + ?Sized>(&self, url: &str, body: &B) -> Result<(), String> {
+        self.patiently(&format!("PUT {url}"), || self.put_once(url, body))
+            .await
+    }
+
+    /// `attempt` until it succeeds, fails for good, or the patience is spent;
+    /// transient failures are tried again after a backoff.
+    async fn patiently<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let until = Instant::now() + self.patience;
         let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1u32;
+        let mut tries = 1u32;
         loop {
-            match self.put_once(url, body).await {
-                Ok(()) => return Ok(()),
+            match attempt().await {
+                Ok(value) => return Ok(value),
                 Err(Failure::Final(reason)) => return Err(reason),
                 Err(Failure::Transient(reason)) if Instant::now() + backoff >= until => {
-                    return Err(if attempt > 1 {
-                        format!("{reason} (still failing after {attempt} attempts)")
+                    return Err(if tries > 1 {
+                        format!("{reason} (still failing after {tries} attempts)")
                     } else {
                         reason
                     });
                 }
                 Err(Failure::Transient(error)) => {
-                    tracing::warn!(call = %format!("PUT {url}"), attempt, %error, "admin call failed; retrying");
+                    tracing::warn!(call = %what, attempt = tries, %error, "admin call failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    attempt += 1;
+                    tries += 1;
                 }
             }
         }

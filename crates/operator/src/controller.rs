@@ -336,13 +336,13 @@ async fn apply(
     }
 }
 
-/// What a valid lab may still ask for that the charts cannot give yet.
+/// What a valid lab may still ask for that the operator does not do yet.
 fn runs_on_a_cluster(lab: ValidatedLab) -> Result<ValidatedLab, Vec<String>> {
     if lab.replicas.scaled_out() {
         return Err(vec![format!(
             "spec.replicas ({}) is applied by `foodlab run --database-url` on one machine; \
-             the charts keep each pod's state in a SQLite file of its own, so the operator \
-             runs labs at one replica per service",
+             on a cluster a lab runs at the replicas its part was installed with \
+             (helm --set database.backend=postgres --set services.<name>.replicas=N)",
             lab.replicas
         )]);
     }

@@ -245,6 +245,28 @@ impl Replicas {
         self.declared().any(|(_, n)| n > 1)
     }
 
+    /// What a part cannot run at this shape: a service it does not have, a
+    /// count out of range, analytics at more than one (its totals are in
+    /// memory). Where the state is kept is the platform's to check.
+    pub fn problems(&self, transport: Transport) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (service, n) in self.declared() {
+            if !transport.services().contains(&service) {
+                problems.push(format!(
+                    "replicas.{service}: the {} part has no {service} service",
+                    transport.part()
+                ));
+            } else if !(1..=Self::MAX).contains(&n) {
+                problems.push(format!("replicas.{service} must be 1 to {}", Self::MAX));
+            } else if n > 1 && service == Service::Analytics {
+                problems.push(
+                    "replicas.analytics must be 1: analytics keeps its totals in memory".to_owned(),
+                );
+            }
+        }
+        problems
+    }
+
     /// `inventory=3,order=2`, as `foodlab up --replicas` takes it.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut replicas = Self::default();
@@ -598,20 +620,7 @@ impl FoodLabSpec {
                 }
             }
         }
-        for (service, n) in self.replicas.declared() {
-            if !self.transport.services().contains(&service) {
-                problems.push(format!(
-                    "replicas.{service}: the {} part has no {service} service",
-                    self.transport.part()
-                ));
-            } else if !(1..=Replicas::MAX).contains(&n) {
-                problems.push(format!("replicas.{service} must be 1 to {}", Replicas::MAX));
-            } else if n > 1 && service == Service::Analytics {
-                problems.push(
-                    "replicas.analytics must be 1: analytics keeps its totals in memory".to_owned(),
-                );
-            }
-        }
+        problems.extend(self.replicas.problems(self.transport));
         if self.expect.replay_identical.is_some() && !self.replay {
             problems.push("expect.replayIdentical needs `replay: true`".to_owned());
         }

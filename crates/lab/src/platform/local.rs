@@ -117,22 +117,38 @@ pub struct LocalPlatform {
     _temp: Option<tempfile::TempDir>,
 }
 
-/// The services of a part, in start order (dependencies first).
-pub fn services_of(transport: Transport) -> &'static [Service] {
-    match transport {
-        Transport::Rest => &[Service::Inventory, Service::Notification, Service::Order],
-        Transport::Rabbitmq => &[Service::Inventory, Service::Notification, Service::Order],
-        Transport::Kafka => &[Service::Inventory, Service::Analytics, Service::Order],
+/// Where a process of the local platform listens.
+fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A process's name (its log file's, the one `foodlab up` prints): the
+/// service's, with the replica's number after the first (`inventory`,
+/// `inventory-2`, …).
+pub fn process_name(service: Service, replica: usize) -> String {
+    match replica {
+        0 => service.name().to_owned(),
+        n => format!("{}-{}", service.name(), n + 1),
     }
 }
 
 impl LocalPlatform {
     /// Starts every service of the part and waits until each is ready.
     pub async fn start(options: LocalOptions) -> Result<Self, PlatformError> {
-        let services = services_of(options.transport);
+        // Dependencies first.
+        let services = options.transport.services();
         let replicas = |service: &Service| options.replicas.get(*service).unwrap_or(1);
-        for (service, n) in options.replicas.declared() {
-            check_replicas(service, n, services, options.database_url.is_some())?;
+        let problems = options.replicas.problems(options.transport);
+        if !problems.is_empty() {
+            return Err(PlatformError::Setup(problems.join("; ")));
+        }
+        if options.replicas.scaled_out() && options.database_url.is_none() {
+            return Err(PlatformError::Setup(format!(
+                "{}: more than one process of a service needs a shared database: give a \
+                 PostgreSQL URL (--database-url, FOODLAB_DATABASE_URL; scripts/postgres.sh url); \
+                 a SQLite file serves one process",
+                options.replicas
+            )));
         }
         let mut env = options.env.clone();
         if let Some(url) = &options.database_url {
@@ -232,10 +248,7 @@ impl LocalPlatform {
                     ("--notification-url", Service::Notification),
                 ] {
                     if let Some(ports) = ports.get(&callee) {
-                        let urls: Vec<String> = ports
-                            .iter()
-                            .map(|port| format!("http://127.0.0.1:{port}"))
-                            .collect();
+                        let urls: Vec<String> = ports.iter().copied().map(local_url).collect();
                         args.extend([flag.to_owned(), urls.join(",")]);
                     }
                 }
@@ -246,26 +259,21 @@ impl LocalPlatform {
                     ]);
                 }
             }
-            let env = options
+            let env: Vec<(String, String)> = options
                 .service_env
                 .iter()
                 .filter(|(s, _, _)| s == service)
                 .map(|(_, k, v)| (k.clone(), v.clone()))
                 .collect();
-            let env: Vec<(String, String)> = env;
             let processes = ports[service]
                 .iter()
                 .enumerate()
                 .map(|(replica, port)| {
                     let mut args = args.clone();
                     args.extend(["--listen".to_owned(), format!("127.0.0.1:{port}")]);
-                    let name = match replica {
-                        0 => service.name().to_owned(),
-                        n => format!("{}-{}", service.name(), n + 1),
-                    };
                     let unit = Unit {
                         service: *service,
-                        name,
+                        name: process_name(*service, replica),
                         port: *port,
                         args,
                         env: env.clone(),
@@ -332,12 +340,7 @@ impl LocalPlatform {
     fn process_urls(&self, service: Service) -> Result<Vec<String>, PlatformError> {
         self.ports
             .get(&service)
-            .map(|ports| {
-                ports
-                    .iter()
-                    .map(|port| format!("http://127.0.0.1:{port}"))
-                    .collect()
-            })
+            .map(|ports| ports.iter().copied().map(local_url).collect())
             .ok_or(PlatformError::NotDeployed(service))
     }
 
@@ -382,40 +385,6 @@ impl LocalPlatform {
             .map(Vec::as_slice)
             .ok_or(PlatformError::NotDeployed(service))
     }
-}
-
-/// More than one process of a service needs the state outside the
-/// processes: SQLite is one process per file. Analytics keeps its totals in
-/// memory, so it runs once.
-fn check_replicas(
-    service: Service,
-    replicas: u32,
-    services: &[Service],
-    shared_database: bool,
-) -> Result<(), PlatformError> {
-    let refuse = |reason: &str| {
-        Err(PlatformError::Unsupported {
-            service,
-            reason: reason.to_owned(),
-        })
-    };
-    if !services.contains(&service) {
-        return Err(PlatformError::NotDeployed(service));
-    }
-    if replicas <= 1 {
-        return Ok(());
-    }
-    if service == Service::Analytics {
-        return refuse("analytics runs as one process (its totals are kept in memory)");
-    }
-    if !shared_database {
-        return refuse(&format!(
-            "{replicas} processes need a shared database: give a PostgreSQL URL \
-             (--database-url, FOODLAB_DATABASE_URL; scripts/postgres.sh url); \
-             a SQLite file serves one process"
-        ));
-    }
-    Ok(())
 }
 
 impl Platform for LocalPlatform {

@@ -143,8 +143,7 @@ pub(super) struct Launcher {
 /// One process of a service: its command line.
 pub(super) struct Unit {
     pub service: Service,
-    /// Its log file's name: the service's, with the replica's number after
-    /// the first (`inventory`, `inventory-2`, …).
+    /// Its log file's name (`super::process_name`).
     pub name: String,
     pub port: u16,
     pub args: Vec<String>,
