@@ -10,17 +10,11 @@ use std::sync::Arc;
 
 use foodlab_lab::spec::FoodLabSpec;
 use foodlab_lab::{LocalPlatform, Quiet, Service, Transport, run_lab};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
-use support::{died_and_restarted, eventually, get, part_options};
+use support::{died_and_restarted, eventually, get, part_options, sigkill};
 
 const ORDERS: u64 = 100;
 const STOCK: u64 = 1000;
-
-fn sigkill(pid: u32) {
-    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
-}
 
 async fn delay_ms(platform: &LocalPlatform, service: Service) -> Value {
     get(platform, service, "/admin/faults").await["delay_ms"].clone()

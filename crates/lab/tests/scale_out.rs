@@ -14,10 +14,10 @@ use foodlab_lab::spec::{Inject, Replicas};
 use foodlab_lab::{FoodLab, LocalPlatform, Platform, Quiet, Service, Transport, Verdict, run_lab};
 use foodlab_store::Database;
 use foodlab_store::testing::TestDatabase;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
-use support::{died_and_restarted, eventually, part_options};
+use support::{
+    died_and_restarted, eventually, get_url, messages_counted_at, part_options, post, sigkill,
+};
 
 const ORDERS: u64 = 10_000;
 const DUPLICATED: u64 = 200;
@@ -37,32 +37,13 @@ async fn three_inventories(transport: Transport, db: &TestDatabase) -> LocalPlat
     LocalPlatform::start(options).await.unwrap()
 }
 
-async fn get_json(url: &str) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
 /// `GET path` on every inventory process.
 async fn on_each_inventory(platform: &LocalPlatform, path: &str) -> Vec<Value> {
     let mut answers = Vec::new();
     for endpoint in platform.endpoints(Service::Inventory).await.unwrap() {
-        answers.push(get_json(&format!("{endpoint}{path}")).await);
+        answers.push(get_url(&format!("{endpoint}{path}")).await);
     }
     answers
-}
-
-/// One process's `foodlab_messages_total{queue="inventory_queue",outcome="processed"}`.
-async fn processed(endpoint: &str) -> u64 {
-    let scrape = reqwest::get(format!("{endpoint}/admin/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = "foodlab_messages_total{queue=\"inventory_queue\",outcome=\"processed\"} ";
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(series))
-        .map_or(0, |n| n.trim().parse().unwrap())
 }
 
 /// The `delay_ms` of every inventory process's `/admin/faults`.
@@ -74,10 +55,6 @@ async fn delays(platform: &LocalPlatform) -> Vec<Value> {
         .collect()
 }
 
-fn sigkill(pid: u32) {
-    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkill() {
     let db = foodlab_store::testing::postgres().await;
@@ -87,18 +64,8 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
     assert_eq!(inventories.len(), 3);
     let mut events = platform.events();
 
-    let (status, body) = {
-        let response = reqwest::Client::new()
-            .post(format!("{order}/orders/bulk"))
-            .json(&json!({"count": ORDERS, "item": "burger", "quantity": 1}))
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json::<Value>().await.unwrap(),
-        )
-    };
+    let bulk = json!({"count": ORDERS, "item": "burger", "quantity": 1});
+    let (status, body) = post(&platform, Service::Order, "/orders/bulk", bulk).await;
     assert_eq!(status, 201, "{body}");
     // A producer that retried: the same order and message id, three times.
     let amqp = platform.rabbitmq().unwrap().amqp_url();
@@ -116,7 +83,7 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
     let reserved = |stats: &Value| stats["reserved_orders"].as_u64().unwrap_or(0);
     assert!(
         eventually(120, || async {
-            reserved(&get_json(&format!("{}/stats", inventories[0])).await) >= ORDERS / 4
+            reserved(&get_url(&format!("{}/stats", inventories[0])).await) >= ORDERS / 4
         })
         .await,
         "the drain never reached a quarter of the orders"
@@ -124,7 +91,7 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
     let second = platform.replica_pids(Service::Inventory).await[1].unwrap();
     sigkill(second);
     died_and_restarted(&mut events, Service::Inventory, 30).await;
-    let in_flight = reserved(&get_json(&format!("{}/stats", inventories[0])).await);
+    let in_flight = reserved(&get_url(&format!("{}/stats", inventories[0])).await);
     assert!(
         in_flight < ORDERS + DUPLICATED,
         "the drain was over before the kill ({in_flight} reserved): nothing was tested"
@@ -133,19 +100,19 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
     let all = ORDERS + DUPLICATED;
     assert!(
         eventually(180, || async {
-            let counts = get_json(&format!("{order}/orders/counts")).await;
+            let counts = get_url(&format!("{order}/orders/counts")).await;
             counts["reserved"].as_u64() == Some(ORDERS)
-                && reserved(&get_json(&format!("{}/stats", inventories[0])).await) == all
+                && reserved(&get_url(&format!("{}/stats", inventories[0])).await) == all
         })
         .await,
         "not every order was reserved: {} / {}",
-        get_json(&format!("{order}/orders/counts")).await,
-        get_json(&format!("{}/stats", inventories[0])).await
+        get_url(&format!("{order}/orders/counts")).await,
+        get_url(&format!("{}/stats", inventories[0])).await
     );
     // Settled: nothing more arrives late (a redelivery reserving again).
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let counts = get_json(&format!("{order}/orders/counts")).await;
+    let counts = get_url(&format!("{order}/orders/counts")).await;
     for status in ["placed", "failed", "timeout", "notified"] {
         assert_eq!(counts[status], json!(0), "{status}: {counts}");
     }
@@ -158,7 +125,7 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
         assert_eq!(stats["out_of_stock_orders"], json!(0), "{stats}");
     }
     for order_id in duplicated.iter().take(5) {
-        let reservation = get_json(&format!("{}/reservations/{order_id}", inventories[2])).await;
+        let reservation = get_url(&format!("{}/reservations/{order_id}", inventories[2])).await;
         assert_eq!(
             reservation["order_id"],
             json!(order_id.to_string()),
@@ -168,7 +135,8 @@ async fn three_inventories_on_one_queue_reserve_each_order_once_through_a_sigkil
     // Competing consumers: the two that lived both took a share of the queue.
     let mut shares = Vec::new();
     for replica in [0, 2] {
-        shares.push(processed(&inventories[replica]).await);
+        shares
+            .push(messages_counted_at(&inventories[replica], "inventory_queue", "processed").await);
     }
     assert!(
         shares.iter().all(|&n| n > 0 && n < all),
@@ -254,15 +222,37 @@ async fn the_competing_consumers_lab_passes_at_three_inventories() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_processes_of_a_service_need_a_shared_database() {
-    let mut options = part_options(Transport::Rabbitmq);
-    options.replicas = Replicas::parse("inventory=2").unwrap();
-    let refused = LocalPlatform::start(options)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(refused.contains("need a shared database"), "{refused}");
+async fn a_shape_the_part_cannot_run_is_refused_before_anything_starts() {
+    let refused = |transport, shape: &str, database_url: Option<&str>| {
+        let mut options = part_options(transport);
+        options.replicas = Replicas::parse(shape).unwrap();
+        options.database_url = database_url.map(str::to_owned);
+        async move {
+            LocalPlatform::start(options)
+                .await
+                .err()
+                .expect("the part started")
+                .to_string()
+        }
+    };
+    let no_database = refused(Transport::Rabbitmq, "inventory=2", None).await;
+    assert!(
+        no_database
+            .contains("inventory=2: more than one process of a service needs a shared database"),
+        "{no_database}"
+    );
+    // The spec's own rules, the same for `foodlab up --replicas` as for a lab.
+    let url = Some("postgres://foodlab:foodlab@127.0.0.1:1/foodlab");
+    let analytics = refused(Transport::Kafka, "analytics=2", url).await;
+    assert!(
+        analytics.contains("replicas.analytics must be 1"),
+        "{analytics}"
+    );
+    let missing = refused(Transport::Rest, "analytics=1", url).await;
+    assert!(
+        missing.contains("the sync-rest part has no analytics service"),
+        "{missing}"
+    );
 }
 
 /// One inventory of three SIGKILLed under load on the sync chain: order
@@ -287,14 +277,14 @@ async fn one_inventory_of_three_down_on_the_sync_chain_fails_at_most_the_calls_i
     let disrupt = async {
         assert!(
             eventually(60, || async {
-                let stats = get_json(&format!("{}/stats", inventories[0])).await;
+                let stats = get_url(&format!("{}/stats", inventories[0])).await;
                 stats["reserved_orders"].as_u64().unwrap_or(0) >= ORDERS / 5
             })
             .await,
             "the workload never got going"
         );
         sigkill(platform.replica_pids(Service::Inventory).await[1].unwrap());
-        let at_kill = get_json(&format!("{}/stats", inventories[0])).await["reserved_orders"]
+        let at_kill = get_url(&format!("{}/stats", inventories[0])).await["reserved_orders"]
             .as_u64()
             .unwrap_or(0);
         died_and_restarted(&mut events, Service::Inventory, 30).await;

@@ -17,8 +17,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedHeaders;
 use serde_json::{Value, json};
 use support::{
-    all_orders_settled, died_and_restarted, eventually, example, get, messages_counted, options,
-    order_statuses, post, run, statuses,
+    all_orders_settled, died_and_restarted, eventually, example, get, get_url, messages_counted,
+    options, order_statuses, post, run, statuses,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,19 +727,19 @@ async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalan
 
     bulk(&platform, ORDERS).await;
     let reserved = |stats: &Value| stats["reserved_orders"].as_u64().unwrap_or(0);
-    let stats_of = |n: usize| get_url(format!("{}/stats", inventories[n]));
+    let first_stats = format!("{}/stats", inventories[0]);
+    let stats_of_first = || get_url(&first_stats);
     assert!(
-        eventually(120, || async { reserved(&stats_of(0).await) >= ORDERS / 4 }).await,
+        eventually(120, || async {
+            reserved(&stats_of_first().await) >= ORDERS / 4
+        })
+        .await,
         "the burst never reached a quarter of the orders"
     );
     let second = platform.replica_pids(Service::Inventory).await[1].unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(second).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    support::sigkill(second);
     died_and_restarted(&mut events, Service::Inventory, 30).await;
-    let at_kill = reserved(&stats_of(0).await);
+    let at_kill = reserved(&stats_of_first().await);
     assert!(
         at_kill < ORDERS,
         "the burst was decided before the kill: nothing was tested"
@@ -748,17 +748,17 @@ async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalan
     let order = platform.endpoint(Service::Order).unwrap();
     assert!(
         eventually(180, || async {
-            get_url(format!("{order}/orders/counts")).await["reserved"] == ORDERS
+            get_url(&format!("{order}/orders/counts")).await["reserved"] == ORDERS
         })
         .await,
         "{}",
-        get_url(format!("{order}/orders/counts")).await
+        get_url(&format!("{order}/orders/counts")).await
     );
     for inventory in &inventories {
-        let stats = get_url(format!("{inventory}/stats")).await;
+        let stats = get_url(&format!("{inventory}/stats")).await;
         assert_eq!(reserved(&stats), ORDERS, "{stats}");
         assert_eq!(stats["units_reserved"], ORDERS, "{stats}");
-        let stock = get_url(format!("{inventory}/stock")).await;
+        let stock = get_url(&format!("{inventory}/stock")).await;
         assert_eq!(stock["burger"], STOCK - ORDERS, "{stock}");
     }
     // One decision per order on the result topic, however often it was read.
@@ -776,8 +776,4 @@ async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalan
         .await
     );
     platform.shutdown().await;
-}
-
-async fn get_url(url: String) -> Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
 }

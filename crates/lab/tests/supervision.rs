@@ -10,15 +10,9 @@ use std::time::Duration;
 
 use foodlab_lab::platform::local::{Ended, ServiceEvent};
 use foodlab_lab::{LocalPlatform, Platform, Service, Transport};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
-use support::{alive, died_and_restarted, part_options, post};
+use support::{alive, died_and_restarted, part_options, post, sigkill};
 use tokio::sync::broadcast::Receiver;
-
-fn sigkill(pid: u32) {
-    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
-}
 
 async fn next_event(events: &mut Receiver<ServiceEvent>) -> ServiceEvent {
     tokio::time::timeout(Duration::from_secs(30), events.recv())

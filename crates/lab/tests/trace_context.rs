@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use foodlab_lab::platform::local::services_of;
 use foodlab_lab::{LocalPlatform, Platform, Service, Transport};
 use serde_json::{Value, json};
 use support::{eventually, part_options};
@@ -104,7 +103,8 @@ async fn follow_one_order(
         })
     })
     .await;
-    let seen: Vec<(Service, Traced)> = services_of(transport)
+    let seen: Vec<(Service, Traced)> = transport
+        .services()
         .iter()
         .map(|service| (*service, traced(&platform, *service, trace_id, &order_id)))
         .collect();

@@ -54,7 +54,11 @@ pub async fn run(lab: &FoodLab) -> (LocalPlatform, LabReport) {
 }
 
 pub async fn get(platform: &LocalPlatform, service: Service, path: &str) -> Value {
-    let url = format!("{}{path}", platform.endpoint(service).unwrap());
+    get_url(&format!("{}{path}", platform.endpoint(service).unwrap())).await
+}
+
+/// `GET url` as JSON (one process of several, by its own URL).
+pub async fn get_url(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
@@ -104,7 +108,12 @@ pub async fn messages_counted(
     queue: &str,
     outcome: &str,
 ) -> u64 {
-    let url = format!("{}/admin/metrics", platform.endpoint(service).unwrap());
+    messages_counted_at(&platform.endpoint(service).unwrap(), queue, outcome).await
+}
+
+/// The same counter of the one process at `endpoint`.
+pub async fn messages_counted_at(endpoint: &str, queue: &str, outcome: &str) -> u64 {
+    let url = format!("{endpoint}/admin/metrics");
     let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
     let series = format!("foodlab_messages_total{{queue=\"{queue}\",outcome=\"{outcome}\"}} ");
     scrape
@@ -127,6 +136,13 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Kills a process at once, as a crash or the OOM killer would.
+pub fn sigkill(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
 }
 
 pub fn alive(pid: u32) -> bool {
