@@ -44,17 +44,42 @@ base_rootfs() {
   mv "$rootfs_base.partial" "$rootfs_base"
 }
 
-foodlab_image() {
+# A fresh copy of the base for the image NAME in $work/rootfs, one build of an image at a
+# time (the e2e and the cluster test both make theirs). The caller declares `local work`.
+image_start() {
   base_rootfs
-  local work="$base/images/${image//[\/:]/_}" bin
+  work="$base/images/${1//[\/:]/_}"
   mkdir -p "$base/images"
-  # One build of an image at a time (the e2e and the cluster test both make theirs).
   exec 9>"$work.lock"
   flock 9
   rm -rf "$work" && mkdir -p "$work"
   cp -a "$rootfs_base" "$work/rootfs"
-  echo "foodlab:x:10001:10001::/nonexistent:/usr/sbin/nologin" >>"$work/rootfs/etc/passwd"
-  echo "foodlab:x:10001:" >>"$work/rootfs/etc/group"
+}
+
+# A user NAME with uid and gid ID and HOME in ROOTFS, unless the id is taken (by a user a
+# package made): ROOTFS NAME ID HOME.
+image_user() {
+  local root=$1 name=$2 id=$3 home=$4
+  grep -q ":$id:" "$root/etc/passwd" ||
+    echo "$name:x:$id:$id::$home:/usr/sbin/nologin" >>"$root/etc/passwd"
+  grep -q ":$id:" "$root/etc/group" || echo "$name:x:$id:" >>"$root/etc/group"
+}
+
+# The image NAME made from $work/rootfs (the rest: oci-image.py's options) and imported into
+# the node's containerd: NAME OPTION...
+image_finish() {
+  local name=$1
+  shift
+  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$work/rootfs" "$work/image.tar" "$@"
+  ctr_ images import "$work/image.tar" >/dev/null
+  rm -rf "$work/rootfs"
+  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
+}
+
+foodlab_image() {
+  local work bin
+  image_start "$image"
+  image_user "$work/rootfs" foodlab 10001 /nonexistent
   install -d -o 10001 -g 10001 "$work/rootfs/data"
   for bin in "${binaries[@]}"; do
     [ -x "$repo/target/$profile/$bin" ] || { log "missing target/$profile/$bin: cargo build --workspace --bins"; exit 1; }
@@ -64,11 +89,8 @@ foodlab_image() {
     log "a binary misses a shared library in the image"
     exit 1
   fi
-  python3 "$repo/scripts/cluster/oci-image.py" "$image" "$work/rootfs" "$work/image.tar" \
-    --cmd "foodlab --help" --user 10001:10001 --workdir /data --env FOODLAB_DATA_DIR=/data
-  ctr_ images import "$work/image.tar" >/dev/null
-  rm -rf "$work/rootfs"
-  log "imported $image ($(du -h "$work/image.tar" | cut -f1))"
+  image_finish "$image" --cmd "foodlab --help" --user 10001:10001 --workdir /data \
+    --env FOODLAB_DATA_DIR=/data
 }
 
 # Debian packages installed into a copy of the base (apt from Debian's mirror, in a chroot
@@ -94,25 +116,14 @@ chroot_install() {
 # Apache Kafka (images/kafka/install.sh lays it out) on the base with a JRE 17, started like
 # the official image; charts/streaming-kafka takes it through kafka.image.*.
 kafka_image() {
-  base_rootfs
-  local name=${FOODLAB_KAFKA_IMAGE:-docker.io/library/foodlab-kafka:4.1.1}
-  local work="$base/images/${name//[\/:]/_}"
-  mkdir -p "$base/images"
-  exec 9>"$work.lock"
-  flock 9
-  rm -rf "$work" && mkdir -p "$work"
-  cp -a "$rootfs_base" "$work/rootfs"
+  local name=${FOODLAB_KAFKA_IMAGE:-docker.io/library/foodlab-kafka:4.1.1} work
+  image_start "$name"
   chroot_install "$work/rootfs" openjdk-17-jre-headless
-  echo "appuser:x:1000:1000::/nonexistent:/usr/sbin/nologin" >>"$work/rootfs/etc/passwd"
-  echo "appuser:x:1000:" >>"$work/rootfs/etc/group"
+  image_user "$work/rootfs" appuser 1000 /nonexistent
   install -d -o 1000 -g 1000 "$work/rootfs/var/lib/kafka/data"
   "$repo/images/kafka/install.sh" "$work/rootfs"
-  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$work/rootfs" "$work/image.tar" \
-    --cmd /opt/kafka/bin/start.sh --user 1000:1000 --workdir /opt/kafka \
+  image_finish "$name" --cmd /opt/kafka/bin/start.sh --user 1000:1000 --workdir /opt/kafka \
     --env PATH=/opt/kafka/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  ctr_ images import "$work/image.tar" >/dev/null
-  rm -rf "$work/rootfs"
-  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
 }
 
 # RabbitMQ from Debian's package (3.10), run the way charts/async-rabbitmq runs the
@@ -120,61 +131,38 @@ kafka_image() {
 # files from /etc/rabbitmq/conf.d, the management and Prometheus plugins enabled, the user
 # from RABBITMQ_DEFAULT_USER/PASS.
 rabbitmq_image() {
-  base_rootfs
-  local name=${FOODLAB_RABBITMQ_IMAGE:-docker.io/library/foodlab-rabbitmq:3.10}
-  local work="$base/images/${name//[\/:]/_}"
-  mkdir -p "$base/images"
-  exec 9>"$work.lock"
-  flock 9
-  rm -rf "$work" && mkdir -p "$work"
-  cp -a "$rootfs_base" "$work/rootfs"
+  local name=${FOODLAB_RABBITMQ_IMAGE:-docker.io/library/foodlab-rabbitmq:3.10} work
+  image_start "$name"
   chroot_install "$work/rootfs" rabbitmq-server
   local root="$work/rootfs"
-  grep -q ':999:' "$root/etc/passwd" ||
-    echo "rabbitmq-image:x:999:999::/var/lib/rabbitmq:/usr/sbin/nologin" >>"$root/etc/passwd"
-  grep -q ':999:' "$root/etc/group" || echo "rabbitmq-image:x:999:" >>"$root/etc/group"
+  image_user "$root" rabbitmq-image 999 /var/lib/rabbitmq
   install -d -o 999 -g 999 "$root/var/lib/rabbitmq" "$root/var/log/rabbitmq" "$root/etc/rabbitmq/conf.d"
   echo "[rabbitmq_management,rabbitmq_prometheus]." >"$root/etc/rabbitmq/enabled_plugins"
   printf 'loopback_users.guest = false\nlisteners.tcp.default = 5672\nmanagement.tcp.port = 15672\n' \
     >"$root/etc/rabbitmq/conf.d/10-defaults.conf"
-  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$root" "$work/image.tar" \
+  image_finish "$name" \
     --cmd /usr/lib/rabbitmq/bin/rabbitmq-server --user 999:999 --workdir /var/lib/rabbitmq \
     --env HOME=/var/lib/rabbitmq RABBITMQ_CONFIG_FILES=/etc/rabbitmq/conf.d \
     PATH=/usr/lib/rabbitmq/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  ctr_ images import "$work/image.tar" >/dev/null
-  rm -rf "$work/rootfs"
-  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
 }
 
 # PostgreSQL from Debian's package (15), run the way the charts run the official
 # postgres:15 image: uid 999, POSTGRES_USER/PASSWORD/DB and PGDATA honoured by
 # images/postgres/entrypoint.sh, the socket in /var/run/postgresql.
 postgres_image() {
-  base_rootfs
-  local name=${FOODLAB_POSTGRES_IMAGE:-docker.io/library/foodlab-postgres:15}
-  local work="$base/images/${name//[\/:]/_}"
-  mkdir -p "$base/images"
-  exec 9>"$work.lock"
-  flock 9
-  rm -rf "$work" && mkdir -p "$work"
-  cp -a "$rootfs_base" "$work/rootfs"
+  local name=${FOODLAB_POSTGRES_IMAGE:-docker.io/library/foodlab-postgres:15} work
+  image_start "$name"
   chroot_install "$work/rootfs" postgresql
   local root="$work/rootfs"
   # The cluster the package's postinst made: the image's PGDATA is made at first start.
   rm -rf "$root"/var/lib/postgresql/[0-9]* "$root"/etc/postgresql/[0-9]*
-  grep -q ':999:' "$root/etc/passwd" ||
-    echo "postgres-image:x:999:999::/var/lib/postgresql:/usr/sbin/nologin" >>"$root/etc/passwd"
-  grep -q ':999:' "$root/etc/group" || echo "postgres-image:x:999:" >>"$root/etc/group"
+  image_user "$root" postgres-image 999 /var/lib/postgresql
   install -d -o 999 -g 999 "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
   install -m 0755 "$repo/images/postgres/entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
-  python3 "$repo/scripts/cluster/oci-image.py" "$name" "$root" "$work/image.tar" \
+  image_finish "$name" \
     --entrypoint /usr/local/bin/docker-entrypoint.sh --cmd postgres --user 999:999 \
     --workdir /var/lib/postgresql \
-    --env PGDATA=/var/lib/postgresql/data \
-    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-  ctr_ images import "$work/image.tar" >/dev/null
-  rm -rf "$work/rootfs"
-  log "imported $name ($(du -h "$work/image.tar" | cut -f1))"
+    --env PGDATA=/var/lib/postgresql/data PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 }
 
 case "${1:-}" in
