@@ -154,10 +154,11 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
         ..Faults::default()
     };
     let client = FaultClient::patient(Duration::from_secs(10));
-    client
+    let reached = client
         .set(&platform, Service::Inventory, &faults)
         .await
         .unwrap();
+    assert_eq!(reached, 3);
     assert_eq!(
         delays(&platform).await,
         [json!(150), json!(150), json!(150)]
@@ -178,10 +179,15 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
         assert_eq!(stock["burger"], json!(STOCK - 12));
     }
 
-    client
+    // Scaled to one, the processes stopped are not asked (they would not answer).
+    platform.scale(Service::Inventory, 1).await.unwrap();
+    let reached = client
         .set(&platform, Service::Inventory, &Faults::default())
         .await
         .unwrap();
+    assert_eq!(reached, 1);
+    platform.scale(Service::Inventory, 3).await.unwrap();
+    // Started again, the other two have the start-up faults (none), as a new pod has.
     assert_eq!(delays(&platform).await, [json!(0), json!(0), json!(0)]);
     platform.shutdown().await;
 }

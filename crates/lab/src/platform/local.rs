@@ -395,8 +395,20 @@ impl Platform for LocalPlatform {
             .ok_or(PlatformError::NotDeployed(service))
     }
 
+    /// The processes asked to run (a pod of the Deployment's replicas); one
+    /// a scale has stopped is not among them.
     async fn endpoints(&self, service: Service) -> Result<Vec<String>, PlatformError> {
-        self.process_urls(service)
+        let mut running = Vec::new();
+        for (supervisor, url) in self
+            .processes(service)?
+            .iter()
+            .zip(self.process_urls(service)?)
+        {
+            if supervisor.status().await?.desired > 0 {
+                running.push(url);
+            }
+        }
+        Ok(running)
     }
 
     /// The first `replicas` processes run, the others stop (all at once,
