@@ -5,12 +5,17 @@ they are open to every pod; the admin API (/admin/*) is gated by the lab's token
 (labSecret). A port that is admin-only (RabbitMQ's management API) admits only the
 operator and the workload Job, by label; a broker's client port admits FoodLab's own pods
 (the part's services, its setup Job, the operator and the workload Job).
-Takes (dict "ctx" $ "brokers" (list (dict "name" "rabbitmq" "ports" (list 5672) "adminPorts" (list 15672) "openPorts" (list 15692)))).
+Takes (dict "ctx" $ "brokers" (list (dict "name" "rabbitmq" "ports" (list 5672) "adminPorts" (list 15672) "openPorts" (list 15692)))); the part's own PostgreSQL (database.backend=postgres) is added.
 Enforced only where the cluster's network plugin enforces NetworkPolicy. Off when
 networkPolicy is absent (a release from before it, upgraded with --reuse-values).
 */}}
 {{- define "foodlab.networkPolicy" -}}
 {{- $v := .ctx.Values -}}
+{{- $brokers := .brokers -}}
+{{- /* The part's own PostgreSQL is reached like a broker: by FoodLab's pods only. */ -}}
+{{- if include "foodlab.runsPostgres" .ctx -}}
+{{- $brokers = append $brokers (dict "name" "postgres" "ports" (list 5432)) -}}
+{{- end -}}
 {{- if ($v.networkPolicy).enabled }}
 {{- $labels := dict "ctx" .ctx "name" "foodlab-services" "component" "service" -}}
 ---
@@ -36,7 +41,7 @@ spec:
           protocol: TCP
         {{- end }}
         {{- end }}
-{{- range .brokers }}
+{{- range $brokers }}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

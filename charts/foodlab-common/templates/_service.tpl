@@ -142,6 +142,7 @@ spec:
             - name: tmp
               mountPath: /tmp
       volumes:
+        # SQLite's files; on PostgreSQL an emptyDir that stays empty (the state is in the database).
         - name: data
           {{- if $persistent }}
           persistentVolumeClaim:
@@ -151,7 +152,6 @@ spec:
             {{- toYaml $v.emptyDir | nindent 12 }}
           {{- end }}
         # The root filesystem is read-only; SQLite may spill temporary files here.
-        # (On PostgreSQL /data stays an empty emptyDir: the state is in the database.)
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
