@@ -49,17 +49,19 @@ pub struct Args {
     #[arg(
         long,
         env = "FOODLAB_INVENTORY_URL",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:8001"
     )]
-    pub inventory_url: String,
+    pub inventory_url: Vec<String>,
 
     /// Base URL of the notification service; several, separated by commas, are taken in turn.
     #[arg(
         long,
         env = "FOODLAB_NOTIFICATION_URL",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:8002"
     )]
-    pub notification_url: String,
+    pub notification_url: Vec<String>,
 
     /// How long to wait for inventory or notification before giving up (e.g. `5s`, `800ms`).
     #[arg(long, env = "FOODLAB_DEPENDENCY_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -113,7 +115,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
                 settings.clone(),
                 &args.inventory_url,
                 &args.notification_url,
-            ))
+            )?)
         }
         Transport::Rabbitmq => {
             let outbox_nudge = Arc::new(tokio::sync::Notify::new());

@@ -29,36 +29,36 @@ struct Endpoints {
 }
 
 impl Endpoints {
-    /// `base_urls` is one URL or several separated by commas; `path` is the call's.
-    fn new(base_urls: &str, path: &str) -> Self {
+    /// The base URLs of the replicas (at least one); `path` is the call's.
+    fn new(base_urls: &[String], path: &str) -> Result<Self, String> {
         let urls: Vec<String> = base_urls
-            .split(',')
-            .map(str::trim)
+            .iter()
+            .map(|url| url.trim().trim_end_matches('/'))
             .filter(|url| !url.is_empty())
-            .map(|url| format!("{}{path}", url.trim_end_matches('/')))
+            .map(|url| format!("{url}{path}"))
             .collect();
-        Self {
+        if urls.is_empty() {
+            return Err(format!("no URL to call {path} at"));
+        }
+        Ok(Self {
             urls: urls.into(),
             next: Arc::new(AtomicUsize::new(0)),
-        }
+        })
     }
 
     async fn post(&self, client: &HttpClient, body: &Value) -> Result<(), CallError> {
         let count = self.urls.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut unreachable = CallError::Unreachable {
-            url: String::new(),
-            reason: "no URL configured".into(),
-        };
-        for attempt in 0..count {
-            let url = &self.urls[(first + attempt) % count];
+        // The last replica tried answers for all when none can be reached.
+        for attempt in 1..count {
+            let url = &self.urls[(first + attempt - 1) % count];
             match client.post_json::<_, Value>(url, body).await {
-                Ok(_) => return Ok(()),
-                Err(error @ CallError::Unreachable { .. }) => unreachable = error,
-                Err(other) => return Err(other),
+                Err(CallError::Unreachable { .. }) => continue,
+                other => return other.map(drop),
             }
         }
-        Err(unreachable)
+        let last = &self.urls[(first + count - 1) % count];
+        client.post_json::<_, Value>(last, body).await.map(drop)
     }
 }
 
@@ -73,15 +73,19 @@ impl RestChain {
     pub fn new(
         client: HttpClient,
         settings: Settings,
-        inventory_url: &str,
-        notification_url: &str,
-    ) -> Self {
-        Self {
+        inventory_urls: &[String],
+        notification_urls: &[String],
+    ) -> anyhow::Result<Self> {
+        let inventory = Endpoints::new(inventory_urls, "/reserve")
+            .map_err(|e| anyhow::anyhow!("--inventory-url: {e}"))?;
+        let notification = Endpoints::new(notification_urls, "/send")
+            .map_err(|e| anyhow::anyhow!("--notification-url: {e}"))?;
+        Ok(Self {
             client,
             settings,
-            reserve: Endpoints::new(inventory_url, "/reserve"),
-            send: Endpoints::new(notification_url, "/send"),
-        }
+            reserve: inventory,
+            send: notification,
+        })
     }
 
     /// The same chain, its calls made as part of one order's `trace`.
@@ -238,7 +242,8 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}", listener.local_addr().unwrap())
         };
-        let endpoints = Endpoints::new(&format!("{a}, {gone},{b}/"), "/reserve");
+        let urls = [a.clone(), format!(" {gone}"), format!("{b}/")];
+        let endpoints = Endpoints::new(&urls, "/reserve").unwrap();
         let client = HttpClient::new(Duration::from_secs(2)).unwrap();
         for _ in 0..9 {
             endpoints.post(&client, &json!({})).await.unwrap();
@@ -247,11 +252,13 @@ mod tests {
         assert_eq!(a_calls.load(Ordering::Relaxed), 3);
         assert_eq!(b_calls.load(Ordering::Relaxed), 6);
 
-        let none = Endpoints::new(&gone, "/reserve");
+        let none = Endpoints::new(std::slice::from_ref(&gone), "/reserve").unwrap();
         let refused = none.post(&client, &json!({})).await;
         assert!(
-            matches!(refused, Err(CallError::Unreachable { .. })),
+            matches!(&refused, Err(CallError::Unreachable { url, .. }) if url.starts_with(&gone)),
             "{refused:?}"
         );
+        // No URL at all is refused when the chain is made, not on each order.
+        assert!(Endpoints::new(&[" ".to_owned()], "/reserve").is_err());
     }
 }
