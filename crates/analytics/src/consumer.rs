@@ -92,10 +92,14 @@ impl Reader {
     pub fn spawn(self, readiness: Readiness) -> mpsc::Sender<ResetRequest> {
         let (resets, requests) = mpsc::channel::<ResetRequest>(8);
         let requests = Arc::new(tokio::sync::Mutex::new(requests));
-        tokio::spawn(async move {
-            let report = |up| readiness.set("kafka", up);
-            let reader = Arc::new(self);
-            kafka::run_forever("analytics", &report, || {
+        let reader = Arc::new(self);
+        let reported = readiness.clone();
+        // Ready once the session has joined its group and rewound: a lab
+        // that starts placing orders then has every one of them counted.
+        kafka::spawn_forever(
+            "analytics",
+            move |up| reported.set("kafka", up),
+            move || {
                 let reader = Arc::clone(&reader);
                 let readiness = readiness.clone();
                 let requests = Arc::clone(&requests);
@@ -103,9 +107,8 @@ impl Reader {
                     let mut requests = requests.lock().await;
                     reader.session(&readiness, &mut requests).await
                 }
-            })
-            .await;
-        });
+            },
+        );
         resets
     }
 

@@ -49,15 +49,16 @@ struct Produced {
 
 impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
-        tokio::spawn(async move {
-            let report = |up| readiness.set("kafka", up);
-            kafka::run_forever("inventory", &report, || {
+        let reported = readiness.clone();
+        kafka::spawn_forever(
+            "inventory",
+            move |up| reported.set("kafka", up),
+            move || {
                 let consumer = self.clone();
                 let readiness = readiness.clone();
                 async move { consumer.session(&readiness).await }
-            })
-            .await;
-        });
+            },
+        );
     }
 
     async fn session(&self, readiness: &Readiness) -> Result<(), KafkaFailure> {

@@ -32,17 +32,18 @@ pub struct Streaming {
 
 impl Streaming {
     pub fn spawn(self, readiness: Readiness) {
-        tokio::spawn(async move {
-            // Orders are accepted into the outbox without a broker: the
-            // connection is reported, but the service stays ready.
-            let report = |up| readiness.note("kafka", up);
-            kafka::run_forever("order", &report, || {
+        // Orders are accepted into the outbox without a broker: the
+        // connection is reported, but the service stays ready.
+        let noted = readiness.clone();
+        kafka::spawn_forever(
+            "order",
+            move |up| noted.note("kafka", up),
+            move || {
                 let streaming = self.clone();
                 let readiness = readiness.clone();
                 async move { streaming.session(&readiness).await }
-            })
-            .await;
-        });
+            },
+        );
     }
 
     async fn session(&self, readiness: &Readiness) -> Result<(), KafkaFailure> {

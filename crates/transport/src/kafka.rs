@@ -456,6 +456,21 @@ pub fn earliest_of(
 
 /// Runs `session` again and again with a growing pause after each failure,
 /// reporting whether the last session got going.
+/// Starts `run_forever` on a task of its own, reporting the broker down
+/// first (as `rabbitmq::spawn_forever` does): a service whose readiness
+/// waits on its session is not ready before that session is up.
+pub fn spawn_forever<S, Fut>(
+    what: &'static str,
+    report: impl Fn(bool) + Send + Sync + 'static,
+    session: S,
+) where
+    S: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), KafkaFailure>> + Send,
+{
+    report(false);
+    tokio::spawn(async move { run_forever(what, &report, session).await });
+}
+
 pub async fn run_forever<S, Fut>(what: &'static str, report: impl Fn(bool), mut session: S)
 where
     S: FnMut() -> Fut,
