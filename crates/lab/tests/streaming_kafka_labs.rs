@@ -777,3 +777,36 @@ async fn three_inventories_in_one_group_decide_each_order_once_through_a_rebalan
     );
     platform.shutdown().await;
 }
+
+/// Analytics SIGKILLed while orders keep coming: the restarted reader joins,
+/// rewinds to the earliest offsets while events are still being written,
+/// and counts every one of them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_restarted_in_the_middle_of_a_stream_counts_every_event() {
+    let mut options = options(&example("streaming-burst"));
+    options.env = vec![("FOODLAB_STOCK".into(), "burger=100000".into())];
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let mut events = platform.events();
+    let batches = 20;
+    let stream = async {
+        for _ in 0..batches {
+            bulk(&platform, 100).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        support::sigkill(platform.pids().await[&Service::Analytics]);
+        died_and_restarted(&mut events, Service::Analytics, 30).await;
+    };
+    tokio::join!(stream, restart);
+    let orders = 100 * batches;
+    let counted = eventually(60, || async {
+        let figures = get(&platform, Service::Analytics, "/metrics").await;
+        figures["total_orders"] == orders && figures["total_inventory_events"] == orders
+    })
+    .await;
+    let figures = get(&platform, Service::Analytics, "/metrics").await;
+    platform.shutdown().await;
+    assert!(counted, "{figures}");
+}
