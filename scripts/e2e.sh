@@ -21,7 +21,7 @@
 #   E2E_IMAGE (the FoodLab image; local cluster: docker.io/library/foodlab:e2e; else the charts')
 #   E2E_RABBITMQ_IMAGE, E2E_KAFKA_IMAGE, E2E_POSTGRES_IMAGE (repo:tag of the brokers and the
 #   database; else the charts' official ones)
-#   E2E_SCALE_OUT (1: every part on its own PostgreSQL, inventory at 3 replicas and order at 2;
+#   E2E_SCALE_OUT (1: every part on its own PostgreSQL, inventory at 3 replicas, order at 2, analytics at 2;
 #   0: each service on its SQLite files, one replica each)
 #   E2E_REPEAT_PART (sync-rest), E2E_WAIT (180: seconds for any one step),
 #   E2E_LAB_SLACK (240: seconds beyond a lab's expect.within), E2E_RESTORE_SLACK (30: seconds
@@ -200,7 +200,7 @@ if [ "${E2E_SCALE_OUT:-1}" = 1 ]; then
   [ -z "${E2E_POSTGRES_IMAGE:-}" ] || shape_args+=(
     --set "postgres.image.repository=${E2E_POSTGRES_IMAGE%:*}"
     --set-string "postgres.image.tag=${E2E_POSTGRES_IMAGE##*:}")
-  say "the parts on their own PostgreSQL: inventory at 3 replicas, order at 2 (E2E_SCALE_OUT=0: SQLite, one each)"
+  say "the parts on their own PostgreSQL: inventory at 3 replicas, order at 2, analytics at 2 (E2E_SCALE_OUT=0: SQLite, one each)"
 fi
 
 trap finish EXIT
@@ -262,6 +262,8 @@ install_part() {
   local extra=("${persistence_args[@]}" "${shape_args[@]}")
   read -r -a brokers <<<"$(broker_args "$part")" || true
   extra+=("${brokers[@]}")
+  # Two analytics in one group, sharing its partitions and its figures.
+  [ "$part" != streaming-kafka ] || [ ${#shape_args[@]} -eq 0 ] || extra+=(--set services.analytics.replicas=2)
   if ! h install "$part" "charts/$part" --wait --wait-for-jobs --timeout "$((wait_limit * 2))s" \
     "${image_args[@]}" "${extra[@]}" >/dev/null; then
     say "helm install $part failed; its pods:"

@@ -1,68 +1,60 @@
 //! The `analytics-group` reader of both topics.
 //!
-//! Analytics' figures are a projection of the log: at start-up, and on every
-//! reset, the group is rewound to the earliest offsets, the state cleared,
-//! and the log read again. The reader is a member of its group like any
-//! consumer (Kafka's `kafka-consumer-groups` lists it, and refuses to reset
-//! the group's offsets while it reads); as the group's one member it is
-//! given every partition. It stores each offset once the event is counted,
-//! and its commits are what consumer lag is measured from.
+//! Analytics' figures are a projection of the log, kept in its store and
+//! shared by every member of the group: each member reads the partitions
+//! the group gives it, writes them in batches (each offset once, each event
+//! once by its id), and stores a batch's offsets once it is written, so its
+//! commits are what consumer lag is measured from. A replay (the group's
+//! first start, or `POST /admin/reset-offsets` on any member) opens an
+//! epoch in the store; each member rewinds the partitions it holds to the
+//! earliest offsets before it counts from them again, and a member given a
+//! partition later, in a rebalance, rewinds it then.
+//!
+//! The reader is a member of its group like any consumer (Kafka's
+//! `kafka-consumer-groups` lists it, and refuses to reset the group's
+//! offsets while it reads).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foodlab_domain::{Arrival, EventType};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness};
+use foodlab_store::AnalyticsStore;
+use foodlab_store::analytics::{LogEnd, Partition, Read, Recorded};
 use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
 use foodlab_transport::trace;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::totals::{Recorded, Totals};
+use crate::totals::classify;
 
 /// How often the reader checks whether the group has assigned it partitions.
 const ASSIGNMENT_POLL: Duration = Duration::from_millis(100);
 
-/// State shared with the HTTP handlers.
-#[derive(Clone, Default)]
-pub struct Shared(Arc<Mutex<State>>);
+/// How often a member looks for a replay another member began, or for a
+/// partition it was given that is not rewound yet.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Default)]
-pub struct State {
-    pub totals: Totals,
-    pub replays: u64,
-    pub replay: Option<ReplayProgress>,
-}
+/// Messages written in one transaction at most: what has arrived already,
+/// without waiting for more.
+const BATCH: usize = 500;
 
-/// Progress of the latest rewind: the log up to `events` had to be read again.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReplayProgress {
-    /// Events in the log when the rewind happened.
+/// Asks the reader to start a replay; answered once its own partitions are
+/// rewound (the other members follow within `CHECK_EVERY`).
+pub type ResetRequest = oneshot::Sender<Result<Rewound, String>>;
+
+/// A replay begun: the log up to `events` is read again.
+#[derive(Debug, Clone, Copy)]
+pub struct Rewound {
     pub events: u64,
-    /// The group's committed offsets were moved back too (lag shows the rewind).
-    pub offsets_committed: bool,
-    #[serde(skip)]
-    started: Instant,
-    #[serde(skip)]
-    remaining: BTreeMap<(String, i32), i64>,
-    /// Seconds until every one of those events was read again.
-    pub seconds: Option<f64>,
-    pub events_per_second: Option<f64>,
+    /// Partitions this member rewound at once (and committed, so lag shows it).
+    pub partitions: usize,
 }
-
-impl Shared {
-    pub fn with<T>(&self, read: impl FnOnce(&mut State) -> T) -> T {
-        read(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// Asks the reader to rewind; answered once the rewind is in place.
-pub type ResetRequest = oneshot::Sender<Result<ReplayProgress, String>>;
 
 /// Milliseconds analytics waits before each event (`POST /admin/throttle`).
 #[derive(Clone, Default)]
@@ -80,12 +72,20 @@ impl Throttle {
 
 pub struct Reader {
     pub args: KafkaArgs,
-    pub shared: Shared,
+    pub store: AnalyticsStore,
     pub throttle: Throttle,
     /// An injected delay (`/admin/delay`, a lab's Delay step) slows each event too.
     pub faults: FaultState,
     pub metrics: MessageMetrics,
     pub hops: HopMetrics,
+}
+
+fn database(error: foodlab_store::StoreError) -> KafkaFailure {
+    KafkaFailure::Handler(format!("analytics store: {error}"))
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }
 
 impl Reader {
@@ -94,8 +94,8 @@ impl Reader {
         let requests = Arc::new(tokio::sync::Mutex::new(requests));
         let reader = Arc::new(self);
         let reported = readiness.clone();
-        // Ready once the session has joined its group and rewound: a lab
-        // that starts placing orders then has every one of them counted.
+        // Ready once the session has joined its group and rewound what it
+        // must: a lab that starts placing orders then has every one counted.
         kafka::spawn_forever(
             "analytics",
             move |up| reported.set("kafka", up),
@@ -112,6 +112,9 @@ impl Reader {
         resets
     }
 
+    /// One membership of the group, until the broker or the store fails
+    /// (the next session reads on from the committed offsets: a batch read
+    /// again changes nothing).
     async fn session(
         &self,
         readiness: &Readiness,
@@ -125,159 +128,290 @@ impl Reader {
         // the reader's, they would wait behind its fetch in flight.
         let observer = self.args.observer(&self.args.analytics_group)?;
         consumer.subscribe(&[&self.args.order_topic, &self.args.inventory_topic])?;
-        await_assignment(&consumer).await?;
-        self.rewind(&consumer, &observer).await?;
+        let early = await_assignment(&consumer).await?;
+        let log = self.log_ends(&observer)?;
+        self.store.join(&log, now_ms()).await.map_err(database)?;
+        let mut session = Session {
+            reader: self,
+            consumer: &consumer,
+            observer: &observer,
+            replaying: BTreeMap::new(),
+        };
+        session.rewind_behind().await?;
+        session.count(early).await?;
         readiness.set("kafka", true);
-        tracing::info!(group = %self.args.analytics_group, "reading the log from the start");
+        tracing::info!(group = %self.args.analytics_group, "reading the log");
+        let mut check = tokio::time::interval(CHECK_EVERY);
         loop {
             tokio::select! {
                 request = requests.recv() => {
                     let Some(answer) = request else { return Ok(()) };
-                    // In the middle of a rebalance the reader holds no partitions:
-                    // a rewind then would clear the figures and read nothing again.
-                    if consumer.assignment()?.count() == 0 {
-                        let _ = answer.send(Err("analytics holds no partitions yet (its group is rebalancing); try again".to_owned()));
-                        continue;
-                    }
-                    let rewound = self.rewind(&consumer, &observer).await;
-                    let progress = self.shared.with(|s| s.replay.clone());
-                    let reply = match (&rewound, progress) {
-                        (Ok(()), Some(progress)) => Ok(progress),
-                        (Ok(()), None) => Err("the rewind left no progress record".to_owned()),
-                        (Err(error), _) => Err(error.to_string()),
-                    };
-                    let _ = answer.send(reply);
-                    rewound?;
+                    let replay = session.replay().await;
+                    let _ = answer.send(replay.as_ref().map(|r| *r).map_err(ToString::to_string));
+                    replay?;
+                }
+                _ = check.tick() => {
+                    session.rewind_behind().await?;
                 }
                 message = kafka::next_message(&consumer, "analytics") => {
-                    self.hops.since_stamp(Hop::BrokerTransit, kafka::sent_at(&message));
-                    let delay = Duration::from_millis(self.throttle.ms()) + self.faults.get().delay();
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let _traced = trace::span(&kafka::trace_of(&message)).entered();
-                    self.count(message.topic(), message.partition(), message.offset(), message.timestamp().to_millis(), message.payload().unwrap_or_default());
-                    // A partition revoked meanwhile is read again by its next owner.
-                    if let Err(error) = kafka::store_processed(&consumer, message.topic(), message.partition(), message.offset()) {
-                        tracing::warn!(topic = message.topic(), partition = message.partition(), %error, "offset not stored");
-                    }
+                    let batch = self.batch_from(&consumer, message).await;
+                    session.count(batch).await?;
                 }
             }
         }
     }
 
-    fn count(
+    /// The first message and what has arrived behind it; one message at a
+    /// time while analytics is slowed, each after its wait.
+    async fn batch_from<'c>(
         &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        stamped_ms: Option<i64>,
-        body: &[u8],
-    ) {
-        let arrival = Arrival {
-            carries: (topic == self.args.order_topic).then_some(EventType::OrderPlaced),
-            at: stamped_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
-        };
-        let (recorded, replaying) = self.shared.with(|state| {
-            let recorded = state.totals.record_arrived(body, arrival);
-            let replaying = state.replay.as_ref().is_some_and(|r| r.seconds.is_none());
-            if let Some(replay) = state.replay.as_mut() {
-                replay.advance(topic, partition, offset);
-            }
-            (recorded, replaying)
-        });
-        match recorded {
-            Recorded::Counted => {
-                self.metrics.count(topic, "processed");
-                log_counted(topic, partition, offset, "counted", replaying);
-            }
-            Recorded::Duplicate => {
-                self.metrics.count(topic, "duplicate");
-                log_counted(topic, partition, offset, "duplicate", replaying);
-            }
-            Recorded::Malformed(reason) => {
-                self.metrics.count(topic, "malformed");
-                tracing::warn!(%topic, partition, offset, %reason, "malformed event skipped");
-            }
+        consumer: &'c StreamConsumer,
+        first: BorrowedMessage<'c>,
+    ) -> Vec<BorrowedMessage<'c>> {
+        let delay = Duration::from_millis(self.throttle.ms()) + self.faults.get().delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+            return vec![first];
         }
-    }
-
-    /// Moves the group back to the earliest offsets (committed, so lag shows
-    /// the whole log again), clears the figures and reads from there.
-    async fn rewind(
-        &self,
-        consumer: &StreamConsumer,
-        observer: &BaseConsumer,
-    ) -> Result<(), KafkaFailure> {
-        let started = Instant::now();
-        // Broker round trips that block: off the async worker while they run.
-        let (remaining, events, committed) = tokio::task::block_in_place(|| {
-            let mut start = TopicPartitionList::new();
-            let mut remaining = BTreeMap::new();
-            let mut events = 0;
-            for element in consumer.assignment()?.elements() {
-                let (low, high) = observer.fetch_watermarks(
-                    element.topic(),
-                    element.partition(),
-                    QUERY_TIMEOUT,
-                )?;
-                start.add_partition_offset(
-                    element.topic(),
-                    element.partition(),
-                    Offset::Offset(low),
-                )?;
-                if high > low {
-                    remaining.insert((element.topic().to_owned(), element.partition()), high);
-                    events += (high - low) as u64;
-                }
-            }
-            // The seek discards what was fetched for the old positions; the
-            // rewound offsets replace the stored ones (or the next background
-            // commit would move the group forward again) and are committed
-            // at once, so they are what the group holds.
-            for element in consumer
-                .seek_partitions(start.clone(), QUERY_TIMEOUT)?
-                .elements()
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match tokio::time::timeout(Duration::ZERO, kafka::next_message(consumer, "analytics"))
+                .await
             {
-                element.error()?;
+                Ok(message) => batch.push(message),
+                Err(_) => break,
             }
-            consumer.store_offsets(&start)?;
-            let committed = match consumer.commit(&start, CommitMode::Sync) {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::warn!(%error, "could not commit the rewound offsets; the group's lag does not show the rewind");
-                    false
+        }
+        batch
+    }
+
+    /// Where every partition of both topics begins and ends now.
+    fn log_ends(&self, observer: &BaseConsumer) -> Result<Vec<LogEnd>, KafkaFailure> {
+        // Broker round trips that block: off the async worker while they run.
+        tokio::task::block_in_place(|| {
+            let mut ends = Vec::new();
+            for topic in [&self.args.order_topic, &self.args.inventory_topic] {
+                for partition in kafka::partitions_of(observer, topic)? {
+                    let (low, high) = observer.fetch_watermarks(topic, partition, QUERY_TIMEOUT)?;
+                    ends.push(LogEnd {
+                        partition: Partition {
+                            topic: topic.clone(),
+                            partition,
+                        },
+                        low,
+                        high,
+                    });
                 }
-            };
-            Ok::<_, KafkaFailure>((remaining, events, committed))
-        })?;
-        self.shared.with(|state| {
-            state.totals = Totals::default();
-            state.replays += 1;
-            let mut progress = ReplayProgress {
-                events,
-                offsets_committed: committed,
-                started,
-                remaining,
-                seconds: None,
-                events_per_second: None,
-            };
-            progress.finish_if_done();
-            state.replay = Some(progress);
-        });
+            }
+            Ok(ends)
+        })
+    }
+}
+
+/// A member's reading, for as long as its consumer lives.
+struct Session<'a> {
+    reader: &'a Reader,
+    consumer: &'a StreamConsumer,
+    observer: &'a BaseConsumer,
+    /// Partitions rewound by this member, with the offset their log ended
+    /// at then: reads below it are the log read again (logged at debug).
+    replaying: BTreeMap<Partition, i64>,
+}
+
+impl Session<'_> {
+    /// Begins a replay of the whole group and rewinds this member's partitions.
+    async fn replay(&mut self) -> Result<Rewound, KafkaFailure> {
+        let log = self.reader.log_ends(self.observer)?;
+        let events = log
+            .iter()
+            .map(|end| (end.high - end.low).max(0) as u64)
+            .sum();
+        let started = Instant::now();
+        self.reader
+            .store
+            .begin_replay(&log, now_ms())
+            .await
+            .map_err(database)?;
+        let partitions = self.rewind_behind().await?;
         tracing::info!(
             events,
+            partitions,
             took_ms = started.elapsed().as_millis() as u64,
-            "rewound to the earliest offsets"
+            "replay begun: the group reads the log again from the earliest offsets"
         );
+        Ok(Rewound { events, partitions })
+    }
+
+    /// Rewinds the partitions this member holds that the store says are not
+    /// rewound into the current epoch: seeks them to their earliest offsets
+    /// and commits those (lag shows the whole log again). How many it rewound.
+    async fn rewind_behind(&mut self) -> Result<usize, KafkaFailure> {
+        let assigned: Vec<Partition> = self
+            .consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|element| Partition {
+                topic: element.topic().to_owned(),
+                partition: element.partition(),
+            })
+            .collect();
+        if assigned.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let (epoch, behind) = self
+                .reader
+                .store
+                .behind(&assigned)
+                .await
+                .map_err(database)?;
+            if behind.is_empty() {
+                return Ok(0);
+            }
+            if epoch.0 == 0 {
+                return Err(KafkaFailure::Handler(
+                    "the group has no reading in the store yet".into(),
+                ));
+            }
+            let ends = tokio::task::block_in_place(|| {
+                let mut start = TopicPartitionList::new();
+                let mut ends = Vec::new();
+                for p in &behind {
+                    let (low, high) =
+                        self.observer
+                            .fetch_watermarks(&p.topic, p.partition, QUERY_TIMEOUT)?;
+                    start.add_partition_offset(&p.topic, p.partition, Offset::Offset(low))?;
+                    ends.push((p.clone(), high));
+                }
+                // The seek discards what was fetched for the old positions; the
+                // rewound offsets replace the stored ones (or the next background
+                // commit would move the group forward again) and are committed
+                // at once, so a partition moved to another member in a
+                // rebalance is read by it from the start too.
+                for element in self
+                    .consumer
+                    .seek_partitions(start.clone(), QUERY_TIMEOUT)?
+                    .elements()
+                {
+                    element.error()?;
+                }
+                self.consumer.store_offsets(&start)?;
+                self.consumer.commit(&start, CommitMode::Sync)?;
+                Ok::<_, KafkaFailure>(ends)
+            })?;
+            if self
+                .reader
+                .store
+                .positioned(epoch, &behind)
+                .await
+                .map_err(database)?
+            {
+                tracing::info!(
+                    epoch = epoch.0,
+                    partitions = behind.len(),
+                    "rewound to the earliest offsets"
+                );
+                self.replaying.extend(ends);
+                return Ok(behind.len());
+            }
+            // Another replay began meanwhile: rewind into that one.
+        }
+    }
+
+    /// Writes a batch, then stores the offsets of what it took; rewinds the
+    /// partitions of any read refused as from before a replay.
+    async fn count(&mut self, batch: Vec<BorrowedMessage<'_>>) -> Result<(), KafkaFailure> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let args = &self.reader.args;
+        let mut reasons = Vec::with_capacity(batch.len());
+        let reads: Vec<Read> = batch
+            .iter()
+            .map(|message| {
+                self.reader
+                    .hops
+                    .since_stamp(Hop::BrokerTransit, kafka::sent_at(message));
+                let arrival = Arrival {
+                    carries: (message.topic() == args.order_topic)
+                        .then_some(EventType::OrderPlaced),
+                    at: message
+                        .timestamp()
+                        .to_millis()
+                        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()),
+                };
+                let event = classify(message.payload().unwrap_or_default(), arrival);
+                reasons.push(event.as_ref().err().cloned());
+                Read {
+                    partition: Partition {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                    },
+                    offset: message.offset(),
+                    event: event.ok(),
+                }
+            })
+            .collect();
+        let outcomes = self
+            .reader
+            .store
+            .record(&reads, now_ms())
+            .await
+            .map_err(database)?;
+        let mut stale = BTreeSet::new();
+        for ((message, read), (outcome, reason)) in batch
+            .iter()
+            .zip(&reads)
+            .zip(outcomes.into_iter().zip(reasons))
+        {
+            let _traced = trace::span(&kafka::trace_of(message)).entered();
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
+            let again = self
+                .replaying
+                .get(&read.partition)
+                .is_some_and(|end| offset < *end);
+            match outcome {
+                Recorded::Stale => {
+                    stale.insert(read.partition.clone());
+                    continue;
+                }
+                Recorded::Counted => {
+                    self.reader.metrics.count(topic, "processed");
+                    log_read(topic, partition, offset, "counted", again);
+                }
+                Recorded::Duplicate | Recorded::ReadBefore => {
+                    self.reader.metrics.count(topic, "duplicate");
+                    let outcome = if outcome == Recorded::Duplicate {
+                        "duplicate"
+                    } else {
+                        "read before"
+                    };
+                    log_read(topic, partition, offset, outcome, again);
+                }
+                Recorded::Malformed => {
+                    self.reader.metrics.count(topic, "malformed");
+                    let reason = reason.unwrap_or_default();
+                    tracing::warn!(%topic, partition, offset, %reason, "malformed event skipped");
+                }
+            }
+            // A partition revoked meanwhile is read again by its next owner.
+            if let Err(error) = kafka::store_processed(self.consumer, topic, partition, offset) {
+                tracing::warn!(topic, partition, offset, %error, "offset not stored");
+            }
+        }
+        if !stale.is_empty() {
+            self.rewind_behind().await?;
+        }
         Ok(())
     }
 }
 
 /// One line per event read, in its trace; at debug while a replay reads the
 /// log again, so a replay of millions of events is not slowed by its logging.
-fn log_counted(topic: &str, partition: i32, offset: i64, outcome: &str, replaying: bool) {
-    if replaying {
+fn log_read(topic: &str, partition: i32, offset: i64, outcome: &str, again: bool) {
+    if again {
         tracing::debug!(%topic, partition, offset, outcome, "event read again");
     } else {
         tracing::info!(%topic, partition, offset, outcome, "event read");
@@ -285,43 +419,21 @@ fn log_counted(topic: &str, partition: i32, offset: i64, outcome: &str, replayin
 }
 
 /// Waits until the group has given the reader its partitions (the rebalance
-/// runs while the consumer is polled). A message read meanwhile is dropped:
-/// the rewind that follows reads it again.
-async fn await_assignment(consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
+/// runs while the consumer is polled), and returns what was read meanwhile.
+async fn await_assignment(
+    consumer: &StreamConsumer,
+) -> Result<Vec<BorrowedMessage<'_>>, KafkaFailure> {
     let started = Instant::now();
+    let mut early = Vec::new();
     while consumer.assignment()?.count() == 0 {
-        let _ = tokio::time::timeout(ASSIGNMENT_POLL, consumer.recv()).await;
+        if let Ok(Ok(message)) = tokio::time::timeout(ASSIGNMENT_POLL, consumer.recv()).await {
+            early.push(message);
+        }
     }
     tracing::info!(
         partitions = consumer.assignment()?.count(),
         took_ms = started.elapsed().as_millis() as u64,
         "joined the group"
     );
-    Ok(())
-}
-
-impl ReplayProgress {
-    fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
-        if self.seconds.is_some() {
-            return;
-        }
-        let key = (topic.to_owned(), partition);
-        if self
-            .remaining
-            .get(&key)
-            .is_some_and(|end| offset + 1 >= *end)
-        {
-            self.remaining.remove(&key);
-        }
-        self.finish_if_done();
-    }
-
-    fn finish_if_done(&mut self) {
-        if self.remaining.is_empty() && self.seconds.is_none() {
-            let seconds = self.started.elapsed().as_secs_f64();
-            self.seconds = Some((seconds * 1000.0).round() / 1000.0);
-            self.events_per_second =
-                (seconds > 0.0).then(|| (self.events as f64 / seconds).round());
-        }
-    }
+    Ok(early)
 }

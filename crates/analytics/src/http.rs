@@ -8,8 +8,13 @@ use foodlab_service_kit::{ApiError, DurationSetting, JsonBody};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::consumer::{ResetRequest, Shared, Throttle};
+use foodlab_store::AnalyticsStore;
+use foodlab_store::analytics::Replay;
+use serde::Serialize;
+
+use crate::consumer::{ResetRequest, Throttle};
 use crate::lag::{LagReport, LagWatch};
+use crate::totals::Figures;
 
 /// How long `POST /admin/reset-offsets` waits for the rewind.
 const RESET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -24,7 +29,7 @@ pub const THROTTLE: DurationSetting = DurationSetting {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub shared: Shared,
+    pub store: AnalyticsStore,
     pub throttle: Throttle,
     pub lag: LagWatch,
     pub resets: mpsc::Sender<ResetRequest>,
@@ -39,14 +44,44 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The latest replay as `GET /metrics` shows it.
+#[derive(Debug, Serialize)]
+struct LastReplay {
+    /// Events in the log when the replay began.
+    events: u64,
+    /// Seconds until every one of those events was read again.
+    seconds: Option<f64>,
+    events_per_second: Option<f64>,
+}
+
+impl LastReplay {
+    fn of(replay: &Replay) -> Self {
+        let seconds = replay
+            .finished_ms
+            .map(|finished| (finished - replay.started_ms).max(0) as f64 / 1000.0);
+        Self {
+            events: replay.events,
+            seconds,
+            events_per_second: seconds
+                .filter(|s| *s > 0.0)
+                .map(|s| (replay.events as f64 / s).round()),
+        }
+    }
+}
+
+/// `GET /metrics`: the group's figures, whichever member answers.
 async fn metrics(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let (figures, replays, replay) = app
-        .shared
-        .with(|s| (s.totals.figures(), s.replays, s.replay.clone()));
-    let mut body = serde_json::to_value(figures).map_err(ApiError::internal)?;
+    let tallies = app.store.tallies().await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("the figures cannot be read: {e}"),
+        )
+    })?;
+    let mut body = serde_json::to_value(Figures::of(&tallies)).map_err(ApiError::internal)?;
     body["throttle_ms"] = json!(app.throttle.ms());
-    body["replays"] = json!(replays);
-    body["last_replay"] = serde_json::to_value(replay).map_err(ApiError::internal)?;
+    body["replays"] = json!(tallies.replays);
+    body["last_replay"] = serde_json::to_value(tallies.replay.as_ref().map(LastReplay::of))
+        .map_err(ApiError::internal)?;
     Ok(axum::Json(body))
 }
 
@@ -78,8 +113,8 @@ async fn set_throttle(
     ))
 }
 
-/// `POST /admin/reset-offsets`: rewind the group to the earliest offsets,
-/// clear the figures and compute them again from the log.
+/// `POST /admin/reset-offsets`: clear the figures and have the whole group
+/// read the log again from the earliest offsets.
 async fn reset_offsets(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     let (answer, answered) = oneshot::channel();
     let unavailable =
@@ -88,7 +123,7 @@ async fn reset_offsets(State(app): State<AppState>) -> Result<axum::Json<Value>,
         .send(answer)
         .await
         .map_err(|_| unavailable("the reader is not running".into()))?;
-    let progress = tokio::time::timeout(RESET_TIMEOUT, answered)
+    let rewound = tokio::time::timeout(RESET_TIMEOUT, answered)
         .await
         .map_err(|_| {
             unavailable(format!(
@@ -97,10 +132,10 @@ async fn reset_offsets(State(app): State<AppState>) -> Result<axum::Json<Value>,
         })?
         .map_err(|_| unavailable("the reader stopped before rewinding (is the broker up?)".into()))?
         .map_err(unavailable)?;
-    tracing::info!(events = progress.events, "offsets reset; replaying");
+    tracing::info!(events = rewound.events, "offsets reset; replaying");
     Ok(axum::Json(json!({
         "rewound": true,
-        "events": progress.events,
-        "offsets_committed": progress.offsets_committed
+        "events": rewound.events,
+        "partitions_rewound_here": rewound.partitions
     })))
 }

@@ -1,8 +1,10 @@
 //! The analytics service (streaming-kafka part): reads `order-events` and
 //! `inventory-events` as the `analytics-group` and computes totals, the
-//! failure rate and orders per minute from the log. Its figures can be
-//! recomputed at any time by rewinding the group (`POST /admin/reset-offsets`);
-//! a throttle (`POST /admin/throttle`) slows it down to show consumer lag.
+//! failure rate and orders per minute from the log, in a store every
+//! replica of the group shares (so any number of them can read). Its
+//! figures can be recomputed at any time by rewinding the group
+//! (`POST /admin/reset-offsets`); a throttle (`POST /admin/throttle`) slows
+//! it down to show consumer lag.
 
 pub mod consumer;
 pub mod http;
@@ -13,6 +15,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
+use foodlab_store::AnalyticsStore;
 use foodlab_transport::kafka::KafkaArgs;
 
 pub const SERVICE: &str = "analytics";
@@ -31,7 +34,7 @@ pub struct Args {
     pub kafka: KafkaArgs,
 }
 
-pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
+pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
     if args.service.transport != Transport::Kafka {
         anyhow::bail!(
             "analytics reads the Kafka event log; start it with --transport kafka (FOODLAB_TRANSPORT=kafka)"
@@ -47,11 +50,14 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let lag =
         lag::LagWatch::new(&args.kafka, kit.registry()).context("cannot read consumer lag")?;
     lag.spawn_refresh();
-    let shared = consumer::Shared::default();
+    let database = args.service.database(SERVICE)?;
+    let store = AnalyticsStore::open(&database, &args.kafka.analytics_group)
+        .await
+        .context("cannot open the analytics database")?;
     let throttle = consumer::Throttle::default();
     let resets = consumer::Reader {
         args: args.kafka.clone(),
-        shared: shared.clone(),
+        store: store.clone(),
         throttle: throttle.clone(),
         faults: kit.faults(),
         metrics: MessageMetrics::register(kit.registry()),
@@ -59,7 +65,7 @@ pub fn app(args: &Args) -> anyhow::Result<axum::Router> {
     }
     .spawn(kit.readiness());
     let state = http::AppState {
-        shared,
+        store,
         throttle,
         lag,
         resets,

@@ -1,59 +1,25 @@
-//! What analytics computes from the event log, as a pure fold over events.
+//! What analytics makes of the event log: each message classified by the
+//! tolerant reader, and the figures computed from the group's tallies.
 //!
 //! Every figure depends only on the events themselves (rates are bucketed
-//! by the time each event happened, not when it was read), and each event
-//! counts once by its message id; so reading the log again from the start
-//! gives exactly the same figures.
+//! by the time each event happened, not when it was read), and the store
+//! counts each event once by its message id; so reading the log again from
+//! the start gives exactly the same figures.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use foodlab_domain::{Arrival, Envelope, Event};
+use foodlab_domain::{Arrival, Envelope};
+use foodlab_store::analytics::{ReadEvent, Tallies};
 use serde::Serialize;
-use uuid::Uuid;
 
-/// How one message was taken into account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    Counted,
-    /// Seen before (a producer retry or a redelivery): not counted again.
-    Duplicate,
-    /// Not an event: skipped, with the reason.
-    Malformed(String),
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Totals {
-    seen: HashSet<Uuid>,
-    orders: u64,
-    inventory_events: u64,
-    reserved: u64,
-    failures: u64,
-    malformed: u64,
-    duplicates: u64,
-    orders_by_minute: BTreeMap<i64, u64>,
-    events: Span,
-    orders_span: Span,
-}
-
-/// The first and the last event time seen.
-#[derive(Debug, Clone, Copy, Default)]
-struct Span {
-    first: Option<jiff::Timestamp>,
-    last: Option<jiff::Timestamp>,
-}
-
-impl Span {
-    fn include(&mut self, at: jiff::Timestamp) {
-        self.first = Some(self.first.map_or(at, |first| first.min(at)));
-        self.last = Some(self.last.map_or(at, |last| last.max(at)));
-    }
-
-    fn seconds(self) -> f64 {
-        match (self.first, self.last) {
-            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64().max(0.0),
-            _ => 0.0,
-        }
-    }
+/// A message as an event to count, or the reason it is none.
+pub fn classify(body: &[u8], arrival: Arrival) -> Result<ReadEvent, String> {
+    let envelope = Envelope::read(body, arrival).map_err(|poison| poison.0)?;
+    Ok(ReadEvent {
+        message_id: envelope.message_id,
+        event_type: envelope.event_type(),
+        occurred_at_us: envelope.occurred_at.as_microsecond(),
+    })
 }
 
 /// The figures `GET /metrics` shows; README's "Analytics figures" says what
@@ -89,57 +55,21 @@ fn rounded(value: f64, places: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-impl Totals {
-    /// Counts an event that names its type and time itself.
-    pub fn record(&mut self, body: &[u8]) -> Recorded {
-        self.record_arrived(body, Arrival::default())
-    }
+fn seconds(span_us: Option<(i64, i64)>) -> f64 {
+    span_us.map_or(0.0, |(first, last)| ((last - first) as f64 / 1e6).max(0.0))
+}
 
-    /// Counts an event, in any shape the tolerant reader knows; `arrival`
-    /// stands in for a `type` or `occurred_at` it leaves out (the order
-    /// topic's event, the broker's timestamp, which a replay reads again).
-    pub fn record_arrived(&mut self, body: &[u8], arrival: Arrival) -> Recorded {
-        let envelope = match Envelope::read(body, arrival) {
-            Ok(envelope) => envelope,
-            Err(poison) => {
-                self.malformed += 1;
-                return Recorded::Malformed(poison.0);
-            }
-        };
-        if !self.seen.insert(envelope.message_id) {
-            self.duplicates += 1;
-            return Recorded::Duplicate;
-        }
-        let at = envelope.occurred_at;
-        match envelope.event {
-            Event::OrderPlaced { .. } => {
-                self.orders += 1;
-                let minute = at.as_second().div_euclid(60);
-                *self.orders_by_minute.entry(minute).or_default() += 1;
-                self.orders_span.include(at);
-            }
-            Event::InventoryReserved { .. } => {
-                self.inventory_events += 1;
-                self.reserved += 1;
-            }
-            Event::InventoryFailed { .. } => {
-                self.inventory_events += 1;
-                self.failures += 1;
-            }
-        }
-        self.events.include(at);
-        Recorded::Counted
-    }
-
-    pub fn figures(&self) -> Figures {
-        let failure_rate = if self.inventory_events == 0 {
+impl Figures {
+    pub fn of(tallies: &Tallies) -> Self {
+        let inventory_events = tallies.reserved + tallies.failures;
+        let failure_rate = if inventory_events == 0 {
             0.0
         } else {
-            self.failures as f64 / self.inventory_events as f64
+            tallies.failures as f64 / inventory_events as f64
         };
-        let minutes = (self.orders_span.seconds() / 60.0).max(1.0);
-        let orders_per_minute = rounded(self.orders as f64 / minutes, 2);
-        let orders_by_minute = self
+        let minutes = (seconds(tallies.orders_span_us) / 60.0).max(1.0);
+        let orders_per_minute = rounded(tallies.orders as f64 / minutes, 2);
+        let orders_by_minute = tallies
             .orders_by_minute
             .iter()
             .filter_map(|(minute, count)| {
@@ -147,19 +77,19 @@ impl Totals {
                 Some((start.to_string(), *count))
             })
             .collect();
-        Figures {
-            total_orders: self.orders,
-            total_inventory_events: self.inventory_events,
-            reserved: self.reserved,
-            failures: self.failures,
+        Self {
+            total_orders: tallies.orders,
+            total_inventory_events: inventory_events,
+            reserved: tallies.reserved,
+            failures: tallies.failures,
             failure_rate: rounded(failure_rate, 4),
             failure_rate_pct: rounded(failure_rate * 100.0, 2),
             orders_per_minute,
             orders_per_min: orders_per_minute,
             orders_by_minute,
-            elapsed_seconds: rounded(self.events.seconds(), 3),
-            malformed: self.malformed,
-            duplicates: self.duplicates,
+            elapsed_seconds: rounded(seconds(tallies.events_span_us), 3),
+            malformed: tallies.malformed,
+            duplicates: tallies.duplicates,
         }
     }
 }
@@ -168,78 +98,36 @@ impl Totals {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use foodlab_domain::{ItemName, OrderId, OrderLine};
+    use foodlab_domain::{Event, EventType, ItemName, OrderId, OrderLine};
 
     use super::*;
+
+    const AT_US: i64 = 1_800_000_000_000_000;
 
     fn at(second: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(second).unwrap()
     }
 
-    fn burger() -> Vec<OrderLine> {
-        vec![OrderLine {
-            item: ItemName::parse("burger").unwrap(),
-            quantity: 1,
-        }]
-    }
-
-    fn placed(second: i64) -> Envelope {
-        let order_id = OrderId::new();
-        Envelope::new(
-            order_id,
-            order_id.to_string(),
-            at(second),
-            Event::OrderPlaced {
-                customer_id: None,
-                items: burger(),
-            },
-        )
-    }
-
-    fn log() -> Vec<Vec<u8>> {
-        let first = placed(1_800_000_000);
-        let second = placed(1_800_000_030);
-        let third = placed(1_800_000_075);
-        let reserved = Envelope::result_of(
-            &first,
-            at(1_800_000_001),
-            Event::InventoryReserved {
-                customer_id: None,
-                items: burger(),
-            },
-        );
-        let failed = Envelope::result_of(
-            &second,
-            at(1_800_000_031),
-            Event::InventoryFailed {
-                reason: "out of stock".into(),
-            },
-        );
-        vec![
-            first.to_json(),
-            second.to_json(),
-            reserved.to_json(),
-            b"not an event".to_vec(),
-            reserved.to_json(),
-            failed.to_json(),
-            third.to_json(),
-        ]
-    }
-
     #[test]
-    fn counts_each_event_once_and_skips_what_is_not_an_event() {
-        let mut totals = Totals::default();
-        let recorded: Vec<Recorded> = log().iter().map(|body| totals.record(body)).collect();
-        assert_eq!(recorded[4], Recorded::Duplicate);
-        assert!(matches!(recorded[3], Recorded::Malformed(_)));
-        let figures = totals.figures();
+    fn figures_are_made_from_the_tallies() {
+        let tallies = Tallies {
+            orders: 3,
+            reserved: 1,
+            failures: 1,
+            malformed: 1,
+            duplicates: 1,
+            orders_by_minute: [(30_000_000, 2), (30_000_001, 1)].into(),
+            events_span_us: Some((AT_US, AT_US + 75_000_000)),
+            orders_span_us: Some((AT_US, AT_US + 75_000_000)),
+            ..Tallies::default()
+        };
+        let figures = Figures::of(&tallies);
         assert_eq!(figures.total_orders, 3);
         assert_eq!(figures.total_inventory_events, 2);
-        assert_eq!((figures.reserved, figures.failures), (1, 1));
         assert_eq!(figures.failure_rate, 0.5);
+        assert_eq!(figures.failure_rate_pct, 50.0);
         assert_eq!((figures.malformed, figures.duplicates), (1, 1));
         assert_eq!(figures.elapsed_seconds, 75.0);
-        assert_eq!(figures.failure_rate_pct, 50.0);
         // Three orders over 75 s of event time: 2.4 a minute.
         assert_eq!(figures.orders_per_minute, 2.4);
         assert_eq!(figures.orders_per_min, 2.4);
@@ -255,41 +143,47 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_order_on_the_order_topic_counts_at_its_broker_time() {
-        let mut totals = Totals::default();
-        let bare = br#"{"order_id": "ORD-1", "item": "burger", "qty": 2}"#;
-        assert!(matches!(totals.record(bare), Recorded::Malformed(_)));
-        let arrival = Arrival::on(foodlab_domain::EventType::OrderPlaced, at(1_800_000_000));
-        assert_eq!(totals.record_arrived(bare, arrival), Recorded::Counted);
-        assert_eq!(totals.record_arrived(bare, arrival), Recorded::Duplicate);
-        let figures = totals.figures();
-        assert_eq!((figures.total_orders, figures.duplicates), (1, 1));
-        assert_eq!(figures.orders_by_minute["2027-01-15T08:00:00Z"], 1);
-    }
-
-    #[test]
     fn a_span_under_a_minute_counts_as_one_minute() {
-        let mut totals = Totals::default();
-        assert_eq!(totals.figures().orders_per_minute, 0.0);
-        for second in [0, 10, 20] {
-            totals.record(&placed(1_800_000_000 + second).to_json());
-        }
-        assert_eq!(totals.figures().orders_per_minute, 3.0);
+        let mut tallies = Tallies::default();
+        assert_eq!(Figures::of(&tallies).orders_per_minute, 0.0);
+        tallies.orders = 3;
+        tallies.orders_span_us = Some((AT_US, AT_US + 20_000_000));
+        assert_eq!(Figures::of(&tallies).orders_per_minute, 3.0);
     }
 
     #[test]
-    fn reading_the_log_again_gives_the_same_figures() {
-        let log = log();
-        let mut first_read = Totals::default();
-        let mut second_read = Totals::default();
-        for body in &log {
-            first_read.record(body);
-        }
-        // A replay starts from cleared state; it may read the partitions
-        // in another interleaving.
-        for body in log.iter().rev() {
-            second_read.record(body);
-        }
-        assert_eq!(first_read.figures(), second_read.figures());
+    fn an_event_is_classified_by_its_id_type_and_time() {
+        let order_id = OrderId::new();
+        let placed = Envelope::new(
+            order_id,
+            order_id.to_string(),
+            at(1_800_000_000),
+            Event::OrderPlaced {
+                customer_id: None,
+                items: vec![OrderLine {
+                    item: ItemName::parse("burger").unwrap(),
+                    quantity: 1,
+                }],
+            },
+        );
+        let read = classify(&placed.to_json(), Arrival::default()).unwrap();
+        assert_eq!(read.message_id, placed.message_id);
+        assert_eq!(read.event_type, EventType::OrderPlaced);
+        assert_eq!(read.occurred_at_us, AT_US);
+        assert!(classify(b"not an event", Arrival::default()).is_err());
+    }
+
+    #[test]
+    fn a_bare_order_on_the_order_topic_counts_at_its_broker_time() {
+        let bare = br#"{"order_id": "ORD-1", "item": "burger", "qty": 2}"#;
+        assert!(classify(bare, Arrival::default()).is_err());
+        let arrival = Arrival::on(EventType::OrderPlaced, at(1_800_000_000));
+        let first = classify(bare, arrival).unwrap();
+        assert_eq!(first.occurred_at_us, AT_US);
+        // Its id is derived from its content, so a retry is the same event.
+        assert_eq!(
+            classify(bare, arrival).unwrap().message_id,
+            first.message_id
+        );
     }
 }

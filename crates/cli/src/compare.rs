@@ -365,10 +365,10 @@ mod tests {
         let lab = comparison.lab(Transport::Kafka, &comparison.rows()[3].1);
         assert_eq!(lab.replicas.get(foodlab_lab::Service::Inventory), Some(3));
         assert!(
-            Comparison::parse(&format!("{BASE}  replicas:\n    - {{analytics: 2}}\n"))
+            Comparison::parse(&format!("{BASE}  replicas:\n    - {{inventory: 99}}\n"))
                 .unwrap_err()
                 .to_string()
-                .contains("replicas.analytics must be 1")
+                .contains("replicas.inventory must be 1 to")
         );
     }
 }

@@ -1,6 +1,7 @@
 //! A part scaled out on one PostgreSQL: three inventory processes competing
 //! for one queue reserve every order once, whatever is redelivered and
-//! whichever of them dies, and answer alike; a lab's faults reach all three.
+//! whichever of them dies, and answer alike; a lab's faults reach all three;
+//! two analytics processes in one group count the group's totals.
 
 #![allow(clippy::unwrap_used)]
 
@@ -249,16 +250,108 @@ async fn a_shape_the_part_cannot_run_is_refused_before_anything_starts() {
     );
     // The spec's own rules, the same for `foodlab up --replicas` as for a lab.
     let url = Some("postgres://foodlab:foodlab@127.0.0.1:1/foodlab");
-    let analytics = refused(Transport::Kafka, "analytics=2", url).await;
-    assert!(
-        analytics.contains("replicas.analytics must be 1"),
-        "{analytics}"
-    );
     let missing = refused(Transport::Rest, "analytics=1", url).await;
     assert!(
         missing.contains("the sync-rest part has no analytics service"),
         "{missing}"
     );
+}
+
+/// Two analytics processes in one group, one SIGKILLed while the orders
+/// stream: each reads its share of the partitions, and either answers with
+/// the group's totals; a replay asked of one is read again by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_analytics_in_one_group_count_the_group_s_totals_through_a_kill_and_a_replay() {
+    const BATCHES: u64 = 10;
+    let db = foodlab_store::testing::postgres().await;
+    let Database::Postgres(url) = &db.database else {
+        panic!("a PostgreSQL test database was asked for");
+    };
+    let mut options = part_options(Transport::Kafka);
+    options.replicas = Replicas::parse("analytics=2").unwrap();
+    options.database_url = Some(url.clone());
+    options
+        .env
+        .push(("FOODLAB_STOCK".into(), format!("burger={STOCK}")));
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let analytics = platform.endpoints(Service::Analytics).await.unwrap();
+    assert_eq!(analytics.len(), 2);
+    let order_topic = platform.kafka().unwrap().order_topic.clone();
+    let mut events = platform.events();
+    let stream = async {
+        for _ in 0..BATCHES {
+            let bulk = json!({"count": 100, "item": "burger", "quantity": 1});
+            let (status, body) = post(&platform, Service::Order, "/orders/bulk", bulk).await;
+            assert_eq!(status, 201, "{body}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sigkill(platform.replica_pids(Service::Analytics).await[1].unwrap());
+        died_and_restarted(&mut events, Service::Analytics, 30).await;
+    };
+    tokio::join!(stream, kill);
+    let orders = 100 * BATCHES;
+    let figures = |endpoint: String| async move { get_url(&format!("{endpoint}/metrics")).await };
+    let counted = |endpoint: &String| {
+        let endpoint = endpoint.clone();
+        async move {
+            let now = figures(endpoint).await;
+            now["total_orders"] == orders && now["total_inventory_events"] == orders
+        }
+    };
+    for endpoint in &analytics {
+        assert!(
+            eventually(60, || counted(endpoint)).await,
+            "{}",
+            figures(endpoint.clone()).await
+        );
+    }
+    // Both members read a share of the order topic.
+    for endpoint in &analytics {
+        let read = messages_counted_at(endpoint, &order_topic, "processed").await;
+        assert!(read > 0 && read < orders, "{endpoint}: {read} of {orders}");
+    }
+    let before = figures(analytics[0].clone()).await;
+    assert_eq!(before["duplicates"], json!(0), "{before}");
+
+    // A replay asked of the second: both members rewind their partitions.
+    let response = reqwest::Client::new()
+        .post(format!("{}/admin/reset-offsets", analytics[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["events"], json!(2 * orders), "{answer}");
+    let replayed = eventually(60, || async {
+        let now = figures(analytics[0].clone()).await;
+        now["last_replay"]["seconds"].is_number() && now["replays"] == 2
+    })
+    .await;
+    let after = figures(analytics[0].clone()).await;
+    assert!(replayed, "{after}");
+    for figure in [
+        "total_orders",
+        "total_inventory_events",
+        "reserved",
+        "failures",
+        "orders_by_minute",
+        "elapsed_seconds",
+        "duplicates",
+    ] {
+        assert_eq!(
+            before[figure], after[figure],
+            "{figure}: {before} vs {after}"
+        );
+    }
+    assert_eq!(after["last_replay"]["events"], json!(2 * orders), "{after}");
+    assert_eq!(
+        figures(analytics[1].clone()).await["total_orders"],
+        json!(orders)
+    );
+    platform.shutdown().await;
 }
 
 /// One inventory of three SIGKILLed under load on the sync chain: order

@@ -245,9 +245,9 @@ impl Replicas {
         self.declared().any(|(_, n)| n > 1)
     }
 
-    /// What a part cannot run at this shape: a service it does not have, a
-    /// count out of range, analytics at more than one (its totals are in
-    /// memory). Where the state is kept is the platform's to check.
+    /// What a part cannot run at this shape: a service it does not have, or
+    /// a count out of range. Where the state is kept is the platform's to
+    /// check.
     pub fn problems(&self, transport: Transport) -> Vec<String> {
         let mut problems = Vec::new();
         for (service, n) in self.declared() {
@@ -258,10 +258,6 @@ impl Replicas {
                 ));
             } else if !(1..=Self::MAX).contains(&n) {
                 problems.push(format!("replicas.{service} must be 1 to {}", Self::MAX));
-            } else if n > 1 && service == Service::Analytics {
-                problems.push(
-                    "replicas.analytics must be 1: analytics keeps its totals in memory".to_owned(),
-                );
             }
         }
         problems

@@ -10,9 +10,11 @@
 //!   unique keys and row locks decide, so any number of replicas can serve
 //!   and consume at once.
 //!
-//! Each store (`OrderStore`, `StockStore`, `NotificationStore`) has one
-//! module per backend; its `mod.rs` holds the types and dispatches.
+//! Each store (`OrderStore`, `StockStore`, `NotificationStore`,
+//! `AnalyticsStore`) has one module per backend; its `mod.rs` holds the
+//! types and dispatches.
 
+pub mod analytics;
 mod database;
 mod error;
 mod migration;
@@ -24,6 +26,7 @@ pub mod stock;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use analytics::AnalyticsStore;
 pub use database::Database;
 pub use error::StoreError;
 pub use notifications::{Notification, NotificationStore};

@@ -422,7 +422,7 @@ pub fn consumer_lag(
 }
 
 /// The partition numbers of a topic; an error if the broker does not know it.
-fn partitions_of(
+pub fn partitions_of(
     client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaFailure> {
