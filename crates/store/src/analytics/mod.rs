@@ -39,6 +39,13 @@ pub struct LogEnd {
     pub high: i64,
 }
 
+impl LogEnd {
+    /// The events a log holds between its ends.
+    pub fn events(log: &[Self]) -> i64 {
+        log.iter().map(|end| (end.high - end.low).max(0)).sum()
+    }
+}
+
 /// A replay's number; each replay of a group has the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Epoch(pub i64);
@@ -214,6 +221,48 @@ impl AnalyticsStore {
         }
     }
 }
+
+/// The projection's tables, the same on both backends (SQLite takes
+/// PostgreSQL's type names). A group's row holds its epoch and its latest
+/// replay; the log ends are where that replay is read up to; a position
+/// says which epoch a partition was last rewound into; a read is one
+/// offset, counted, a duplicate of a counted message id, or malformed.
+const SCHEMA: &str = "
+CREATE TABLE analytics_groups (
+    grp         TEXT PRIMARY KEY,
+    epoch       BIGINT NOT NULL,
+    replays     BIGINT NOT NULL,
+    events      BIGINT NOT NULL,
+    started_ms  BIGINT NOT NULL,
+    finished_ms BIGINT
+);
+CREATE TABLE analytics_log_ends (
+    grp   TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    part  INTEGER NOT NULL,
+    high  BIGINT NOT NULL,
+    PRIMARY KEY (grp, topic, part)
+);
+CREATE TABLE analytics_positions (
+    grp   TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    part  INTEGER NOT NULL,
+    epoch BIGINT NOT NULL,
+    PRIMARY KEY (grp, topic, part)
+);
+CREATE TABLE analytics_reads (
+    grp            TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    part           INTEGER NOT NULL,
+    off            BIGINT NOT NULL,
+    outcome        SMALLINT NOT NULL,
+    message_id     TEXT,
+    event_type     TEXT,
+    occurred_at_us BIGINT,
+    PRIMARY KEY (grp, topic, part, off)
+);
+CREATE UNIQUE INDEX analytics_counted ON analytics_reads (grp, message_id) WHERE outcome = 0;
+";
 
 /// Outcomes stored in the reads' `outcome` column.
 const COUNTED: i16 = 0;

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use deadpool_postgres::{GenericClient, Pool};
 
 use super::{
-    COUNTED, DUPLICATE, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, Tallies,
-    event_type_name, span, tally,
+    COUNTED, DUPLICATE, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, SCHEMA,
+    Tallies, event_type_name, span, tally,
 };
 use crate::StoreError;
 use crate::error::count;
@@ -19,50 +19,11 @@ use crate::postgres::connect;
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "analytics projection",
-    sql: "
-CREATE TABLE analytics_groups (
-    grp         TEXT PRIMARY KEY,
-    epoch       BIGINT NOT NULL,
-    replays     BIGINT NOT NULL,
-    events      BIGINT NOT NULL,
-    started_ms  BIGINT NOT NULL,
-    finished_ms BIGINT
-);
-CREATE TABLE analytics_log_ends (
-    grp  TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    high BIGINT NOT NULL,
-    PRIMARY KEY (grp, topic, part)
-);
-CREATE TABLE analytics_positions (
-    grp   TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part  INTEGER NOT NULL,
-    epoch BIGINT NOT NULL,
-    PRIMARY KEY (grp, topic, part)
-);
-CREATE TABLE analytics_reads (
-    grp            TEXT NOT NULL,
-    topic          TEXT NOT NULL,
-    part           INTEGER NOT NULL,
-    off            BIGINT NOT NULL,
-    outcome        SMALLINT NOT NULL,
-    message_id     TEXT,
-    event_type     TEXT,
-    occurred_at_us BIGINT,
-    PRIMARY KEY (grp, topic, part, off)
-);
-CREATE UNIQUE INDEX analytics_counted ON analytics_reads (grp, message_id) WHERE outcome = 0;
-",
+    sql: SCHEMA,
 }];
 
 pub(super) async fn open(url: &str) -> Result<Pool, StoreError> {
     connect(url, "analytics", MIGRATIONS).await
-}
-
-fn events_in(log: &[LogEnd]) -> i64 {
-    log.iter().map(|end| (end.high - end.low).max(0)).sum()
 }
 
 async fn write_log_ends(
@@ -102,7 +63,7 @@ pub(super) async fn join(
 ) -> Result<Epoch, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let events = events_in(log);
+    let events = LogEnd::events(log);
     // A member joining at the same moment waits here for the first's row.
     let started = tx
         .execute(
@@ -135,7 +96,7 @@ pub(super) async fn begin_replay(
 ) -> Result<Epoch, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let events = events_in(log);
+    let events = LogEnd::events(log);
     let epoch: i64 = tx
         .query_one(
             "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)

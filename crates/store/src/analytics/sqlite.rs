@@ -7,8 +7,8 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    COUNTED, DUPLICATE, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, Tallies,
-    event_type_name, span, tally,
+    COUNTED, DUPLICATE, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, SCHEMA,
+    Tallies, event_type_name, span, tally,
 };
 use crate::StoreError;
 use crate::error::count;
@@ -18,50 +18,11 @@ use crate::sqlite::{Cached, Db};
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "analytics projection",
-    sql: "
-CREATE TABLE analytics_groups (
-    grp         TEXT PRIMARY KEY,
-    epoch       INTEGER NOT NULL,
-    replays     INTEGER NOT NULL,
-    events      INTEGER NOT NULL,
-    started_ms  INTEGER NOT NULL,
-    finished_ms INTEGER
-);
-CREATE TABLE analytics_log_ends (
-    grp   TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part  INTEGER NOT NULL,
-    high  INTEGER NOT NULL,
-    PRIMARY KEY (grp, topic, part)
-);
-CREATE TABLE analytics_positions (
-    grp   TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    part  INTEGER NOT NULL,
-    epoch INTEGER NOT NULL,
-    PRIMARY KEY (grp, topic, part)
-);
-CREATE TABLE analytics_reads (
-    grp            TEXT NOT NULL,
-    topic          TEXT NOT NULL,
-    part           INTEGER NOT NULL,
-    off            INTEGER NOT NULL,
-    outcome        INTEGER NOT NULL,
-    message_id     TEXT,
-    event_type     TEXT,
-    occurred_at_us INTEGER,
-    PRIMARY KEY (grp, topic, part, off)
-);
-CREATE UNIQUE INDEX analytics_counted ON analytics_reads (grp, message_id) WHERE outcome = 0;
-",
+    sql: SCHEMA,
 }];
 
 pub(super) fn open(path: &Path) -> Result<Db, StoreError> {
     Db::open(path, "analytics", MIGRATIONS)
-}
-
-fn events_in(log: &[LogEnd]) -> i64 {
-    log.iter().map(|end| (end.high - end.low).max(0)).sum()
 }
 
 fn write_log_ends(conn: &Connection, group: &str, log: &[LogEnd]) -> Result<(), StoreError> {
@@ -97,7 +58,7 @@ pub(super) fn join(
     now_ms: i64,
 ) -> Result<Epoch, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let events = events_in(log);
+    let events = LogEnd::events(log);
     let started = tx.run(
         "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
          VALUES (?1, 1, 1, ?2, ?3, CASE WHEN ?2 = 0 THEN ?3 END)
@@ -119,7 +80,7 @@ pub(super) fn begin_replay(
     now_ms: i64,
 ) -> Result<Epoch, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let events = events_in(log);
+    let events = LogEnd::events(log);
     let epoch: i64 = tx.row(
         "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
          VALUES (?1, 1, 1, ?2, ?3, CASE WHEN ?2 = 0 THEN ?3 END)
