@@ -75,8 +75,9 @@ impl Strategy {
         http: &reqwest::Client,
         observer: &dyn Observer,
     ) -> Baseline {
-        // Analytics reads the whole log whenever it starts, and a previous
-        // run's events may still be on their way: count from an idle part.
+        // Analytics reads the whole log at its group's first start (or a
+        // replay), and a previous run's events may still be on their way:
+        // count from an idle part.
         let analytics = match self.analytics() {
             Some(analytics) => {
                 let totals = analytics

@@ -76,9 +76,9 @@ impl Analytics {
         Some(figures.totals())
     }
 
-    /// The totals once the part is idle: analytics has read the whole log
-    /// (it reads it from the start whenever it starts) and no group lags;
-    /// `None` if that does not happen by `deadline`.
+    /// The totals once the part is idle: analytics has finished its latest
+    /// reading of the whole log (its group's first, or a replay's) and no
+    /// group lags; `None` if that does not happen by `deadline`.
     pub async fn caught_up_totals(&self, deadline: Instant) -> Option<AnalyticsTotals> {
         loop {
             let replayed = self.figures().await.is_some_and(|figures| {
