@@ -1,8 +1,10 @@
 //! One lab at a time per part: a Lease per namespace (`foodlab-part`) names
 //! the lab that holds the part. A lab takes it when it is free (or its
-//! holder is gone or finished) and gives it back when it ends; every other
-//! lab waits in phase Queued. The Lease is owned by its holder, so it goes
-//! with a deleted lab even if the release was missed.
+//! holder is gone, or finished with every disruption undone) and gives it
+//! back when it ends; every other lab waits in phase Queued. The Lease is
+//! owned by its holder, so it goes with a deleted lab even if the release
+//! was missed. Whether a lab must undo something never depends on the
+//! Lease: that comes from the lab's own records.
 
 use foodlab_lab::FoodLab;
 use foodlab_lab::spec::Phase;
@@ -73,7 +75,7 @@ pub async fn claim(client: &Client, namespace: &str, lab: &FoodLab) -> Result<Cl
     if holder == me {
         return Ok(Claim::Held);
     }
-    if holder_is_running(client, namespace, &holder).await? {
+    if holder_still_holds(client, namespace, &holder).await? {
         return Ok(Claim::Queued { holder });
     }
     // The holder is gone or finished without giving the part back: take it,
@@ -89,7 +91,7 @@ pub async fn claim(client: &Client, namespace: &str, lab: &FoodLab) -> Result<Cl
     }
 }
 
-async fn holder_is_running(
+async fn holder_still_holds(
     client: &Client,
     namespace: &str,
     holder: &str,
@@ -99,12 +101,15 @@ async fn holder_is_running(
     };
     let labs: Api<FoodLab> = Api::namespaced(client.clone(), namespace);
     Ok(labs.get_opt(name).await?.is_some_and(|lab| {
-        let finished = lab
-            .status
-            .as_ref()
+        let status = lab.status.as_ref();
+        let finished = status
             .and_then(|s| s.phase)
             .is_some_and(|p| matches!(p, Phase::Succeeded | Phase::Failed));
-        lab.metadata.uid.as_deref() == Some(uid) && !finished
+        // A finished lab whose disruption is not undone yet still holds the
+        // part: a lab taking it now would record the disrupted shape as the
+        // original one.
+        let undoing = status.is_some_and(|s| crate::chaos_plan::in_place(&s.chaos));
+        lab.metadata.uid.as_deref() == Some(uid) && (!finished || undoing)
     }))
 }
 
@@ -136,12 +141,11 @@ pub async fn release(client: &Client, namespace: &str, lab: &FoodLab) -> Result<
     }
 }
 
-/// Whether `lab` holds its part now (used on deletion).
-pub async fn holds(client: &Client, namespace: &str, lab: &FoodLab) -> Result<bool, kube::Error> {
+/// Who holds the part now (`identity` of a lab), if anyone.
+pub async fn holder(client: &Client, namespace: &str) -> Result<Option<String>, kube::Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
-    let holder = leases
+    Ok(leases
         .get_opt(LEASE)
         .await?
-        .and_then(|l| l.spec?.holder_identity);
-    Ok(holder.as_deref() == Some(identity(lab).as_str()))
+        .and_then(|l| l.spec?.holder_identity))
 }

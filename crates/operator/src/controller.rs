@@ -8,8 +8,11 @@
 //! and write the verdict. What should be true is recomputed every time from
 //! the spec, the records in status and the clock (`chaos_plan`); a record is
 //! written to status before its disruption, so a restarted operator always
-//! knows what to undo and when. A finalizer undoes everything before a lab
-//! that holds its part goes away.
+//! knows what to undo and when. A disruption is undone whatever it takes:
+//! a lab that ends with one still in place (the API refusing the restore)
+//! keeps its part, its finalizer and a `Restored=False` condition, and
+//! tries again every few seconds until it is undone. A deleted lab undoes
+//! what its own records say is in place before its finalizer goes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -47,8 +50,12 @@ pub const RESYNC: Duration = Duration::from_secs(10);
 /// order, looks again (besides the watch events that wake it).
 pub const POLL: Duration = Duration::from_secs(2);
 /// How long a restore (or the release) that keeps failing is retried past
-/// its due time before the lab fails with the reason.
+/// its due time before the lab is reported failed with the reason. The
+/// restore itself goes on for as long as it takes.
 pub const RESTORE_DEADLINE: Duration = Duration::from_secs(60);
+/// How often a lab whose disruption is not undone tries again once it has
+/// ended (or is being deleted).
+pub const RESTORE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -176,6 +183,11 @@ pub fn error_policy(lab: Arc<FoodLab>, error: &Error, ctx: Arc<Context>) -> Acti
 
 /// `backoff`, cut short by the next restore due among the lab's records.
 pub fn backoff_until_restore(lab: &FoodLab, backoff: Duration, now: Timestamp) -> Duration {
+    let records = lab.status.as_ref().map_or(&[][..], |s| &s.chaos[..]);
+    if lab.metadata.deletion_timestamp.is_some() && chaos_plan::in_place(records) {
+        // Being deleted: every disruption is due now.
+        return backoff.min(RESTORE_RETRY);
+    }
     let next_restore = lab
         .status
         .iter()
@@ -325,6 +337,10 @@ async fn apply(
     {
         run.status = FoodLabStatus::default();
     }
+    // Ended with a disruption in place (whatever its spec says now).
+    if run.status.phase.is_some_and(finished) && chaos_plan::in_place(&run.status.chaos) {
+        return undo_after_the_end(&mut run).await;
+    }
     let validated = match ValidatedLab::new(&lab.spec).and_then(runs_on_a_cluster) {
         Ok(validated) => validated,
         Err(problems) => return invalid(&mut run, problems).await,
@@ -352,12 +368,18 @@ fn runs_on_a_cluster(lab: ValidatedLab) -> Result<ValidatedLab, Vec<String>> {
 /// Step 1 failed: undo whatever ran before the spec turned invalid, then
 /// say why; nothing is retried until the spec changes.
 async fn invalid(run: &mut Run<'_>, problems: Vec<String>) -> Result<Action, Error> {
+    let mut unrestored = Vec::new();
     if run.status.started_at.is_some() && !run.status.phase.is_some_and(finished) {
-        let problems = release_part(run, None).await;
-        for problem in problems {
+        let uncleared;
+        (unrestored, uncleared) = release_part(run, None).await;
+        for problem in unrestored.iter().chain(&uncleared) {
             tracing::warn!(%problem, "could not release the part of a lab whose spec turned invalid");
         }
-        claim::release(&run.ctx.client, run.namespace, run.lab).await?;
+        if unrestored.is_empty() {
+            claim::release(&run.ctx.client, run.namespace, run.lab).await?;
+        } else {
+            set_restored(run, false, "Retrying", unrestored.join("; "));
+        }
     }
     run.status.phase = Some(Phase::Failed);
     run.status.observed_generation = run.generation();
@@ -367,7 +389,12 @@ async fn invalid(run: &mut Run<'_>, problems: Vec<String>) -> Result<Action, Err
     run.ctx
         .event(run.lab, EventType::Warning, "InvalidSpec", message)
         .await;
-    Ok(Action::await_change())
+    // A disruption not undone is tried again (the lab holds its part until then).
+    Ok(if unrestored.is_empty() {
+        Action::await_change()
+    } else {
+        Action::requeue(RESTORE_RETRY)
+    })
 }
 
 fn finished(phase: Phase) -> bool {
@@ -454,7 +481,10 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
     }
 
     // Chaos first (restores above all), so nothing else can hold a restore up.
-    let chaos = run_chaos(run, lab, &config_maps, &channel_name).await?;
+    let told = channel
+        .as_ref()
+        .and_then(|cm| cm.data.as_ref()?.get(run_channel::CHAOS).cloned());
+    let chaos = run_chaos(run, lab, &config_maps, &channel_name, told).await?;
     keep_faults_applied(run, lab).await;
 
     let jobs: Api<Job> = Api::namespaced(run.ctx.client.clone(), run.namespace);
@@ -559,12 +589,15 @@ struct ChaosTurn {
     failure: Option<String>,
 }
 
-/// Runs the chaos moves due now, timed from the workload's first order.
+/// Runs the chaos moves due now, timed from the workload's first order, and
+/// brings the run ConfigMap's records to what status says (`told`: what it
+/// holds now), so a write that failed once is made on the next reconcile.
 async fn run_chaos(
     run: &mut Run<'_>,
     lab: &ValidatedLab,
     config_maps: &Api<ConfigMap>,
     channel: &str,
+    told: Option<String>,
 ) -> Result<ChaosTurn, Error> {
     let Some(origin) = run.status.workload_started_at else {
         return Ok(ChaosTurn {
@@ -587,12 +620,15 @@ async fn run_chaos(
     }
     if changed {
         run.writer.write(&run.status).await?;
-        // The Job waits for the restores and measures the drain from them.
+    }
+    // The Job waits for the restores and measures the drain from them.
+    let records = run_channel::chaos_json(&run.status.chaos);
+    if !run.status.chaos.is_empty() && told.as_deref() != Some(records.as_str()) {
         run_channel::write(
             config_maps,
             channel,
             run_channel::CHAOS,
-            run_channel::chaos_json(&run.status.chaos),
+            records,
             FIELD_MANAGER,
         )
         .await?;
@@ -808,9 +844,8 @@ async fn restore_step(
     }
 }
 
-/// The release: every recorded disruption undone, every fault of the
-/// part cleared. Returns what could not be.
-async fn release_part(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<String> {
+/// Every recorded disruption still in place undone; what could not be.
+async fn undo_disruptions(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<String> {
     let mut problems = Vec::new();
     for change in chaos_plan::restore_all(&run.status.chaos) {
         if let ChaosMove::Restore { step } = change
@@ -819,9 +854,16 @@ async fn release_part(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<Stri
             problems.push(format!("chaos[{step}]: {error}"));
         }
     }
-    let client = &run.ctx.faults;
+    problems
+}
+
+/// Every fault of the part cleared, on every ready pod; what could not be.
+async fn clear_faults(run: &Run<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
     for service in run.lab.spec.transport.services() {
-        if let Err(error) = client
+        if let Err(error) = run
+            .ctx
+            .faults
             .set(&run.platform, *service, &Faults::default())
             .await
         {
@@ -831,15 +873,74 @@ async fn release_part(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<Stri
     problems
 }
 
+/// The release: every recorded disruption undone, every fault of the
+/// part cleared. Returns what could not be undone, and what else could not be.
+async fn release_part(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> (Vec<String>, Vec<String>) {
+    let unrestored = undo_disruptions(run, lab).await;
+    let uncleared = clear_faults(run).await;
+    (unrestored, uncleared)
+}
+
+/// The `Restored` condition: whether every disruption of a lab that has
+/// ended is undone (its time kept while its state stays the same).
+fn set_restored(run: &mut Run<'_>, restored: bool, reason: &str, message: String) {
+    let state = if restored { "True" } else { "False" };
+    let since = run
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Restored" && c.status == state)
+        .map_or(run.now, |c| c.last_transition_time.0);
+    let generation = run.generation();
+    set_condition(
+        &mut run.status,
+        Condition {
+            type_: "Restored".into(),
+            status: state.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(since),
+        },
+    );
+}
+
+/// A lab that ended with a disruption in place: tries again every
+/// `RESTORE_RETRY`, holding its part, until it is undone; then gives the
+/// part back.
+async fn undo_after_the_end(run: &mut Run<'_>) -> Result<Action, Error> {
+    // After the end a step's faults go back to none, as the release left them.
+    let problems = undo_disruptions(run, None).await;
+    if !problems.is_empty() {
+        set_restored(run, false, "Retrying", problems.join("; "));
+        run.writer.write(&run.status).await?;
+        return Ok(Action::requeue(RESTORE_RETRY));
+    }
+    set_restored(run, true, "Restored", "every disruption undone".into());
+    run.writer.write(&run.status).await?;
+    run.ctx
+        .event(
+            run.lab,
+            EventType::Normal,
+            "Restored",
+            "every disruption undone after the lab ended; part released".into(),
+        )
+        .await;
+    claim::release(&run.ctx.client, run.namespace, run.lab).await?;
+    Ok(Action::await_change())
+}
+
 /// The last step: release, then the verdict; a release that fails is
 /// retried until `RESTORE_DEADLINE` after the first attempt, then the lab
-/// fails with what could not be undone.
+/// fails with what could not be released. A disruption not undone keeps
+/// the part (`Restored=False`) and is tried again until it is.
 async fn release_and_finish(
     run: &mut Run<'_>,
     lab: &ValidatedLab,
     ending: Ending,
 ) -> Result<Action, Error> {
-    let problems = release_part(run, Some(lab)).await;
+    let (unrestored, uncleared) = release_part(run, Some(lab)).await;
+    let problems: Vec<String> = unrestored.iter().chain(&uncleared).cloned().collect();
     if !problems.is_empty() {
         let since = run
             .status
@@ -865,6 +966,9 @@ async fn release_and_finish(
         }
     }
     run.status.conditions.retain(|c| c.type_ != "Released");
+    if !unrestored.is_empty() {
+        set_restored(run, false, "Retrying", unrestored.join("; "));
+    }
     let unreleased = if problems.is_empty() {
         String::new()
     } else {
@@ -932,42 +1036,49 @@ async fn release_and_finish(
                 .await?
         }
     };
+    if !unrestored.is_empty() {
+        // The part stays this lab's until the disruption is undone.
+        return Ok(Action::requeue(RESTORE_RETRY));
+    }
     claim::release(&run.ctx.client, run.namespace, run.lab).await?;
     Ok(action)
 }
 
-/// Deletion: a lab that holds its part undoes every disruption still in
-/// place and clears the faults, then gives the part back. A lab that does
-/// not hold it (queued, or long finished) touches nothing: another lab may
-/// be running there.
+/// Deletion: whatever the lab's own records say is still disrupted is
+/// undone first, whether or not it still holds the Lease (a foreground
+/// deletion lets the garbage collector take the Lease while the finalizer
+/// holds the lab). Then a lab that owns its part clears the faults and
+/// gives it back; a lab that does not (queued, or long finished) touches
+/// nothing else: another lab may be running there.
 async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action, Error> {
-    let holds = claim::holds(&ctx.client, namespace, lab).await?;
-    if !holds {
-        return Ok(Action::await_change());
-    }
     let api: Api<FoodLab> = Api::namespaced(ctx.client.clone(), namespace);
     let mut run = Run::new(lab, ctx, &api, namespace);
     let validated = ValidatedLab::new(&lab.spec).ok();
-    let mut unrestored = Vec::new();
-    for change in chaos_plan::restore_all(&run.status.chaos) {
-        if let ChaosMove::Restore { step } = change
-            && let Err(error) = restore_step(&mut run, validated.as_ref(), step).await
-        {
-            unrestored.push(format!("chaos[{step}]: {error}"));
-        }
-    }
+    let in_place = chaos_plan::in_place(&run.status.chaos);
+    let unrestored = undo_disruptions(&mut run, validated.as_ref()).await;
     // The finalizer stays until every disruption is undone.
     if !unrestored.is_empty() {
         return Err(Error::Platform(PlatformError::Setup(unrestored.join("; "))));
     }
-    let client = &ctx.faults;
-    for service in lab.spec.transport.services() {
-        if let Err(error) = client
-            .set(&run.platform, *service, &Faults::default())
-            .await
-        {
-            tracing::warn!(%service, %error, "could not clear faults of a deleted lab");
+    let owns_part = match claim::holder(&ctx.client, namespace).await? {
+        Some(holder) => holder == claim::identity(lab),
+        // The Lease went first: the part is this lab's if it was running.
+        None => run.status.started_at.is_some() && !run.status.phase.is_some_and(finished),
+    };
+    if !owns_part {
+        if in_place {
+            ctx.event(
+                lab,
+                EventType::Normal,
+                "Cleaned",
+                "disruptions undone".into(),
+            )
+            .await;
         }
+        return Ok(Action::await_change());
+    }
+    for problem in clear_faults(&run).await {
+        tracing::warn!(%problem, "could not clear faults of a deleted lab");
     }
     claim::release(&ctx.client, namespace, lab).await?;
     ctx.event(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use foodlab_lab::{FoodLab, Service};
 use foodlab_operator::controller::{
-    Context, FINALIZER, POLL, backoff_until_restore, error_policy, reconcile,
+    Context, FINALIZER, POLL, RESTORE_RETRY, backoff_until_restore, error_policy, reconcile,
 };
 use foodlab_operator::rbac;
 use http::{Request, Response};
@@ -250,6 +250,14 @@ fn config_map_of(uid: &str, data: Value) -> Value {
 
 fn started_channel() -> Value {
     config_map(json!({"workloadStartedAt": t(0).to_string()}))
+}
+
+/// `channel` holding the chaos records `lab`'s status has (the operator
+/// wrote them there before): nothing to bring up to date.
+fn told(mut channel: Value, lab: &FoodLab) -> Value {
+    let records = &lab.status.as_ref().unwrap().chaos;
+    channel["data"]["chaos"] = json!(foodlab_operator::run_channel::chaos_json(records));
+    channel
 }
 
 fn lease(holder: &str) -> Value {
@@ -538,11 +546,12 @@ async fn scale_to_zero_records_the_original_replicas_before_scaling_to_zero() {
 #[tokio::test]
 async fn before_restore_at_nothing_changes() {
     let current = lab(running_with(scale_record(None)));
+    let channel = told(started_channel(), &current);
     let (action, _) = run(
         current,
         || t(60),
         async move |h: &mut Handle| {
-            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "GET", CM, 200, channel).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },
     )
@@ -624,6 +633,12 @@ async fn a_large_report_with_many_checks_and_a_long_chaos_list_comes_back_in_ful
         .collect();
     current.status.as_mut().unwrap().chaos = serde_json::from_value(json!(records)).unwrap();
     let reply = echo(&current);
+    let channel = told(
+        config_map(
+            json!({"workloadStartedAt": t(0).to_string(), "report": report(300).to_string()}),
+        ),
+        &current,
+    );
     let big = report(300);
     let size = big.to_string().len();
     assert!(
@@ -634,16 +649,7 @@ async fn a_large_report_with_many_checks_and_a_long_chaos_list_comes_back_in_ful
         current,
         || t(1000),
         async move |h: &mut Handle| {
-            expect(
-                h,
-                "GET",
-                CM,
-                200,
-                config_map(
-                    json!({"workloadStartedAt": t(0).to_string(), "report": big.to_string()}),
-                ),
-            )
-            .await;
+            expect(h, "GET", CM, 200, channel).await;
             expect(h, "GET", JOB, 200, job(json!({"succeeded": 1}))).await;
             let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["verdict"], "Pass");
@@ -667,8 +673,14 @@ async fn the_job_and_its_report_are_matched_by_the_labs_uid() {
     // this lab does not read it, and fails without a report of its own.
     let current = lab(running_with(scale_record(Some(65))));
     let reply = echo(&current);
+    let old = told(
+        config_map_of(
+            "old-uid",
+            json!({"workloadStartedAt": t(0).to_string(), "report": report(1).to_string()}),
+        ),
+        &current,
+    );
     run(current, || t(1000), async move |h: &mut Handle| {
-        let old = config_map_of("old-uid", json!({"workloadStartedAt": t(0).to_string(), "report": report(1).to_string()}));
         expect(h, "GET", CM, 200, old).await;
         expect(h, "GET", JOB, 200, job(json!({"failed": 1, "conditions": [
             {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}
@@ -690,10 +702,11 @@ async fn the_job_and_its_report_are_matched_by_the_labs_uid() {
 async fn a_job_that_failed_gives_its_own_reason_in_the_condition() {
     let current = lab(running_with(scale_record(Some(65))));
     let reply = echo(&current);
+    let told_of = current.clone();
     run(current, || t(1000), async move |h: &mut Handle| {
         let data = json!({"workloadStartedAt": t(0).to_string(),
             "error": "preparing the part failed: cannot set the stock of inventory: connection refused"});
-        expect(h, "GET", CM, 200, config_map(data)).await;
+        expect(h, "GET", CM, 200, told(config_map(data), &told_of)).await;
         expect(h, "GET", JOB, 200, job(json!({"failed": 1}))).await;
         let status = expect(h, "PATCH", STATUS, 200, reply).await;
         let condition = &status["status"]["conditions"][0];
@@ -759,18 +772,31 @@ async fn a_scale_to_zero_whose_deployment_is_missing_fails_the_lab_with_the_reas
     assert!(calls.ends_with(&cleared_faults()), "{calls:?}");
 }
 
+fn refused() -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"})
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {status}"))
+}
+
 #[tokio::test]
-async fn a_restore_that_keeps_failing_fails_the_lab_after_its_deadline() {
+async fn a_restore_that_keeps_failing_fails_the_lab_but_keeps_the_part_and_retries_until_it_is_undone()
+ {
     let current = lab(running_with(scale_record(None)));
     let reply = echo(&current);
-    let refused = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"});
-    // 60 s past restoreAt: one more try, then the lab fails; the release tries once more.
+    // 60 s past restoreAt: one more try, then the release tries once more.
     run(
         current,
         || t(125),
         async move |h: &mut Handle| {
             expect(h, "GET", CM, 200, started_channel()).await;
-            expect(h, "PATCH", SCALE, 500, refused.clone()).await;
+            expect(h, "PATCH", SCALE, 500, refused()).await;
             let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
             assert!(
                 status["status"]["chaos"][0]["error"]
@@ -780,37 +806,38 @@ async fn a_restore_that_keeps_failing_fails_the_lab_after_its_deadline() {
             );
             expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
-            expect(h, "PATCH", SCALE, 500, refused).await;
+            expect(h, "PATCH", SCALE, 500, refused()).await;
             let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["conditions"][0]["type"], "Released");
             assert_eq!(status["status"]["conditions"][0]["reason"], "Retrying");
         },
     )
     .await;
-    // The release is retried for RESTORE_DEADLINE; then the lab fails with everything that happened.
+    // After RESTORE_DEADLINE the lab is reported failed with everything that
+    // happened, and keeps its part: the restore is tried again every 5 s.
     let mut status = running_with(scale_record(None));
     status["chaos"][0]["error"] = json!("etcd is down");
     status["conditions"] = json!([{"type": "Released", "status": "False", "reason": "Retrying",
         "message": "chaos[0]: etcd is down", "lastTransitionTime": t(125)}]);
     let current = lab(status);
     let reply = echo(&current);
-    let refused = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"});
+    let channel = told(started_channel(), &current);
     let (action, _) = run(
         current,
         || t(190),
         async move |h: &mut Handle| {
-            expect(h, "GET", CM, 200, started_channel()).await;
-            expect(h, "PATCH", SCALE, 500, refused.clone()).await;
+            expect(h, "GET", CM, 200, channel).await;
+            expect(h, "PATCH", SCALE, 500, refused()).await;
             expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+            // The record's error now says what the API answered: the Job is told.
             expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
-            expect(h, "PATCH", SCALE, 500, refused).await;
+            expect(h, "PATCH", SCALE, 500, refused()).await;
             let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["phase"], "Failed");
-            let conditions = status["status"]["conditions"].as_array().unwrap();
-            assert_eq!(conditions.len(), 1, "{conditions:?}");
-            assert_eq!(conditions[0]["reason"], "ChaosFailed");
-            let message = conditions[0]["message"].as_str().unwrap();
+            let ready = condition(&status, "Ready");
+            assert_eq!(ready["reason"], "ChaosFailed");
+            let message = ready["message"].as_str().unwrap();
             assert!(
                 message.starts_with(
                     "chaos[0] ScaleToZero inventory could not be restored by its deadline: "
@@ -818,11 +845,108 @@ async fn a_restore_that_keeps_failing_fails_the_lab_after_its_deadline() {
                 "{message}"
             );
             assert!(message.contains("; not released: chaos[0]: "), "{message}");
+            let restored = condition(&status, "Restored");
+            assert_eq!(
+                (&restored["status"], &restored["reason"]),
+                (&json!("False"), &json!("Retrying"))
+            );
+            assert!(
+                status["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["type"] != "Released")
+            );
+            // No release: the part stays this lab's.
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(RESTORE_RETRY));
+
+    // Ended, and still refused minutes later: tried again, the part kept.
+    let mut status = running_with(scale_record(None));
+    status["phase"] = json!("Failed");
+    status["chaos"][0]["error"] = json!("etcd is down");
+    status["conditions"] = json!([{"type": "Restored", "status": "False", "reason": "Retrying",
+        "message": "chaos[0]: etcd is down", "lastTransitionTime": t(190)}]);
+    let ended = lab(status);
+    let reply = echo(&ended);
+    let (action, calls) = run(
+        ended.clone(),
+        || t(400),
+        async move |h: &mut Handle| {
+            expect(h, "PATCH", SCALE, 500, refused()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            let restored = condition(&status, "Restored");
+            assert_eq!(restored["status"], "False");
+            assert_eq!(restored["lastTransitionTime"], json!(t(190)));
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(RESTORE_RETRY));
+    assert!(calls.is_empty(), "{calls:?}");
+    // The refusal lifted: restored to the recorded replicas, then the part given back.
+    let reply = echo(&ended);
+    let (action, _) = run(
+        ended,
+        || t(405),
+        async move |h: &mut Handle| {
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
+            assert_eq!(patch, json!({"spec": {"replicas": 2}}));
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["chaos"][0]["restoredAt"], json!(t(405)));
+            assert_eq!(condition(&status, "Restored")["status"], "True");
+            assert_eq!(status["status"]["phase"], "Failed");
             expect_part_given_back(h).await;
         },
     )
     .await;
     assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_queued_lab_waits_while_a_finished_holder_still_has_a_disruption_in_place() {
+    let current = lab(Value::Null);
+    let reply = echo(&current);
+    let mut ended = running_with(scale_record(None));
+    ended["phase"] = json!("Failed");
+    let mut holder = echo(&lab(ended));
+    holder["metadata"]["name"] = json!("sync-failure");
+    holder["metadata"]["uid"] = json!("aaaa");
+    let (action, calls) = run(
+        current,
+        || t(0),
+        async move |h: &mut Handle| {
+            expect_part_installed(h).await;
+            expect(h, "GET", LEASE, 200, lease("sync-failure/aaaa")).await;
+            expect(h, "GET", &format!("{LABS}/sync-failure"), 200, holder).await;
+            // No takeover: it would read the disrupted replicas as the original ones.
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Queued");
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(POLL));
+    assert!(calls.is_empty(), "{calls:?}");
+}
+
+#[tokio::test]
+async fn the_run_config_map_is_brought_up_to_date_when_its_last_write_failed() {
+    // The restore was recorded in status, the ConfigMap's write failed after.
+    let current = lab(running_with(scale_record(Some(65))));
+    run(
+        current,
+        || t(70),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            let channel = expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            let records: Value =
+                serde_json::from_str(channel["data"]["chaos"].as_str().unwrap()).unwrap();
+            assert_eq!(records[0]["restoredAt"], json!(t(65)));
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -872,9 +996,9 @@ async fn deleting_a_lab_that_holds_its_part_restores_clears_and_releases_then_re
         current,
         || t(30),
         async move |h: &mut Handle| {
-            expect(h, "GET", LEASE, 200, lease(&me())).await;
             let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
             assert_eq!(patch, json!({"spec": {"replicas": 2}}));
+            expect(h, "GET", LEASE, 200, lease(&me())).await;
             expect_part_given_back(h).await;
             let removal = expect(h, "PATCH", LAB, 200, reply).await;
             assert_eq!(removal[1]["op"], "remove");
@@ -883,6 +1007,54 @@ async fn deleting_a_lab_that_holds_its_part_restores_clears_and_releases_then_re
     )
     .await;
     assert_eq!(calls, cleared_faults());
+}
+
+#[tokio::test]
+async fn a_lab_deleted_in_the_foreground_restores_though_its_lease_went_first() {
+    // `kubectl delete --cascade=foreground`: the garbage collector removed
+    // the Lease (owned by the lab) while the finalizer holds the lab.
+    let mut current = lab(running_with(scale_record(None)));
+    current.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
+    let mut released = current.clone();
+    released.metadata.finalizers = None;
+    let reply = echo(&released);
+    let (_, calls) = run(
+        current,
+        || t(30),
+        async move |h: &mut Handle| {
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
+            assert_eq!(patch, json!({"spec": {"replicas": 2}}));
+            expect(h, "GET", LEASE, 404, not_found()).await;
+            expect(h, "GET", LEASE, 404, not_found()).await;
+            expect(h, "PATCH", LAB, 200, reply).await;
+        },
+    )
+    .await;
+    // It was running, and no other lab holds the part: its faults are cleared too.
+    assert_eq!(calls, cleared_faults());
+}
+
+#[tokio::test]
+async fn a_deleted_lab_whose_restore_is_refused_keeps_its_finalizer_and_retries_within_seconds() {
+    let mut current = lab(running_with(scale_record(None)));
+    current.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
+    let (result, calls) = reconcile_with(
+        current.clone(),
+        || t(30),
+        async move |h: &mut Handle| {
+            expect(h, "PATCH", SCALE, 500, refused()).await;
+        },
+    )
+    .await;
+    assert!(result.is_err());
+    assert!(calls.is_empty(), "{calls:?}");
+    // Due at t(65), but a lab going away restores now: retried within RESTORE_RETRY.
+    assert_eq!(
+        backoff_until_restore(&current, Duration::from_secs(300), t(30)),
+        RESTORE_RETRY
+    );
 }
 
 #[tokio::test]
@@ -968,11 +1140,12 @@ async fn a_finished_job_of_an_old_lab_of_the_same_name_is_not_taken_for_this_lab
     // The old lab's Job passed; this lab's Job is gone: lost, not passed.
     let current = lab(running_with(scale_record(Some(65))));
     let reply = echo(&current);
+    let channel = told(started_channel(), &current);
     run(
         current,
         || t(5000),
         async move |h: &mut Handle| {
-            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "GET", CM, 200, channel).await;
             let mut old = job(json!({"succeeded": 1, "conditions": [
                 {"type": "Complete", "status": "True"}
             ]}));
@@ -991,11 +1164,12 @@ async fn a_finished_job_of_an_old_lab_of_the_same_name_is_not_taken_for_this_lab
 async fn a_workload_job_that_vanished_fails_the_lab_instead_of_running_twice() {
     let current = lab(running_with(scale_record(Some(65))));
     let reply = echo(&current);
+    let channel = told(started_channel(), &current);
     let (action, calls) = run(
         current,
         || t(5000),
         async move |h: &mut Handle| {
-            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "GET", CM, 200, channel).await;
             expect(h, "GET", JOB, 404, not_found()).await;
             let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(status["status"]["phase"], "Failed");
