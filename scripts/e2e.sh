@@ -316,6 +316,7 @@ run_lab() {
 # --- guarantees -----------------------------------------------------------------------------
 
 replicas() { k get deployment inventory -o 'jsonpath={.spec.replicas}'; }
+ready_replicas() { k get deployment inventory -o 'jsonpath={.status.readyReplicas}'; }
 lab_field() { k get foodlab "$1" -o "jsonpath=$2"; }
 epoch() { date -d "$1" +%s; }
 operator_pod() {
@@ -399,13 +400,16 @@ EOF
   wait_until "$name: inventory scaled to zero" 0 replicas
 }
 
+# Deleted in the foreground: the garbage collector removes the lab's Lease (its
+# dependent) while the finalizer holds the lab; the restore must not depend on it.
 delete_mid_scale() {
   scale_lab e2e-delete-mid-chaos 600s
-  k delete foodlab e2e-delete-mid-chaos --wait=false >/dev/null
+  k delete foodlab e2e-delete-mid-chaos --cascade=foreground --wait=false >/dev/null
   k wait --for=delete foodlab/e2e-delete-mid-chaos --timeout="${wait_limit}s" >/dev/null ||
     fail "e2e-delete-mid-chaos was not deleted within ${wait_limit}s"
   [ "$(replicas)" = "$inventory_replicas" ] || fail "inventory is at $(replicas) replicas after its lab went away"
-  say "ok: a lab deleted in the middle of a ScaleToZero: inventory back at $inventory_replicas replicas before it went away"
+  wait_until "inventory's $inventory_replicas pods Ready again" "$inventory_replicas" ready_replicas
+  say "ok: a lab deleted in the foreground in the middle of a ScaleToZero: inventory back at $inventory_replicas replicas (Ready) before it went away"
 }
 
 operator_killed_mid_scale() {
