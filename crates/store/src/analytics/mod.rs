@@ -227,6 +227,9 @@ impl AnalyticsStore {
 /// replay; the log ends are where that replay is read up to; a position
 /// says which epoch a partition was last rewound into; a read is one
 /// offset, counted, a duplicate of a counted message id, or malformed.
+/// The tallies and the orders by minute are kept up to date in each
+/// batch's transaction, so reading the figures costs a few rows however
+/// long the log is.
 const SCHEMA: &str = "
 CREATE TABLE analytics_groups (
     grp         TEXT PRIMARY KEY,
@@ -262,6 +265,24 @@ CREATE TABLE analytics_reads (
     PRIMARY KEY (grp, topic, part, off)
 );
 CREATE UNIQUE INDEX analytics_counted ON analytics_reads (grp, message_id) WHERE outcome = 0;
+CREATE TABLE analytics_tallies (
+    grp            TEXT PRIMARY KEY,
+    orders         BIGINT NOT NULL,
+    reserved       BIGINT NOT NULL,
+    failures       BIGINT NOT NULL,
+    malformed      BIGINT NOT NULL,
+    duplicates     BIGINT NOT NULL,
+    first_us       BIGINT,
+    last_us        BIGINT,
+    first_order_us BIGINT,
+    last_order_us  BIGINT
+);
+CREATE TABLE analytics_minutes (
+    grp    TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    orders BIGINT NOT NULL,
+    PRIMARY KEY (grp, minute)
+);
 ";
 
 /// Outcomes stored in the reads' `outcome` column.
@@ -273,18 +294,55 @@ fn event_type_name(event: Option<&ReadEvent>) -> Option<&'static str> {
     event.map(|e| e.event_type.name())
 }
 
-/// Adds one grouped count to the tallies.
-fn tally(tallies: &mut Tallies, outcome: i16, event_type: Option<&str>, n: i64) {
-    let n = crate::error::count(n);
-    match (outcome, event_type) {
-        (DUPLICATE, _) => tallies.duplicates += n,
-        (MALFORMED, _) => tallies.malformed += n,
-        (_, Some(name)) if name == EventType::OrderPlaced.name() => tallies.orders += n,
-        (_, Some(name)) if name == EventType::InventoryReserved.name() => tallies.reserved += n,
-        (_, Some(name)) if name == EventType::InventoryFailed.name() => tallies.failures += n,
-        _ => {}
+/// What one batch adds to the group's tallies.
+#[derive(Debug, Default)]
+struct Delta {
+    orders: i64,
+    reserved: i64,
+    failures: i64,
+    malformed: i64,
+    duplicates: i64,
+    minutes: BTreeMap<i64, i64>,
+    events_span_us: Option<(i64, i64)>,
+    orders_span_us: Option<(i64, i64)>,
+}
+
+fn widen(span: &mut Option<(i64, i64)>, at: i64) {
+    *span = Some(span.map_or((at, at), |(first, last)| (first.min(at), last.max(at))));
+}
+
+impl Delta {
+    fn of(reads: &[Read], outcomes: &[Recorded]) -> Self {
+        let mut delta = Self::default();
+        for (read, outcome) in reads.iter().zip(outcomes) {
+            match (outcome, read.event) {
+                (Recorded::Duplicate, _) => delta.duplicates += 1,
+                (Recorded::Malformed, _) => delta.malformed += 1,
+                (Recorded::Counted, Some(event)) => {
+                    let at = event.occurred_at_us;
+                    widen(&mut delta.events_span_us, at);
+                    match event.event_type {
+                        EventType::OrderPlaced => {
+                            delta.orders += 1;
+                            *delta.minutes.entry(at.div_euclid(MINUTE_US)).or_default() += 1;
+                            widen(&mut delta.orders_span_us, at);
+                        }
+                        EventType::InventoryReserved => delta.reserved += 1,
+                        EventType::InventoryFailed => delta.failures += 1,
+                    }
+                }
+                _ => {}
+            }
+        }
+        delta
+    }
+
+    fn is_empty(&self) -> bool {
+        self.orders + self.reserved + self.failures + self.malformed + self.duplicates == 0
     }
 }
+
+const MINUTE_US: i64 = 60_000_000;
 
 fn span(first: Option<i64>, last: Option<i64>) -> Option<(i64, i64)> {
     first.zip(last)

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use deadpool_postgres::{GenericClient, Pool};
 
 use super::{
-    COUNTED, DUPLICATE, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, SCHEMA,
-    Tallies, event_type_name, span, tally,
+    COUNTED, DUPLICATE, Delta, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, SCHEMA,
+    Tallies, event_type_name, span,
 };
 use crate::StoreError;
 use crate::error::count;
@@ -112,8 +112,10 @@ pub(super) async fn begin_replay(
         )
         .await?
         .get(0);
-    tx.execute("DELETE FROM analytics_reads WHERE grp = $1", &[&group])
-        .await?;
+    for table in ["analytics_reads", "analytics_tallies", "analytics_minutes"] {
+        tx.execute(&format!("DELETE FROM {table} WHERE grp = $1"), &[&group])
+            .await?;
+    }
     write_log_ends(&tx, group, log).await?;
     tx.commit().await?;
     Ok(Epoch(epoch))
@@ -238,6 +240,7 @@ pub(super) async fn record(
         };
         outcomes.push(recorded);
     }
+    add(&tx, group, &Delta::of(reads, &outcomes)).await?;
     tx.commit().await?;
     if finished.is_none() && outcomes.contains(&Recorded::Counted) {
         finish_if_read_again(&client, group, epoch, now_ms).await?;
@@ -273,6 +276,62 @@ async fn insert_read(
     Ok(written == 1)
 }
 
+/// Adds a batch's delta to the group's tallies, in the batch's transaction
+/// (the tallies row first, then the minutes in order: two members' batches
+/// wait for each other, never in a circle).
+async fn add(client: &impl GenericClient, group: &str, delta: &Delta) -> Result<(), StoreError> {
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let upsert = client
+        .prepare_cached(
+            "INSERT INTO analytics_tallies (grp, orders, reserved, failures, malformed, duplicates,
+                 first_us, last_us, first_order_us, last_order_us)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (grp) DO UPDATE SET
+                 orders = analytics_tallies.orders + EXCLUDED.orders,
+                 reserved = analytics_tallies.reserved + EXCLUDED.reserved,
+                 failures = analytics_tallies.failures + EXCLUDED.failures,
+                 malformed = analytics_tallies.malformed + EXCLUDED.malformed,
+                 duplicates = analytics_tallies.duplicates + EXCLUDED.duplicates,
+                 first_us = LEAST(analytics_tallies.first_us, EXCLUDED.first_us),
+                 last_us = GREATEST(analytics_tallies.last_us, EXCLUDED.last_us),
+                 first_order_us = LEAST(analytics_tallies.first_order_us, EXCLUDED.first_order_us),
+                 last_order_us = GREATEST(analytics_tallies.last_order_us, EXCLUDED.last_order_us)",
+        )
+        .await?;
+    let (first, last) = delta.events_span_us.unzip();
+    let (first_order, last_order) = delta.orders_span_us.unzip();
+    client
+        .execute(
+            &upsert,
+            &[
+                &group,
+                &delta.orders,
+                &delta.reserved,
+                &delta.failures,
+                &delta.malformed,
+                &delta.duplicates,
+                &first,
+                &last,
+                &first_order,
+                &last_order,
+            ],
+        )
+        .await?;
+    let minute = client
+        .prepare_cached(
+            "INSERT INTO analytics_minutes (grp, minute, orders) VALUES ($1, $2, $3)
+             ON CONFLICT (grp, minute) DO UPDATE SET
+                 orders = analytics_minutes.orders + EXCLUDED.orders",
+        )
+        .await?;
+    for (at, orders) in &delta.minutes {
+        client.execute(&minute, &[&group, at, orders]).await?;
+    }
+    Ok(())
+}
+
 /// Marks the replay finished once every partition has been read up to
 /// where its log ended when the replay began.
 async fn finish_if_read_again(
@@ -300,22 +359,27 @@ async fn finish_if_read_again(
 pub(super) async fn tallies(pool: &Pool, group: &str) -> Result<Tallies, StoreError> {
     let client = pool.get().await?;
     let mut tallies = Tallies::default();
-    for row in client
-        .query(
-            "SELECT outcome, event_type, count(*) FROM analytics_reads WHERE grp = $1
-             GROUP BY outcome, event_type",
+    if let Some(row) = client
+        .query_opt(
+            "SELECT orders, reserved, failures, malformed, duplicates,
+                    first_us, last_us, first_order_us, last_order_us
+             FROM analytics_tallies WHERE grp = $1",
             &[&group],
         )
         .await?
     {
-        let event_type: Option<&str> = row.get(1);
-        tally(&mut tallies, row.get(0), event_type, row.get(2));
+        tallies.orders = count(row.get(0));
+        tallies.reserved = count(row.get(1));
+        tallies.failures = count(row.get(2));
+        tallies.malformed = count(row.get(3));
+        tallies.duplicates = count(row.get(4));
+        tallies.events_span_us = span(row.get(5), row.get(6));
+        tallies.orders_span_us = span(row.get(7), row.get(8));
     }
     for row in client
         .query(
-            "SELECT occurred_at_us / 60000000, count(*) FROM analytics_reads
-             WHERE grp = $1 AND outcome = $2 AND event_type = 'OrderPlaced' GROUP BY 1",
-            &[&group, &COUNTED],
+            "SELECT minute, orders FROM analytics_minutes WHERE grp = $1",
+            &[&group],
         )
         .await?
     {
@@ -323,17 +387,6 @@ pub(super) async fn tallies(pool: &Pool, group: &str) -> Result<Tallies, StoreEr
             .orders_by_minute
             .insert(row.get(0), count(row.get(1)));
     }
-    let spans = client
-        .query_one(
-            "SELECT min(occurred_at_us), max(occurred_at_us),
-                    min(occurred_at_us) FILTER (WHERE event_type = 'OrderPlaced'),
-                    max(occurred_at_us) FILTER (WHERE event_type = 'OrderPlaced')
-             FROM analytics_reads WHERE grp = $1 AND outcome = $2",
-            &[&group, &COUNTED],
-        )
-        .await?;
-    tallies.events_span_us = span(spans.get(0), spans.get(1));
-    tallies.orders_span_us = span(spans.get(2), spans.get(3));
     if let Some(row) = client
         .query_opt(
             "SELECT epoch, replays, events, started_ms, finished_ms FROM analytics_groups

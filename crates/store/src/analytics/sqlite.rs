@@ -7,8 +7,8 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    COUNTED, DUPLICATE, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, SCHEMA,
-    Tallies, event_type_name, span, tally,
+    COUNTED, DUPLICATE, Delta, Epoch, LogEnd, MALFORMED, Partition, Read, Recorded, Replay, SCHEMA,
+    Tallies, event_type_name, span,
 };
 use crate::StoreError;
 use crate::error::count;
@@ -95,6 +95,8 @@ pub(super) fn begin_replay(
         |row| row.get(0),
     )?;
     tx.run("DELETE FROM analytics_reads WHERE grp = ?1", [group])?;
+    tx.run("DELETE FROM analytics_tallies WHERE grp = ?1", [group])?;
+    tx.run("DELETE FROM analytics_minutes WHERE grp = ?1", [group])?;
     write_log_ends(&tx, group, log)?;
     tx.commit()?;
     Ok(Epoch(epoch))
@@ -204,6 +206,7 @@ pub(super) fn record(
         };
         outcomes.push(recorded);
     }
+    add(&tx, group, &Delta::of(reads, &outcomes))?;
     if outcomes.contains(&Recorded::Counted) {
         tx.run(
             "UPDATE analytics_groups SET finished_ms = ?3
@@ -221,44 +224,99 @@ pub(super) fn record(
     Ok(outcomes)
 }
 
+/// Adds a batch's delta to the group's tallies, in the batch's transaction.
+fn add(conn: &Connection, group: &str, delta: &Delta) -> Result<(), StoreError> {
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let (first, last) = delta.events_span_us.unzip();
+    let (first_order, last_order) = delta.orders_span_us.unzip();
+    // SQLite's two-argument min() and max() are NULL if either is.
+    conn.run(
+        "INSERT INTO analytics_tallies (grp, orders, reserved, failures, malformed, duplicates,
+             first_us, last_us, first_order_us, last_order_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (grp) DO UPDATE SET
+             orders = orders + excluded.orders,
+             reserved = reserved + excluded.reserved,
+             failures = failures + excluded.failures,
+             malformed = malformed + excluded.malformed,
+             duplicates = duplicates + excluded.duplicates,
+             first_us = min(coalesce(first_us, excluded.first_us), coalesce(excluded.first_us, first_us)),
+             last_us = max(coalesce(last_us, excluded.last_us), coalesce(excluded.last_us, last_us)),
+             first_order_us = min(coalesce(first_order_us, excluded.first_order_us),
+                                  coalesce(excluded.first_order_us, first_order_us)),
+             last_order_us = max(coalesce(last_order_us, excluded.last_order_us),
+                                 coalesce(excluded.last_order_us, last_order_us))",
+        params![
+            group,
+            delta.orders,
+            delta.reserved,
+            delta.failures,
+            delta.malformed,
+            delta.duplicates,
+            first,
+            last,
+            first_order,
+            last_order
+        ],
+    )?;
+    for (minute, orders) in &delta.minutes {
+        conn.run(
+            "INSERT INTO analytics_minutes (grp, minute, orders) VALUES (?1, ?2, ?3)
+             ON CONFLICT (grp, minute) DO UPDATE SET orders = orders + excluded.orders",
+            params![group, minute, orders],
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn tallies(conn: &mut Connection, group: &str) -> Result<Tallies, StoreError> {
     let mut tallies = Tallies::default();
+    let row = conn
+        .row(
+            "SELECT orders, reserved, failures, malformed, duplicates,
+                    first_us, last_us, first_order_us, last_order_us
+             FROM analytics_tallies WHERE grp = ?1",
+            [group],
+            |row| {
+                Ok((
+                    [
+                        row.get::<_, i64>(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ],
+                    [
+                        row.get::<_, Option<i64>>(5)?,
+                        row.get(6)?,
+                        row.get(7)?,
+                        row.get(8)?,
+                    ],
+                ))
+            },
+        )
+        .optional()?;
+    if let Some((counts, spans)) = row {
+        tallies.orders = count(counts[0]);
+        tallies.reserved = count(counts[1]);
+        tallies.failures = count(counts[2]);
+        tallies.malformed = count(counts[3]);
+        tallies.duplicates = count(counts[4]);
+        tallies.events_span_us = span(spans[0], spans[1]);
+        tallies.orders_span_us = span(spans[2], spans[3]);
+    }
     {
-        let mut select = conn.prepare_cached(
-            "SELECT outcome, event_type, count(*) FROM analytics_reads WHERE grp = ?1
-             GROUP BY outcome, event_type",
-        )?;
+        let mut select =
+            conn.prepare_cached("SELECT minute, orders FROM analytics_minutes WHERE grp = ?1")?;
         let mut rows = select.query([group])?;
-        while let Some(row) = rows.next()? {
-            let event_type: Option<String> = row.get(1)?;
-            tally(
-                &mut tallies,
-                row.get(0)?,
-                event_type.as_deref(),
-                row.get(2)?,
-            );
-        }
-        let mut select = conn.prepare_cached(
-            "SELECT occurred_at_us / 60000000, count(*) FROM analytics_reads
-             WHERE grp = ?1 AND outcome = ?2 AND event_type = 'OrderPlaced' GROUP BY 1",
-        )?;
-        let mut rows = select.query(params![group, COUNTED])?;
         while let Some(row) = rows.next()? {
             tallies
                 .orders_by_minute
                 .insert(row.get(0)?, count(row.get(1)?));
         }
     }
-    let spans: [Option<i64>; 4] = conn.row(
-        "SELECT min(occurred_at_us), max(occurred_at_us),
-                min(occurred_at_us) FILTER (WHERE event_type = 'OrderPlaced'),
-                max(occurred_at_us) FILTER (WHERE event_type = 'OrderPlaced')
-         FROM analytics_reads WHERE grp = ?1 AND outcome = ?2",
-        params![group, COUNTED],
-        |row| Ok([row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?]),
-    )?;
-    tallies.events_span_us = span(spans[0], spans[1]);
-    tallies.orders_span_us = span(spans[2], spans[3]);
     let group_row = conn
         .row(
             "SELECT epoch, replays, events, started_ms, finished_ms FROM analytics_groups
