@@ -188,23 +188,22 @@ impl Reader {
     /// Where every partition of both topics begins and ends now.
     fn log_ends(&self, observer: &BaseConsumer) -> Result<Vec<LogEnd>, KafkaFailure> {
         // Broker round trips that block: off the async worker while they run.
-        tokio::task::block_in_place(|| {
-            let mut ends = Vec::new();
-            for topic in [&self.args.order_topic, &self.args.inventory_topic] {
-                for partition in kafka::partitions_of(observer, topic)? {
-                    let (low, high) = observer.fetch_watermarks(topic, partition, QUERY_TIMEOUT)?;
-                    ends.push(LogEnd {
-                        partition: Partition {
-                            topic: topic.clone(),
-                            partition,
-                        },
-                        low,
-                        high,
-                    });
-                }
-            }
-            Ok(ends)
-        })
+        let topics = [
+            self.args.order_topic.as_str(),
+            self.args.inventory_topic.as_str(),
+        ];
+        let ranges = tokio::task::block_in_place(|| kafka::log_ranges(observer, &topics))?;
+        Ok(ranges
+            .into_iter()
+            .map(|range| LogEnd {
+                partition: Partition {
+                    topic: range.topic,
+                    partition: range.partition,
+                },
+                low: range.low,
+                high: range.high,
+            })
+            .collect())
     }
 }
 

@@ -260,6 +260,15 @@ fn told(mut channel: Value, lab: &FoodLab) -> Value {
     channel
 }
 
+/// `lab` being deleted at t(30), and the API's answer to its finalizer's removal.
+fn deleted(mut lab: FoodLab) -> (FoodLab, Value) {
+    lab.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
+    let mut released = lab.clone();
+    released.metadata.finalizers = None;
+    (lab, echo(&released))
+}
+
 fn lease(holder: &str) -> Value {
     json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
            "metadata": {"name": "foodlab-part", "namespace": "default", "resourceVersion": "7", "uid": "lease-uid"},
@@ -986,12 +995,7 @@ async fn error_policy_requeues_a_lab_with_a_due_restore_within_one_reconcile() {
 #[tokio::test]
 async fn deleting_a_lab_that_holds_its_part_restores_clears_and_releases_then_removes_the_finalizer()
  {
-    let mut current = lab(running_with(scale_record(None)));
-    current.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
-    let mut released = current.clone();
-    released.metadata.finalizers = None;
-    let reply = echo(&released);
+    let (current, reply) = deleted(lab(running_with(scale_record(None))));
     let (_, calls) = run(
         current,
         || t(30),
@@ -1013,12 +1017,7 @@ async fn deleting_a_lab_that_holds_its_part_restores_clears_and_releases_then_re
 async fn a_lab_deleted_in_the_foreground_restores_though_its_lease_went_first() {
     // `kubectl delete --cascade=foreground`: the garbage collector removed
     // the Lease (owned by the lab) while the finalizer holds the lab.
-    let mut current = lab(running_with(scale_record(None)));
-    current.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
-    let mut released = current.clone();
-    released.metadata.finalizers = None;
-    let reply = echo(&released);
+    let (current, reply) = deleted(lab(running_with(scale_record(None))));
     let (_, calls) = run(
         current,
         || t(30),
@@ -1037,9 +1036,7 @@ async fn a_lab_deleted_in_the_foreground_restores_though_its_lease_went_first() 
 
 #[tokio::test]
 async fn a_deleted_lab_whose_restore_is_refused_keeps_its_finalizer_and_retries_within_seconds() {
-    let mut current = lab(running_with(scale_record(None)));
-    current.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
+    let (current, _) = deleted(lab(running_with(scale_record(None))));
     let (result, calls) = reconcile_with(
         current.clone(),
         || t(30),
@@ -1059,13 +1056,9 @@ async fn a_deleted_lab_whose_restore_is_refused_keeps_its_finalizer_and_retries_
 
 #[tokio::test]
 async fn deleting_an_old_lab_leaves_the_running_labs_faults_and_chaos_alone() {
-    let mut old =
-        lab(json!({"phase": "Failed", "startedAt": t(-500), "chaos": [scale_record(Some(65))]}));
-    old.metadata.deletion_timestamp =
-        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(30)));
-    let mut released = old.clone();
-    released.metadata.finalizers = None;
-    let reply = echo(&released);
+    let (old, reply) = deleted(lab(
+        json!({"phase": "Failed", "startedAt": t(-500), "chaos": [scale_record(Some(65))]}),
+    ));
     let (_, calls) = run(
         old,
         || t(30),

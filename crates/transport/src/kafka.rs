@@ -394,35 +394,64 @@ pub fn consumer_lag(
     observer: &BaseConsumer,
     topics: &[&str],
 ) -> Result<Vec<PartitionLag>, KafkaFailure> {
+    let ranges = log_ranges(observer, topics)?;
     let mut wanted = TopicPartitionList::new();
-    for topic in topics {
-        for partition in partitions_of(observer, topic)? {
-            wanted.add_partition(topic, partition);
-        }
+    for range in &ranges {
+        wanted.add_partition(&range.topic, range.partition);
     }
     let committed = observer.committed_offsets(wanted, QUERY_TIMEOUT)?;
-    let mut lags = Vec::new();
-    for element in committed.elements() {
-        let (low, high) =
-            observer.fetch_watermarks(element.topic(), element.partition(), QUERY_TIMEOUT)?;
-        let committed = match element.offset() {
-            Offset::Offset(offset) => offset,
-            _ => low,
-        };
-        lags.push(PartitionLag {
-            topic: element.topic().to_owned(),
-            partition: element.partition(),
-            committed,
-            high_watermark: high,
-            lag: (high - committed).max(0),
-        });
-    }
+    let mut lags: Vec<PartitionLag> = ranges
+        .into_iter()
+        .map(|range| {
+            let committed = match committed
+                .find_partition(&range.topic, range.partition)
+                .map(|element| element.offset())
+            {
+                Some(Offset::Offset(offset)) => offset,
+                _ => range.low,
+            };
+            PartitionLag {
+                lag: (range.high - committed).max(0),
+                topic: range.topic,
+                partition: range.partition,
+                committed,
+                high_watermark: range.high,
+            }
+        })
+        .collect();
     lags.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     Ok(lags)
 }
 
+/// Where one partition's log begins (`low`, the earliest offset kept) and
+/// ends (`high`, the next offset to be written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRange {
+    pub topic: String,
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// The range of every partition of `topics`, as the brokers say now.
+pub fn log_ranges(observer: &BaseConsumer, topics: &[&str]) -> Result<Vec<LogRange>, KafkaFailure> {
+    let mut ranges = Vec::new();
+    for topic in topics {
+        for partition in partitions_of(observer, topic)? {
+            let (low, high) = observer.fetch_watermarks(topic, partition, QUERY_TIMEOUT)?;
+            ranges.push(LogRange {
+                topic: (*topic).to_owned(),
+                partition,
+                low,
+                high,
+            });
+        }
+    }
+    Ok(ranges)
+}
+
 /// The partition numbers of a topic; an error if the broker does not know it.
-pub fn partitions_of(
+fn partitions_of(
     client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaFailure> {

@@ -22,6 +22,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
     sql: SCHEMA,
 }];
 
+/// A group's first reading of the log: epoch 1, finished at once if the log is empty.
+const FIRST_READING: &str =
+    "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
+     VALUES ($1, 1, 1, $2::BIGINT, $3::BIGINT, CASE WHEN $2::BIGINT = 0 THEN $3::BIGINT END)";
+
+/// Otherwise a replay: the next epoch.
+const OR_NEXT_EPOCH: &str = "ON CONFLICT (grp) DO UPDATE SET
+         epoch = analytics_groups.epoch + 1,
+         replays = analytics_groups.replays + 1,
+         events = EXCLUDED.events,
+         started_ms = EXCLUDED.started_ms,
+         finished_ms = EXCLUDED.finished_ms
+     RETURNING epoch";
+
 pub(super) async fn open(url: &str) -> Result<Pool, StoreError> {
     connect(url, "analytics", MIGRATIONS).await
 }
@@ -67,9 +81,7 @@ pub(super) async fn join(
     // A member joining at the same moment waits here for the first's row.
     let started = tx
         .execute(
-            "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
-             VALUES ($1, 1, 1, $2::BIGINT, $3::BIGINT, CASE WHEN $2::BIGINT = 0 THEN $3::BIGINT END)
-             ON CONFLICT (grp) DO NOTHING",
+            &format!("{FIRST_READING} ON CONFLICT (grp) DO NOTHING"),
             &[&group, &events, &now_ms],
         )
         .await?
@@ -99,15 +111,7 @@ pub(super) async fn begin_replay(
     let events = LogEnd::events(log);
     let epoch: i64 = tx
         .query_one(
-            "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
-             VALUES ($1, 1, 1, $2::BIGINT, $3::BIGINT, CASE WHEN $2::BIGINT = 0 THEN $3::BIGINT END)
-             ON CONFLICT (grp) DO UPDATE SET
-                 epoch = analytics_groups.epoch + 1,
-                 replays = analytics_groups.replays + 1,
-                 events = EXCLUDED.events,
-                 started_ms = EXCLUDED.started_ms,
-                 finished_ms = EXCLUDED.finished_ms
-             RETURNING epoch",
+            &format!("{FIRST_READING} {OR_NEXT_EPOCH}"),
             &[&group, &events, &now_ms],
         )
         .await?

@@ -21,6 +21,20 @@ const MIGRATIONS: &[Migration] = &[Migration {
     sql: SCHEMA,
 }];
 
+/// A group's first reading of the log: epoch 1, finished at once if the log is empty.
+const FIRST_READING: &str =
+    "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
+     VALUES (?1, 1, 1, ?2, ?3, CASE WHEN ?2 = 0 THEN ?3 END)";
+
+/// Otherwise a replay: the next epoch.
+const OR_NEXT_EPOCH: &str = "ON CONFLICT (grp) DO UPDATE SET
+         epoch = epoch + 1,
+         replays = replays + 1,
+         events = excluded.events,
+         started_ms = excluded.started_ms,
+         finished_ms = excluded.finished_ms
+     RETURNING epoch";
+
 pub(super) fn open(path: &Path) -> Result<Db, StoreError> {
     Db::open(path, "analytics", MIGRATIONS)
 }
@@ -60,9 +74,7 @@ pub(super) fn join(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let events = LogEnd::events(log);
     let started = tx.run(
-        "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
-         VALUES (?1, 1, 1, ?2, ?3, CASE WHEN ?2 = 0 THEN ?3 END)
-         ON CONFLICT (grp) DO NOTHING",
+        &format!("{FIRST_READING} ON CONFLICT (grp) DO NOTHING"),
         params![group, events, now_ms],
     )? == 1;
     if started {
@@ -82,15 +94,7 @@ pub(super) fn begin_replay(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let events = LogEnd::events(log);
     let epoch: i64 = tx.row(
-        "INSERT INTO analytics_groups (grp, epoch, replays, events, started_ms, finished_ms)
-         VALUES (?1, 1, 1, ?2, ?3, CASE WHEN ?2 = 0 THEN ?3 END)
-         ON CONFLICT (grp) DO UPDATE SET
-             epoch = epoch + 1,
-             replays = replays + 1,
-             events = excluded.events,
-             started_ms = excluded.started_ms,
-             finished_ms = excluded.finished_ms
-         RETURNING epoch",
+        &format!("{FIRST_READING} {OR_NEXT_EPOCH}"),
         params![group, events, now_ms],
         |row| row.get(0),
     )?;
