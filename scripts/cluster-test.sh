@@ -5,7 +5,8 @@
 # here (scripts/cluster/images.sh), the API server enforcing the chart's RBAC on the
 # operator; the sync-rest example labs reaching Pass; a real Deployment scaled to zero through
 # its scale subresource and restored at restoreAt, also after the operator pod is killed in
-# the middle of the step, and when the lab is deleted in the middle of the step; PodKill; a
+# the middle of the step, and when the lab is deleted in the middle of the step; PodKill of
+# mode one killing exactly one of two pods, by name; a
 # spec the operator refuses; and, from the audit log, no request of the operator refused.
 #
 # Starts the cluster and its node when they are not up, and stops them again at the end then.
@@ -351,14 +352,25 @@ expect_restored_on_time() {
   echo $((restored_at - restore_at))
 }
 
-# --- PodKill: notification's pod deleted, its ReplicaSet replaces it ----------------
+# --- PodKill mode one: one of inventory's two pods killed (grace 0), named in the record ----
 
-pod_uids() {
-  admin get pods -l app.kubernetes.io/name=notification -o 'jsonpath={.items[*].metadata.uid}'
+# The names of inventory's pods that are not on their way out, sorted.
+inventory_pods() {
+  admin get pods -l app.kubernetes.io/name=inventory -o json |
+    jq -r '[.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name] | sort | join(" ")'
+}
+# "yes" once KILLED is gone and SURVIVOR is still there, beside one new pod, both Ready.
+one_replaced() {
+  local killed=$1 survivor=$2 now
+  now=$(inventory_pods)
+  [ "$(ready_replicas)" = 2 ] && [ "$(wc -w <<<"$now")" = 2 ] || return 0
+  case " $now " in *" $killed "*) return 0 ;; esac
+  case " $now " in *" $survivor "*) echo yes ;; esac
 }
 part_ready
-before=$(pod_uids)
-[ -n "$before" ] || fail "notification has no pod"
+wait_until "pod-kill: inventory's 2 pods Ready" 2 ready_replicas
+before=$(inventory_pods)
+[ "$(wc -w <<<"$before")" = 2 ] || fail "inventory has pods '$before', not two"
 admin apply -f - >/dev/null <<'EOF'
 apiVersion: foodlab.dev/v1alpha1
 kind: FoodLab
@@ -367,13 +379,16 @@ spec:
   transport: rest
   workload: {orders: 5, concurrency: 1}
   chaos:
-    - {action: PodKill, target: notification, after: 0s}
+    - {action: PodKill, target: inventory, after: 0s, mode: one}
 EOF
 wait_until "pod-kill: chaos record disrupted" true lab_field pod-kill '{.status.chaos[0].disrupted}'
 wait_until "pod-kill: PodKill recorded as done" true restored pod-kill
-after=$(pod_uids)
-[ -n "$after" ] && [ "$after" != "$before" ] || fail "notification's pod was not replaced ($before -> $after)"
-ok "PodKill deletes notification's pod through the chart's RBAC; its ReplicaSet replaces it"
+killed=$(lab_field pod-kill '{.status.chaos[0].pods[*]}')
+[ "$(wc -w <<<"$killed")" = 1 ] || fail "pod-kill: mode one recorded pods '$killed'"
+case " $before " in *" $killed "*) ;; *) fail "pod-kill: $killed is not one of '$before'" ;; esac
+survivor=$(tr ' ' '\n' <<<"$before" | grep -vx "$killed")
+wait_until "pod-kill: $killed replaced, $survivor untouched" yes one_replaced "$killed" "$survivor"
+ok "PodKill mode one deletes exactly one of inventory's 2 pods ($killed), recorded by name; its ReplicaSet replaces it"
 admin delete foodlab pod-kill --timeout=60s >/dev/null
 
 # --- ScaleToZero: finalizer, status by server-side apply, Events, scale to zero and back ----

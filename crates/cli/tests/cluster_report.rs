@@ -76,6 +76,7 @@ fn report() -> LabReport {
             target: Service::Inventory,
             disrupted: true,
             original_replicas: Some(1),
+            pods: Vec::new(),
             started_at: at(2),
             restore_at: Some(at(5)),
             restored_at: Some(at(5)),

@@ -11,11 +11,12 @@ use std::time::Duration;
 use foodlab_domain::Faults;
 use tokio::time::Instant;
 
+use crate::disruption::{self, FaultSink};
 use crate::faults::{FaultApiError, FaultClient};
-use crate::platform::{Platform, PlatformError};
+use crate::platform::Platform;
 use crate::results::ChaosRecord;
 use crate::spec::{ChaosAction, Service};
-use crate::validated::{Disruption, DisruptionKind, ValidatedLab};
+use crate::validated::{Disruption, ValidatedLab};
 
 /// How long a step that cannot be restored, or a release that fails, is retried.
 pub const RESTORE_RETRY: Duration = Duration::from_secs(30);
@@ -76,21 +77,24 @@ pub trait Disruptor: Send + Sync {
     }
 }
 
-/// A disruption in place: what to put back.
-#[derive(Debug, Clone)]
-struct Active {
-    step: Disruption,
-    original_replicas: Option<u32>,
-}
-
 /// The engine runs faults and chaos itself, against any platform.
 pub struct Direct<'a, P> {
     platform: &'a P,
     client: FaultClient,
-    active: Mutex<BTreeMap<usize, Active>>,
+    /// What is disrupted now, by step: each record is in here before its
+    /// disruption, so a release always undoes it.
+    active: Mutex<BTreeMap<usize, ChaosRecord>>,
     /// The faults last set on each service. Held while they are sent, so a
     /// restarted service's faults never overtake a window's start or end.
     faults: tokio::sync::Mutex<BTreeMap<Service, Faults>>,
+}
+
+impl<P: Platform> FaultSink for Direct<'_, P> {
+    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), String> {
+        self.put_faults(service, faults)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl<'a, P: Platform> Direct<'a, P> {
@@ -103,7 +107,7 @@ impl<'a, P: Platform> Direct<'a, P> {
         }
     }
 
-    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), FaultApiError> {
+    async fn put_faults(&self, service: Service, faults: Faults) -> Result<(), FaultApiError> {
         let mut set = self.faults.lock().await;
         set.insert(service, faults.clone());
         self.client
@@ -112,72 +116,56 @@ impl<'a, P: Platform> Direct<'a, P> {
             .map(drop)
     }
 
-    fn ledger(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Active>> {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, ChaosRecord>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts one disruption back: the replicas it found, the lab's own faults.
-    async fn undo(&self, lab: &ValidatedLab, active: &Active) -> Result<(), String> {
-        let target = active.step.target;
-        match active.step.kind {
-            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill => {
-                let replicas = active.original_replicas.unwrap_or(1).max(1);
-                match self.platform.scale(target, replicas).await {
-                    Ok(()) | Err(PlatformError::NotDeployed(_)) => {}
-                    Err(error) => return Err(error.to_string()),
-                }
-            }
-            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {}
+    /// Puts one disruption back (`disruption::undo`); a service a scale
+    /// started again has none of the lab's faults, so they go back too.
+    async fn undo(&self, lab: &ValidatedLab, record: &ChaosRecord) -> Result<(), String> {
+        let base = lab.faults_of(record.target);
+        disruption::undo(record, self.platform, self, &base).await?;
+        if record.action == ChaosAction::ScaleToZero {
+            self.set_faults(record.target, base).await?;
         }
-        // A restarted service starts without the lab's faults; a window's end puts them back.
-        self.set_faults(target, lab.faults_of(target))
-            .await
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 
+    /// Records the step (with what undoing it needs), then applies it.
     async fn disrupt(
         &self,
         lab: &ValidatedLab,
         index: usize,
         step: &Disruption,
-    ) -> Result<Option<u32>, String> {
-        match step.kind {
-            // Locally a pod kill is a stop and a start: a scale to zero lasting no time.
-            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill => {
-                let original = self
-                    .platform
-                    .replicas(step.target)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                // In the ledger before the disruption, so a release always undoes it.
-                self.ledger().insert(
-                    index,
-                    Active {
-                        step: *step,
-                        original_replicas: Some(original),
-                    },
-                );
-                self.platform
-                    .scale(step.target, 0)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(Some(original))
-            }
-            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
-                self.ledger().insert(
-                    index,
-                    Active {
-                        step: *step,
-                        original_replicas: None,
-                    },
-                );
-                let base = lab.faults_of(step.target);
-                self.set_faults(step.target, step.window_faults(&base))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(None)
-            }
-        }
+        started_at: jiff::Timestamp,
+    ) -> Result<ChaosRecord, String> {
+        let original_replicas = step
+            .original_replicas(self.platform)
+            .await
+            .map_err(|e| e.to_string())?;
+        let record = ChaosRecord {
+            step: u32::try_from(index).unwrap_or(u32::MAX),
+            action: step.action(),
+            target: step.target,
+            disrupted: false,
+            original_replicas,
+            pods: Vec::new(),
+            started_at,
+            restore_at: started_at
+                .checked_add(jiff::SignedDuration::try_from(step.duration()).unwrap_or_default())
+                .ok(),
+            restored_at: None,
+            error: None,
+        };
+        self.ledger().insert(index, record.clone());
+        let pods = step
+            .apply(self.platform, self, &lab.faults_of(step.target))
+            .await?;
+        let mut ledger = self.ledger();
+        let record = ledger.entry(index).or_insert(record);
+        record.disrupted = true;
+        record.pods = pods;
+        Ok(record.clone())
     }
 
     /// Waits until `after` (from the workload's start), disrupts, waits the
@@ -200,39 +188,26 @@ impl<'a, P: Platform> Direct<'a, P> {
         let started_at = jiff::Timestamp::now();
         let restore_instant = Instant::now() + duration;
         tracing::info!(action = ?step.action(), target = %step.target, ?duration, "chaos step starts");
-        let original_replicas = retry(restore_instant, || self.disrupt(lab, index, step))
-            .await
-            .map_err(|e| fail(format!("could not be applied: {e}")))?;
+        let mut record = retry(restore_instant, || {
+            self.disrupt(lab, index, step, started_at)
+        })
+        .await
+        .map_err(|e| fail(format!("could not be applied: {e}")))?;
         tokio::time::sleep_until(restore_instant).await;
-        let active = Active {
-            step: *step,
-            original_replicas,
-        };
-        retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &active))
+        retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &record))
             .await
             .map_err(|e| fail(format!("could not be restored: {e}")))?;
         self.ledger().remove(&index);
-        tracing::info!(action = ?step.action(), target = %step.target, "chaos step restored");
-        Ok(ChaosRecord {
-            step: u32::try_from(index).unwrap_or(u32::MAX),
-            action: step.action(),
-            target: step.target,
-            disrupted: true,
-            original_replicas,
-            started_at,
-            restore_at: started_at
-                .checked_add(jiff::SignedDuration::try_from(duration).unwrap_or_default())
-                .ok(),
-            restored_at: Some(jiff::Timestamp::now()),
-            error: None,
-        })
+        tracing::info!(action = ?step.action(), target = %step.target, pods = ?record.pods, "chaos step restored");
+        record.restored_at = Some(jiff::Timestamp::now());
+        Ok(record)
     }
 }
 
 impl<P: Platform> Disruptor for Direct<'_, P> {
     async fn prepare(&self, lab: &ValidatedLab) -> Result<(), FaultApiError> {
         for (service, faults) in &lab.faults {
-            self.set_faults(*service, faults.clone()).await?;
+            self.put_faults(*service, faults.clone()).await?;
         }
         Ok(())
     }
@@ -263,24 +238,19 @@ impl<P: Platform> Disruptor for Direct<'_, P> {
 
     async fn release(&self, lab: &ValidatedLab) -> Vec<String> {
         let mut problems = Vec::new();
-        let active: Vec<Active> = self.ledger().values().cloned().collect();
-        for disruption in active {
-            let step = &disruption.step;
-            match retry(Instant::now() + RESTORE_RETRY, || {
-                self.undo(lab, &disruption)
-            })
-            .await
-            {
+        let active: Vec<ChaosRecord> = self.ledger().values().cloned().collect();
+        for record in active {
+            match retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &record)).await {
                 Ok(()) => {
-                    tracing::info!(action = ?step.action(), target = %step.target, "chaos step undone on release")
+                    tracing::info!(action = ?record.action, target = %record.target, "chaos step undone on release")
                 }
-                Err(e) => problems.push(format!("{:?} {}: {e}", step.action(), step.target)),
+                Err(e) => problems.push(format!("{:?} {}: {e}", record.action, record.target)),
             }
         }
         self.ledger().clear();
         for service in lab.transport.services() {
             let cleared = retry(Instant::now() + RESTORE_RETRY, || async {
-                match self.set_faults(*service, Faults::default()).await {
+                match self.put_faults(*service, Faults::default()).await {
                     Ok(()) => Ok(()),
                     // A service the platform does not run has no faults to clear.
                     Err(_) if self.platform.endpoint(*service).is_err() => Ok(()),

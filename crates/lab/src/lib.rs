@@ -8,11 +8,12 @@
 //! Modules import downward only: the resource types (`spec`, `results`,
 //! `validated`) → `platform` (the trait, its local implementation, the
 //! brokers) → `probe` (queues, lag, counters) → the steps (`observer`,
-//! `claim`, `workload`, `chaos`, `faults`, `inject`, `measure`, `series`,
+//! `claim`, `workload`, `disruption`, `chaos`, `faults`, `inject`, `measure`, `series`,
 //! `verdict`) → `strategy` → `engine`.
 
 pub mod chaos;
 pub mod claim;
+pub mod disruption;
 pub mod engine;
 pub mod faults;
 pub mod inject;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use foodlab_domain::{Catalogue, Faults};
 
 use crate::spec::{
-    ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, Replicas, Service, Transport,
-    Workload,
+    ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, PodSelection, Replicas, Service,
+    Transport, Workload,
 };
 
 /// How long order waits for its dependencies when a lab does not say (the services' default).
@@ -166,8 +166,11 @@ pub enum DisruptionKind {
     ScaleToZero {
         duration: Duration,
     },
-    /// Kill the target's pods once (locally: a stop and a start).
-    PodKill,
+    /// Kill the pods `selection` picks once, each given `grace_period`.
+    PodKill {
+        selection: PodSelection,
+        grace_period: Duration,
+    },
     Delay {
         duration: Duration,
         delay_ms: u64,
@@ -189,7 +192,10 @@ impl Disruption {
             ChaosAction::ScaleToZero => DisruptionKind::ScaleToZero {
                 duration: duration()?,
             },
-            ChaosAction::PodKill => DisruptionKind::PodKill,
+            ChaosAction::PodKill => DisruptionKind::PodKill {
+                selection: step.pod_selection()?,
+                grace_period: Duration::from_secs(step.grace_period.unwrap_or(0)),
+            },
             ChaosAction::Delay => {
                 let seconds = step.delay_seconds.ok_or("Delay needs delaySeconds")?;
                 DisruptionKind::Delay {
@@ -212,7 +218,7 @@ impl Disruption {
     pub fn action(&self) -> ChaosAction {
         match self.kind {
             DisruptionKind::ScaleToZero { .. } => ChaosAction::ScaleToZero,
-            DisruptionKind::PodKill => ChaosAction::PodKill,
+            DisruptionKind::PodKill { .. } => ChaosAction::PodKill,
             DisruptionKind::Delay { .. } => ChaosAction::Delay,
             DisruptionKind::Fail { .. } => ChaosAction::Fail,
         }
@@ -224,7 +230,7 @@ impl Disruption {
             DisruptionKind::ScaleToZero { duration }
             | DisruptionKind::Delay { duration, .. }
             | DisruptionKind::Fail { duration, .. } => duration,
-            DisruptionKind::PodKill => Duration::ZERO,
+            DisruptionKind::PodKill { .. } => Duration::ZERO,
         }
     }
 
@@ -235,7 +241,7 @@ impl Disruption {
         match self.kind {
             DisruptionKind::Delay { delay_ms, .. } => faults.delay_ms = delay_ms,
             DisruptionKind::Fail { fail_rate, .. } => faults.fail_rate = fail_rate,
-            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill => {}
+            DisruptionKind::ScaleToZero { .. } | DisruptionKind::PodKill { .. } => {}
         }
         faults
     }
@@ -295,7 +301,13 @@ mod tests {
             (failing.delay_ms, failing.fail_rate, failing.fail_status),
             (100, 1.0, 503)
         );
-        assert_eq!(lab.chaos[2].kind, DisruptionKind::PodKill);
+        assert_eq!(
+            lab.chaos[2].kind,
+            DisruptionKind::PodKill {
+                selection: PodSelection::All,
+                grace_period: Duration::ZERO
+            }
+        );
         assert_eq!(lab.chaos[2].duration(), Duration::ZERO);
         let problems = ValidatedLab::new(&spec(
             r#"{"transport": "rest", "workload": {"orders": 5}, "chaos": [

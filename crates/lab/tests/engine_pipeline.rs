@@ -283,6 +283,7 @@ fn drain_is_measured_from_the_last_restore() {
         target: Service::Inventory,
         disrupted: true,
         original_replicas: Some(1),
+        pods: Vec::new(),
         started_at: jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ms + 5000),
         restore_at: None,
         restored_at: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ms)),

@@ -415,3 +415,56 @@ async fn one_inventory_of_three_down_on_the_sync_chain_fails_at_most_the_calls_i
     );
     platform.shutdown().await;
 }
+
+/// A PodKill of mode `one` on three inventories, declared by the lab: one
+/// process killed (SIGKILL: grace period 0) and named in the record, the
+/// other two untouched, the killed one started again, every order terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_kill_of_mode_one_kills_exactly_one_of_three_inventories_and_names_it() {
+    let db = foodlab_store::testing::postgres().await;
+    let platform = three_inventories(Transport::Rest, &db).await;
+    let spec: foodlab_lab::FoodLabSpec = serde_json::from_value(json!({
+        "transport": "rest",
+        "workload": {"orders": 400, "concurrency": 4, "items": ["burger"]},
+        "faults": {"inventory": {"delaySeconds": 0.005}},
+        "settings": {"stock": format!("burger={STOCK}")},
+        "chaos": [{"action": "PodKill", "target": "inventory", "after": "500ms", "mode": "one"}],
+        "expect": {"allOrdersTerminal": true}
+    }))
+    .unwrap();
+    let before = platform.replica_pids(Service::Inventory).await;
+    let mut events = platform.events();
+    let report = run_lab(&platform, &spec, std::sync::Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    let record = &report.chaos[0];
+    assert!(
+        record.disrupted && record.restored_at.is_some(),
+        "{record:?}"
+    );
+    assert_eq!(record.pods.len(), 1, "{record:?}");
+    let names: Vec<String> = (0..3)
+        .map(|n| foodlab_lab::platform::local::process_name(Service::Inventory, n))
+        .collect();
+    let killed = names
+        .iter()
+        .position(|name| *name == record.pods[0])
+        .unwrap_or_else(|| panic!("{:?} is not one of {names:?}", record.pods));
+    died_and_restarted(&mut events, Service::Inventory, 30).await;
+    let after = platform.replica_pids(Service::Inventory).await;
+    for replica in 0..3 {
+        let replaced = before[replica] != after[replica];
+        assert_eq!(
+            replaced,
+            replica == killed,
+            "replica {replica}: {before:?} -> {after:?}, {} killed",
+            record.pods[0]
+        );
+    }
+    let r = &report.results;
+    assert_eq!(r.accepted + r.failed, 400, "{r:?}");
+    // At most the calls in flight on the killed one fail.
+    assert!(r.failed <= 4, "{r:?}");
+    platform.shutdown().await;
+}

@@ -162,6 +162,9 @@ async fn scaling_inventory_to_zero_mid_run_gives_503_then_recovers() {
         duration: Some(Duration::from_millis(400)),
         delay_seconds: None,
         fail_rate: None,
+        mode: None,
+        value: None,
+        grace_period: None,
     }];
     lab.spec.expect.response_status = None;
     let (platform, report) = support::run(&lab).await;

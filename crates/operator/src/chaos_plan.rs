@@ -143,6 +143,7 @@ mod tests {
             target: Service::Inventory,
             disrupted: true,
             original_replicas: Some(2),
+            pods: Vec::new(),
             started_at: t(started),
             restore_at: Some(t(restore)),
             restored_at: restored.map(t),
@@ -254,7 +255,10 @@ mod tests {
     #[test]
     fn a_pod_kill_is_restored_at_once() {
         let step = Disruption {
-            kind: DisruptionKind::PodKill,
+            kind: DisruptionKind::PodKill {
+                selection: foodlab_lab::spec::PodSelection::One,
+                grace_period: Duration::ZERO,
+            },
             ..scale_to_zero(0, 0)
         };
         assert_eq!(restore_at(&step, t(7)), t(7));

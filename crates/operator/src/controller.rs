@@ -19,17 +19,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foodlab_domain::Faults;
+use foodlab_lab::disruption::{self, FaultSink};
 use foodlab_lab::faults::FaultClient;
 use foodlab_lab::results::ChaosRecord;
-use foodlab_lab::spec::{ChaosAction, FoodLabStatus, Phase, Verdict};
-use foodlab_lab::validated::{Disruption, DisruptionKind, ValidatedLab};
+use foodlab_lab::spec::{FoodLabStatus, Phase, Verdict};
+use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{FoodLab, Platform, PlatformError, Service};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -134,7 +135,8 @@ impl Context {
             Some(deployments),
             lab.spec.transport == foodlab_lab::Transport::Rabbitmq,
         )
-        .with_endpoint_slices(Api::namespaced(self.client.clone(), namespace));
+        .with_endpoint_slices(Api::namespaced(self.client.clone(), namespace))
+        .with_pods(Api::namespaced(self.client.clone(), namespace));
         match &self.endpoints {
             Some(endpoints) => platform.with_endpoints(endpoints.clone()),
             None => platform,
@@ -707,6 +709,7 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
                 target: step.target,
                 disrupted: false,
                 original_replicas: None,
+                pods: Vec::new(),
                 started_at: run.now,
                 restore_at: Some(chaos_plan::restore_at(step, run.now)),
                 restored_at: None,
@@ -715,11 +718,9 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
             run.status.chaos.len() - 1
         }
     };
-    if step.action() == ChaosAction::ScaleToZero
-        && run.status.chaos[position].original_replicas.is_none()
-    {
-        match run.platform.replicas(step.target).await {
-            Ok(replicas) => run.status.chaos[position].original_replicas = Some(replicas),
+    if run.status.chaos[position].original_replicas.is_none() {
+        match step.original_replicas(&run.platform).await {
+            Ok(replicas) => run.status.chaos[position].original_replicas = replicas,
             Err(error) => {
                 run.status.chaos[position].error = Some(error.to_string());
                 return Ok(());
@@ -727,20 +728,23 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
         }
     }
     run.writer.write(&run.status).await?;
-    match disrupt(run, lab, step).await {
-        Ok(()) => {
+    let sink = PodFaults(&run.ctx.faults, &run.platform);
+    match step
+        .apply(&run.platform, &sink, &lab.faults_of(step.target))
+        .await
+    {
+        Ok(pods) => {
             let record = &mut run.status.chaos[position];
             record.disrupted = true;
             record.error = None;
+            record.pods.extend(pods);
             run.ctx.metrics.chaos_started();
-            let note = format!(
-                "{:?} {} (replicas were {})",
-                step.action(),
-                step.target,
-                record
-                    .original_replicas
-                    .map_or("-".into(), |r| r.to_string())
-            );
+            let what = match (&record.original_replicas, record.pods.as_slice()) {
+                (Some(replicas), _) => format!(" (replicas were {replicas})"),
+                (None, []) => String::new(),
+                (None, pods) => format!(" (pods {})", pods.join(", ")),
+            };
+            let note = format!("{:?} {}{what}", step.action(), step.target);
             run.ctx
                 .event(run.lab, EventType::Normal, "ChaosStarted", note)
                 .await;
@@ -753,36 +757,16 @@ async fn start_step(run: &mut Run<'_>, lab: &ValidatedLab, index: usize) -> Resu
     Ok(())
 }
 
-async fn disrupt(run: &Run<'_>, lab: &ValidatedLab, step: &Disruption) -> Result<(), String> {
-    match step.kind {
-        DisruptionKind::ScaleToZero { .. } => run
-            .platform
-            .scale(step.target, 0)
+/// The lab's faults through the admin API of every ready pod.
+struct PodFaults<'a>(&'a FaultClient, &'a KubernetesPlatform);
+
+impl FaultSink for PodFaults<'_> {
+    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), String> {
+        self.0
+            .set(self.1, service, &faults)
             .await
-            .map_err(|e| e.to_string()),
-        DisruptionKind::PodKill => {
-            let pods: Api<Pod> = Api::namespaced(run.ctx.client.clone(), run.namespace);
-            let selector = format!("app.kubernetes.io/name={}", step.target);
-            let list = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|e| e.to_string())?;
-            for pod in list {
-                pods.delete(&pod.name_any(), &DeleteParams::default())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        }
-        DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
-            let window = step.window_faults(&lab.faults_of(step.target));
-            run.ctx
-                .faults
-                .set(&run.platform, step.target, &window)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -802,27 +786,10 @@ async fn restore_step(
         return Ok(());
     };
     let record = run.status.chaos[position].clone();
-    let undone = match record.action {
-        ChaosAction::ScaleToZero => match record.original_replicas {
-            // Never read, so never scaled: nothing to put back.
-            None => Ok(()),
-            Some(replicas) => match run.platform.scale(record.target, replicas).await {
-                // The Deployment is gone (its part was uninstalled): nothing to restore.
-                Ok(()) | Err(PlatformError::NotDeployed(_)) => Ok(()),
-                Err(error) => Err(error.to_string()),
-            },
-        },
-        ChaosAction::Delay | ChaosAction::Fail => {
-            let base = lab.map(|l| l.faults_of(record.target)).unwrap_or_default();
-            run.ctx
-                .faults
-                .set(&run.platform, record.target, &base)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        }
-        ChaosAction::PodKill => Ok(()),
-    };
+    // After the end a window's faults go back to none, as the release left them.
+    let base = lab.map(|l| l.faults_of(record.target)).unwrap_or_default();
+    let sink = PodFaults(&run.ctx.faults, &run.platform);
+    let undone = disruption::undo(&record, &run.platform, &sink, &base).await;
     let record = &mut run.status.chaos[position];
     match undone {
         Ok(()) => {

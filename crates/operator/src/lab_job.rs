@@ -196,6 +196,7 @@ mod tests {
             target: Service::Inventory,
             disrupted: true,
             original_replicas: Some(1),
+            pods: Vec::new(),
             started_at: jiff::Timestamp::UNIX_EPOCH,
             restore_at: None,
             restored_at: restored.then_some(jiff::Timestamp::UNIX_EPOCH),

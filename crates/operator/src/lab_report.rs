@@ -162,6 +162,7 @@ mod tests {
                 target: Service::Inventory,
                 disrupted: true,
                 original_replicas: Some(2),
+                pods: Vec::new(),
                 started_at: at(i64::from(step) * 10),
                 restore_at: Some(at(i64::from(step) * 10 + 5)),
                 restored_at: Some(at(i64::from(step) * 10 + 6)),

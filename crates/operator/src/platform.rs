@@ -6,10 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::{Platform, PlatformError, Service};
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 
 pub const FIELD_MANAGER: &str = "foodlab-operator";
 
@@ -24,6 +27,8 @@ pub struct KubernetesPlatform {
     /// Where each service's ready pods are listed; without it, what must
     /// reach every pod goes to the Service (one pod of several).
     endpoint_slices: Option<Api<EndpointSlice>>,
+    /// Where a PodKill finds and deletes pods.
+    pods: Option<Api<Pod>>,
 }
 
 impl KubernetesPlatform {
@@ -41,7 +46,23 @@ impl KubernetesPlatform {
             rabbitmq,
             endpoints: None,
             endpoint_slices: None,
+            pods: None,
         }
+    }
+
+    /// Kills pods (PodKill) through this API.
+    pub fn with_pods(mut self, pods: Api<Pod>) -> Self {
+        self.pods = Some(pods);
+        self
+    }
+
+    fn pod_api(&self, service: Service) -> Result<&Api<Pod>, PlatformError> {
+        self.pods
+            .as_ref()
+            .ok_or_else(|| PlatformError::Unsupported {
+                service,
+                reason: "no Kubernetes API client for pods here".into(),
+            })
     }
 
     /// Reaches every ready pod of a service (faults, settings) through its
@@ -133,6 +154,63 @@ impl Platform for KubernetesPlatform {
             .map_err(|e| Self::failed(service, e))?;
         let replicas = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
         Ok(u32::try_from(replicas).unwrap_or(0))
+    }
+
+    /// The Deployment's own pods: those its selector matches (the part's
+    /// name and instance labels, as its scale subresource reports them),
+    /// not those already terminating or ended.
+    async fn pods(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        let scale = self
+            .api(service)?
+            .get_scale(service.name())
+            .await
+            .map_err(|e| Self::failed(service, e))?;
+        let selector = scale
+            .status
+            .map(|s| s.selector.unwrap_or_default())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| PlatformError::Api {
+                service,
+                reason: "its Deployment's scale reports no pod selector".into(),
+            })?;
+        let list = self
+            .pod_api(service)?
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| Self::failed(service, e))?;
+        let mut names: Vec<String> = list
+            .items
+            .iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter(|pod| {
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .map(|pod| pod.name_any())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn kill_pod(
+        &self,
+        service: Service,
+        pod: &str,
+        grace: Duration,
+    ) -> Result<(), PlatformError> {
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..DeleteParams::default()
+        };
+        match self.pod_api(service)?.delete(pod, &params).await {
+            Ok(_) => Ok(()),
+            // Gone already: what a kill wanted.
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(PlatformError::Api {
+                service,
+                reason: format!("deleting pod {pod}: {error}"),
+            }),
+        }
     }
 }
 

@@ -1238,18 +1238,31 @@ async fn a_recorded_disruption_that_failed_is_tried_again_with_the_recorded_repl
 }
 
 #[tokio::test]
-async fn pod_kill_records_then_deletes_the_targets_pods() {
+async fn pod_kill_records_then_deletes_the_pods_its_mode_picks_with_its_grace_period() {
     let mut current = lab(running());
-    current.spec.chaos = serde_json::from_value(
-        json!([{"action": "PodKill", "target": "inventory", "after": "5s"}]),
-    )
+    current.spec.chaos = serde_json::from_value(json!([{
+        "action": "PodKill", "target": "inventory", "after": "5s",
+        "mode": "fixed", "value": "2", "gracePeriod": 5
+    }]))
     .unwrap();
     let reply = echo(&current);
+    // The Deployment's own pods, by the selector its scale reports; one is
+    // already terminating and is not picked.
+    let mut inventory = scale("inventory", 3);
+    inventory["status"]["selector"] =
+        json!("app.kubernetes.io/instance=sync-rest,app.kubernetes.io/name=inventory");
+    let pod = |name: &str, terminating: bool| {
+        let mut pod = json!({"metadata": {"name": name}, "status": {"phase": "Running"}});
+        if terminating {
+            pod["metadata"]["deletionTimestamp"] = json!("2027-01-15T08:00:00Z");
+        }
+        pod
+    };
     let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
-        {"metadata": {"name": "inventory-7d9f-abcde"}}
+        pod("inventory-7d9f-aaaaa", false),
+        pod("inventory-7d9f-bbbbb", true),
+        pod("inventory-7d9f-ccccc", false)
     ]});
-    let pod =
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "inventory-7d9f-abcde"}});
     run(
         current,
         || t(6),
@@ -1262,13 +1275,14 @@ async fn pod_kill_records_then_deletes_the_targets_pods() {
                 (&json!("PodKill"), &json!(false))
             );
             assert!(record.get("originalReplicas").is_none());
+            expect(h, "GET", SCALE, 200, inventory).await;
             let (list, send) = h.next_request().await.unwrap();
             assert_eq!(list.uri().path(), "/api/v1/namespaces/default/pods");
             assert!(
-                list.uri()
-                    .query()
-                    .unwrap()
-                    .contains("labelSelector=app.kubernetes.io%2Fname%3Dinventory"),
+                list.uri().query().unwrap().contains(
+                    "labelSelector=app.kubernetes.io%2Finstance%3Dsync-rest%2C\
+                     app.kubernetes.io%2Fname%3Dinventory"
+                ),
                 "{}",
                 list.uri()
             );
@@ -1277,16 +1291,24 @@ async fn pod_kill_records_then_deletes_the_targets_pods() {
                     .body(Body::from(serde_json::to_vec(&pods).unwrap()))
                     .unwrap(),
             );
-            expect(
-                h,
-                "DELETE",
-                "/api/v1/namespaces/default/pods/inventory-7d9f-abcde",
-                200,
-                pod,
-            )
-            .await;
+            for name in ["inventory-7d9f-aaaaa", "inventory-7d9f-ccccc"] {
+                let options = expect(
+                    h,
+                    "DELETE",
+                    &format!("/api/v1/namespaces/default/pods/{name}"),
+                    200,
+                    pod(name, true),
+                )
+                .await;
+                assert_eq!(options["gracePeriodSeconds"], 5, "{options}");
+            }
             let status = expect(h, "PATCH", STATUS, 200, reply).await;
-            assert_eq!(status["status"]["chaos"][0]["disrupted"], true);
+            let record = &status["status"]["chaos"][0];
+            assert_eq!(record["disrupted"], true);
+            assert_eq!(
+                record["pods"],
+                json!(["inventory-7d9f-aaaaa", "inventory-7d9f-ccccc"])
+            );
             expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
             expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
         },

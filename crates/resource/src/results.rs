@@ -142,6 +142,9 @@ pub struct ChaosRecord {
     /// Replicas before the step, to restore to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_replicas: Option<u32>,
+    /// The pods a PodKill killed, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<String>,
     #[schemars(with = "String")]
     pub started_at: jiff::Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -385,7 +385,8 @@ fn default_copies() -> u32 {
 pub enum ChaosAction {
     /// Scale the target to zero replicas for `duration`, then back.
     ScaleToZero,
-    /// Kill the target's pods (local: restart the process) once.
+    /// Kill the target's pods once, those `mode` picks (local: its processes,
+    /// which are started again as a Deployment replaces a pod).
     PodKill,
     /// Add `delaySeconds` to the target's requests for `duration`.
     Delay,
@@ -423,6 +424,124 @@ pub struct ChaosStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub fail_rate: Option<f64>,
+    /// Which of the target's pods a PodKill kills (default `all`), as Chaos
+    /// Mesh selects them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PodMode>,
+    /// The number (`fixed`) or percentage (`fixed-percent`,
+    /// `random-max-percent`) that `mode` takes, e.g. `"2"` or `"50"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Seconds a killed pod is given to stop (default 0: SIGKILL at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub grace_period: Option<u64>,
+}
+
+impl ChaosStep {
+    /// The pods a PodKill picks, `mode` and `value` read together; what the
+    /// other actions must not be given.
+    pub fn pod_selection(&self) -> Result<PodSelection, String> {
+        if self.action != ChaosAction::PodKill {
+            let given = [
+                ("mode", self.mode.is_some()),
+                ("value", self.value.is_some()),
+                ("gracePeriod", self.grace_period.is_some()),
+            ];
+            return match given.iter().find(|(_, set)| *set) {
+                Some((field, _)) => Err(format!("{field} is for PodKill, not {:?}", self.action)),
+                None => Ok(PodSelection::All),
+            };
+        }
+        let mode = self.mode.unwrap_or(PodMode::All);
+        let value = || -> Result<u32, String> {
+            let value = self
+                .value
+                .as_deref()
+                .ok_or_else(|| format!("mode {mode} needs a value"))?;
+            value
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("value {value:?} of mode {mode} is not a whole number"))
+        };
+        let percent = || -> Result<u32, String> {
+            let p = value()?;
+            if (1..=100).contains(&p) {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "value of mode {mode} is a percentage, 1 to 100, not {p}"
+                ))
+            }
+        };
+        let selection = match mode {
+            PodMode::One => PodSelection::One,
+            PodMode::All => PodSelection::All,
+            PodMode::Fixed => match value()? {
+                0 => return Err("mode fixed needs a value of at least 1".into()),
+                n => PodSelection::Fixed(n),
+            },
+            PodMode::FixedPercent => PodSelection::FixedPercent(percent()?),
+            PodMode::RandomMaxPercent => PodSelection::RandomMaxPercent(percent()?),
+        };
+        if self.value.is_some() && matches!(mode, PodMode::One | PodMode::All) {
+            return Err(format!("mode {mode} takes no value"));
+        }
+        Ok(selection)
+    }
+}
+
+impl fmt::Display for PodMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::One => "one",
+            Self::All => "all",
+            Self::Fixed => "fixed",
+            Self::FixedPercent => "fixed-percent",
+            Self::RandomMaxPercent => "random-max-percent",
+        })
+    }
+}
+
+/// A PodKill's `mode` with its `value`, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodSelection {
+    One,
+    All,
+    Fixed(u32),
+    FixedPercent(u32),
+    RandomMaxPercent(u32),
+}
+
+impl PodSelection {
+    /// How many of `pods` to kill; `up_to(max)` draws a number in `0..=max`
+    /// (random-max-percent's draw).
+    pub fn count(&self, pods: usize, up_to: impl FnOnce(usize) -> usize) -> usize {
+        let share = |percent: u32| pods * percent as usize / 100;
+        match *self {
+            Self::One => pods.min(1),
+            Self::All => pods,
+            Self::Fixed(n) => pods.min(n as usize),
+            Self::FixedPercent(p) => share(p).max(pods.min(1)),
+            Self::RandomMaxPercent(p) => up_to(share(p)).min(share(p)),
+        }
+    }
+}
+
+/// Which pods of a target a PodKill picks, Chaos Mesh's modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodMode {
+    /// One pod, chosen at random.
+    One,
+    /// Every pod.
+    All,
+    /// `value` pods, chosen at random (all if there are fewer).
+    Fixed,
+    /// `value` percent of the pods (rounded down, at least one), at random.
+    FixedPercent,
+    /// At random, up to `value` percent of the pods (possibly none).
+    RandomMaxPercent,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -590,6 +709,9 @@ impl FoodLabSpec {
             if step.fail_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
                 problems.push(format!("chaos[{i}].failRate must be between 0 and 1"));
             }
+            if let Err(problem) = step.pod_selection() {
+                problems.push(format!("chaos[{i}]: {problem}"));
+            }
         }
         if self.transport != Transport::Kafka {
             let streaming_only = [
@@ -722,5 +844,64 @@ mod tests {
             {"action": "Fail", "target": "notification", "after": "5s", "duration": "60s"}
         ]"#);
         assert_eq!(apart.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_pod_kill_s_mode_and_value_are_read_together() {
+        let step = |extra: &str| -> ChaosStep {
+            serde_json::from_str(&format!(
+                r#"{{"action": "PodKill", "target": "inventory"{extra}}}"#
+            ))
+            .unwrap()
+        };
+        let cases = [
+            ("", Ok(PodSelection::All)),
+            (r#", "mode": "one""#, Ok(PodSelection::One)),
+            (
+                r#", "mode": "fixed", "value": "2""#,
+                Ok(PodSelection::Fixed(2)),
+            ),
+            (
+                r#", "mode": "fixed-percent", "value": "50""#,
+                Ok(PodSelection::FixedPercent(50)),
+            ),
+            (
+                r#", "mode": "random-max-percent", "value": "100""#,
+                Ok(PodSelection::RandomMaxPercent(100)),
+            ),
+            (r#", "mode": "fixed""#, Err("mode fixed needs a value")),
+            (
+                r#", "mode": "fixed", "value": "0""#,
+                Err("mode fixed needs a value of at least 1"),
+            ),
+            (
+                r#", "mode": "fixed", "value": "two""#,
+                Err(r#"value "two" of mode fixed is not a whole number"#),
+            ),
+            (
+                r#", "mode": "fixed-percent", "value": "150""#,
+                Err("value of mode fixed-percent is a percentage, 1 to 100, not 150"),
+            ),
+            (
+                r#", "mode": "one", "value": "1""#,
+                Err("mode one takes no value"),
+            ),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(
+                step(extra).pod_selection(),
+                want.map_err(str::to_owned),
+                "{extra}"
+            );
+        }
+        let scale = lab(
+            r#"[{"action": "ScaleToZero", "target": "inventory", "duration": "5s", "gracePeriod": 3}]"#,
+        );
+        assert_eq!(
+            scale.validate(),
+            Err(vec![
+                "chaos[0]: gracePeriod is for PodKill, not ScaleToZero".to_owned()
+            ])
+        );
     }
 }

@@ -448,6 +448,44 @@ impl Platform for LocalPlatform {
         Ok(desired)
     }
 
+    /// The processes running now, by their names (`process_name`).
+    async fn pods(&self, service: Service) -> Result<Vec<String>, PlatformError> {
+        let mut running = Vec::new();
+        for (replica, supervisor) in self.processes(service)?.iter().enumerate() {
+            let status = supervisor.status().await?;
+            if status.desired > 0 && status.pid.is_some() {
+                running.push(process_name(service, replica));
+            }
+        }
+        Ok(running)
+    }
+
+    async fn kill_pod(
+        &self,
+        service: Service,
+        pod: &str,
+        grace: Duration,
+    ) -> Result<(), PlatformError> {
+        let processes = self.processes(service)?;
+        let supervisor = (0..processes.len())
+            .find(|&replica| process_name(service, replica) == pod)
+            .map(|replica| &processes[replica])
+            .ok_or_else(|| PlatformError::Unsupported {
+                service,
+                reason: format!("no process named {pod}"),
+            })?;
+        match supervisor.kill(grace).await? {
+            Some(pid) => {
+                tracing::warn!(%service, pod, pid, "process killed");
+                Ok(())
+            }
+            None => Err(PlatformError::NotReady {
+                service,
+                reason: format!("{pod} was not running"),
+            }),
+        }
+    }
+
     fn restarts(&self) -> Option<BoxStream<'static, Service>> {
         let restarted = futures::stream::unfold(self.events(), |mut events| async move {
             loop {

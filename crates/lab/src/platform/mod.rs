@@ -8,6 +8,7 @@ pub mod local;
 pub mod rabbitmq;
 
 use std::future::Future;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 
@@ -62,6 +63,33 @@ pub trait Platform: Send + Sync {
     /// The number of replicas currently running.
     fn replicas(&self, service: Service)
     -> impl Future<Output = Result<u32, PlatformError>> + Send;
+
+    /// The names of the service's running pods (locally, its processes),
+    /// not those already on their way out.
+    fn pods(
+        &self,
+        service: Service,
+    ) -> impl Future<Output = Result<Vec<String>, PlatformError>> + Send {
+        std::future::ready(Err(PlatformError::Unsupported {
+            service,
+            reason: "this platform cannot list pods".into(),
+        }))
+    }
+
+    /// Kills one pod, given `grace` to stop (zero: SIGKILL at once); its
+    /// Deployment (locally, its supervisor) starts a new one.
+    fn kill_pod(
+        &self,
+        service: Service,
+        pod: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send {
+        let _ = (pod, grace);
+        std::future::ready(Err(PlatformError::Unsupported {
+            service,
+            reason: "this platform cannot kill pods".into(),
+        }))
+    }
 
     /// Each service the platform restarted after it died, once it is ready
     /// again (it starts with its start-up flags only). `None` where the

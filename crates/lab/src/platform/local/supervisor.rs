@@ -153,6 +153,10 @@ pub(super) struct Unit {
 
 enum Request {
     Scale(u32, oneshot::Sender<Result<(), PlatformError>>),
+    /// Kill the running process as a pod kill does: SIGTERM and the grace
+    /// period first unless it is zero, then SIGKILL; it is started again
+    /// like any process that died. Answers its pid, `None` if none ran.
+    Kill(Duration, oneshot::Sender<Option<u32>>),
     SetEnv(Vec<(String, String)>),
     Status(oneshot::Sender<Status>),
 }
@@ -217,6 +221,16 @@ impl Supervisor {
         answer.await.map_err(|_| self.gone())?
     }
 
+    /// Kills the running process (see `Request::Kill`); its pid, if one ran.
+    pub async fn kill(&self, grace: Duration) -> Result<Option<u32>, PlatformError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Kill(grace, reply))
+            .await
+            .map_err(|_| self.gone())?;
+        answer.await.map_err(|_| self.gone())
+    }
+
     pub async fn set_env(&self, env: Vec<(String, String)>) -> Result<(), PlatformError> {
         self.requests
             .send(Request::SetEnv(env))
@@ -273,6 +287,10 @@ impl Watch {
                 let result = self.scale(replicas).await;
                 let _ = reply.send(result);
             }
+            Request::Kill(grace, reply) => {
+                let pid = self.kill(grace).await;
+                let _ = reply.send(pid);
+            }
             Request::SetEnv(env) => self.unit.env = env,
             Request::Status(reply) => {
                 let _ = reply.send(Status {
@@ -317,6 +335,24 @@ impl Watch {
                 reason: format!("the local platform runs one replica per service, not {n}"),
             }),
         }
+    }
+
+    async fn kill(&mut self, grace: Duration) -> Option<u32> {
+        let running = self.running.as_mut()?;
+        let pid = running.pid;
+        tracing::warn!(service = %self.unit.service, pid, grace_ms = grace.as_millis(), "killing the process");
+        if !grace.is_zero() {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(raw), Signal::SIGTERM);
+            }
+            if let Ok(status) = tokio::time::timeout(grace, running.child.wait()).await {
+                self.died(status);
+                return Some(pid);
+            }
+        }
+        // The death itself is seen by the watch loop, which restarts it.
+        let _ = running.child.start_kill();
+        Some(pid)
     }
 
     fn died(&mut self, status: std::io::Result<ExitStatus>) {

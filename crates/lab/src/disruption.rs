@@ -1,0 +1,177 @@
+//! One chaos executor, for the engine on one machine and the operator on a
+//! cluster: what each disruption does to a `Platform`, and how a recorded
+//! one is undone (the restore rule, written once).
+
+use std::future::Future;
+use std::time::Duration;
+
+use foodlab_domain::Faults;
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::platform::{Platform, PlatformError};
+use crate::results::ChaosRecord;
+use crate::spec::{ChaosAction, PodSelection, Service};
+use crate::validated::{Disruption, DisruptionKind};
+
+/// Where a Delay or Fail window's faults go: every replica of the service.
+pub trait FaultSink: Send + Sync {
+    fn set_faults(
+        &self,
+        service: Service,
+        faults: Faults,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl Disruption {
+    /// What undoing it will need, read before anything changes: the
+    /// replicas a ScaleToZero puts back.
+    pub async fn original_replicas<P: Platform>(
+        &self,
+        platform: &P,
+    ) -> Result<Option<u32>, PlatformError> {
+        match self.kind {
+            DisruptionKind::ScaleToZero { .. } => platform.replicas(self.target).await.map(Some),
+            DisruptionKind::PodKill { .. }
+            | DisruptionKind::Delay { .. }
+            | DisruptionKind::Fail { .. } => Ok(None),
+        }
+    }
+
+    /// Applies it; returns the pods a PodKill killed, by name. `base` is the
+    /// target's own faults, which a window adds to.
+    pub async fn apply<P: Platform, F: FaultSink>(
+        &self,
+        platform: &P,
+        faults: &F,
+        base: &Faults,
+    ) -> Result<Vec<String>, String> {
+        match self.kind {
+            DisruptionKind::ScaleToZero { .. } => platform
+                .scale(self.target, 0)
+                .await
+                .map(|()| Vec::new())
+                .map_err(|e| e.to_string()),
+            DisruptionKind::PodKill {
+                selection,
+                grace_period,
+            } => kill_pods(platform, self.target, selection, grace_period).await,
+            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => faults
+                .set_faults(self.target, self.window_faults(base))
+                .await
+                .map(|()| Vec::new()),
+        }
+    }
+}
+
+/// Undoes what a record says is in place. A ScaleToZero goes back to
+/// exactly the replicas recorded before it (none recorded: it never
+/// scaled); a window's end puts back the target's own faults (`base`); a
+/// pod kill leaves nothing to undo (the platform replaces the pods).
+pub async fn undo<P: Platform, F: FaultSink>(
+    record: &ChaosRecord,
+    platform: &P,
+    faults: &F,
+    base: &Faults,
+) -> Result<(), String> {
+    match record.action {
+        ChaosAction::ScaleToZero => match record.original_replicas {
+            None => Ok(()),
+            Some(replicas) => match platform.scale(record.target, replicas).await {
+                // The service is gone (its part was uninstalled): nothing to restore.
+                Ok(()) | Err(PlatformError::NotDeployed(_)) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            },
+        },
+        ChaosAction::Delay | ChaosAction::Fail => {
+            faults.set_faults(record.target, base.clone()).await
+        }
+        ChaosAction::PodKill => Ok(()),
+    }
+}
+
+async fn kill_pods<P: Platform>(
+    platform: &P,
+    target: Service,
+    selection: PodSelection,
+    grace: Duration,
+) -> Result<Vec<String>, String> {
+    let running = platform.pods(target).await.map_err(|e| e.to_string())?;
+    if running.is_empty() {
+        return Err(format!("{target} has no running pod to kill"));
+    }
+    let picked = pick(selection, running);
+    for pod in &picked {
+        platform
+            .kill_pod(target, pod, grace)
+            .await
+            .map_err(|e| format!("{pod}: {e}"))?;
+    }
+    tracing::info!(%target, pods = ?picked, grace_ms = grace.as_millis(), "pods killed");
+    Ok(picked)
+}
+
+/// The pods `selection` picks of `running`, at random where it says so,
+/// in name order.
+pub fn pick(selection: PodSelection, mut running: Vec<String>) -> Vec<String> {
+    let mut rng = rand::rng();
+    let count = selection.count(running.len(), |max| rng.random_range(0..=max));
+    running.shuffle(&mut rng);
+    running.truncate(count);
+    running.sort();
+    running
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("inventory-{i}")).collect()
+    }
+
+    #[test]
+    fn each_mode_picks_as_chaos_mesh_counts() {
+        let cases = [
+            (PodSelection::One, 3, 1),
+            (PodSelection::One, 0, 0),
+            (PodSelection::All, 3, 3),
+            (PodSelection::Fixed(2), 3, 2),
+            (PodSelection::Fixed(5), 3, 3),
+            (PodSelection::FixedPercent(50), 4, 2),
+            // Rounded down, but a percentage of a part never kills nothing.
+            (PodSelection::FixedPercent(10), 3, 1),
+            (PodSelection::FixedPercent(100), 3, 3),
+        ];
+        for (selection, running, killed) in cases {
+            let picked = pick(selection, pods(running));
+            assert_eq!(picked.len(), killed, "{selection:?} of {running}");
+            assert!(picked.iter().all(|p| pods(running).contains(p)));
+            assert!(picked.is_sorted(), "{picked:?}");
+        }
+    }
+
+    #[test]
+    fn random_max_percent_draws_up_to_its_share() {
+        // 50 % of 4 is at most 2; the draw asked for more is held to it.
+        assert_eq!(
+            PodSelection::RandomMaxPercent(50).count(4, |max| max + 7),
+            2
+        );
+        assert_eq!(PodSelection::RandomMaxPercent(50).count(4, |_| 0), 0);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.insert(pick(PodSelection::RandomMaxPercent(50), pods(4)).len());
+        }
+        assert_eq!(seen, [0, 1, 2].into());
+    }
+
+    #[test]
+    fn one_picks_each_pod_some_of_the_time() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            seen.extend(pick(PodSelection::One, pods(3)));
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+    }
+}
