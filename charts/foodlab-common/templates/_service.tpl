@@ -78,6 +78,8 @@ spec:
     metadata:
       labels:
         {{- include "foodlab.labels" $labels | nindent 8 }}
+        {{- /* The operator scales a lab's spec.replicas past one only where the pods share a database. */}}
+        foodlab.dev/database: {{ ternary "postgres" "sqlite" (eq $onPostgres "true") }}
       annotations:
         {{- include "foodlab.scrapeAnnotations" (dict "port" (int .svc.port) "path" "/admin/metrics") | nindent 8 }}
         {{- with $v.podAnnotations }}

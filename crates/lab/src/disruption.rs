@@ -75,18 +75,31 @@ pub async fn undo<P: Platform, F: FaultSink>(
     base: &Faults,
 ) -> Result<(), String> {
     match record.action {
-        ChaosAction::ScaleToZero => match record.original_replicas {
-            None => Ok(()),
-            Some(replicas) => match platform.scale(record.target, replicas).await {
-                // The service is gone (its part was uninstalled): nothing to restore.
-                Ok(()) | Err(PlatformError::NotDeployed(_)) => Ok(()),
-                Err(error) => Err(error.to_string()),
-            },
-        },
+        ChaosAction::ScaleToZero => {
+            restore_replicas(platform, record.target, record.original_replicas).await
+        }
         ChaosAction::Delay | ChaosAction::Fail => {
             faults.set_faults(record.target, base.clone()).await
         }
         ChaosAction::PodKill => Ok(()),
+    }
+}
+
+/// Puts a service back at the replicas recorded before it was scaled:
+/// exactly those, and nothing when none were recorded (it was never
+/// scaled). The rule for a ScaleToZero's end and a lab's `spec.replicas`.
+pub async fn restore_replicas<P: Platform>(
+    platform: &P,
+    service: Service,
+    original: Option<u32>,
+) -> Result<(), String> {
+    let Some(replicas) = original else {
+        return Ok(());
+    };
+    match platform.scale(service, replicas).await {
+        // The service is gone (its part was uninstalled): nothing to restore.
+        Ok(()) | Err(PlatformError::NotDeployed(_)) => Ok(()),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -99,12 +99,6 @@ pub fn plan(
 }
 
 /// Everything to undo when a lab is deleted: every started, unrestored step.
-/// Whether any recorded disruption is still to be undone: while one is,
-/// its lab holds the part, whatever phase it has reached.
-pub fn in_place(records: &[ChaosRecord]) -> bool {
-    records.iter().any(|r| r.restored_at.is_none())
-}
-
 pub fn restore_all(records: &[ChaosRecord]) -> Vec<ChaosMove> {
     records
         .iter()

@@ -7,7 +7,7 @@
 //! Lease: that comes from the lab's own records.
 
 use foodlab_lab::FoodLab;
-use foodlab_lab::spec::Phase;
+use foodlab_lab::spec::{FoodLabStatus, Phase};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -108,7 +108,7 @@ async fn holder_still_holds(
         // A finished lab whose disruption is not undone yet still holds the
         // part: a lab taking it now would record the disrupted shape as the
         // original one.
-        let undoing = status.is_some_and(|s| crate::chaos_plan::in_place(&s.chaos));
+        let undoing = status.is_some_and(FoodLabStatus::in_place);
         lab.metadata.uid.as_deref() == Some(uid) && (!finished || undoing)
     }))
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use foodlab_domain::Faults;
 use foodlab_lab::disruption::{self, FaultSink};
 use foodlab_lab::faults::FaultClient;
-use foodlab_lab::results::ChaosRecord;
+use foodlab_lab::results::{ChaosRecord, ReplicasRecord};
 use foodlab_lab::spec::{FoodLabStatus, Phase, Verdict};
 use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{FoodLab, Platform, PlatformError, Service};
@@ -185,8 +185,8 @@ pub fn error_policy(lab: Arc<FoodLab>, error: &Error, ctx: Arc<Context>) -> Acti
 
 /// `backoff`, cut short by the next restore due among the lab's records.
 pub fn backoff_until_restore(lab: &FoodLab, backoff: Duration, now: Timestamp) -> Duration {
-    let records = lab.status.as_ref().map_or(&[][..], |s| &s.chaos[..]);
-    if lab.metadata.deletion_timestamp.is_some() && chaos_plan::in_place(records) {
+    let in_place = lab.status.as_ref().is_some_and(FoodLabStatus::in_place);
+    if lab.metadata.deletion_timestamp.is_some() && in_place {
         // Being deleted: every disruption is due now.
         return backoff.min(RESTORE_RETRY);
     }
@@ -240,6 +240,14 @@ fn ready_reason(status: &FoodLabStatus) -> Option<&str> {
         .iter()
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.as_str())
+}
+
+fn ready_message(status: &FoodLabStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.as_str())
 }
 
 /// Writes status with server-side apply, guarded by the resourceVersion the
@@ -340,10 +348,10 @@ async fn apply(
         run.status = FoodLabStatus::default();
     }
     // Ended with a disruption in place (whatever its spec says now).
-    if run.status.phase.is_some_and(finished) && chaos_plan::in_place(&run.status.chaos) {
+    if run.status.phase.is_some_and(finished) && run.status.in_place() {
         return undo_after_the_end(&mut run).await;
     }
-    let validated = match ValidatedLab::new(&lab.spec).and_then(runs_on_a_cluster) {
+    let validated = match ValidatedLab::new(&lab.spec) {
         Ok(validated) => validated,
         Err(problems) => return invalid(&mut run, problems).await,
     };
@@ -352,19 +360,6 @@ async fn apply(
         _ if run.status.started_at.is_none() => start(&mut run, &validated).await,
         _ => running(&mut run, &validated).await,
     }
-}
-
-/// What a valid lab may still ask for that the operator does not do yet.
-fn runs_on_a_cluster(lab: ValidatedLab) -> Result<ValidatedLab, Vec<String>> {
-    if lab.replicas.scaled_out() {
-        return Err(vec![format!(
-            "spec.replicas ({}) is applied by `foodlab run --database-url` on one machine; \
-             on a cluster a lab runs at the replicas its part was installed with \
-             (helm --set database.backend=postgres --set services.<name>.replicas=N)",
-            lab.replicas
-        )]);
-    }
-    Ok(lab)
 }
 
 /// Step 1 failed: undo whatever ran before the spec turned invalid, then
@@ -502,6 +497,25 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
             release_and_finish(run, lab, Ending::Lost(job_name)).await?;
             return Ok(Action::await_change());
         }
+        match apply_replicas(run, lab).await? {
+            Shape::Ready => {}
+            Shape::Waiting(why) => {
+                let message = format!("waiting for spec.replicas: {why}");
+                if ready_message(&run.status) != Some(message.as_str()) {
+                    run.set_ready("False", "Scaling", message);
+                    run.writer.write(&run.status).await?;
+                }
+                return Ok(Action::requeue(POLL));
+            }
+            Shape::Refused(why) => {
+                release_and_finish(run, lab, Ending::NotScaled(why)).await?;
+                return Ok(Action::await_change());
+            }
+        }
+        if !lab.replicas.is_empty() {
+            // The pods that became ready since this reconcile began get the faults too.
+            keep_faults_applied(run, lab).await;
+        }
         if channel.is_none() {
             config_maps
                 .create(&PostParams::default(), &run_channel::config_map(run.lab))
@@ -581,6 +595,136 @@ enum Ending {
     NoReport(String, String),
     Lost(String),
     ChaosFailed(String),
+    /// `spec.replicas` could not be applied (why).
+    NotScaled(String),
+}
+
+/// How long the pods `spec.replicas` asks for may take to be ready.
+pub const REPLICAS_READY_WITHIN: Duration = Duration::from_secs(180);
+
+/// What applying `spec.replicas` came to this reconcile.
+enum Shape {
+    /// Every service runs at its replicas, each pod ready.
+    Ready,
+    Waiting(String),
+    Refused(String),
+}
+
+/// Before the workload: each service `spec.replicas` names runs at that
+/// many pods. Its record (with the replicas it had) goes to status before
+/// the scale, so every ending puts them back; more than one pod only where
+/// they share a PostgreSQL. Ready once that many pods of each are ready.
+async fn apply_replicas(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Shape, Error> {
+    let mut waiting = Vec::new();
+    for (service, replicas) in lab.replicas.declared() {
+        let position = match run
+            .status
+            .replicas
+            .iter()
+            .position(|r| r.service == service)
+        {
+            Some(position) => position,
+            None => {
+                if replicas > 1
+                    && let Some(why) = run.platform.cannot_scale_out(service).await?
+                {
+                    return Ok(Shape::Refused(format!("spec.replicas.{service}: {why}")));
+                }
+                let original = run.platform.replicas(service).await?;
+                run.status.replicas.push(ReplicasRecord {
+                    service,
+                    replicas,
+                    original_replicas: Some(original),
+                    scaled: false,
+                    scaled_at: run.now,
+                    restored_at: None,
+                    error: None,
+                });
+                run.writer.write(&run.status).await?;
+                run.status.replicas.len() - 1
+            }
+        };
+        if !run.status.replicas[position].scaled {
+            let scaled = run.platform.scale(service, replicas).await;
+            let record = &mut run.status.replicas[position];
+            match scaled {
+                Ok(()) => {
+                    record.scaled = true;
+                    record.error = None;
+                    let note = format!(
+                        "{service} at {replicas} replicas for the lab (was {})",
+                        record
+                            .original_replicas
+                            .map_or("-".into(), |r| r.to_string())
+                    );
+                    run.writer.write(&run.status).await?;
+                    run.ctx
+                        .event(run.lab, EventType::Normal, "Scaled", note)
+                        .await;
+                }
+                Err(error) => {
+                    record.error = Some(error.to_string());
+                    run.writer.write(&run.status).await?;
+                    waiting.push(format!("{service}: {error}"));
+                    continue;
+                }
+            }
+        }
+        let ready = run.platform.endpoints(service).await.map_or(0, |e| e.len());
+        if ready != replicas as usize {
+            waiting.push(format!("{service} has {ready} of {replicas} pods ready"));
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(Shape::Ready);
+    }
+    let since = run.status.replicas.iter().map(|r| r.scaled_at).min();
+    if since.is_some_and(|at| run.now >= plus(at, REPLICAS_READY_WITHIN)) {
+        return Ok(Shape::Refused(format!(
+            "not ready within {} s: {}",
+            REPLICAS_READY_WITHIN.as_secs(),
+            waiting.join("; ")
+        )));
+    }
+    Ok(Shape::Waiting(waiting.join("; ")))
+}
+
+/// Every service `spec.replicas` scaled put back at the replicas it had
+/// (`disruption::restore_replicas`); what could not be.
+async fn restore_replicas(run: &mut Run<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for position in 0..run.status.replicas.len() {
+        let record = run.status.replicas[position].clone();
+        if record.restored_at.is_some() {
+            continue;
+        }
+        // Put back even if the scale seemed to fail: it may have been made.
+        let restored =
+            disruption::restore_replicas(&run.platform, record.service, record.original_replicas)
+                .await;
+        let record = &mut run.status.replicas[position];
+        match restored {
+            Ok(()) => {
+                record.restored_at = Some(run.now);
+                record.error = None;
+                let note = format!(
+                    "{} back at {} replicas",
+                    record.service,
+                    record
+                        .original_replicas
+                        .map_or("-".into(), |r| r.to_string())
+                );
+                run.ctx
+                    .event(run.lab, EventType::Normal, "ReplicasRestored", note)
+                    .await;
+            }
+            Err(error) => {
+                record.error = Some(error.clone());
+                problems.push(format!("spec.replicas.{}: {error}", record.service));
+            }
+        }
+    }
+    problems
 }
 
 /// What the chaos of this reconcile came to.
@@ -821,6 +965,8 @@ async fn undo_disruptions(run: &mut Run<'_>, lab: Option<&ValidatedLab>) -> Vec<
             problems.push(format!("chaos[{step}]: {error}"));
         }
     }
+    // Last: a ScaleToZero of a scaled service restores the lab's replicas first.
+    problems.extend(restore_replicas(run).await);
     problems
 }
 
@@ -1002,6 +1148,10 @@ async fn release_and_finish(
             run.fail("ChaosFailed", format!("{failure}{unreleased}"))
                 .await?
         }
+        Ending::NotScaled(why) => {
+            run.fail("ReplicasNotApplied", format!("{why}{unreleased}"))
+                .await?
+        }
     };
     if !unrestored.is_empty() {
         // The part stays this lab's until the disruption is undone.
@@ -1021,7 +1171,7 @@ async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action
     let api: Api<FoodLab> = Api::namespaced(ctx.client.clone(), namespace);
     let mut run = Run::new(lab, ctx, &api, namespace);
     let validated = ValidatedLab::new(&lab.spec).ok();
-    let in_place = chaos_plan::in_place(&run.status.chaos);
+    let in_place = run.status.in_place();
     let unrestored = undo_disruptions(&mut run, validated.as_ref()).await;
     // The finalizer stays until every disruption is undone.
     if !unrestored.is_empty() {
@@ -1056,32 +1206,4 @@ async fn cleanup(lab: &FoodLab, ctx: &Context, namespace: &str) -> Result<Action
     )
     .await;
     Ok(Action::await_change())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn lab(replicas: serde_json::Value) -> ValidatedLab {
-        let spec = serde_json::from_value(serde_json::json!({
-            "transport": "rabbitmq",
-            "workload": {"orders": 10},
-            "replicas": replicas,
-        }))
-        .unwrap();
-        ValidatedLab::new(&spec).unwrap()
-    }
-
-    #[test]
-    fn a_scaled_out_lab_is_refused_on_a_cluster_with_the_reason() {
-        assert!(runs_on_a_cluster(lab(serde_json::json!({}))).is_ok());
-        assert!(runs_on_a_cluster(lab(serde_json::json!({"inventory": 1}))).is_ok());
-        let refused = runs_on_a_cluster(lab(serde_json::json!({"inventory": 3}))).unwrap_err();
-        assert!(
-            refused[0].contains("spec.replicas (inventory=3)"),
-            "{refused:?}"
-        );
-    }
 }

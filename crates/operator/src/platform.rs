@@ -15,6 +15,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 pub const FIELD_MANAGER: &str = "foodlab-operator";
+/// The label the charts give each service's pods: `postgres` or `sqlite`.
+pub const DATABASE_LABEL: &str = "foodlab.dev/database";
 
 #[derive(Clone)]
 pub struct KubernetesPlatform {
@@ -54,6 +56,71 @@ impl KubernetesPlatform {
     pub fn with_pods(mut self, pods: Api<Pod>) -> Self {
         self.pods = Some(pods);
         self
+    }
+
+    /// The Deployment's own pods: those its selector matches (the part's
+    /// name and instance labels, as its scale subresource reports them),
+    /// not those already terminating or ended.
+    pub async fn live_pods(&self, service: Service) -> Result<Vec<Pod>, PlatformError> {
+        let scale = self
+            .api(service)?
+            .get_scale(service.name())
+            .await
+            .map_err(|e| Self::failed(service, e))?;
+        let selector = scale
+            .status
+            .map(|s| s.selector.unwrap_or_default())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| PlatformError::Api {
+                service,
+                reason: "its Deployment's scale reports no pod selector".into(),
+            })?;
+        let list = self
+            .pod_api(service)?
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| Self::failed(service, e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter(|pod| {
+                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                !matches!(phase, Some("Succeeded" | "Failed"))
+            })
+            .collect())
+    }
+
+    /// Why `service` cannot run more than one replica, if it cannot: its
+    /// pods must say (the charts' `foodlab.dev/database` label) that they
+    /// share a PostgreSQL; on SQLite each would keep a stock of its own.
+    pub async fn cannot_scale_out(
+        &self,
+        service: Service,
+    ) -> Result<Option<String>, PlatformError> {
+        let pods = self.live_pods(service).await?;
+        let databases: BTreeSet<&str> = pods
+            .iter()
+            .map(|pod| {
+                pod.labels()
+                    .get(DATABASE_LABEL)
+                    .map_or("unknown", String::as_str)
+            })
+            .collect();
+        Ok(
+            match databases.iter().copied().collect::<Vec<_>>().as_slice() {
+                ["postgres"] => None,
+                [] => Some(format!(
+                    "{service} has no running pod to tell which database it uses"
+                )),
+                other => Some(format!(
+                    "{service}'s pods run on {} ({DATABASE_LABEL}), not a shared PostgreSQL: each \
+                 would keep a stock of its own; install the part with \
+                 --set database.backend=postgres to run more than one",
+                    other.join(", ")
+                )),
+            },
+        )
     }
 
     fn pod_api(&self, service: Service) -> Result<&Api<Pod>, PlatformError> {
@@ -156,36 +223,12 @@ impl Platform for KubernetesPlatform {
         Ok(u32::try_from(replicas).unwrap_or(0))
     }
 
-    /// The Deployment's own pods: those its selector matches (the part's
-    /// name and instance labels, as its scale subresource reports them),
-    /// not those already terminating or ended.
+    /// The names of the Deployment's live pods (`live_pods`).
     async fn pods(&self, service: Service) -> Result<Vec<String>, PlatformError> {
-        let scale = self
-            .api(service)?
-            .get_scale(service.name())
-            .await
-            .map_err(|e| Self::failed(service, e))?;
-        let selector = scale
-            .status
-            .map(|s| s.selector.unwrap_or_default())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| PlatformError::Api {
-                service,
-                reason: "its Deployment's scale reports no pod selector".into(),
-            })?;
-        let list = self
-            .pod_api(service)?
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| Self::failed(service, e))?;
-        let mut names: Vec<String> = list
-            .items
+        let mut names: Vec<String> = self
+            .live_pods(service)
+            .await?
             .iter()
-            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-            .filter(|pod| {
-                let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                !matches!(phase, Some("Succeeded" | "Failed"))
-            })
             .map(|pod| pod.name_any())
             .collect();
         names.sort();

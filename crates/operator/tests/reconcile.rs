@@ -1315,3 +1315,158 @@ async fn pod_kill_records_then_deletes_the_pods_its_mode_picks_with_its_grace_pe
     )
     .await;
 }
+
+/// Claimed, no Job yet, `spec.replicas` asking for `replicas` of inventory.
+fn scaled_lab(replicas: Value, status: Value) -> FoodLab {
+    let mut current = lab(status);
+    current.spec.chaos = Vec::new();
+    current.spec.replicas = serde_json::from_value(replicas).unwrap();
+    current
+}
+
+fn before_the_job() -> Value {
+    let mut status = running();
+    status["workloadJob"] = Value::Null;
+    status["workloadStartedAt"] = Value::Null;
+    status
+}
+
+#[tokio::test]
+async fn spec_replicas_are_recorded_then_applied_before_the_job_is_created() {
+    let current = scaled_lab(json!({"inventory": 1}), before_the_job());
+    let reply = echo(&current);
+    let (action, calls) = run(
+        current,
+        || t(-19),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 404, not_found()).await;
+            expect(h, "GET", JOB, 404, not_found()).await;
+            expect(h, "GET", SCALE, 200, scale("inventory", 2)).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+            let record = &status["status"]["replicas"][0];
+            assert_eq!(
+                (
+                    &record["service"],
+                    &record["replicas"],
+                    &record["originalReplicas"]
+                ),
+                (&json!("inventory"), &json!(1), &json!(2))
+            );
+            assert_eq!(record["scaled"], false, "recorded before the scale");
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 1)).await;
+            assert_eq!(patch["spec"]["replicas"], 1);
+            let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
+            assert_eq!(status["status"]["replicas"][0]["scaled"], true);
+            expect(h, "POST", CMS, 201, config_map(json!({}))).await;
+            expect(h, "POST", JOBS, 201, job(json!({}))).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(
+                status["status"]["workloadJob"],
+                "backlog-drain-workload-0b7e4c1e"
+            );
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(POLL));
+    // The faults again once the pods are there (a new one gets them before the Job).
+    let mut twice = kept_faults();
+    twice.extend(kept_faults());
+    assert_eq!(calls, twice);
+}
+
+#[tokio::test]
+async fn more_than_one_replica_on_sqlite_fails_the_lab_saying_why_and_scales_nothing() {
+    let current = scaled_lab(json!({"inventory": 3}), before_the_job());
+    let reply = echo(&current);
+    let mut inventory = scale("inventory", 1);
+    inventory["status"]["selector"] = json!("app.kubernetes.io/name=inventory");
+    let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+        {"metadata": {"name": "inventory-1", "labels": {"foodlab.dev/database": "sqlite"}}}
+    ]});
+    let (action, _) = run(
+        current,
+        || t(-19),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 404, not_found()).await;
+            expect(h, "GET", JOB, 404, not_found()).await;
+            expect(h, "GET", SCALE, 200, inventory).await;
+            expect(h, "GET", "/api/v1/namespaces/default/pods", 200, pods).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            assert!(status["status"].get("replicas").is_none(), "{status}");
+            let ready = condition(&status, "Ready");
+            assert_eq!(ready["reason"], "ReplicasNotApplied");
+            let message = ready["message"].as_str().unwrap();
+            assert!(
+                message.contains("spec.replicas.inventory")
+                    && message.contains("sqlite")
+                    && message.contains("database.backend=postgres"),
+                "{message}"
+            );
+            expect_part_given_back(h).await;
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn every_ending_puts_the_replicas_back_before_the_part_is_given_back() {
+    let mut status = running();
+    status["replicas"] = json!([{
+        "service": "inventory", "replicas": 3, "originalReplicas": 2, "scaled": true,
+        "scaledAt": t(-19)
+    }]);
+    let current = scaled_lab(json!({"inventory": 3}), status);
+    let reply = echo(&current);
+    let (action, _) = run(
+        current,
+        || t(100),
+        async move |h: &mut Handle| {
+            let mut data = json!({"workloadStartedAt": t(0).to_string()});
+            data["report"] = json!(report(1).to_string());
+            expect(h, "GET", CM, 200, config_map(data)).await;
+            expect(h, "GET", JOB, 200, job(json!({"succeeded": 1}))).await;
+            let patch = expect(h, "PATCH", SCALE, 200, scale("inventory", 2)).await;
+            assert_eq!(patch["spec"]["replicas"], 2);
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Succeeded");
+            assert_eq!(status["status"]["replicas"][0]["restoredAt"], json!(t(100)));
+            expect_part_given_back(h).await;
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_refused_restore_of_the_replicas_keeps_the_part_and_is_retried() {
+    let mut status = running();
+    status["replicas"] = json!([{
+        "service": "inventory", "replicas": 3, "originalReplicas": 2, "scaled": true,
+        "scaledAt": t(-19)
+    }]);
+    status["phase"] = json!("Succeeded");
+    let current = scaled_lab(json!({"inventory": 3}), status);
+    let reply = echo(&current);
+    let (action, _) = run(
+        current,
+        || t(100),
+        async move |h: &mut Handle| {
+            expect(h, "PATCH", SCALE, 403, refused()).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            let restored = condition(&status, "Restored");
+            assert_eq!(restored["status"], "False");
+            assert!(
+                restored["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("spec.replicas.inventory"),
+                "{restored}"
+            );
+            assert!(status["status"]["replicas"][0].get("restoredAt").is_none());
+        },
+    )
+    .await;
+    assert_eq!(action, Action::requeue(RESTORE_RETRY));
+}

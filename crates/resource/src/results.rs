@@ -127,6 +127,30 @@ pub struct Check {
     pub detail: String,
 }
 
+/// A service run at the replicas `spec.replicas` declares for the lab: what
+/// it ran at before, to restore on every ending (written before the scale).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicasRecord {
+    pub service: Service,
+    /// What the lab runs it at.
+    pub replicas: u32,
+    /// What it ran at before the lab, to restore to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_replicas: Option<u32>,
+    /// The scale itself was made (the record is written first).
+    #[serde(default)]
+    pub scaled: bool,
+    #[schemars(with = "String")]
+    pub scaled_at: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub restored_at: Option<jiff::Timestamp>,
+    /// Why the scale or its restore last failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// What a chaos step did and when; enough to undo it after a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

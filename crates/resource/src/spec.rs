@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::results::{ChaosRecord, LabResults};
+use crate::results::{ChaosRecord, LabResults, ReplicasRecord};
 
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -664,6 +664,9 @@ pub struct FoodLabStatus {
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<ChaosRecord>,
+    /// The services `spec.replicas` scaled for the lab, and what to put back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicasRecord>,
     /// On how many ready pods of each service the lab's faults (none, for a
     /// service it declares none for) were last put in place.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -672,6 +675,16 @@ pub struct FoodLabStatus {
     pub results: Option<LabResults>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+}
+
+impl FoodLabStatus {
+    /// Whether anything the lab changed on its part (a chaos step's
+    /// disruption, a service's replicas) is still to be undone: while it is,
+    /// the lab holds the part, whatever phase it has reached.
+    pub fn in_place(&self) -> bool {
+        self.chaos.iter().any(|r| r.restored_at.is_none())
+            || self.replicas.iter().any(|r| r.restored_at.is_none())
+    }
 }
 
 impl FoodLabSpec {
