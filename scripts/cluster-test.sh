@@ -6,7 +6,8 @@
 # operator; the sync-rest example labs reaching Pass; a real Deployment scaled to zero through
 # its scale subresource and restored at restoreAt, also after the operator pod is killed in
 # the middle of the step, and when the lab is deleted in the middle of the step; PodKill of
-# mode one killing exactly one of two pods, by name; a
+# mode one killing exactly one of two pods, by name; a lab's spec.replicas applied and put
+# back; a
 # spec the operator refuses; and, from the audit log, no request of the operator refused.
 #
 # Starts the cluster and its node when they are not up, and stops them again at the end then.
@@ -390,6 +391,30 @@ survivor=$(tr ' ' '\n' <<<"$before" | grep -vx "$killed")
 wait_until "pod-kill: $killed replaced, $survivor untouched" yes one_replaced "$killed" "$survivor"
 ok "PodKill mode one deletes exactly one of inventory's 2 pods ($killed), recorded by name; its ReplicaSet replaces it"
 admin delete foodlab pod-kill --timeout=60s >/dev/null
+
+# --- spec.replicas: inventory at 3 for the lab, its 2 recorded first and put back -----------
+
+part_ready
+admin apply -f - >/dev/null <<'EOF'
+apiVersion: foodlab.dev/v1alpha1
+kind: FoodLab
+metadata: {name: three-inventories}
+spec:
+  transport: rest
+  replicas: {inventory: 3}
+  workload: {orders: 20, concurrency: 2}
+  expect: {responseStatus: 201, allOrdersTerminal: true, within: 60s}
+EOF
+wait_until "three-inventories: the record keeps inventory's 2" 2 lab_field three-inventories '{.status.replicas[0].originalReplicas}'
+wait_until "three-inventories: inventory scaled to 3" 3 replicas
+wait_until "three-inventories: Pass" Pass lab_field three-inventories '{.status.verdict}'
+[ "$(lab_field three-inventories '{.status.results.accepted}')" = 20 ] ||
+  fail "three-inventories: $(lab_field three-inventories '{.status.results.accepted}') of 20 orders accepted"
+[ -n "$(lab_field three-inventories '{.status.replicas[0].restoredAt}')" ] || fail "three-inventories: no restoredAt"
+[ "$(replicas)" = 2 ] || fail "three-inventories: inventory left at $(replicas) replicas"
+wait_until "three-inventories: inventory's 2 pods Ready again" 2 ready_replicas
+ok "spec.replicas: inventory at 3 pods for the lab (2 recorded before), 20 orders, back at 2 before the verdict"
+admin delete foodlab three-inventories --timeout=60s >/dev/null
 
 # --- ScaleToZero: finalizer, status by server-side apply, Events, scale to zero and back ----
 

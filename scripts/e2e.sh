@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # FoodLab end to end on a real cluster (`make e2e`): the operator chart and every part
 # installed with helm, every example lab in manifests/examples/ run to its verdict (anything
-# but Pass fails), then the guarantees on real objects:
+# but Pass fails), and on PostgreSQL the labs at several replicas in manifests/scale-out/
+# (inventory at its installed replicas after each), then the guarantees on real objects:
 #   - a pod without the lab's admin token is refused by the services' admin API (401/403),
 #     while the read-only endpoints answer it;
 #   - a lab deleted in the middle of a ScaleToZero: inventory's replicas restored first;

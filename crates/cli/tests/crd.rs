@@ -60,15 +60,16 @@ fn example_validator() -> jsonschema::Validator {
 }
 
 #[test]
-fn every_example_is_valid_against_the_crd_schema() {
+fn every_example_and_scale_out_lab_is_valid_against_the_crd_schema() {
     let validator = example_validator();
-    let mut examples: Vec<_> = std::fs::read_dir(repo().join("manifests/examples"))
-        .unwrap()
+    let mut examples: Vec<_> = ["manifests/examples", "manifests/scale-out"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(repo().join(dir)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     examples.sort();
-    assert!(examples.len() >= 4, "{examples:?}");
+    assert!(examples.len() >= 7, "{examples:?}");
     for path in examples {
         let text = std::fs::read_to_string(&path).unwrap();
         let document: Value = serde_norway::from_str(&text).unwrap();

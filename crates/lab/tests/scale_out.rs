@@ -194,6 +194,77 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
     platform.shutdown().await;
 }
 
+/// A lab of `manifests/scale-out/`, run on one machine at the replicas it declares.
+async fn run_scale_out_lab(name: &str) -> (LocalPlatform, foodlab_lab::LabReport) {
+    let db = foodlab_store::testing::postgres().await;
+    let Database::Postgres(url) = &db.database else {
+        panic!("a PostgreSQL test database was asked for");
+    };
+    let path = support::repo().join(format!("manifests/scale-out/{name}.yaml"));
+    let lab: FoodLab = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(lab.spec.replicas.get(Service::Inventory), Some(3));
+    let mut options = support::options(&lab);
+    options.database_url = Some(url.clone());
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let report = run_lab(&platform, &lab.spec, std::sync::Arc::new(Quiet))
+        .await
+        .unwrap();
+    (platform, report)
+}
+
+/// The record of a lab's one PodKill: one of the three inventories, by name.
+fn killed_one_inventory(report: &foodlab_lab::LabReport) -> String {
+    let record = &report.chaos[0];
+    assert!(
+        record.disrupted && record.restored_at.is_some(),
+        "{record:?}"
+    );
+    let names: Vec<String> = (0..3)
+        .map(|n| foodlab_lab::platform::local::process_name(Service::Inventory, n))
+        .collect();
+    assert!(
+        record.pods.len() == 1 && names.contains(&record.pods[0]),
+        "{:?} of {names:?}",
+        record.pods
+    );
+    record.pods[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_one_of_three_down_lab_passes_and_fails_at_most_the_calls_in_flight() {
+    let (platform, report) = run_scale_out_lab("sync-one-of-three-down").await;
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    let killed = killed_one_inventory(&report);
+    let r = &report.results;
+    assert_eq!(r.accepted + r.failed, 3000, "{r:?}");
+    assert!(
+        r.failed <= 8,
+        "{} failed: more than the calls in flight",
+        r.failed
+    );
+    assert_eq!(r.stock_consumed, Some(r.reserved), "{r:?}");
+    println!(
+        "{killed} killed: {} reserved, {} failed",
+        r.reserved, r.failed
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_rebalance_lab_reserves_every_order_once_through_the_kill() {
+    let (platform, report) = run_scale_out_lab("streaming-rebalance").await;
+    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
+    let killed = killed_one_inventory(&report);
+    let r = &report.results;
+    assert_eq!(
+        (r.accepted, r.reserved, r.reservations, r.stock_consumed),
+        (10_000, 10_000, Some(10_000), Some(10_000)),
+        "{r:?}"
+    );
+    println!("{killed} killed mid-burst: {r:?}");
+    platform.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_competing_consumers_lab_passes_at_three_inventories() {
     let db = foodlab_store::testing::postgres().await;
@@ -351,67 +422,6 @@ async fn two_analytics_in_one_group_count_the_group_s_totals_through_a_kill_and_
     assert_eq!(
         figures(analytics[1].clone()).await["total_orders"],
         json!(orders)
-    );
-    platform.shutdown().await;
-}
-
-/// One inventory of three SIGKILLed under load on the sync chain: order
-/// takes the others in turn (an unreachable one is passed over), so every
-/// order ends terminal and at most the calls in flight on that one fail.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_inventory_of_three_down_on_the_sync_chain_fails_at_most_the_calls_in_flight() {
-    const ORDERS: u64 = 1500;
-    const CONCURRENCY: u64 = 8;
-    let db = foodlab_store::testing::postgres().await;
-    let platform = three_inventories(Transport::Rest, &db).await;
-    let spec: foodlab_lab::FoodLabSpec = serde_json::from_value(json!({
-        "transport": "rest",
-        "workload": {"orders": ORDERS, "concurrency": CONCURRENCY, "items": ["burger"]},
-        "faults": {"inventory": {"delaySeconds": 0.01}},
-        "settings": {"stock": format!("burger={STOCK}")},
-        "expect": {"allOrdersTerminal": true}
-    }))
-    .unwrap();
-    let mut events = platform.events();
-    let inventories = platform.endpoints(Service::Inventory).await.unwrap();
-    let disrupt = async {
-        assert!(
-            eventually(60, || async {
-                let stats = get_url(&format!("{}/stats", inventories[0])).await;
-                stats["reserved_orders"].as_u64().unwrap_or(0) >= ORDERS / 5
-            })
-            .await,
-            "the workload never got going"
-        );
-        sigkill(platform.replica_pids(Service::Inventory).await[1].unwrap());
-        let at_kill = get_url(&format!("{}/stats", inventories[0])).await["reserved_orders"]
-            .as_u64()
-            .unwrap_or(0);
-        died_and_restarted(&mut events, Service::Inventory, 30).await;
-        at_kill
-    };
-    let (report, at_kill) = tokio::join!(
-        run_lab(&platform, &spec, std::sync::Arc::new(Quiet)),
-        disrupt
-    );
-    let report = report.unwrap();
-    assert!(at_kill < ORDERS, "the workload was over before the kill");
-    assert_eq!(report.verdict, Verdict::Pass, "{report:#?}");
-    let r = &report.results;
-    assert_eq!(r.accepted + r.failed, ORDERS, "{r:?}");
-    assert!(
-        r.failed <= CONCURRENCY,
-        "{} failed: more than the calls in flight",
-        r.failed
-    );
-    assert_eq!(r.reservations, Some(r.reserved), "{r:?}");
-    assert_eq!(r.stock_consumed, Some(r.reserved), "{r:?}");
-    for stock in on_each_inventory(&platform, "/stock").await {
-        assert_eq!(stock["burger"], json!(STOCK - r.reserved));
-    }
-    println!(
-        "one of three inventories killed at {at_kill} reserved: {} reserved, {} failed",
-        r.reserved, r.failed
     );
     platform.shutdown().await;
 }
