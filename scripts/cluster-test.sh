@@ -4,8 +4,8 @@
 # operator chart and the sync-rest part installed with helm from the FoodLab image built
 # here (scripts/cluster/images.sh), the API server enforcing the chart's RBAC on the
 # operator; the sync-rest example labs reaching Pass; a real Deployment scaled to zero through
-# its scale subresource and restored at restoreAt, also after the operator pod is killed in
-# the middle of the step, and when the lab is deleted in the middle of the step; PodKill of
+# its scale subresource and restored at restoreAt, also when the operator is away across
+# restoreAt (restored as it returns), and when the lab is deleted in the middle of the step; PodKill of
 # mode one killing exactly one of two pods, by name; a lab's spec.replicas applied and put
 # back; a
 # spec the operator refuses; and, from the audit log, no request of the operator refused.
@@ -443,25 +443,32 @@ admin delete foodlab scale-restore --timeout=60s >/dev/null
 [ "$(replicas)" = 2 ] || fail "inventory is not at 2 replicas after scale-restore went away"
 ok "a lab whose chaos is over is deleted (finalizer released), inventory stays at 2"
 
-# --- ScaleToZero: the operator killed in the middle of a ScaleToZero ----------------------------
+# --- ScaleToZero: the operator away across restoreAt, restored when it returns -----------------
 
-apply_lab operator-restart 30s
-expect_scaled_to_zero operator-restart
-killed=$(operator_pod)
-admin delete pod "$killed" --force --grace-period=0 >/dev/null 2>&1
-ok "operator pod $killed killed (deleted, no grace period) with inventory at 0 replicas"
-deadline=$((SECONDS + wait_limit))
-while [ $SECONDS -lt $deadline ]; do
-  now=$(operator_pod)
-  [ -n "$now" ] && [ "$now" != "$killed" ] && break
-  sleep 0.5
-done
-[ -n "$now" ] && [ "$now" != "$killed" ] || fail "no new operator pod after $killed was killed"
-late=$(expect_restored_on_time operator-restart)
-[ "$(lab_field operator-restart '{.status.chaos[0].originalReplicas}')" = 2 ] ||
-  fail "operator-restart: originalReplicas changed across the restart"
-ok "a new operator pod ($now) restored inventory to 2 replicas at restoreAt (recorded ${late}s after it)"
-admin delete foodlab operator-restart --timeout=60s >/dev/null
+apply_lab operator-away 20s
+expect_scaled_to_zero operator-away
+restore_at=$(epoch "$(lab_field operator-away '{.status.chaos[0].restoreAt}')")
+admin scale deployment foodlab-operator --replicas=0 >/dev/null
+wait_until "operator-away: the operator pod gone" "" operator_pod
+ok "the operator scaled to 0 with inventory at 0 replicas"
+# Away until 10 s past restoreAt: nothing else restores inventory meanwhile.
+while [ "$(date +%s)" -lt $((restore_at + 10)) ]; do sleep 1; done
+[ "$(replicas)" = 0 ] || fail "operator-away: inventory at $(replicas) replicas with the operator away"
+[ -z "$(lab_field operator-away '{.status.chaos[0].restoredAt}')" ] ||
+  fail "operator-away: a restore recorded with the operator away"
+back=$(date +%s)
+admin scale deployment foodlab-operator --replicas=1 >/dev/null
+wait_until "operator-away: chaos record restored" true restored operator-away
+wait_until "operator-away: inventory back at 2 replicas" 2 replicas
+wait_until "operator-away: inventory's 2 pods Ready" 2 ready_replicas
+restored_at=$(epoch "$(lab_field operator-away '{.status.chaos[0].restoredAt}')")
+[ "$restored_at" -ge "$back" ] || fail "operator-away: restored before the operator returned"
+[ $((restored_at - back)) -le "$restore_slack" ] ||
+  fail "operator-away: restored $((restored_at - back))s after the operator returned (more than ${restore_slack}s)"
+[ "$(lab_field operator-away '{.status.chaos[0].originalReplicas}')" = 2 ] ||
+  fail "operator-away: originalReplicas changed while the operator was away"
+ok "the operator away until $((back - restore_at))s past restoreAt: inventory restored to 2 replicas $((restored_at - back))s after it returned ($(operator_pod))"
+admin delete foodlab operator-away --timeout=60s >/dev/null
 
 # --- ScaleToZero: a lab deleted in the middle of a ScaleToZero ----------------------------------
 

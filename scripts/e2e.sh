@@ -8,7 +8,8 @@
 #   - a lab deleted in the middle of a ScaleToZero: inventory's replicas restored first;
 #   - the operator pod killed in the middle of a ScaleToZero: the new one restores on time;
 #   - the examples of one part (E2E_REPEAT_PART) run again in the reverse order on the same
-#     install: the same verdicts.
+#     install: the same verdicts, and the same orders accepted, failed and reserved and the
+#     same status codes (what a fault or a stock left behind by another lab would change).
 # Ends with `kubectl get foodlabs -A` and a few lines of `kubectl logs deploy/inventory`.
 # On failure, every pod's logs, `kubectl describe` of what failed, the events and (on the
 # local cluster) the cluster components' logs are kept under .foodlab/e2e/<time>/.
@@ -239,6 +240,17 @@ examples_of() {
   done
 }
 
+# The labs at several replicas (manifests/scale-out/) of a part: run where the part is on
+# PostgreSQL (E2E_SCALE_OUT=1), once each.
+scale_out_labs_of() {
+  local file
+  [ "${E2E_SCALE_OUT:-1}" = 1 ] || return 0
+  for file in manifests/scale-out/*.yaml; do
+    [ "$(kubectl create --dry-run=client -f "$file" -o 'jsonpath={.spec.transport}')" = "$(transport_of "$1")" ] &&
+      echo "$file"
+  done
+}
+
 nodes_ready() {
   kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}'
 }
@@ -305,6 +317,12 @@ run_lab() {
   lab_runs=$((lab_runs + 1))
   results+=("$(printf '%-16s %-22s run %s  %-5s %4ss' "$part" "$name" "$run" "${verdict:-none}" "$took")")
   eval "verdict_${run}_${name//-/_}=\${verdict:-none}"
+  # What the orders came to: the same for a lab run again on the same install, unless the
+  # first run left something behind (a fault, a stock, a scale).
+  local outcome
+  outcome=$(k get foodlab "$name" -o json |
+    jq -c '.status.results // {} | {accepted, failed, reserved, statusCodes}' 2>/dev/null || echo none)
+  eval "outcome_${run}_${name//-/_}=\$outcome"
   if [ "$verdict" = Pass ]; then
     say "$name (run $run): Pass in ${took}s"
   else
@@ -454,6 +472,14 @@ for part in "${parts[@]}"; do
   for file in "${examples[@]}"; do
     run_lab "$file" "$part" 1
   done
+  mapfile -t scale_out_labs < <(scale_out_labs_of "$part")
+  for file in "${scale_out_labs[@]}"; do
+    run_lab "$file" "$part" 1
+    # The lab's spec.replicas put back before its verdict was written.
+    now=$(k get deployment inventory -o 'jsonpath={.spec.replicas}')
+    [ "$now" = "$inventory_replicas" ] ||
+      failures+=("$file: inventory left at $now replicas, not $inventory_replicas")
+  done
   if [ "$part" = "$repeat_part" ]; then
     say "$part: its examples again, in the reverse order, on the same install"
     for ((i = ${#examples[@]} - 1; i >= 0; i--)); do
@@ -465,6 +491,10 @@ for part in "${parts[@]}"; do
       first="verdict_1_${name//-/_}"
       second="verdict_2_${name//-/_}"
       [ "${!first}" = "${!second}" ] || failures+=("$name: ${!first} first, ${!second} in the reverse order")
+      first="outcome_1_${name//-/_}"
+      second="outcome_2_${name//-/_}"
+      [ "${!first}" = "${!second}" ] ||
+        failures+=("$name: orders came to ${!first} first, ${!second} in the reverse order")
     done
   fi
   # Before the guarantees replace inventory's pod: its log of the labs' orders.

@@ -2,48 +2,70 @@
 //! Role grants exactly these (a test compares them), and the reconcile tests
 //! check every request they see against them.
 
-/// (API group, resource, verbs)
-pub const RULES: &[(&str, &str, &[&str])] = &[
+/// (API group, resource, verbs, resource names: empty for any). A request
+/// without a name (list, watch, create) can only be granted without names,
+/// so what has fixed names is split: named for get/patch/update/delete.
+pub const RULES: &[(&str, &str, &[&str], &[&str])] = &[
     // The controller lists and watches labs; the finalizer helper patches
     // them; the claim reads the lab holding the part.
     (
         "foodlab.dev",
         "foodlabs",
         &["get", "list", "watch", "patch"],
+        &[],
     ),
     // Status is written with server-side apply.
-    ("foodlab.dev", "foodlabs/status", &["patch"]),
+    ("foodlab.dev", "foodlabs/status", &["patch"], &[]),
     // Needed to set blockOwnerDeletion on owner references.
-    ("foodlab.dev", "foodlabs/finalizers", &["update"]),
-    // ScaleToZero reads and sets replicas through the scale subresource
-    // only; reading it also tells whether the part is installed.
-    ("apps", "deployments/scale", &["get", "patch"]),
+    ("foodlab.dev", "foodlabs/finalizers", &["update"], &[]),
+    // ScaleToZero and spec.replicas read and set replicas through the
+    // scale subresource of the part's Deployments only (a PodKill reads
+    // their pod selector there); reading it also tells whether the part is
+    // installed.
+    ("apps", "deployments/scale", &["get", "patch"], &SERVICES),
     // The workload Job: created, read, and watched (the controller owns Jobs);
     // deleting a lab deletes its Job through the owner reference.
-    ("batch", "jobs", &["get", "list", "watch", "create"]),
+    ("batch", "jobs", &["get", "list", "watch", "create"], &[]),
     // The run ConfigMap between the operator and the Job (watched: the
     // Job's first order wakes the lab).
     (
         "",
         "configmaps",
         &["get", "list", "watch", "create", "patch"],
+        &[],
     ),
-    // One lab at a time per namespace: the `foodlab-part` Lease.
+    // One lab at a time per namespace: the `foodlab-part` Lease, and no other.
+    ("coordination.k8s.io", "leases", &["create"], &[]),
     (
         "coordination.k8s.io",
         "leases",
-        &["get", "create", "update", "delete"],
+        &["get", "update", "delete"],
+        &[crate::claim::LEASE],
     ),
     // Faults and settings go to every ready pod of a service: its
     // EndpointSlices name them.
-    ("discovery.k8s.io", "endpointslices", &["list"]),
-    // PodKill deletes the target's pods.
-    ("", "pods", &["list", "delete"]),
-    ("events.k8s.io", "events", &["create", "patch"]),
+    ("discovery.k8s.io", "endpointslices", &["list"], &[]),
+    // PodKill deletes pods its Deployment's own selector matches (names and
+    // labels cannot be bound in RBAC: the selection is the operator's).
+    ("", "pods", &["list", "delete"], &[]),
+    ("events.k8s.io", "events", &["create", "patch"], &[]),
 ];
 
-/// The (group, resource, verb) an API request needs, from its method and path.
-pub fn needed(method: &str, path: &str, query: &str) -> Option<(String, String, String)> {
+/// The Deployments of a part: FoodLab's services.
+const SERVICES: [&str; 4] = ["order", "inventory", "notification", "analytics"];
+
+/// What an API request needs: group, resource, verb, and the object's name
+/// when the request names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed {
+    pub group: String,
+    pub resource: String,
+    pub verb: String,
+    pub name: Option<String>,
+}
+
+/// What an API request needs, from its method and path.
+pub fn needed(method: &str, path: &str, query: &str) -> Option<Needed> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
         ["api", _version, rest @ ..] => ("", rest),
@@ -54,13 +76,13 @@ pub fn needed(method: &str, path: &str, query: &str) -> Option<(String, String, 
         ["namespaces", _ns, rest @ ..] => rest,
         rest => rest,
     };
-    let (resource, named) = match rest {
-        [resource] => ((*resource).to_owned(), false),
-        [resource, _name] => ((*resource).to_owned(), true),
-        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+    let (resource, name) = match rest {
+        [resource] => ((*resource).to_owned(), None),
+        [resource, name] => ((*resource).to_owned(), Some(*name)),
+        [resource, name, sub] => (format!("{resource}/{sub}"), Some(*name)),
         _ => return None,
     };
-    let verb = match (method, named) {
+    let verb = match (method, name.is_some()) {
         ("GET", true) => "get",
         ("GET", false) if query.contains("watch=true") => "watch",
         ("GET", false) => "list",
@@ -71,18 +93,40 @@ pub fn needed(method: &str, path: &str, query: &str) -> Option<(String, String, 
         ("DELETE", false) => "deletecollection",
         _ => return None,
     };
-    Some((group.to_owned(), resource, verb.to_owned()))
+    Some(Needed {
+        group: group.to_owned(),
+        resource,
+        verb: verb.to_owned(),
+        // A create's name is in its body, not its path: RBAC sees none.
+        name: name.filter(|_| method != "POST").map(str::to_owned),
+    })
 }
 
-pub fn permits(group: &str, resource: &str, verb: &str) -> bool {
-    RULES
-        .iter()
-        .any(|(g, r, verbs)| *g == group && *r == resource && verbs.contains(&verb))
+pub fn permits(needed: &Needed) -> bool {
+    RULES.iter().any(|(g, r, verbs, names)| {
+        *g == needed.group
+            && *r == needed.resource
+            && verbs.contains(&needed.verb.as_str())
+            && (names.is_empty()
+                || needed
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| names.contains(&name)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn need(g: &str, r: &str, v: &str, name: Option<&str>) -> Needed {
+        Needed {
+            group: g.into(),
+            resource: r.into(),
+            verb: v.into(),
+            name: name.map(str::to_owned),
+        }
+    }
 
     #[test]
     fn requests_map_to_the_permissions_they_need() {
@@ -91,45 +135,76 @@ mod tests {
                 "PATCH",
                 "/apis/foodlab.dev/v1alpha1/namespaces/d/foodlabs/x/status",
                 "",
-                ("foodlab.dev", "foodlabs/status", "patch"),
+                need("foodlab.dev", "foodlabs/status", "patch", Some("x")),
             ),
             (
                 "GET",
                 "/apis/apps/v1/namespaces/d/deployments/inventory/scale",
                 "",
-                ("apps", "deployments/scale", "get"),
+                need("apps", "deployments/scale", "get", Some("inventory")),
             ),
             (
                 "GET",
                 "/api/v1/namespaces/d/pods",
                 "labelSelector=a",
-                ("", "pods", "list"),
+                need("", "pods", "list", None),
             ),
             (
                 "GET",
                 "/apis/batch/v1/jobs",
                 "watch=true",
-                ("batch", "jobs", "watch"),
+                need("batch", "jobs", "watch", None),
             ),
             (
                 "POST",
                 "/apis/batch/v1/namespaces/d/jobs",
                 "",
-                ("batch", "jobs", "create"),
+                need("batch", "jobs", "create", None),
             ),
             (
                 "DELETE",
                 "/api/v1/namespaces/d/pods/p",
                 "",
-                ("", "pods", "delete"),
+                need("", "pods", "delete", Some("p")),
             ),
         ];
-        for (method, path, query, (g, r, v)) in cases {
-            assert_eq!(
-                needed(method, path, query),
-                Some((g.into(), r.into(), v.into())),
-                "{method} {path}"
-            );
+        for (method, path, query, want) in cases {
+            assert_eq!(needed(method, path, query), Some(want), "{method} {path}");
         }
+    }
+
+    #[test]
+    fn what_has_fixed_names_is_granted_by_name_only() {
+        assert!(permits(&need(
+            "apps",
+            "deployments/scale",
+            "patch",
+            Some("inventory")
+        )));
+        assert!(!permits(&need(
+            "apps",
+            "deployments/scale",
+            "patch",
+            Some("postgres")
+        )));
+        assert!(!permits(&need("apps", "deployments/scale", "get", None)));
+        assert!(permits(&need(
+            "coordination.k8s.io",
+            "leases",
+            "delete",
+            Some("foodlab-part")
+        )));
+        assert!(!permits(&need(
+            "coordination.k8s.io",
+            "leases",
+            "delete",
+            Some("kube-scheduler")
+        )));
+        assert!(permits(&need(
+            "coordination.k8s.io",
+            "leases",
+            "create",
+            None
+        )));
     }
 }

@@ -84,10 +84,16 @@ async fn the_job_patches_summary_and_full_report_in_one_request() {
     );
     assert!(query.contains("fieldManager=foodlab-workload"), "{query}");
     // What the workload's Role grants, and what the operator may do too.
+    let needed = rbac::needed("PATCH", &path, &query).unwrap();
     assert_eq!(
-        rbac::needed("PATCH", &path, &query),
-        Some((String::new(), "configmaps".into(), "patch".into()))
+        (
+            needed.group.as_str(),
+            needed.resource.as_str(),
+            needed.verb.as_str()
+        ),
+        ("", "configmaps", "patch")
     );
+    assert!(rbac::permits(&needed));
     let body = request.into_body().collect_bytes().await.unwrap();
     let sent: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let keys: Vec<&String> = sent.as_object().unwrap().keys().collect();

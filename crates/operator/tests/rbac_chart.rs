@@ -14,8 +14,18 @@ fn the_chart_grants_exactly_what_the_operator_uses() {
         "/../../charts/foodlab-operator/values.yaml"
     );
     let values: Value = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // (group, resource, verb, resource names: none for any)
     let mut granted = BTreeSet::new();
     for rule in values["rbac"]["rules"].as_array().unwrap() {
+        let names: Vec<String> = rule["resourceNames"]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         for group in rule["apiGroups"].as_array().unwrap() {
             for resource in rule["resources"].as_array().unwrap() {
                 for verb in rule["verbs"].as_array().unwrap() {
@@ -34,6 +44,7 @@ fn the_chart_grants_exactly_what_the_operator_uses() {
                         triple.0.to_owned(),
                         triple.1.to_owned(),
                         triple.2.to_owned(),
+                        names.clone(),
                     ));
                 }
             }
@@ -41,10 +52,16 @@ fn the_chart_grants_exactly_what_the_operator_uses() {
     }
     let used: BTreeSet<_> = RULES
         .iter()
-        .flat_map(|(g, r, verbs)| {
-            verbs
-                .iter()
-                .map(move |v| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
+        .flat_map(|(g, r, verbs, names)| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            verbs.iter().map(move |v| {
+                (
+                    (*g).to_owned(),
+                    (*r).to_owned(),
+                    (*v).to_owned(),
+                    names.clone(),
+                )
+            })
         })
         .collect();
     let missing: Vec<_> = used.difference(&granted).collect();

@@ -204,11 +204,11 @@ async fn expect(handle: &mut Handle, method: &str, path: &str, status: u16, repl
         "{}",
         request.uri()
     );
-    let (group, resource, verb) =
+    let needed =
         rbac::needed(method, path, request.uri().query().unwrap_or("")).expect("an API request");
     assert!(
-        rbac::permits(&group, &resource, &verb),
-        "{method} {path} needs {verb} on {group}/{resource}, which rbac::RULES does not grant"
+        rbac::permits(&needed),
+        "{method} {path} needs {needed:?}, which rbac::RULES does not grant"
     );
     let bytes = request.into_body().collect_bytes().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

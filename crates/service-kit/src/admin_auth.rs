@@ -29,18 +29,37 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
-    /// The configured token; an empty one (or an empty file) counts as none.
+    /// The configured token, or none when neither is given (an open admin
+    /// API, as on a developer's machine). One given but empty or blank is
+    /// refused: it is a Secret gone wrong, and would open the API to anyone.
     pub fn token(&self) -> std::io::Result<AdminToken> {
-        let token = match &self.admin_token_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot read the admin token file {}: {e}", path.display()),
-                )
-            })?),
-            None => self.admin_token.clone(),
+        let (token, from) = match &self.admin_token_file {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot read the admin token file {}: {e}", path.display()),
+                    )
+                })?,
+                format!("the admin token file {}", path.display()),
+            ),
+            None => match &self.admin_token {
+                Some(token) => (token.clone(), "FOODLAB_ADMIN_TOKEN".to_owned()),
+                None => return Ok(AdminToken::default()),
+            },
         };
-        Ok(AdminToken::new(token.as_deref()))
+        let token = AdminToken::new(Some(&token));
+        if !token.is_set() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{from} is empty: the admin API would be open to anyone; \
+                     give it a token (on a cluster, the lab Secret's FOODLAB_ADMIN_TOKEN), \
+                     or leave it unset for an open admin API on a developer's machine"
+                ),
+            ));
+        }
+        Ok(token)
     }
 }
 
@@ -149,6 +168,36 @@ mod tests {
         assert!(!AdminToken::new(Some("  \n")).is_set());
         assert!(!AdminToken::new(None).is_set());
         assert!(AdminToken::new(Some("s3cret\n")).is_set());
+    }
+
+    #[test]
+    fn a_token_given_but_empty_is_refused_and_none_given_is_open() {
+        let args = |token: Option<&str>, file: Option<PathBuf>| AdminArgs {
+            admin_token: token.map(str::to_owned),
+            admin_token_file: file,
+        };
+        assert!(!args(None, None).token().unwrap().is_set());
+        assert!(args(Some("s3cret"), None).token().unwrap().is_set());
+        let blank = args(Some(" \t"), None).token().unwrap_err();
+        assert_eq!(blank.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(
+            blank
+                .to_string()
+                .starts_with("FOODLAB_ADMIN_TOKEN is empty"),
+            "{blank}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "\n").unwrap();
+        let empty_file = args(Some("s3cret"), Some(path.clone()))
+            .token()
+            .unwrap_err();
+        assert!(
+            empty_file.to_string().contains("token file"),
+            "{empty_file}"
+        );
+        std::fs::write(&path, "from-the-secret\n").unwrap();
+        assert!(args(None, Some(path)).token().unwrap().is_set());
     }
 
     #[test]
