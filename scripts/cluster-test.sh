@@ -8,12 +8,15 @@
 # restoreAt (restored as it returns), and when the lab is deleted in the middle of the step; PodKill of
 # mode one killing exactly one of two pods, by name; a lab's spec.replicas applied and put
 # back; a
-# spec the operator refuses; and, from the audit log, no request of the operator refused.
+# spec the operator refuses; from the audit log, no request of the operator refused; then a
+# restore refused by an admission policy for longer than the old 60 s deadline, done within
+# seconds of the refusal being lifted.
 #
 # Starts the cluster and its node when they are not up, and stops them again at the end then.
 # Settings (environment): FOODLAB_TEST_NAMESPACE (foodlab-cluster-test), CLUSTER_WAIT (120:
 # seconds to wait for a step), CLUSTER_RESTORE_SLACK (30: seconds a restore may be recorded
-# after its restoreAt), FOODLAB_SKIP_BUILD (1: use target/debug as it is).
+# after its restoreAt), CLUSTER_REFUSE_SECONDS (75: how long past restoreAt the restore is
+# refused), FOODLAB_SKIP_BUILD (1: use target/debug as it is).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -517,6 +520,74 @@ refused=$(operator_requests | jq -r 'select(.responseStatus.code == 403 or .resp
   or .responseStatus.code == 400) | "\(.verb) \(.objectRef.resource)/\(.objectRef.subresource // "") \(.responseStatus.code)"')
 [ -z "$refused" ] || fail "the API server refused the operator: $refused"
 ok "the API server refused none of the operator's $seen requests (answer codes: ${codes%, })"
+
+# --- a restore the API server refuses for longer than the old 60 s deadline ------------------
+
+# A ValidatingAdmissionPolicy lets the operator scale inventory to 0 and refuses any other
+# scale of it: the restore is refused until the binding goes.
+refuse_for=${CLUSTER_REFUSE_SECONDS:-75}
+policy=foodlab-cluster-test-refuse-restore
+kubectl --kubeconfig "$base/kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: $policy}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: [apps]
+        apiVersions: [v1]
+        operations: [UPDATE]
+        resources: [deployments/scale]
+  matchConditions:
+    - name: the-operator-scaling-inventory
+      expression: "request.name == 'inventory' && request.userInfo.username == '$operator_sa'"
+  validations:
+    - expression: "object.spec.replicas == 0"
+      reason: Forbidden
+      message: "cluster-test refuses inventory's restore for a while"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: $policy}
+spec:
+  policyName: $policy
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: $ns}}
+EOF
+# In force once a scale as the operator is refused (a dry run changes nothing).
+refused_as_operator() {
+  admin --as="$operator_sa" patch deployment inventory --subresource=scale --type=merge \
+    -p '{"spec":{"replicas":2}}' --dry-run=server 2>&1 | grep -q "refuses inventory's restore" && echo yes
+}
+wait_until "the admission policy in force" yes refused_as_operator
+apply_lab refused-restore 10s
+expect_scaled_to_zero refused-restore
+restore_at=$(epoch "$(lab_field refused-restore '{.status.chaos[0].restoreAt}')")
+while [ "$(date +%s)" -lt $((restore_at + refuse_for)) ]; do sleep 1; done
+[ "$(replicas)" = 0 ] || fail "refused-restore: inventory at $(replicas) replicas while its restore is refused"
+[ -z "$(lab_field refused-restore '{.status.chaos[0].restoredAt}')" ] ||
+  fail "refused-restore: a restore recorded while the API refuses it"
+lab_field refused-restore '{.status.chaos[0].error}' | grep -q "refuses inventory's restore" ||
+  fail "refused-restore: the record does not say why ($(lab_field refused-restore '{.status.chaos[0].error}'))"
+[ "$(lab_field refused-restore '{.status.phase}')" != Succeeded ] || fail "refused-restore: Succeeded"
+ok "a restore refused ${refuse_for}s past restoreAt (the old deadline was 60 s): inventory still at 0, the record says why"
+lifted=$(date +%s)
+kubectl --kubeconfig "$base/kubeconfig" delete validatingadmissionpolicybinding "$policy" >/dev/null
+wait_until "refused-restore: chaos record restored" true restored refused-restore
+wait_until "refused-restore: inventory back at 2 replicas" 2 replicas
+wait_until "refused-restore: inventory's 2 pods Ready" 2 ready_replicas
+wait_until "refused-restore: Failed" Failed lab_field refused-restore '{.status.phase}'
+lab_field refused-restore '{.status.conditions[?(@.type=="Ready")].message}' |
+  grep -q "could not be restored by its deadline" ||
+  fail "refused-restore: the lab does not say what happened"
+restored_at=$(epoch "$(lab_field refused-restore '{.status.chaos[0].restoredAt}')")
+[ $((restored_at - lifted)) -le "$restore_slack" ] ||
+  fail "refused-restore: restored $((restored_at - lifted))s after the refusal was lifted"
+kubectl --kubeconfig "$base/kubeconfig" delete validatingadmissionpolicy "$policy" >/dev/null
+ok "the refusal lifted: inventory restored $((restored_at - lifted))s after (the operator kept retrying); the lab Failed saying the restore was late"
+admin delete foodlab refused-restore --timeout=60s >/dev/null
 
 # The last lab's restore may still be starting a pod (its init container waits for the
 # database): the logs of a ready one.

@@ -475,6 +475,18 @@ for part in "${parts[@]}"; do
   mapfile -t scale_out_labs < <(scale_out_labs_of "$part")
   for file in "${scale_out_labs[@]}"; do
     run_lab "$file" "$part" 1
+    # A PodKill of mode one: one pod, by name, and that pod replaced.
+    if grep -q "action: PodKill" "$file"; then
+      name=$(kubectl create --dry-run=client -f "$file" -o 'jsonpath={.metadata.name}')
+      killed=$(k get foodlab "$name" -o 'jsonpath={.status.chaos[0].pods[*]}')
+      if [ "$(wc -w <<<"$killed")" != 1 ]; then
+        failures+=("$name: mode one recorded the pods '$killed'")
+      elif k get pod "$killed" >/dev/null 2>&1; then
+        failures+=("$name: pod $killed was recorded as killed and is still there")
+      else
+        say "ok: $name killed one of inventory's $inventory_replicas pods: $killed"
+      fi
+    fi
     # The lab's spec.replicas put back before its verdict was written.
     now=$(k get deployment inventory -o 'jsonpath={.spec.replicas}')
     [ "$now" = "$inventory_replicas" ] ||

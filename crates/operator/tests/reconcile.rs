@@ -1470,3 +1470,33 @@ async fn a_refused_restore_of_the_replicas_keeps_the_part_and_is_retried() {
     .await;
     assert_eq!(action, Action::requeue(RESTORE_RETRY));
 }
+
+#[tokio::test]
+async fn a_restore_made_only_after_its_deadline_still_fails_the_lab_saying_how_late() {
+    // restoreAt t(65), the deadline 60 s later; the API let the restore through at t(200).
+    let mut record = scale_record(Some(200));
+    record["error"] = json!("admission webhook refused the scale");
+    let current = lab(running_with(record));
+    let reply = echo(&current);
+    let (action, _) = run(
+        current,
+        || t(201),
+        async move |h: &mut Handle| {
+            expect(h, "GET", CM, 200, started_channel()).await;
+            expect(h, "PATCH", CM, 200, config_map(json!({}))).await;
+            expect(h, "GET", JOB, 200, job(json!({"active": 1}))).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            let ready = condition(&status, "Ready");
+            assert_eq!(ready["reason"], "ChaosFailed");
+            assert_eq!(
+                ready["message"],
+                "chaos[0] ScaleToZero inventory could not be restored by its deadline: \
+                 restored 75 s after it (until then: admission webhook refused the scale)"
+            );
+            expect_part_given_back(h).await;
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+}

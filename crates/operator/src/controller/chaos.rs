@@ -79,7 +79,9 @@ pub(super) async fn run_chaos(
 }
 
 /// A step whose window ended without the disruption ever being applied, or
-/// whose restore kept failing past `RESTORE_DEADLINE`.
+/// whose restore kept failing past `RESTORE_DEADLINE` (whether or not it has
+/// been made since: a part disrupted that much longer than the lab said is
+/// not the lab it declared).
 pub(super) fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<String> {
     records.iter().find_map(|r| {
         let error = r.error.as_deref()?;
@@ -87,9 +89,18 @@ pub(super) fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<S
         if r.restored_at.is_some() && !r.disrupted {
             return Some(format!("{what} could not be applied: {error}"));
         }
-        let due = r.restore_at.unwrap_or(r.started_at);
-        (r.restored_at.is_none() && now >= plus(due, RESTORE_DEADLINE))
-            .then(|| format!("{what} could not be restored by its deadline: {error}"))
+        let deadline = plus(r.restore_at.unwrap_or(r.started_at), RESTORE_DEADLINE);
+        match r.restored_at {
+            None => (now >= deadline)
+                .then(|| format!("{what} could not be restored by its deadline: {error}")),
+            Some(restored) => (restored > deadline).then(|| {
+                let late = restored.duration_since(deadline).as_secs();
+                format!(
+                    "{what} could not be restored by its deadline: restored {late} s after it \
+                     (until then: {error})"
+                )
+            }),
+        }
     })
 }
 
