@@ -277,6 +277,12 @@ OPERATOR = chart_schema(
                                 "items": {"type": "string", "pattern": "^[a-z]+(/[a-z]+)?$"},
                             },
                             "verbs": {"type": "array", "minItems": 1, "items": {"enum": RBAC_VERBS}},
+                            # Objects with fixed names are granted by name.
+                            "resourceNames": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                            },
                         },
                         required=["apiGroups", "resources", "verbs"],
                     ),
