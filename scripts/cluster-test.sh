@@ -558,8 +558,10 @@ spec:
 EOF
 # In force once a scale as the operator is refused (a dry run changes nothing).
 refused_as_operator() {
-  admin --as="$operator_sa" patch deployment inventory --subresource=scale --type=merge \
-    -p '{"spec":{"replicas":2}}' --dry-run=server 2>&1 | grep -q "refuses inventory's restore" && echo yes
+  local answer
+  answer=$(admin --as="$operator_sa" patch deployment inventory --subresource=scale --type=merge \
+    -p '{"spec":{"replicas":2}}' --dry-run=server 2>&1 || true)
+  case $answer in *"refuses inventory's restore"*) echo yes ;; esac
 }
 wait_until "the admission policy in force" yes refused_as_operator
 apply_lab refused-restore 10s
@@ -569,8 +571,8 @@ while [ "$(date +%s)" -lt $((restore_at + refuse_for)) ]; do sleep 1; done
 [ "$(replicas)" = 0 ] || fail "refused-restore: inventory at $(replicas) replicas while its restore is refused"
 [ -z "$(lab_field refused-restore '{.status.chaos[0].restoredAt}')" ] ||
   fail "refused-restore: a restore recorded while the API refuses it"
-lab_field refused-restore '{.status.chaos[0].error}' | grep -q "refuses inventory's restore" ||
-  fail "refused-restore: the record does not say why ($(lab_field refused-restore '{.status.chaos[0].error}'))"
+why=$(lab_field refused-restore '{.status.chaos[0].error}')
+[[ $why == *"refuses inventory's restore"* ]] || fail "refused-restore: the record does not say why ($why)"
 [ "$(lab_field refused-restore '{.status.phase}')" != Succeeded ] || fail "refused-restore: Succeeded"
 ok "a restore refused ${refuse_for}s past restoreAt (the old deadline was 60 s): inventory still at 0, the record says why"
 lifted=$(date +%s)
@@ -579,9 +581,9 @@ wait_until "refused-restore: chaos record restored" true restored refused-restor
 wait_until "refused-restore: inventory back at 2 replicas" 2 replicas
 wait_until "refused-restore: inventory's 2 pods Ready" 2 ready_replicas
 wait_until "refused-restore: Failed" Failed lab_field refused-restore '{.status.phase}'
-lab_field refused-restore '{.status.conditions[?(@.type=="Ready")].message}' |
-  grep -q "could not be restored by its deadline" ||
-  fail "refused-restore: the lab does not say what happened"
+said=$(lab_field refused-restore '{.status.conditions[?(@.type=="Ready")].message}')
+[[ $said == *"could not be restored by its deadline"* ]] ||
+  fail "refused-restore: the lab does not say what happened ($said)"
 restored_at=$(epoch "$(lab_field refused-restore '{.status.chaos[0].restoredAt}')")
 [ $((restored_at - lifted)) -le "$restore_slack" ] ||
   fail "refused-restore: restored $((restored_at - lifted))s after the refusal was lifted"
