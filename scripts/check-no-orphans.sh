@@ -47,7 +47,8 @@ for netns in /run/netns/cni-*; do
 done
 [ -e "$here/.foodlab/cluster/run/made-run-containerd" ] && [ -e /run/containerd ] &&
   left+=$'\n'"/run/containerd left (made by the cluster's containerd)"
-for cgroup in /sys/fs/cgroup/*/kubepods; do
+# Pod cgroups: under each controller on cgroup v1, at the root on v2 (cgroupfs or systemd names).
+for cgroup in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/kubepods.slice; do
   [ -d "$cgroup" ] && left+=$'\n'"cgroup left: $cgroup"
 done
 for cmd in iptables ip6tables; do

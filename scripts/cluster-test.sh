@@ -75,6 +75,14 @@ operator_pod() {
     -o 'jsonpath={.items[?(@.status.phase=="Running")].metadata.name}'
 }
 
+# The admission policy of the refused-restore check (cluster-scoped, so it would outlive the
+# namespace and refuse the next run's scales).
+refusal_policy=foodlab-cluster-test-refuse-restore
+drop_refusal() {
+  kubectl --kubeconfig "$base/kubeconfig" delete validatingadmissionpolicybinding,validatingadmissionpolicy \
+    "$refusal_policy" --ignore-not-found >/dev/null 2>&1 || true
+}
+
 cleanup() {
   local status=$?
   if [ $status -ne 0 ] && [ -s "$base/kubeconfig" ]; then
@@ -86,6 +94,7 @@ cleanup() {
     admin logs deploy/foodlab-operator --tail=30 >&2 2>/dev/null || true
   fi
   if [ -s "$base/kubeconfig" ] && scripts/cluster.sh status >/dev/null 2>&1; then
+    drop_refusal
     # The labs first, while the operator is there to undo their chaos; what is left
     # after that (the operator gone) loses its finalizer, or the namespace never goes.
     admin delete foodlabs --all --timeout=60s >/dev/null 2>&1 || true
@@ -122,6 +131,7 @@ helm() {
 }
 test_started=$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)
 
+drop_refusal
 kubectl --kubeconfig "$base/kubeconfig" delete namespace "$ns" --ignore-not-found --wait=true \
   --timeout=60s >/dev/null
 kubectl --kubeconfig "$base/kubeconfig" create namespace "$ns" >/dev/null
@@ -526,7 +536,7 @@ ok "the API server refused none of the operator's $seen requests (answer codes: 
 # A ValidatingAdmissionPolicy lets the operator scale inventory to 0 and refuses any other
 # scale of it: the restore is refused until the binding goes.
 refuse_for=${CLUSTER_REFUSE_SECONDS:-75}
-policy=foodlab-cluster-test-refuse-restore
+policy=$refusal_policy
 kubectl --kubeconfig "$base/kubeconfig" apply -f - >/dev/null <<EOF
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy

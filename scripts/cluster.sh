@@ -731,7 +731,8 @@ node_down() {
   fi
   if [ -f "$base/run/node" ]; then
     remove_kube_chains
-    for dir in /sys/fs/cgroup/*/kubepods; do
+    # Under each controller on cgroup v1, at the root on v2 (cgroupfs or systemd names).
+    for dir in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/kubepods.slice; do
       [ -d "$dir" ] || continue
       find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done

@@ -75,6 +75,7 @@ pub(super) async fn apply_replicas(run: &mut Run<'_>, lab: &ValidatedLab) -> Res
                         .await;
                 }
                 Err(error) => {
+                    tracing::warn!(%service, replicas, %error, "could not scale for spec.replicas; will retry");
                     record.error = Some(error.to_string());
                     run.writer.write(&run.status).await?;
                     waiting.push(format!("{service}: {error}"));
@@ -131,6 +132,7 @@ pub(super) async fn restore_replicas(run: &mut Run<'_>) -> Vec<String> {
                     .await;
             }
             Err(error) => {
+                tracing::warn!(service = %record.service, %error, "could not put spec.replicas back; will retry");
                 record.error = Some(error.clone());
                 problems.push(format!("spec.replicas.{}: {error}", record.service));
             }
