@@ -7,8 +7,7 @@
 # its scale subresource and restored at restoreAt, also when the operator is away across
 # restoreAt (restored as it returns), and when the lab is deleted in the middle of the step; PodKill of
 # mode one killing exactly one of two pods, by name; a lab's spec.replicas applied and put
-# back; a
-# spec the operator refuses; from the audit log, no request of the operator refused; then a
+# back; a spec the operator refuses; from the audit log, no request of the operator refused; then a
 # restore refused by an admission policy for longer than the old 60 s deadline, done within
 # seconds of the refusal being lifted.
 #
