@@ -1410,13 +1410,19 @@ async fn more_than_one_replica_on_sqlite_fails_the_lab_saying_why_and_scales_not
     assert_eq!(action, Action::await_change());
 }
 
-#[tokio::test]
-async fn every_ending_puts_the_replicas_back_before_the_part_is_given_back() {
+/// Running, with inventory scaled from 2 to 3 for the lab.
+fn running_at_three_inventories() -> Value {
     let mut status = running();
     status["replicas"] = json!([{
         "service": "inventory", "replicas": 3, "originalReplicas": 2, "scaled": true,
         "scaledAt": t(-19)
     }]);
+    status
+}
+
+#[tokio::test]
+async fn every_ending_puts_the_replicas_back_before_the_part_is_given_back() {
+    let status = running_at_three_inventories();
     let current = scaled_lab(json!({"inventory": 3}), status);
     let reply = echo(&current);
     let (action, _) = run(
@@ -1441,11 +1447,7 @@ async fn every_ending_puts_the_replicas_back_before_the_part_is_given_back() {
 
 #[tokio::test]
 async fn a_refused_restore_of_the_replicas_keeps_the_part_and_is_retried() {
-    let mut status = running();
-    status["replicas"] = json!([{
-        "service": "inventory", "replicas": 3, "originalReplicas": 2, "scaled": true,
-        "scaledAt": t(-19)
-    }]);
+    let mut status = running_at_three_inventories();
     status["phase"] = json!("Succeeded");
     let current = scaled_lab(json!({"inventory": 3}), status);
     let reply = echo(&current);
