@@ -264,6 +264,7 @@ OPERATOR = chart_schema(
             {
                 "create": BOOLEAN,
                 "clusterWide": BOOLEAN,
+                "admissionPolicy": BOOLEAN,
                 "rules": {
                     "type": "array",
                     "minItems": 1,

@@ -202,6 +202,22 @@ for denied in "get secrets" "create deployments" "delete foodlabs" "delete confi
   fi
 done
 ok "the operator's ServiceAccount is held to the chart's Role (no secrets, no other namespaces)"
+# What RBAC cannot narrow, the chart's admission policies do: as the operator, a Job that is
+# not a workload Job and a Role that grants more than one ConfigMap are refused.
+refused_as() {
+  local want=$1
+  shift
+  local answer
+  answer=$(admin --as="$operator_sa" "$@" --dry-run=server -o name 2>&1 || true)
+  [[ $answer == *"$want"* ]] || fail "as the operator, '$*' was not refused for '$want' ($answer)"
+}
+refused_as "runs Jobs as the ServiceAccount foodlab-workload only" \
+  create job not-a-workload --image=foodlab:dev -- sleep 1
+refused_as "grant get and patch of one ConfigMap only" \
+  create role lists-pods --verb=list --resource=pods
+refused_as "binds Roles to the ServiceAccount foodlab-workload" \
+  create rolebinding binds-default --role=foodlab-operator --serviceaccount="$ns:default"
+ok "the admission policies refuse the operator a Job of its own making, a wider Role, another binding"
 helm install sync-rest charts/sync-rest --namespace "$ns" --set persistence.enabled=false \
   --wait --timeout 120s >/dev/null
 ok "helm install sync-rest: order, inventory and notification Ready"
@@ -268,6 +284,19 @@ charts=$(grep -o '<svg' "$report_dir/report.html" | wc -l)
 report_verdict=$(jq -r '.labs[0].report.verdict' "$report_dir/report.json")
 [ "$report_verdict" = Pass ] || fail "foodlab report sync-delay: report.json says '$report_verdict'"
 ok "foodlab report sync-delay: report.html with $charts charts, report.json says Pass"
+# Each lab's Job may patch its own run ConfigMap and no other.
+workload_sa="system:serviceaccount:$ns:foodlab-workload"
+own=$(admin get configmaps -l foodlab.dev/lab=sync-delay -o name)
+other=$(admin get configmaps -l foodlab.dev/lab=sync-baseline -o name)
+[ "$(admin auth can-i patch "$own" --as "$workload_sa")" = yes ] ||
+  fail "the workload may not patch its lab's run ConfigMap ($own)"
+for denied in "patch $other" "get configmaps" "create configmaps" "patch configmap/foodlab-forged"; do
+  # shellcheck disable=SC2086
+  if [ "$(admin auth can-i $denied --as "$workload_sa" 2>/dev/null)" != no ]; then
+    fail "the workload's ServiceAccount may $denied"
+  fi
+done
+ok "the workload may patch its lab's run ConfigMap (${own#configmap/}) and no other"
 for example in sync-baseline sync-delay sync-failure sync-timeout; do
   admin delete foodlab "$example" --timeout=60s >/dev/null
 done
@@ -322,11 +351,13 @@ wait_until "delay-on-every-pod: the delay gone from both inventory pods" "0 0" p
 ok "a lab's delay was on both inventory pods while it ran (faultsInPlace 2) and is gone from both"
 admin delete foodlab delay-on-every-pod --timeout=60s >/dev/null
 
-# A lab whose only chaos is inventory scaled to zero, from the start, for DURATION.
+# A lab whose only chaos is inventory scaled to zero, from the start, for DURATION; applied
+# with kubectl's further ARGS (e.g. --as).
 apply_lab() {
   local name=$1 duration=$2
+  shift 2
   part_ready
-  admin apply -f - >/dev/null <<EOF
+  admin apply "$@" -f - >/dev/null <<EOF
 apiVersion: foodlab.dev/v1alpha1
 kind: FoodLab
 metadata: {name: $name}
@@ -484,16 +515,27 @@ admin delete foodlab operator-away --timeout=60s >/dev/null
 
 # --- ScaleToZero: a lab deleted in the middle of a ScaleToZero ----------------------------------
 
-apply_lab delete-mid-chaos 600s
+# Made and deleted by a user who may only manage FoodLabs, in this namespace alone.
+user=foodlab-user
+admin create role "$user" --verb=get,list,watch,create,patch,delete --resource=foodlabs.foodlab.dev >/dev/null
+admin create rolebinding "$user" --role="$user" --user="$user" >/dev/null
+for denied in "patch deployments/inventory --subresource=scale" "delete pods" "get secrets" \
+  "create foodlabs -n default" "create jobs"; do
+  # shellcheck disable=SC2086
+  if [ "$(admin auth can-i $denied --as "$user" 2>/dev/null)" != no ]; then
+    fail "$user may $denied"
+  fi
+done
+apply_lab delete-mid-chaos 600s --as "$user"
 expect_scaled_to_zero delete-mid-chaos
-admin delete foodlab delete-mid-chaos --wait=false >/dev/null
+admin delete foodlab delete-mid-chaos --wait=false --as "$user" >/dev/null
 admin wait --for=delete foodlab/delete-mid-chaos --timeout="${wait_limit}s" >/dev/null
 [ "$(replicas)" = 2 ] || fail "inventory is at $(replicas) replicas after its lab went away"
 reasons=$(event_reasons delete-mid-chaos)
 for reason in ChaosStarted ChaosRestored; do
   [[ ",$reasons," == *",$reason,"* ]] || fail "delete-mid-chaos has no $reason Event (it has $reasons)"
 done
-ok "deleted mid-ScaleToZero: inventory back at 2 replicas before the lab went away (Events $reasons)"
+ok "made and deleted mid-ScaleToZero by $user (FoodLabs only, this namespace only): inventory back at 2 replicas before the lab went away (Events $reasons)"
 
 # --- a spec the schema admits but the operator refuses ------------------------------
 
@@ -528,7 +570,12 @@ codes=$(operator_requests | jq -r '.responseStatus.code' | sort | uniq -c | awk 
 refused=$(operator_requests | jq -r 'select(.responseStatus.code == 403 or .responseStatus.code == 422
   or .responseStatus.code == 400) | "\(.verb) \(.objectRef.resource)/\(.objectRef.subresource // "") \(.responseStatus.code)"')
 [ -z "$refused" ] || fail "the API server refused the operator: $refused"
-ok "the API server refused none of the operator's $seen requests (answer codes: ${codes%, })"
+# Every namespaced request of the operator, whoever made the lab, was for this namespace.
+outside=$(operator_requests | jq -r --arg ns "$ns" 'select(.objectRef.namespace != null
+  and .objectRef.namespace != $ns) | "\(.verb) \(.objectRef.namespace)/\(.objectRef.resource)"' |
+  sort -u)
+[ -z "$outside" ] || fail "the operator made requests outside $ns: $outside"
+ok "the API server refused none of the operator's $seen requests, all in $ns (answer codes: ${codes%, })"
 
 # --- a restore the API server refuses for longer than the old 60 s deadline ------------------
 

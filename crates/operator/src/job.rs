@@ -1,7 +1,9 @@
 //! The workload Job: the lab engine, from the same image, placing the lab's
 //! orders against the in-cluster services. It talks to the operator through
 //! the lab's run ConfigMap (`run_channel`), as the `foodlab-workload`
-//! ServiceAccount, which may only read and patch ConfigMaps.
+//! ServiceAccount. That account may read and patch only the run ConfigMap of
+//! a lab whose Job is running: the operator grants each lab's Job its own
+//! (`run_channel_access`), so no Job can write another lab's report.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvFromSource, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
     ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
 use kube::api::ObjectMeta;
@@ -168,6 +171,44 @@ pub fn workload_job(
         }),
         ..Job::default()
     })
+}
+
+/// A Role that lets the workload read and patch its lab's run ConfigMap and
+/// nothing else, and its binding to the workload's ServiceAccount; both named
+/// as the Job and owned by the lab, so they go with it.
+pub fn run_channel_access(lab: &FoodLab, service_account: &str) -> (Role, RoleBinding) {
+    let metadata = ObjectMeta {
+        name: Some(job_name(lab)),
+        namespace: lab.metadata.namespace.clone(),
+        labels: Some(labels(lab)),
+        owner_references: lab.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    };
+    let role = Role {
+        metadata: metadata.clone(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![run_channel::name(lab)]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata,
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: job_name(lab),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: service_account.to_owned(),
+            namespace: lab.metadata.namespace.clone(),
+            ..Subject::default()
+        }]),
+    };
+    (role, binding)
 }
 
 /// The lab's Secret as the Job's environment, as the operator has it (the chart

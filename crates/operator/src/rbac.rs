@@ -34,6 +34,16 @@ pub const RULES: &[(&str, &str, &[&str], &[&str])] = &[
         &["get", "list", "watch", "create", "patch"],
         &[],
     ),
+    // Each lab's Job may read and patch its own run ConfigMap only: a Role
+    // naming it and a binding to the workload's ServiceAccount, made before
+    // the Job (the operator holds what they grant, so no escalate or bind).
+    ("rbac.authorization.k8s.io", "roles", &["create"], &[]),
+    (
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        &["create"],
+        &[],
+    ),
     // One lab at a time per namespace: the `foodlab-part` Lease, and no other.
     ("coordination.k8s.io", "leases", &["create"], &[]),
     (

@@ -30,6 +30,8 @@ const STATUS: &str = "/apis/foodlab.dev/v1alpha1/namespaces/default/foodlabs/bac
 const SCALES: &str = "/apis/apps/v1/namespaces/default/deployments";
 const SCALE: &str = "/apis/apps/v1/namespaces/default/deployments/inventory/scale";
 const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
+const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
+const ROLE_BINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
 const JOB: &str = "/apis/batch/v1/namespaces/default/jobs/backlog-drain-workload-0b7e4c1e";
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 const CM: &str = "/api/v1/namespaces/default/configmaps/backlog-drain-run-0b7e4c1e";
@@ -283,6 +285,10 @@ fn not_found() -> Value {
     json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
 }
 
+fn already_exists() -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "already exists"})
+}
+
 fn echo(lab: &FoodLab) -> Value {
     serde_json::to_value(lab).unwrap()
 }
@@ -455,6 +461,25 @@ async fn the_job_is_created_after_its_run_config_map_and_carries_the_settings_an
             let created = expect(h, "POST", CMS, 201, config_map(json!({}))).await;
             assert_eq!(created["metadata"]["name"], "backlog-drain-run-0b7e4c1e");
             assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
+            let role = expect(h, "POST", ROLES, 201, json!({})).await;
+            assert_eq!(role["metadata"]["name"], "backlog-drain-workload-0b7e4c1e");
+            assert_eq!(role["metadata"]["ownerReferences"][0]["uid"], UID);
+            assert_eq!(
+                role["rules"],
+                json!([{
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": ["backlog-drain-run-0b7e4c1e"],
+                    "verbs": ["get", "patch"],
+                }])
+            );
+            // Made before, by a reconcile whose Job create failed: taken as it is.
+            let binding = expect(h, "POST", ROLE_BINDINGS, 409, already_exists()).await;
+            assert_eq!(binding["roleRef"]["name"], "backlog-drain-workload-0b7e4c1e");
+            assert_eq!(
+                binding["subjects"],
+                json!([{"kind": "ServiceAccount", "name": "foodlab-workload", "namespace": "default"}])
+            );
             let job = expect(h, "POST", JOBS, 201, job(json!({}))).await;
             assert_eq!(job["metadata"]["name"], "backlog-drain-workload-0b7e4c1e");
             assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], UID);
@@ -1358,6 +1383,8 @@ async fn spec_replicas_are_recorded_then_applied_before_the_job_is_created() {
             let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
             assert_eq!(status["status"]["replicas"][0]["scaled"], true);
             expect(h, "POST", CMS, 201, config_map(json!({}))).await;
+            expect(h, "POST", ROLES, 201, json!({})).await;
+            expect(h, "POST", ROLE_BINDINGS, 201, json!({})).await;
             expect(h, "POST", JOBS, 201, job(json!({}))).await;
             let status = expect(h, "PATCH", STATUS, 200, reply).await;
             assert_eq!(

@@ -32,6 +32,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -429,6 +430,7 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
                 .create(&PostParams::default(), &run_channel::config_map(run.lab))
                 .await?;
         }
+        grant_run_channel(run).await?;
         let job = job::workload_job(
             run.lab,
             lab,
@@ -479,6 +481,26 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
             .next_due
             .map_or(wait, |due| until(run.now, due).min(wait)),
     ))
+}
+
+/// The Job's access to its run ConfigMap (made again after a create that
+/// failed half-way: what exists already is left as it is).
+async fn grant_run_channel(run: &Run<'_>) -> Result<(), Error> {
+    let (role, binding) = job::run_channel_access(run.lab, &run.ctx.job_service_account);
+    let exists = |result: Result<(), kube::Error>| match result {
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other,
+    };
+    let roles: Api<Role> = Api::namespaced(run.ctx.client.clone(), run.namespace);
+    exists(roles.create(&PostParams::default(), &role).await.map(drop))?;
+    let bindings: Api<RoleBinding> = Api::namespaced(run.ctx.client.clone(), run.namespace);
+    exists(
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .map(drop),
+    )?;
+    Ok(())
 }
 
 fn job_failure_reason(status: &k8s_openapi::api::batch::v1::JobStatus) -> String {
