@@ -295,10 +295,9 @@ OPERATOR = chart_schema(
             {"create": BOOLEAN, "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
             required=["create", "name"],
         ),
-        # The workload Job's ServiceAccount, and the namespaces it is created in.
+        # The namespaces where labs run besides the release's.
         "workload": obj(
             {
-                "serviceAccount": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
                 "namespaces": {
                     "type": "array",
                     "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},

@@ -152,5 +152,28 @@ for chart in "${charts[@]}"; do
   fi
 done
 
+# The operator chart for three namespaces: a token of its own in each namespace's lab Secret,
+# and the operator's Secret holding exactly those, by namespace.
+tokens_per_namespace() {
+  run_helm template foodlab-operator charts/foodlab-operator --namespace "$namespace" \
+    --set 'workload.namespaces={labs-a,labs-b}' >"$work/tokens.yaml"
+  "$python" - "$work/tokens.yaml" "$namespace" labs-a labs-b <<'PY'
+import base64, json, sys, yaml
+path, namespaces = sys.argv[1], sys.argv[2:]
+secrets = [d for d in yaml.safe_load_all(open(path)) if d and d["kind"] == "Secret"]
+decode = lambda v: base64.b64decode(v).decode()
+lab = {s["metadata"]["namespace"]: decode(s["data"]["FOODLAB_ADMIN_TOKEN"])
+       for s in secrets if s["metadata"]["name"] == "foodlab-lab"}
+(operator,) = [s for s in secrets if s["metadata"]["name"] == "foodlab-lab-tokens"]
+assert operator["metadata"]["namespace"] == namespaces[0], operator["metadata"]
+assert sorted(lab) == sorted(namespaces), lab
+assert len(set(lab.values())) == len(namespaces), "a token is shared by two namespaces"
+assert all(len(t) == 40 for t in lab.values()), lab
+shared = json.loads(decode(operator["data"]["FOODLAB_ADMIN_TOKENS"]))
+assert shared == lab, (shared, lab)
+PY
+}
+check "foodlab-operator: a token per namespace, all of them in the operator's Secret" tokens_per_namespace
+
 echo "charts: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -211,11 +211,11 @@ refused_as() {
   answer=$(admin --as="$operator_sa" "$@" --dry-run=server -o name 2>&1 || true)
   [[ $answer == *"$want"* ]] || fail "as the operator, '$*' was not refused for '$want' ($answer)"
 }
-refused_as "runs Jobs as the ServiceAccount foodlab-workload only" \
+refused_as "runs a Job as the ServiceAccount of the Job's name only" \
   create job not-a-workload --image=foodlab:dev -- sleep 1
-refused_as "grant get and patch of one ConfigMap only" \
+refused_as "grant get and patch of one ConfigMap and list of EndpointSlices only" \
   create role lists-pods --verb=list --resource=pods
-refused_as "binds Roles to the ServiceAccount foodlab-workload" \
+refused_as "binds the Role of a binding's name to the ServiceAccount of that name only" \
   create rolebinding binds-default --role=foodlab-operator --serviceaccount="$ns:default"
 ok "the admission policies refuse the operator a Job of its own making, a wider Role, another binding"
 helm install sync-rest charts/sync-rest --namespace "$ns" --set persistence.enabled=false \
@@ -284,8 +284,12 @@ charts=$(grep -o '<svg' "$report_dir/report.html" | wc -l)
 report_verdict=$(jq -r '.labs[0].report.verdict' "$report_dir/report.json")
 [ "$report_verdict" = Pass ] || fail "foodlab report sync-delay: report.json says '$report_verdict'"
 ok "foodlab report sync-delay: report.html with $charts charts, report.json says Pass"
-# Each lab's Job may patch its own run ConfigMap and no other.
-workload_sa="system:serviceaccount:$ns:foodlab-workload"
+# Each lab's Job runs as a ServiceAccount of its own, which may patch its lab's run ConfigMap
+# and no other.
+job=$(admin get jobs -l foodlab.dev/lab=sync-delay -o name)
+workload_sa="system:serviceaccount:$ns:${job#job.batch/}"
+[ "$(admin get "$job" -o 'jsonpath={.spec.template.spec.serviceAccountName}')" = "${job#job.batch/}" ] ||
+  fail "$job does not run as the ServiceAccount of its name"
 own=$(admin get configmaps -l foodlab.dev/lab=sync-delay -o name)
 other=$(admin get configmaps -l foodlab.dev/lab=sync-baseline -o name)
 [ "$(admin auth can-i patch "$own" --as "$workload_sa")" = yes ] ||
@@ -296,7 +300,7 @@ for denied in "patch $other" "get configmaps" "create configmaps" "patch configm
     fail "the workload's ServiceAccount may $denied"
   fi
 done
-ok "the workload may patch its lab's run ConfigMap (${own#configmap/}) and no other"
+ok "the workload runs as ${job#job.batch/}, which may patch its lab's run ConfigMap (${own#configmap/}) and no other"
 for example in sync-baseline sync-delay sync-failure sync-timeout; do
   admin delete foodlab "$example" --timeout=60s >/dev/null
 done

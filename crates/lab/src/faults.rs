@@ -32,16 +32,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The one client the lab reads and sets the services with: timeouts, and
 /// the admin token where `FOODLAB_ADMIN_TOKEN` is set.
 pub fn lab_http() -> reqwest::Client {
-    admin_http(
-        reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(HTTP_TIMEOUT),
-    )
+    http_with_token(&std::env::var(ADMIN_TOKEN_ENV).unwrap_or_default())
 }
 
-/// A client that sends `Authorization: Bearer <token>` when `FOODLAB_ADMIN_TOKEN` is set.
-fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
-    let token = std::env::var(ADMIN_TOKEN_ENV).unwrap_or_default();
+/// The lab's client, sending `Authorization: Bearer <token>` unless the
+/// token is empty.
+pub fn http_with_token(token: &str) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(HTTP_TIMEOUT);
     let token = token.trim();
     let mut headers = reqwest::header::HeaderMap::new();
     if !token.is_empty() {
@@ -50,7 +49,7 @@ fn admin_http(builder: reqwest::ClientBuilder) -> reqwest::Client {
                 value.set_sensitive(true);
                 headers.insert(reqwest::header::AUTHORIZATION, value);
             }
-            Err(_) => tracing::warn!("{ADMIN_TOKEN_ENV} is not a valid header value; not sent"),
+            Err(_) => tracing::warn!("the admin token is not a valid header value; not sent"),
         }
     }
     builder.default_headers(headers).build().unwrap_or_default()
@@ -88,6 +87,14 @@ enum Failure {
 }
 
 impl FaultClient {
+    /// One attempt per call, sending `token` (none when empty).
+    pub fn with_token(token: &str) -> Self {
+        Self {
+            http: http_with_token(token),
+            patience: Duration::ZERO,
+        }
+    }
+
     /// Retries connection failures, timeouts and 5xx answers with a backoff
     /// (0.2 s doubling to 2 s) for up to `patience`; a 4xx fails at once.
     pub fn patient(patience: Duration) -> Self {

@@ -1,9 +1,8 @@
 //! The workload Job: the lab engine, from the same image, placing the lab's
 //! orders against the in-cluster services. It talks to the operator through
-//! the lab's run ConfigMap (`run_channel`), as the `foodlab-workload`
-//! ServiceAccount. That account may read and patch only the run ConfigMap of
-//! a lab whose Job is running: the operator grants each lab's Job its own
-//! (`run_channel_access`), so no Job can write another lab's report.
+//! the lab's run ConfigMap (`run_channel`), as a ServiceAccount of its own
+//! (`run_channel_access`): it may read and patch that ConfigMap and list
+//! EndpointSlices, nothing else, so no Job can write another lab's report.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use foodlab_lab::validated::ValidatedLab;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvFromSource, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -26,8 +25,6 @@ use crate::run_channel;
 pub const SPEC_ENV: &str = "FOODLAB_LAB_SPEC";
 /// Environment variable naming the lab's run ConfigMap.
 pub const RUN_CONFIG_MAP_ENV: &str = "FOODLAB_RUN_CONFIGMAP";
-/// The Job's ServiceAccount (the operator chart creates it).
-pub const DEFAULT_SERVICE_ACCOUNT: &str = "foodlab-workload";
 /// The operator's variable naming the lab's Secret (the admin token the services
 /// ask for, the RabbitMQ user), which the Job gets as its environment too.
 pub const LAB_SECRET_ENV: &str = "FOODLAB_LAB_SECRET";
@@ -75,7 +72,6 @@ pub fn workload_job(
     validated: &ValidatedLab,
     image: &str,
     pull_policy: &str,
-    service_account: &str,
 ) -> Result<Job, serde_json::Error> {
     let spec = lab.spec.clone();
     let labels = labels(lab);
@@ -152,7 +148,7 @@ pub fn workload_job(
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     // The Job writes its start and its report to the run ConfigMap.
-                    service_account_name: Some(service_account.to_owned()),
+                    service_account_name: Some(job_name(lab)),
                     automount_service_account_token: Some(true),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -173,10 +169,11 @@ pub fn workload_job(
     })
 }
 
-/// A Role that lets the workload read and patch its lab's run ConfigMap and
-/// nothing else, and its binding to the workload's ServiceAccount; both named
-/// as the Job and owned by the lab, so they go with it.
-pub fn run_channel_access(lab: &FoodLab, service_account: &str) -> (Role, RoleBinding) {
+/// The Job's identity: a ServiceAccount, a Role that lets it read and patch
+/// its lab's run ConfigMap and list EndpointSlices (the settings go to every
+/// ready pod), and the binding of the two; all named as the Job and owned by
+/// the lab, so they go with it.
+pub fn run_channel_access(lab: &FoodLab) -> (ServiceAccount, Role, RoleBinding) {
     let metadata = ObjectMeta {
         name: Some(job_name(lab)),
         namespace: lab.metadata.namespace.clone(),
@@ -184,15 +181,30 @@ pub fn run_channel_access(lab: &FoodLab, service_account: &str) -> (Role, RoleBi
         owner_references: lab.controller_owner_ref(&()).map(|r| vec![r]),
         ..ObjectMeta::default()
     };
+    let account = ServiceAccount {
+        metadata: metadata.clone(),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    };
+    let rule =
+        |group: &str, resource: &str, names: Option<Vec<String>>, verbs: &[&str]| PolicyRule {
+            api_groups: Some(vec![group.to_owned()]),
+            resources: Some(vec![resource.to_owned()]),
+            resource_names: names,
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..PolicyRule::default()
+        };
     let role = Role {
         metadata: metadata.clone(),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["configmaps".into()]),
-            resource_names: Some(vec![run_channel::name(lab)]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]),
+        rules: Some(vec![
+            rule(
+                "",
+                "configmaps",
+                Some(vec![run_channel::name(lab)]),
+                &["get", "patch"],
+            ),
+            rule("discovery.k8s.io", "endpointslices", None, &["list"]),
+        ]),
     };
     let binding = RoleBinding {
         metadata,
@@ -203,12 +215,12 @@ pub fn run_channel_access(lab: &FoodLab, service_account: &str) -> (Role, RoleBi
         },
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
-            name: service_account.to_owned(),
+            name: job_name(lab),
             namespace: lab.metadata.namespace.clone(),
             ..Subject::default()
         }]),
     };
-    (role, binding)
+    (account, role, binding)
 }
 
 /// The lab's Secret as the Job's environment, as the operator has it (the chart

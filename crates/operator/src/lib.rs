@@ -7,6 +7,7 @@
 //! - `lab_report`: the full report kept in the run ConfigMap (`foodlab report NAME`)
 //! - `rbac`: every API verb the operator uses (the chart grants exactly these)
 
+pub mod admin_tokens;
 pub mod chaos_plan;
 pub mod claim;
 pub mod controller;

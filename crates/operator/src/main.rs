@@ -40,13 +40,6 @@ struct Args {
         default_value = "IfNotPresent"
     )]
     job_image_pull_policy: String,
-    /// ServiceAccount of the workload Job (it reads and patches its lab's run ConfigMap).
-    #[arg(
-        long,
-        env = "FOODLAB_JOB_SERVICE_ACCOUNT",
-        default_value = foodlab_operator::job::DEFAULT_SERVICE_ACCOUNT
-    )]
-    job_service_account: String,
     /// Log format: text or json.
     #[arg(long, env = "FOODLAB_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -92,7 +85,9 @@ async fn main() -> anyhow::Result<()> {
         args.job_image.clone(),
         args.job_image_pull_policy.clone(),
     );
-    context.job_service_account = args.job_service_account.clone();
+    context.faults = foodlab_operator::admin_tokens::AdminTokens::from_env()?;
+    let namespaces: Vec<&str> = context.faults.namespaces().collect();
+    tracing::info!(?namespaces, "admin tokens of their own");
     let context = Arc::new(context);
     let mut registry = Registry::with_prefix("foodlab_operator");
     context.metrics.register(&mut registry);

@@ -34,9 +34,11 @@ pub const RULES: &[(&str, &str, &[&str], &[&str])] = &[
         &["get", "list", "watch", "create", "patch"],
         &[],
     ),
-    // Each lab's Job may read and patch its own run ConfigMap only: a Role
-    // naming it and a binding to the workload's ServiceAccount, made before
-    // the Job (the operator holds what they grant, so no escalate or bind).
+    // Each lab's Job runs as a ServiceAccount of its own that may read and
+    // patch its lab's run ConfigMap only: a Role naming it and a binding,
+    // made before the Job (the operator holds what they grant, so no
+    // escalate or bind).
+    ("", "serviceaccounts", &["create"], &[]),
     ("rbac.authorization.k8s.io", "roles", &["create"], &[]),
     (
         "rbac.authorization.k8s.io",

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foodlab_lab::{FoodLab, Service};
+use foodlab_operator::admin_tokens::AdminTokens;
 use foodlab_operator::controller::{
     Context, FINALIZER, POLL, RESTORE_RETRY, backoff_until_restore, error_policy, reconcile,
 };
@@ -30,6 +31,7 @@ const STATUS: &str = "/apis/foodlab.dev/v1alpha1/namespaces/default/foodlabs/bac
 const SCALES: &str = "/apis/apps/v1/namespaces/default/deployments";
 const SCALE: &str = "/apis/apps/v1/namespaces/default/deployments/inventory/scale";
 const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
+const SERVICE_ACCOUNTS: &str = "/api/v1/namespaces/default/serviceaccounts";
 const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
 const ROLE_BINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
 const JOB: &str = "/apis/batch/v1/namespaces/default/jobs/backlog-drain-workload-0b7e4c1e";
@@ -87,7 +89,12 @@ fn scale_record(restored: Option<i64>) -> Value {
     record
 }
 
-/// What the services' admin APIs were asked: `service PUT path body`.
+/// The labs' namespace's admin token, which the stub services ask for; the
+/// operator holds another namespace's too.
+const TOKEN: &str = "token-of-default";
+
+/// What the services' admin APIs were asked: `service PUT path body`; a call
+/// without `TOKEN` is recorded as `refused: ...`.
 #[derive(Clone, Default)]
 struct Admin(Arc<Mutex<Vec<String>>>);
 
@@ -106,12 +113,16 @@ async fn admin_stub() -> (Admin, BTreeMap<Service, String>) {
             axum::routing::put(
                 |State(admin): State<Admin>,
                  Path((service, what)): Path<(String, String)>,
+                 headers: axum::http::HeaderMap,
                  body: String| async move {
-                    admin
-                        .0
-                        .lock()
-                        .unwrap()
-                        .push(format!("{service} PUT /admin/{what} {body}"));
+                    let token = headers.get("authorization").and_then(|v| v.to_str().ok());
+                    let call = format!("{service} PUT /admin/{what} {body}");
+                    let call = if token == Some(&format!("Bearer {TOKEN}")) {
+                        call
+                    } else {
+                        format!("refused ({token:?}): {call}")
+                    };
+                    admin.0.lock().unwrap().push(call);
                     body
                 },
             ),
@@ -154,6 +165,11 @@ fn context(
     let mut ctx = Context::new(client, None, "foodlab:dev".into(), "IfNotPresent".into());
     ctx.now = now;
     ctx.endpoints = Some(endpoints);
+    ctx.faults = AdminTokens::new(
+        &json!({"default": TOKEN, "elsewhere": "token-of-elsewhere"}).to_string(),
+        "token-of-the-operators-namespace",
+    )
+    .unwrap();
     Arc::new(ctx)
 }
 
@@ -461,24 +477,34 @@ async fn the_job_is_created_after_its_run_config_map_and_carries_the_settings_an
             let created = expect(h, "POST", CMS, 201, config_map(json!({}))).await;
             assert_eq!(created["metadata"]["name"], "backlog-drain-run-0b7e4c1e");
             assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
+            let account = expect(h, "POST", SERVICE_ACCOUNTS, 201, json!({})).await;
+            assert_eq!(account["metadata"]["name"], "backlog-drain-workload-0b7e4c1e");
+            assert_eq!(account["metadata"]["ownerReferences"][0]["uid"], UID);
             let role = expect(h, "POST", ROLES, 201, json!({})).await;
             assert_eq!(role["metadata"]["name"], "backlog-drain-workload-0b7e4c1e");
             assert_eq!(role["metadata"]["ownerReferences"][0]["uid"], UID);
             assert_eq!(
                 role["rules"],
-                json!([{
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "resourceNames": ["backlog-drain-run-0b7e4c1e"],
-                    "verbs": ["get", "patch"],
-                }])
+                json!([
+                    {
+                        "apiGroups": [""],
+                        "resources": ["configmaps"],
+                        "resourceNames": ["backlog-drain-run-0b7e4c1e"],
+                        "verbs": ["get", "patch"],
+                    },
+                    {
+                        "apiGroups": ["discovery.k8s.io"],
+                        "resources": ["endpointslices"],
+                        "verbs": ["list"],
+                    },
+                ])
             );
             // Made before, by a reconcile whose Job create failed: taken as it is.
             let binding = expect(h, "POST", ROLE_BINDINGS, 409, already_exists()).await;
             assert_eq!(binding["roleRef"]["name"], "backlog-drain-workload-0b7e4c1e");
             assert_eq!(
                 binding["subjects"],
-                json!([{"kind": "ServiceAccount", "name": "foodlab-workload", "namespace": "default"}])
+                json!([{"kind": "ServiceAccount", "name": "backlog-drain-workload-0b7e4c1e", "namespace": "default"}])
             );
             let job = expect(h, "POST", JOBS, 201, job(json!({}))).await;
             assert_eq!(job["metadata"]["name"], "backlog-drain-workload-0b7e4c1e");
@@ -486,7 +512,7 @@ async fn the_job_is_created_after_its_run_config_map_and_carries_the_settings_an
             // within 300 s + the engine's 180 s + 120 s to start the pod.
             assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
             let pod = &job["spec"]["template"]["spec"];
-            assert_eq!(pod["serviceAccountName"], "foodlab-workload");
+            assert_eq!(pod["serviceAccountName"], "backlog-drain-workload-0b7e4c1e");
             let env = &pod["containers"][0]["env"];
             let spec: Value = serde_json::from_str(env[0]["value"].as_str().unwrap()).unwrap();
             assert_eq!(
@@ -1383,6 +1409,7 @@ async fn spec_replicas_are_recorded_then_applied_before_the_job_is_created() {
             let status = expect(h, "PATCH", STATUS, 200, reply.clone()).await;
             assert_eq!(status["status"]["replicas"][0]["scaled"], true);
             expect(h, "POST", CMS, 201, config_map(json!({}))).await;
+            expect(h, "POST", SERVICE_ACCOUNTS, 201, json!({})).await;
             expect(h, "POST", ROLES, 201, json!({})).await;
             expect(h, "POST", ROLE_BINDINGS, 201, json!({})).await;
             expect(h, "POST", JOBS, 201, job(json!({}))).await;

@@ -110,7 +110,7 @@ pub(super) fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<S
 /// Every ready pod of a service gets them (one that became ready since the
 /// last reconcile included), and status says on how many they are.
 pub(super) async fn keep_faults_applied(run: &mut Run<'_>, lab: &ValidatedLab) {
-    let client = &run.ctx.faults;
+    let client = run.ctx.faults.of(run.namespace);
     let mut in_place = run.status.faults_in_place.clone();
     for (service, faults) in &lab.faults {
         let disrupted = run
@@ -178,7 +178,7 @@ pub(super) async fn start_step(
         }
     }
     run.writer.write(&run.status).await?;
-    let sink = PodFaults(&run.ctx.faults, &run.platform);
+    let sink = PodFaults(run.ctx.faults.of(run.namespace), &run.platform);
     match step
         .apply(&run.platform, &sink, &lab.faults_of(step.target))
         .await
@@ -238,7 +238,7 @@ pub(super) async fn restore_step(
     let record = run.status.chaos[position].clone();
     // After the end a window's faults go back to none, as the release left them.
     let base = lab.map(|l| l.faults_of(record.target)).unwrap_or_default();
-    let sink = PodFaults(&run.ctx.faults, &run.platform);
+    let sink = PodFaults(run.ctx.faults.of(run.namespace), &run.platform);
     let undone = disruption::undo(&record, &run.platform, &sink, &base).await;
     let record = &mut run.status.chaos[position];
     match undone {
@@ -283,6 +283,7 @@ pub(super) async fn clear_faults(run: &Run<'_>) -> Vec<String> {
         if let Err(error) = run
             .ctx
             .faults
+            .of(run.namespace)
             .set(&run.platform, *service, &Faults::default())
             .await
         {

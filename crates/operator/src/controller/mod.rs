@@ -24,14 +24,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use foodlab_lab::faults::FaultClient;
 use foodlab_lab::spec::{FoodLabStatus, Phase, Verdict};
 use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{FoodLab, Platform, PlatformError, Service};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
@@ -40,6 +39,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
+use crate::admin_tokens::AdminTokens;
 use crate::claim::{self, Claim};
 use crate::job::{self};
 use crate::metrics::Metrics;
@@ -91,15 +91,14 @@ pub struct Context {
     pub recorder: Option<Recorder>,
     pub job_image: String,
     pub job_pull_policy: String,
-    /// The ServiceAccount the workload Job runs as.
-    pub job_service_account: String,
     /// The clock, injected so tests can be at any time.
     pub now: fn() -> Timestamp,
     /// Service URLs instead of Service DNS (tests).
     pub endpoints: Option<BTreeMap<Service, String>>,
     pub metrics: Metrics,
-    /// One client (and connection pool) for every admin call of every reconcile.
-    faults: FaultClient,
+    /// The admin clients (and connection pools) of every reconcile, one per
+    /// namespace: each sends its namespace's token.
+    pub faults: AdminTokens,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -115,11 +114,10 @@ impl Context {
             recorder,
             job_image,
             job_pull_policy,
-            job_service_account: job::DEFAULT_SERVICE_ACCOUNT.to_owned(),
             now: Timestamp::now,
             endpoints: None,
             metrics: Metrics::default(),
-            faults: FaultClient::default(),
+            faults: AdminTokens::default(),
             failures: Mutex::default(),
         }
     }
@@ -431,13 +429,7 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
                 .await?;
         }
         grant_run_channel(run).await?;
-        let job = job::workload_job(
-            run.lab,
-            lab,
-            &run.ctx.job_image,
-            &run.ctx.job_pull_policy,
-            &run.ctx.job_service_account,
-        )?;
+        let job = job::workload_job(run.lab, lab, &run.ctx.job_image, &run.ctx.job_pull_policy)?;
         jobs.create(&PostParams::default(), &job).await?;
         run.status.workload_job = Some(job_name.clone());
         run.writer.write(&run.status).await?;
@@ -483,18 +475,26 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
     ))
 }
 
-/// The Job's access to its run ConfigMap (made again after a create that
-/// failed half-way: what exists already is left as it is).
+/// The Job's identity and its access to its run ConfigMap (made again after
+/// a create that failed half-way: what exists already is left as it is).
 async fn grant_run_channel(run: &Run<'_>) -> Result<(), Error> {
-    let (role, binding) = job::run_channel_access(run.lab, &run.ctx.job_service_account);
-    let exists = |result: Result<(), kube::Error>| match result {
+    let (account, role, binding) = job::run_channel_access(run.lab);
+    let client = &run.ctx.client;
+    let made = |result: Result<(), kube::Error>| match result {
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         other => other,
     };
-    let roles: Api<Role> = Api::namespaced(run.ctx.client.clone(), run.namespace);
-    exists(roles.create(&PostParams::default(), &role).await.map(drop))?;
-    let bindings: Api<RoleBinding> = Api::namespaced(run.ctx.client.clone(), run.namespace);
-    exists(
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), run.namespace);
+    made(
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .map(drop),
+    )?;
+    let roles: Api<Role> = Api::namespaced(client.clone(), run.namespace);
+    made(roles.create(&PostParams::default(), &role).await.map(drop))?;
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), run.namespace);
+    made(
         bindings
             .create(&PostParams::default(), &binding)
             .await
