@@ -109,6 +109,70 @@ async fn a_service_that_cannot_come_back_is_retried_with_doubling_backoff() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_port_another_process_answers_is_not_taken_for_ready() {
+    let platform = LocalPlatform::start(part_options(Transport::Rest))
+        .await
+        .unwrap();
+    let mut events = platform.events();
+    let url = platform.endpoint(Service::Inventory).unwrap();
+    let address = url.trim_start_matches("http://").to_owned();
+    sigkill(platform.pids().await[&Service::Inventory]);
+    assert!(matches!(
+        next_event(&mut events).await,
+        ServiceEvent::Died { .. }
+    ));
+    // Before the restart (500 ms later), another process takes the port and
+    // answers readiness as if it were inventory.
+    let listener = loop {
+        match tokio::net::TcpListener::bind(&address).await {
+            Ok(listener) => break listener,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let impostor = axum::Router::new().route(
+        "/readyz",
+        axum::routing::get(|| async {
+            axum::Json(json!({"ready": true, "service": "inventory", "pid": 1}))
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, impostor).await });
+    match next_event(&mut events).await {
+        ServiceEvent::RestartFailed {
+            service, reason, ..
+        } => {
+            assert_eq!(service, Service::Inventory);
+            assert!(
+                reason.contains("is answered by inventory (pid 1)"),
+                "{reason}"
+            );
+        }
+        other => panic!("the impostor was taken for inventory: {other}"),
+    }
+    // The port free again, the next try brings inventory back on it.
+    server.abort();
+    let _ = server.await;
+    loop {
+        match next_event(&mut events).await {
+            ServiceEvent::Restarted { service, .. } => {
+                assert_eq!(service, Service::Inventory);
+                break;
+            }
+            ServiceEvent::RestartFailed { .. } => {}
+            other => panic!("{other}"),
+        }
+    }
+    let (status, order) = post(
+        &platform,
+        Service::Order,
+        "/order",
+        json!({"item": "burger"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{order}");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_scaled_to_zero_is_stopped_not_restarted() {
     let platform = LocalPlatform::start(part_options(Transport::Rest))
         .await

@@ -60,22 +60,29 @@ impl Readiness {
     }
 }
 
+/// `/healthz` and `/readyz` name the service and the process answering, so a
+/// supervisor can tell its own child from another process on the port.
 pub fn routes(service: &'static str, readiness: Readiness) -> Router {
-    let alive = move || async move { axum::Json(json!({ "status": "ok", "service": service })) };
+    let pid = std::process::id();
+    let alive = move || async move {
+        axum::Json(json!({ "status": "ok", "service": service, "pid": pid }))
+    };
+    let ready = move |State(readiness): State<Readiness>| async move {
+        let status = if readiness.is_ready() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let mut report = readiness.report();
+        report["service"] = json!(service);
+        report["pid"] = json!(pid);
+        (status, axum::Json(report))
+    };
     Router::new()
         .route("/healthz", get(alive))
         .route("/health", get(alive))
         .route("/readyz", get(ready))
         .with_state(readiness)
-}
-
-async fn ready(State(readiness): State<Readiness>) -> (StatusCode, axum::Json<Value>) {
-    let status = if readiness.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(readiness.report()))
 }
 
 #[cfg(test)]

@@ -211,20 +211,32 @@ impl LocalPlatform {
             }
         };
         let mut ports = BTreeMap::new();
+        // Each free port is held until all are chosen, so no two processes
+        // of the part are handed the same one.
+        let mut held = Vec::new();
         for service in services {
             let mut of_service = Vec::new();
             for replica in 0..replicas(service) {
                 let port = match options.ports {
                     Ports::Defaults if replica == 0 => service.default_port(),
-                    _ => free_port().map_err(|source| PlatformError::Io {
-                        service: *service,
-                        source,
-                    })?,
+                    _ => {
+                        let listener = free_port().map_err(|source| PlatformError::Io {
+                            service: *service,
+                            source,
+                        })?;
+                        let port = listener.local_addr().map(|a| a.port());
+                        held.push(listener);
+                        port.map_err(|source| PlatformError::Io {
+                            service: *service,
+                            source,
+                        })?
+                    }
                 };
                 of_service.push(port);
             }
             ports.insert(*service, of_service);
         }
+        drop(held);
         let data = data_dir.display().to_string();
         let (events, _) = broadcast::channel(64);
         let launcher = Arc::new(Launcher {
@@ -503,10 +515,9 @@ impl Platform for LocalPlatform {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A port no one listens on, held by the listener returned.
+fn free_port() -> std::io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind("127.0.0.1:0")
 }
 
 /// The service binaries sit next to the `foodlab` binary, or one level up

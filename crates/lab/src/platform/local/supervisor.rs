@@ -471,7 +471,7 @@ impl Launcher {
             pid,
             since: Instant::now(),
         };
-        match self.wait_ready(unit, &mut running.child).await {
+        match self.wait_ready(unit, &mut running.child, pid).await {
             Ok(()) => Ok(running),
             Err(error) => {
                 stop(service, running.child).await;
@@ -480,26 +480,53 @@ impl Launcher {
         }
     }
 
-    async fn wait_ready(&self, unit: &Unit, child: &mut Child) -> Result<(), PlatformError> {
+    /// Ready when the child itself says so: an answer from another process
+    /// on its port (one that took the port first) is not the child's.
+    async fn wait_ready(
+        &self,
+        unit: &Unit,
+        child: &mut Child,
+        pid: u32,
+    ) -> Result<(), PlatformError> {
         let service = unit.service;
         let url = format!("http://127.0.0.1:{}/readyz", unit.port);
         let deadline = Instant::now() + READY_TIMEOUT;
+        let mut other = None;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                let taken = other
+                    .map(|o| format!(" (port {} is answered by {o})", unit.port))
+                    .unwrap_or_default();
                 return Err(PlatformError::NotReady {
                     service,
-                    reason: format!("{}{}", Ended::from(status), self.log_tail(unit)),
+                    reason: format!("{}{taken}{}", Ended::from(status), self.log_tail(unit)),
                 });
             }
-            if let Ok(response) = self.http.get(&url).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
+            if let Ok(response) = self.http.get(&url).send().await {
+                let ok = response.status().is_success();
+                let answer: serde_json::Value = response.json().await.unwrap_or_default();
+                let answered_by = answer["pid"].as_u64();
+                if answered_by == Some(u64::from(pid)) && answer["service"] == service.name() {
+                    if ok {
+                        return Ok(());
+                    }
+                } else {
+                    other = Some(format!(
+                        "{} (pid {})",
+                        answer["service"]
+                            .as_str()
+                            .unwrap_or("a process that is not a FoodLab service"),
+                        answered_by.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+                    ));
+                }
             }
             if Instant::now() >= deadline {
+                let taken = other
+                    .map(|o| format!("; the port is answered by {o}"))
+                    .unwrap_or_default();
                 return Err(PlatformError::NotReady {
                     service,
-                    reason: format!("no ready answer at {url} within {READY_TIMEOUT:?}"),
+                    reason: format!("no ready answer at {url} within {READY_TIMEOUT:?}{taken}"),
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
