@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, anyhow, bail};
 use foodlab_lab::spec::{FoodLabStatus, Phase};
 use foodlab_lab::{FoodLab, LabReport};
-use foodlab_operator::{lab_report, run_channel};
+use foodlab_run_channel::{channel, full_report};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
@@ -33,14 +33,14 @@ pub async fn fetch(client: kube::Client, namespace: &str, name: &str) -> anyhow:
         .with_context(|| format!("cannot read FoodLab {name} in namespace {namespace}"))?
         .ok_or_else(|| anyhow!("no FoodLab {name} in namespace {namespace}"))?;
     let config_maps: Api<ConfigMap> = Api::namespaced(client, namespace);
-    let channel = run_channel::name(&lab);
+    let channel = channel::name(&lab);
     let config_map = config_maps
         .get_opt(&channel)
         .await
         .with_context(|| format!("cannot read ConfigMap {channel} in namespace {namespace}"))?
         // A ConfigMap of the same name from another lab is no report of this one.
-        .filter(|cm| run_channel::owned_by(&cm.metadata, &lab));
-    match config_map.as_ref().and_then(lab_report::read) {
+        .filter(|cm| channel::owned_by(&cm.metadata, &lab));
+    match config_map.as_ref().and_then(full_report::read) {
         Some(Ok(report)) => Ok(report),
         Some(Err(reason)) => {
             bail!("the report of FoodLab {name} (ConfigMap {channel}) is unreadable: {reason}")
@@ -64,7 +64,7 @@ pub async fn fetch(client: kube::Client, namespace: &str, name: &str) -> anyhow:
 fn summary_only(config_map: Option<&ConfigMap>) -> bool {
     config_map
         .and_then(|cm| cm.data.as_ref())
-        .is_some_and(|data| data.contains_key(run_channel::REPORT))
+        .is_some_and(|data| data.contains_key(channel::REPORT))
 }
 
 fn ended(status: Option<&FoodLabStatus>) -> bool {

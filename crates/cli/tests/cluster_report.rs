@@ -16,7 +16,7 @@ use foodlab_lab::results::{ChaosRecord, Check, LabResults, LatencySummary};
 use foodlab_lab::series::{Bucket, LabSeries, LatencyBin, Point, Window};
 use foodlab_lab::spec::{ChaosAction, Service};
 use foodlab_lab::{LabReport, Transport, Verdict};
-use foodlab_operator::lab_report;
+use foodlab_run_channel::full_report;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -159,7 +159,7 @@ fn run_config_map(
     };
     config_map.binary_data = full
         .filter(|b| !b.is_empty())
-        .map(|b| BTreeMap::from([(lab_report::KEY.to_owned(), ByteString(b))]));
+        .map(|b| BTreeMap::from([(full_report::KEY.to_owned(), ByteString(b))]));
     let mut json = serde_json::to_value(&config_map).unwrap();
     json["apiVersion"] = "v1".into();
     json["kind"] = "ConfigMap".into();
@@ -234,7 +234,7 @@ fn foodlab_report(dir: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
 #[test]
 fn foodlab_report_writes_the_labs_charts_from_its_run_config_map() {
     let report = report();
-    let (full, halvings) = lab_report::encode(&report).unwrap();
+    let (full, halvings) = full_report::encode(&report).unwrap();
     assert_eq!(halvings, 0);
     let foodlabs = format!("/apis/foodlab.dev/v1alpha1/namespaces/{NAMESPACE}/foodlabs");
     let config_maps = format!("/api/v1/namespaces/{NAMESPACE}/configmaps");

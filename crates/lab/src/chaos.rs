@@ -131,7 +131,9 @@ impl<'a, P: Platform> Direct<'a, P> {
         Ok(())
     }
 
-    /// Records the step (with what undoing it needs), then applies it.
+    /// Records the step (with what undoing it needs), then applies it. A
+    /// retry keeps the original of the first try: a try that failed may have
+    /// been applied, and the replicas read now be the disrupted ones.
     async fn disrupt(
         &self,
         lab: &ValidatedLab,
@@ -139,24 +141,15 @@ impl<'a, P: Platform> Direct<'a, P> {
         step: &Disruption,
         started_at: jiff::Timestamp,
     ) -> Result<ChaosRecord, String> {
-        let original_replicas = step
-            .original_replicas(self.platform)
-            .await
-            .map_err(|e| e.to_string())?;
-        let record = ChaosRecord {
-            step: u32::try_from(index).unwrap_or(u32::MAX),
-            action: step.action(),
-            target: step.target,
-            disrupted: false,
-            original_replicas,
-            pods: Vec::new(),
-            started_at,
-            restore_at: started_at
-                .checked_add(jiff::SignedDuration::try_from(step.duration()).unwrap_or_default())
-                .ok(),
-            restored_at: None,
-            error: None,
+        let recorded = self.ledger().get(&index).map(|r| r.original_replicas);
+        let original_replicas = match recorded {
+            Some(original) => original,
+            None => step
+                .original_replicas(self.platform)
+                .await
+                .map_err(|e| e.to_string())?,
         };
+        let record = step.started(index, started_at, original_replicas);
         self.ledger().insert(index, record.clone());
         let pods = step
             .apply(self.platform, self, &lab.faults_of(step.target))

@@ -24,6 +24,38 @@ pub trait FaultSink: Send + Sync {
 }
 
 impl Disruption {
+    /// When it must be undone, had it started at `started_at` (a killed
+    /// pod is replaced by its Deployment: at once).
+    pub fn restore_at(&self, started_at: jiff::Timestamp) -> jiff::Timestamp {
+        let duration =
+            jiff::SignedDuration::try_from(self.duration()).unwrap_or(jiff::SignedDuration::MAX);
+        started_at
+            .checked_add(duration)
+            .unwrap_or(jiff::Timestamp::MAX)
+    }
+
+    /// Its record as step `index` starts, written before the disruption:
+    /// not disrupted yet, with what undoing it needs.
+    pub fn started(
+        &self,
+        index: usize,
+        started_at: jiff::Timestamp,
+        original_replicas: Option<u32>,
+    ) -> ChaosRecord {
+        ChaosRecord {
+            step: u32::try_from(index).unwrap_or(u32::MAX),
+            action: self.action(),
+            target: self.target,
+            disrupted: false,
+            original_replicas,
+            pods: Vec::new(),
+            started_at,
+            restore_at: Some(self.restore_at(started_at)),
+            restored_at: None,
+            error: None,
+        }
+    }
+
     /// What undoing it will need, read before anything changes: the
     /// replicas a ScaleToZero puts back.
     pub async fn original_replicas<P: Platform>(

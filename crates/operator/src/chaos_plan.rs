@@ -35,12 +35,6 @@ fn plus(t: Timestamp, d: Duration) -> Timestamp {
         .unwrap_or(Timestamp::MAX)
 }
 
-/// When a started step must be undone (a killed pod is replaced by its
-/// Deployment: there is nothing to wait for).
-pub fn restore_at(step: &Disruption, started_at: Timestamp) -> Timestamp {
-    plus(started_at, step.duration())
-}
-
 /// The moves due at `now` for a run that began at `origin`.
 pub fn plan(
     steps: &[Disruption],
@@ -255,8 +249,8 @@ mod tests {
             },
             ..scale_to_zero(0, 0)
         };
-        assert_eq!(restore_at(&step, t(7)), t(7));
-        assert_eq!(restore_at(&scale_to_zero(0, 60), t(7)), t(67));
+        assert_eq!(step.restore_at(t(7)), t(7));
+        assert_eq!(scale_to_zero(0, 60).restore_at(t(7)), t(67));
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //! (`run_channel_access`): it may read and patch that ConfigMap and list
 //! EndpointSlices, nothing else, so no Job can write another lab's report.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use foodlab_lab::FoodLab;
@@ -19,7 +18,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
 use kube::api::ObjectMeta;
 
-use crate::run_channel;
+use foodlab_run_channel::channel;
+use foodlab_run_channel::names::{labels, named};
 
 /// Environment variable carrying the lab's spec (JSON) into the Job.
 pub const SPEC_ENV: &str = "FOODLAB_LAB_SPEC";
@@ -31,15 +31,6 @@ pub const LAB_SECRET_ENV: &str = "FOODLAB_LAB_SECRET";
 /// Time the Job may take beyond the lab's own deadline: pulling the image, starting.
 const JOB_START_SLACK: Duration = Duration::from_secs(120);
 
-/// `<lab>-<what>-<first 8 of the UID>`, within the 63 characters a label holds.
-pub fn named(lab: &FoodLab, what: &str) -> String {
-    let name = lab.metadata.name.as_deref().unwrap_or("foodlab");
-    let uid = lab.metadata.uid.as_deref().unwrap_or("");
-    let uid: String = uid.chars().filter(|c| *c != '-').take(8).collect();
-    let name: String = name.chars().take(63 - what.len() - uid.len() - 2).collect();
-    format!("{}-{what}-{uid}", name.trim_end_matches('-'))
-}
-
 /// A recreated lab (same name, new UID) gets a Job of its own.
 pub fn job_name(lab: &FoodLab) -> String {
     named(lab, "workload")
@@ -49,20 +40,6 @@ pub fn job_name(lab: &FoodLab) -> String {
 /// engine's slack) plus time to start the pod.
 pub fn active_deadline(lab: &ValidatedLab) -> i64 {
     i64::try_from((lab.deadline() + JOB_START_SLACK).as_secs()).unwrap_or(i64::MAX)
-}
-
-pub fn labels(lab: &FoodLab) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "foodlab-workload".to_owned(),
-        ),
-        ("app.kubernetes.io/part-of".to_owned(), "foodlab".to_owned()),
-        (
-            "foodlab.dev/lab".to_owned(),
-            lab.metadata.name.clone().unwrap_or_default(),
-        ),
-    ])
 }
 
 /// The Job for a lab. It gets the whole spec: it applies the settings, and
@@ -94,7 +71,7 @@ pub fn workload_job(
             },
             EnvVar {
                 name: RUN_CONFIG_MAP_ENV.into(),
-                value: Some(run_channel::name(lab)),
+                value: Some(channel::name(lab)),
                 ..EnvVar::default()
             },
         ]),
@@ -200,7 +177,7 @@ pub fn run_channel_access(lab: &FoodLab) -> (ServiceAccount, Role, RoleBinding) 
             rule(
                 "",
                 "configmaps",
-                Some(vec![run_channel::name(lab)]),
+                Some(vec![channel::name(lab)]),
                 &["get", "patch"],
             ),
             rule("discovery.k8s.io", "endpointslices", None, &["list"]),
@@ -234,13 +211,6 @@ fn lab_secret(name: Option<String>) -> Option<Vec<EnvFromSource>> {
         }),
         ..EnvFromSource::default()
     }])
-}
-
-/// What the workload reports back, in the run ConfigMap.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct JobReport {
-    pub results: foodlab_lab::results::LabResults,
-    pub verdict: foodlab_lab::Verdict,
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use foodlab_lab::{Quiet, run_lab_with};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-use crate::job::{JobReport, RUN_CONFIG_MAP_ENV, SPEC_ENV};
-use crate::lab_report;
+use crate::job::{RUN_CONFIG_MAP_ENV, SPEC_ENV};
 use crate::platform::KubernetesPlatform;
-use crate::run_channel::{self, JOB_FIELD_MANAGER};
+use foodlab_run_channel::JobReport;
+use foodlab_run_channel::channel::{self, JOB_FIELD_MANAGER};
+use foodlab_run_channel::full_report;
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -45,7 +46,7 @@ impl OperatorChaos {
 
     async fn records(&self) -> Option<Vec<ChaosRecord>> {
         let config_map = self.config_maps.get(&self.name).await.ok()?;
-        let json = config_map.data?.remove(run_channel::CHAOS)?;
+        let json = config_map.data?.remove(channel::CHAOS)?;
         serde_json::from_str(&json).ok()
     }
 }
@@ -70,10 +71,10 @@ impl Disruptor for OperatorChaos {
         lab: &ValidatedLab,
         start: WorkloadStart,
     ) -> Result<Vec<ChaosRecord>, ChaosError> {
-        run_channel::write(
+        channel::write(
             &self.config_maps,
             &self.name,
-            run_channel::WORKLOAD_STARTED_AT,
+            channel::WORKLOAD_STARTED_AT,
             start.at.to_string(),
             JOB_FIELD_MANAGER,
         )
@@ -130,10 +131,10 @@ pub async fn run(namespace: &str) -> anyhow::Result<bool> {
         Ok(report) => report,
         Err(error) => {
             // The operator puts the reason in the lab's condition.
-            let written = run_channel::write(
+            let written = channel::write(
                 &config_maps,
                 &channel,
-                run_channel::ERROR,
+                channel::ERROR,
                 error.to_string(),
                 JOB_FIELD_MANAGER,
             )
@@ -152,7 +153,7 @@ pub async fn run(namespace: &str) -> anyhow::Result<bool> {
     println!("{json}");
     // The summary is what the operator needs; without the full report only
     // `foodlab report` goes without.
-    let full = match lab_report::encode(&report) {
+    let full = match full_report::encode(&report) {
         Ok((bytes, halvings)) => {
             if halvings > 0 {
                 tracing::warn!(
@@ -167,7 +168,7 @@ pub async fn run(namespace: &str) -> anyhow::Result<bool> {
             None
         }
     };
-    lab_report::write(&config_maps, &channel, &lab_report::patch(json, full))
+    full_report::write(&config_maps, &channel, &full_report::patch(json, full))
         .await
         .context("cannot write the report to the run ConfigMap")?;
     Ok(summary.verdict == foodlab_lab::Verdict::Pass)

@@ -8,8 +8,9 @@
 use foodlab_lab::results::{Check, LabResults};
 use foodlab_lab::series::{LabSeries, LatencyBin, MAX_BINS};
 use foodlab_lab::{LabReport, Transport, Verdict};
-use foodlab_operator::job::JobReport;
-use foodlab_operator::{lab_report, rbac, run_channel};
+use foodlab_operator::rbac;
+use foodlab_run_channel::JobReport;
+use foodlab_run_channel::{channel, full_report};
 use http::{Request, Response};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::client::Body;
@@ -64,9 +65,9 @@ async fn the_job_patches_summary_and_full_report_in_one_request() {
         verdict: report.verdict,
     })
     .unwrap();
-    let (full, _) = lab_report::encode(&report).unwrap();
-    let patch = lab_report::patch(summary.clone(), Some(full));
-    let write = tokio::spawn(async move { lab_report::write(&api, NAME, &patch).await });
+    let (full, _) = full_report::encode(&report).unwrap();
+    let patch = full_report::patch(summary.clone(), Some(full));
+    let write = tokio::spawn(async move { full_report::write(&api, NAME, &patch).await });
 
     let (request, send) = handle.next_request().await.unwrap();
     let path = request.uri().path().to_owned();
@@ -101,8 +102,8 @@ async fn the_job_patches_summary_and_full_report_in_one_request() {
     let stored: ConfigMap = serde_json::from_value(sent).unwrap();
     let data = stored.data.clone().unwrap_or_default();
     assert_eq!(data.len(), 1);
-    assert_eq!(data[run_channel::REPORT], summary);
-    let back = lab_report::read(&stored).unwrap().unwrap();
+    assert_eq!(data[channel::REPORT], summary);
+    let back = full_report::read(&stored).unwrap().unwrap();
     assert_eq!(
         serde_json::to_value(&back).unwrap(),
         serde_json::to_value(&report).unwrap()

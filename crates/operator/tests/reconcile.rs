@@ -274,7 +274,7 @@ fn started_channel() -> Value {
 /// wrote them there before): nothing to bring up to date.
 fn told(mut channel: Value, lab: &FoodLab) -> Value {
     let records = &lab.status.as_ref().unwrap().chaos;
-    channel["data"]["chaos"] = json!(foodlab_operator::run_channel::chaos_json(records));
+    channel["data"]["chaos"] = json!(foodlab_run_channel::channel::chaos_json(records));
     channel
 }
 

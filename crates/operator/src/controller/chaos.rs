@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 
 use crate::chaos_plan::{self, ChaosMove};
 use crate::platform::{FIELD_MANAGER, KubernetesPlatform};
-use crate::run_channel;
+use foodlab_run_channel::channel;
 
 use super::*;
 
@@ -59,16 +59,9 @@ pub(super) async fn run_chaos(
         run.writer.write(&run.status).await?;
     }
     // The Job waits for the restores and measures the drain from them.
-    let records = run_channel::chaos_json(&run.status.chaos);
+    let records = channel::chaos_json(&run.status.chaos);
     if !run.status.chaos.is_empty() && told.as_deref() != Some(records.as_str()) {
-        run_channel::write(
-            config_maps,
-            channel,
-            run_channel::CHAOS,
-            records,
-            FIELD_MANAGER,
-        )
-        .await?;
+        channel::write(config_maps, channel, channel::CHAOS, records, FIELD_MANAGER).await?;
     }
     let after = chaos_plan::plan(&lab.chaos, &run.status.chaos, origin, run.now);
     Ok(ChaosTurn {
@@ -153,18 +146,7 @@ pub(super) async fn start_step(
     {
         Some(position) => position,
         None => {
-            run.status.chaos.push(ChaosRecord {
-                step: u32::try_from(index).unwrap_or(u32::MAX),
-                action: step.action(),
-                target: step.target,
-                disrupted: false,
-                original_replicas: None,
-                pods: Vec::new(),
-                started_at: run.now,
-                restore_at: Some(chaos_plan::restore_at(step, run.now)),
-                restored_at: None,
-                error: None,
-            });
+            run.status.chaos.push(step.started(index, run.now, None));
             run.status.chaos.len() - 1
         }
     };

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use crate::claim::{self};
-use crate::job::JobReport;
+use foodlab_run_channel::JobReport;
 
 use super::*;
 

@@ -44,7 +44,7 @@ use crate::claim::{self, Claim};
 use crate::job::{self};
 use crate::metrics::Metrics;
 use crate::platform::KubernetesPlatform;
-use crate::run_channel;
+use foodlab_run_channel::channel;
 
 mod chaos;
 mod finish;
@@ -372,11 +372,9 @@ async fn start(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
 /// then the release and the verdict.
 async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
     let config_maps: Api<ConfigMap> = Api::namespaced(run.ctx.client.clone(), run.namespace);
-    let channel_name = run_channel::name(run.lab);
+    let channel_name = channel::name(run.lab);
     let channel = config_maps.get_opt(&channel_name).await?;
-    let state = channel
-        .as_ref()
-        .and_then(|cm| run_channel::read(cm, run.lab));
+    let state = channel.as_ref().and_then(|cm| channel::read(cm, run.lab));
     if run.status.workload_started_at.is_none()
         && let Some(at) = state.as_ref().and_then(|s| s.workload_started_at)
     {
@@ -387,7 +385,7 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
     // Chaos first (restores above all), so nothing else can hold a restore up.
     let told = channel
         .as_ref()
-        .and_then(|cm| cm.data.as_ref()?.get(run_channel::CHAOS).cloned());
+        .and_then(|cm| cm.data.as_ref()?.get(channel::CHAOS).cloned());
     let chaos = run_chaos(run, lab, &config_maps, &channel_name, told).await?;
     keep_faults_applied(run, lab).await;
 
@@ -396,7 +394,7 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
     let existing = jobs
         .get_opt(&job_name)
         .await?
-        .filter(|j| run_channel::owned_by(&j.metadata, run.lab));
+        .filter(|j| channel::owned_by(&j.metadata, run.lab));
     let Some(existing) = existing else {
         if run.status.workload_job.is_some() {
             // Started before and gone now (deleted, or expired after its TTL):
@@ -425,7 +423,7 @@ async fn running(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error>
         }
         if channel.is_none() {
             config_maps
-                .create(&PostParams::default(), &run_channel::config_map(run.lab))
+                .create(&PostParams::default(), &channel::config_map(run.lab))
                 .await?;
         }
         grant_run_channel(run).await?;

@@ -15,8 +15,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::{Api, Resource};
 
-use crate::job::JobReport;
-
 pub const WORKLOAD_STARTED_AT: &str = "workloadStartedAt";
 pub const REPORT: &str = "report";
 pub const CHAOS: &str = "chaos";
@@ -27,7 +25,7 @@ pub const JOB_FIELD_MANAGER: &str = "foodlab-workload";
 
 /// `<lab>-run-<uid prefix>`: a recreated lab gets a ConfigMap of its own.
 pub fn name(lab: &FoodLab) -> String {
-    crate::job::named(lab, "run")
+    crate::names::named(lab, "run")
 }
 
 pub fn config_map(lab: &FoodLab) -> ConfigMap {
@@ -35,7 +33,7 @@ pub fn config_map(lab: &FoodLab) -> ConfigMap {
         metadata: ObjectMeta {
             name: Some(name(lab)),
             namespace: lab.metadata.namespace.clone(),
-            labels: Some(crate::job::labels(lab)),
+            labels: Some(crate::names::labels(lab)),
             owner_references: lab.controller_owner_ref(&()).map(|r| vec![r]),
             ..ObjectMeta::default()
         },
@@ -101,4 +99,11 @@ pub async fn write(
 /// The chaos records, as the operator passes them to the Job.
 pub fn chaos_json(records: &[ChaosRecord]) -> String {
     serde_json::to_string(records).unwrap_or_else(|_| "[]".into())
+}
+
+/// What the workload reports back, in the run ConfigMap.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobReport {
+    pub results: foodlab_lab::results::LabResults,
+    pub verdict: foodlab_lab::Verdict,
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use crate::run_channel::{self, JOB_FIELD_MANAGER};
+use crate::channel::{self as run_channel, JOB_FIELD_MANAGER};
 
 /// The key of the full report in the run ConfigMap's `binaryData`.
 pub const KEY: &str = "labReport.json.gz";
