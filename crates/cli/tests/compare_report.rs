@@ -133,7 +133,25 @@ fn the_table_has_a_row_per_part_and_the_delay_is_where_each_model_puts_it() {
             r["endToEndMs"]["p50"].as_f64().unwrap() >= 500.0,
             "{part}: {r}"
         );
+        // The backlog drains after the workload: the drain lasts at least
+        // until the slowest order settled (created no earlier than the first).
+        let drain = r["drainSeconds"].as_f64().unwrap();
+        let slowest = r["endToEndMs"]["max"].as_f64().unwrap() / 1000.0;
+        let workload = r["workloadSeconds"].as_f64().unwrap();
+        assert!(
+            drain >= slowest - workload - 0.01,
+            "{part}: drain {drain} s, slowest order {slowest} s, workload {workload} s"
+        );
+        // The lab's fault stays in place (and shaded) until the drain is over.
+        let window = &lab(&json, part)["series"]["windows"][0];
+        let until = window["toSeconds"].as_f64().unwrap();
+        assert!(
+            until >= workload + drain - 0.01,
+            "{part}: fault window to {until} s, drained at {} s",
+            workload + drain
+        );
     }
+    assert!(sync.get("drainSeconds").is_none(), "{sync}");
 }
 
 fn report_json_and_the_csvs_hold_the_series() {

@@ -193,12 +193,23 @@ async fn run<P: Platform, D: Disruptor>(
         .await;
     if let Some(backlog) = &settled.backlog {
         results.max_backlog = Some(backlog.max());
-        results.drain_seconds = drain_seconds(backlog, &done.chaos, done.ended);
+    }
+    let last_settled = settled
+        .end_to_end
+        .as_ref()
+        .and_then(crate::series::EndToEnd::last_settled);
+    if settled.backlog.is_some() || last_settled.is_some() {
+        results.drain_seconds = drain_seconds(
+            settled.backlog.as_ref(),
+            last_settled,
+            &done.chaos,
+            done.ended,
+        );
     }
     let series = done.recorder.finish(
         settled.end_to_end.as_mut(),
         settled.backlog.as_ref(),
-        windows(lab, &done),
+        windows(lab, &done, Instant::now()),
     );
     step.set("measure");
     strategy
@@ -312,9 +323,11 @@ struct WorkloadDone {
 }
 
 /// The chaos windows, and the lab-wide faults over the whole workload.
-fn windows(lab: &ValidatedLab, done: &WorkloadDone) -> Vec<series::Window> {
-    let workload_end = round3(
-        done.ended
+/// The lab's faults are in place from the first order until the release,
+/// after settling (`until`): an async part's backlog drains under them.
+fn windows(lab: &ValidatedLab, done: &WorkloadDone, until: Instant) -> Vec<series::Window> {
+    let faults_end = round3(
+        until
             .saturating_duration_since(done.start.instant.into_std())
             .as_secs_f64(),
     );
@@ -329,7 +342,7 @@ fn windows(lab: &ValidatedLab, done: &WorkloadDone) -> Vec<series::Window> {
                 f.delay_ms, f.fail_rate
             ),
             from_seconds: 0.0,
-            to_seconds: Some(workload_end),
+            to_seconds: Some(faults_end),
         })
         .collect();
     windows.extend(series::chaos_windows(&done.chaos, done.start.at));
@@ -388,9 +401,13 @@ async fn workload<P: Platform, D: Disruptor>(
 }
 
 /// Draining starts when the last disruption is undone (or the workload
-/// ends, for a lab without chaos) and ends at the first empty backlog after.
+/// ends, for a lab without chaos) and ends once the last accepted order has
+/// settled (`last_settled`) and the backlog is next seen empty. The broker's
+/// depth can lag (RabbitMQ's management figures are a few seconds old): an
+/// empty reading before the orders settled is not the end of the drain.
 pub fn drain_seconds(
-    backlog: &Backlog,
+    backlog: Option<&Backlog>,
+    last_settled: Option<jiff::Timestamp>,
     chaos: &[ChaosRecord],
     workload_ended: Instant,
 ) -> Option<f64> {
@@ -399,7 +416,10 @@ pub fn drain_seconds(
         .filter_map(|record| record.restored_at)
         .max()
         .map_or(workload_ended, instant_of);
-    backlog.drained_after(from).map(|d| round3(d.as_secs_f64()))
+    let settled = last_settled.map(|at| instant_of(at).max(from));
+    let emptied = backlog.and_then(|b| b.empty_from(settled.unwrap_or(from)));
+    let end = emptied.or(settled)?;
+    Some(round3(end.saturating_duration_since(from).as_secs_f64()))
 }
 
 /// The last step, on every ending.

@@ -426,6 +426,8 @@ pub struct EndToEnd {
     zero_ms: i64,
     bins: Bins,
     latencies: Latencies,
+    /// When the last order to settle did, in ms since the epoch.
+    last_settled_ms: Option<i64>,
 }
 
 impl EndToEnd {
@@ -434,6 +436,7 @@ impl EndToEnd {
             zero_ms: zero.as_millisecond(),
             bins: Bins::new(),
             latencies: Latencies::default(),
+            last_settled_ms: None,
         }
     }
 
@@ -442,6 +445,15 @@ impl EndToEnd {
         let offset = Duration::from_millis(u64::try_from(created_ms - self.zero_ms).unwrap_or(0));
         self.bins.record(offset, ms, None);
         self.latencies.record(ms);
+        // Whole milliseconds: an order's times are kept to the millisecond.
+        #[allow(clippy::cast_possible_truncation)]
+        let settled = created_ms.saturating_add(ms.round() as i64);
+        self.last_settled_ms = Some(self.last_settled_ms.map_or(settled, |t| t.max(settled)));
+    }
+
+    /// When the last of the recorded orders settled.
+    pub fn last_settled(&self) -> Option<jiff::Timestamp> {
+        jiff::Timestamp::from_millisecond(self.last_settled_ms?).ok()
     }
 
     pub fn latencies(&self) -> &Latencies {

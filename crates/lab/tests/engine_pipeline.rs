@@ -107,11 +107,14 @@ fn rand_id() -> u128 {
 }
 
 /// The sync-rest part as stubs; scaling is recorded, and scaling to zero
-/// fails for the services in `unscalable`.
+/// fails for the services in `unscalable`. A scale to zero of a service in
+/// `answers_lost` is applied and answered with an error (as when the API
+/// server's answer is lost), that many times.
 struct FakePlatform {
     endpoints: BTreeMap<Service, String>,
     replicas: Mutex<BTreeMap<Service, u32>>,
     unscalable: Vec<Service>,
+    answers_lost: Mutex<BTreeMap<Service, u32>>,
     log: Log,
 }
 
@@ -136,6 +139,7 @@ impl FakePlatform {
             replicas: Mutex::new(endpoints.keys().map(|s| (*s, 1)).collect()),
             endpoints,
             unscalable,
+            answers_lost: Mutex::default(),
             log,
         }
     }
@@ -158,6 +162,16 @@ impl Platform for FakePlatform {
         }
         self.log.push(format!("scale {service} {replicas}"));
         self.replicas.lock().unwrap().insert(service, replicas);
+        if let Some(lost) = self.answers_lost.lock().unwrap().get_mut(&service)
+            && replicas == 0
+            && *lost > 0
+        {
+            *lost -= 1;
+            return Err(PlatformError::Api {
+                service,
+                reason: "the answer was lost".into(),
+            });
+        }
         Ok(())
     }
 
@@ -289,12 +303,27 @@ fn drain_is_measured_from_the_last_restore() {
         restored_at: Some(jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ms)),
         error: None,
     };
-    // Restored 2 s ago, empty 1 s ago: 1 s of drain, whatever the workload's end.
-    let drain = drain_seconds(&backlog, &[restored(3000), restored(2000)], ago(3500)).unwrap();
+    let settled_ago =
+        |ms: i64| Some(jiff::Timestamp::now() - jiff::SignedDuration::from_millis(ms));
+    // Restored 2 s ago, the orders settled 1.2 s ago, empty 1 s ago: 1 s of
+    // drain, whatever the workload's end.
+    let chaos = [restored(3000), restored(2000)];
+    let drain = drain_seconds(Some(&backlog), settled_ago(1200), &chaos, ago(3500)).unwrap();
     assert!((drain - 1.0).abs() < 0.05, "{drain}");
     // Without chaos: from the end of the workload.
-    let drain = drain_seconds(&backlog, &[], ago(3500)).unwrap();
+    let drain = drain_seconds(Some(&backlog), settled_ago(1200), &[], ago(3500)).unwrap();
     assert!((drain - 2.5).abs() < 0.05, "{drain}");
+    // The broker's figures lag: the queue reads empty right after the
+    // workload, while the orders settle over 3 s. The drain is the orders'.
+    let stale = Backlog {
+        samples: vec![(ago(3400), 0), (ago(2000), 0), (ago(400), 5)],
+    };
+    let drain = drain_seconds(Some(&stale), settled_ago(500), &[], ago(3500)).unwrap();
+    assert!((drain - 3.0).abs() < 0.05, "{drain}");
+    // Nothing sampled after the orders settled: their settling ends it.
+    let drain = drain_seconds(None, settled_ago(500), &[], ago(3500)).unwrap();
+    assert!((drain - 3.0).abs() < 0.05, "{drain}");
+    assert_eq!(drain_seconds(None, None, &[], ago(3500)), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,6 +361,35 @@ async fn a_step_that_cannot_be_applied_fails_the_lab_with_its_reason_and_release
                 .to_owned()
         ),
         "{events:?}"
+    );
+    assert_released(&platform);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_applied_but_answered_with_an_error_is_retried_and_restored_to_the_original() {
+    let platform = FakePlatform::start(Duration::ZERO, vec![]).await;
+    platform
+        .answers_lost
+        .lock()
+        .unwrap()
+        .insert(Service::Inventory, 1);
+    let spec = lab(json!({"chaos": [
+        {"action": "ScaleToZero", "target": "inventory", "after": "0s", "duration": "1s"}
+    ]}));
+    let report = run_lab(&platform, &spec, Arc::new(Quiet)).await.unwrap();
+    let record = &report.chaos[0];
+    // The retry found inventory at 0 already; the original is the recorded 1.
+    assert_eq!(record.original_replicas, Some(1), "{record:?}");
+    assert!(record.restored_at.is_some(), "{record:?}");
+    let events = platform.log.events();
+    let scaled: Vec<&String> = events.iter().filter(|e| e.starts_with("scale")).collect();
+    assert_eq!(
+        scaled,
+        [
+            "scale inventory 0",
+            "scale inventory 0",
+            "scale inventory 1"
+        ]
     );
     assert_released(&platform);
 }

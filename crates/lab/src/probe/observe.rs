@@ -84,12 +84,12 @@ impl Backlog {
             .unwrap_or(0)
     }
 
-    /// Time from `from` until the queue was first seen empty after it.
-    pub fn drained_after(&self, from: Instant) -> Option<Duration> {
+    /// When the queue was first seen empty at or after `from`.
+    pub fn empty_from(&self, from: Instant) -> Option<Instant> {
         self.samples
             .iter()
             .find(|(at, depth)| *at >= from && *depth == 0)
-            .map(|(at, _)| at.saturating_duration_since(from))
+            .map(|(at, _)| *at)
     }
 }
 
@@ -307,7 +307,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drain_is_measured_to_the_first_empty_reading_after_the_restore() {
+    fn the_first_empty_reading_at_or_after_an_instant() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let backlog = Backlog {
@@ -321,10 +321,8 @@ mod tests {
             ],
         };
         assert_eq!(backlog.max(), 30);
-        assert_eq!(
-            backlog.drained_after(at(1000)),
-            Some(Duration::from_millis(1000))
-        );
-        assert_eq!(backlog.drained_after(at(2600)), None);
+        assert_eq!(backlog.empty_from(at(1000)), Some(at(2000)));
+        assert_eq!(backlog.empty_from(at(2000)), Some(at(2000)));
+        assert_eq!(backlog.empty_from(at(2600)), None);
     }
 }
