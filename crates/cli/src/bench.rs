@@ -142,7 +142,7 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        None => Ok(ExitCode::from(130)),
+        None => Ok(crate::exit::code(crate::exit::INTERRUPTED)),
     }
 }
 
@@ -427,7 +427,7 @@ impl Bench<'_> {
             .rabbitmq()
             .ok_or_else(|| anyhow::anyhow!("no broker"))?
             .clone();
-        let queue = "inventory_queue";
+        let queue = foodlab_transport::rabbitmq::Topology::INVENTORY_QUEUE;
         while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

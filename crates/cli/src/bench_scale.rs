@@ -69,7 +69,7 @@ pub async fn run(transport: Transport, sizes: &[u32]) -> anyhow::Result<ExitCode
             println!("{}", serde_json::to_string_pretty(&figures)?);
             Ok(ExitCode::SUCCESS)
         }
-        None => Ok(ExitCode::from(130)),
+        None => Ok(crate::exit::code(crate::exit::INTERRUPTED)),
     }
 }
 

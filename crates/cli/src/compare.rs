@@ -203,7 +203,7 @@ pub async fn run(
             Ok(report) => reports.push((row, report)),
             Err(LabError::Interrupted) => {
                 eprintln!("interrupted; {row} released and stopped");
-                return Ok(ExitCode::from(130));
+                return Ok(crate::exit::code(crate::exit::INTERRUPTED));
             }
             Err(error) => {
                 return Err(error).with_context(|| format!("the run of {row} failed"));

@@ -22,11 +22,33 @@ use clap::{Parser, Subcommand};
 use foodlab_lab::Transport;
 use foodlab_lab::spec::Replicas;
 
+/// What `foodlab` exits with, as `--help` says.
+pub mod exit {
+    use std::process::ExitCode;
+
+    /// Every lab passed (or the command did what it was asked).
+    pub const PASS: u8 = 0;
+    /// A lab ran and its verdict is Fail.
+    pub const FAILED: u8 = 1;
+    /// Something could not run: a bad file or spec, a part that did not come up.
+    pub const COULD_NOT_RUN: u8 = 2;
+    /// Ctrl-C or SIGTERM (the part released first).
+    pub const INTERRUPTED: u8 = 130;
+
+    pub fn code(code: u8) -> ExitCode {
+        ExitCode::from(code)
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "foodlab",
     version,
-    about = "FoodLab: one ordering workflow, three ways to wire it, with the evidence"
+    about = "FoodLab: one ordering workflow, three ways to wire it, with the evidence",
+    after_help = "Exit status: 0 every lab passed (or the command did what it was asked); \
+                  1 a lab's verdict is Fail; 2 something could not run (a bad file or spec, \
+                  a part that did not come up; the other labs of a batch still run); \
+                  130 interrupted (Ctrl-C, SIGTERM), the part released first."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -99,7 +121,8 @@ enum Command {
         database: DatabaseArgs,
     },
     /// Run FoodLab files on this machine and print their results; exits 0
-    /// only if every lab passes.
+    /// only if every lab passes, 1 if one failed, 2 if one could not run (the
+    /// others still run).
     Run {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -273,7 +296,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            exit::code(exit::COULD_NOT_RUN)
         }
     }
 }

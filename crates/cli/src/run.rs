@@ -6,6 +6,7 @@ use anyhow::Context;
 use foodlab_lab::chaos::Direct;
 use foodlab_lab::measure::Sample;
 use foodlab_lab::spec::Replicas;
+use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{
     FoodLab, FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Observer, Transport,
     Verdict, run_lab_with,
@@ -13,7 +14,7 @@ use foodlab_lab::{
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::report;
+use crate::{exit, report};
 
 /// How `foodlab run` reports.
 pub struct RunOptions {
@@ -81,12 +82,31 @@ async fn run_all(
     let json = options.json;
     let interrupt = interrupt_flag();
     let mut all_pass = true;
+    // A lab that cannot run is said, as a JSON line too, and the batch goes on.
+    let could_not_run = |done: &mut Done, name: &str, error: String| {
+        if json {
+            println!("{}", serde_json::json!({"name": name, "error": error}));
+        } else {
+            eprintln!("lab {name} could not run: {error}");
+        }
+        done.errors.push((name.to_owned(), error));
+    };
     for (name, lab) in labs {
+        if let Err(problems) = ValidatedLab::new(&lab.spec) {
+            could_not_run(done, name, LabError::Invalid(problems).to_string());
+            continue;
+        }
         let of_part = labs
             .iter()
             .filter(|(_, other)| other.spec.transport == lab.spec.transport)
             .count();
-        let platform = parts.platform_for(&lab.spec, of_part).await?;
+        let platform = match parts.platform_for(&lab.spec, of_part).await {
+            Ok(platform) => platform,
+            Err(error) => {
+                could_not_run(done, name, format!("{error:#}"));
+                continue;
+            }
+        };
         let progress = Arc::new(Progress::new(json));
         let reporter = report_service_events(platform, progress.clone());
         // The engine releases the part (faults cleared, chaos undone) before
@@ -109,11 +129,11 @@ async fn run_all(
             Ok(report) => report,
             Err(LabError::Interrupted) => {
                 eprintln!("interrupted; lab {name} released, services stopped");
-                return Ok(ExitCode::from(130));
+                return Ok(exit::code(exit::INTERRUPTED));
             }
             Err(error) => {
-                done.errors.push((name.clone(), error.to_string()));
-                return Err(error).with_context(|| format!("lab {name} could not run"));
+                could_not_run(done, name, error.to_string());
+                continue;
             }
         };
         if json {
@@ -127,11 +147,13 @@ async fn run_all(
         all_pass &= report.verdict == Verdict::Pass;
         done.reports.push((name.clone(), report));
     }
-    Ok(if all_pass {
-        ExitCode::SUCCESS
+    Ok(exit::code(if !done.errors.is_empty() {
+        exit::COULD_NOT_RUN
+    } else if all_pass {
+        exit::PASS
     } else {
-        ExitCode::FAILURE
-    })
+        exit::FAILED
+    }))
 }
 
 /// Becomes true on Ctrl-C or SIGTERM, whenever it comes during the run.

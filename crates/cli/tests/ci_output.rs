@@ -1,5 +1,6 @@
 //! What CI systems read from `foodlab run`: `--json` is one JSON document
-//! per lab per line, `--junit FILE` is JUnit XML; and a `foodlab run`
+//! per lab per line, `--junit FILE` is JUnit XML; the exit status (0 pass,
+//! 1 a failed verdict, 2 could not run, 130 interrupted); and a `foodlab run`
 //! stopped by SIGTERM mid-lab releases its part (the faults are cleared).
 
 #![allow(clippy::unwrap_used)]
@@ -26,6 +27,62 @@ fn failing_lab(dir: &Path) -> String {
     let path = dir.join("sync-expects-503.yaml");
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
+}
+
+/// A lab the schema reads but the engine refuses (a streaming-only
+/// expectation on a rest lab).
+fn invalid_lab(dir: &Path) -> String {
+    let path = dir.join("rest-expects-lag.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: foodlab.dev/v1alpha1\nkind: FoodLab\nmetadata: {name: rest-expects-lag}\n\
+         spec:\n  transport: rest\n  workload: {orders: 5}\n  expect: {lagDrained: true}\n",
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_file_that_is_not_a_foodlab_exits_2_before_any_lab_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-a-lab.yaml");
+    std::fs::write(&bad, "kind: FoodLab\nspec: [1, 2]\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .args(["run", "--json"])
+        .arg(example("sync-baseline"))
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not a FoodLab"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no lab ran");
+}
+
+#[test]
+fn a_lab_that_cannot_run_is_a_json_line_the_batch_goes_on_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .args(["run", "--json"])
+        .arg(invalid_lab(dir.path()))
+        .arg(example("sync-baseline"))
+        .env_remove("FOODLAB_STOCK")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{stdout}");
+    assert_eq!(docs[0]["name"], "rest-expects-lag");
+    let error = docs[0]["error"].as_str().unwrap();
+    assert!(error.starts_with("invalid lab: "), "{error}");
+    assert!(error.contains("lagDrained"), "{error}");
+    assert_eq!(docs[1]["name"], "sync-baseline");
+    assert_eq!(docs[1]["report"]["verdict"], "Pass");
 }
 
 #[test]

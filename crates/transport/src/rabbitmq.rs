@@ -38,41 +38,41 @@ pub enum AmqpError {
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Topology {
     /// Topic exchange the workflow's events are published to.
-    #[arg(long, env = "FOODLAB_AMQP_EXCHANGE", default_value = "orders_exchange")]
+    #[arg(long, env = "FOODLAB_AMQP_EXCHANGE", default_value = Topology::EXCHANGE)]
     pub exchange: String,
     /// Exchange that dead letters go to.
     #[arg(
         long,
         env = "FOODLAB_AMQP_DEAD_LETTER_EXCHANGE",
-        default_value = "orders_dlx"
+        default_value = Topology::DEAD_LETTER_EXCHANGE
     )]
     pub dead_letter_exchange: String,
     /// Queue of OrderPlaced, consumed by inventory.
     #[arg(
         long,
         env = "FOODLAB_AMQP_INVENTORY_QUEUE",
-        default_value = "inventory_queue"
+        default_value = Topology::INVENTORY_QUEUE
     )]
     pub inventory_queue: String,
     /// Queue of InventoryReserved, consumed by notification.
     #[arg(
         long,
         env = "FOODLAB_AMQP_NOTIFICATION_QUEUE",
-        default_value = "notification_queue"
+        default_value = Topology::NOTIFICATION_QUEUE
     )]
     pub notification_queue: String,
     /// Queue of InventoryReserved/Failed, consumed by order.
     #[arg(
         long,
         env = "FOODLAB_AMQP_ORDER_STATUS_QUEUE",
-        default_value = "order_status_queue"
+        default_value = Topology::ORDER_STATUS_QUEUE
     )]
     pub order_status_queue: String,
     /// Queue of dead letters.
     #[arg(
         long,
         env = "FOODLAB_AMQP_DEAD_LETTER_QUEUE",
-        default_value = "dlq_queue"
+        default_value = Topology::DEAD_LETTER_QUEUE
     )]
     pub dead_letter_queue: String,
 }
@@ -80,17 +80,25 @@ pub struct Topology {
 impl Default for Topology {
     fn default() -> Self {
         Self {
-            exchange: "orders_exchange".into(),
-            dead_letter_exchange: "orders_dlx".into(),
-            inventory_queue: "inventory_queue".into(),
-            notification_queue: "notification_queue".into(),
-            order_status_queue: "order_status_queue".into(),
-            dead_letter_queue: "dlq_queue".into(),
+            exchange: Topology::EXCHANGE.into(),
+            dead_letter_exchange: Topology::DEAD_LETTER_EXCHANGE.into(),
+            inventory_queue: Topology::INVENTORY_QUEUE.into(),
+            notification_queue: Topology::NOTIFICATION_QUEUE.into(),
+            order_status_queue: Topology::ORDER_STATUS_QUEUE.into(),
+            dead_letter_queue: Topology::DEAD_LETTER_QUEUE.into(),
         }
     }
 }
 
 impl Topology {
+    // The names a part uses unless told otherwise (the seeds' names).
+    pub const EXCHANGE: &str = "orders_exchange";
+    pub const DEAD_LETTER_EXCHANGE: &str = "orders_dlx";
+    pub const INVENTORY_QUEUE: &str = "inventory_queue";
+    pub const NOTIFICATION_QUEUE: &str = "notification_queue";
+    pub const ORDER_STATUS_QUEUE: &str = "order_status_queue";
+    pub const DEAD_LETTER_QUEUE: &str = "dlq_queue";
+
     /// Declares everything; safe to repeat (same arguments each time).
     pub async fn declare(&self, channel: &Channel) -> Result<(), AmqpError> {
         let durable = ExchangeDeclareOptions {
