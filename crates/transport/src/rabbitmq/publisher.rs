@@ -1,0 +1,241 @@
+//! Persistent messages published with the broker's confirm, and a
+//! delivery acked once what it caused is confirmed.
+
+use std::time::Duration;
+
+use foodlab_domain::{Envelope, TRACEPARENT};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+use super::headers::with_header;
+use super::{AmqpError, REASON_HEADER, RETRIES_HEADER, Topology, ack};
+
+/// Publishes persistent messages and waits for the broker's confirm.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    topology: Topology,
+}
+
+impl Publisher {
+    pub async fn new(connection: &Connection, topology: Topology) -> Result<Self, AmqpError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self { channel, topology })
+    }
+
+    fn properties(envelope: &Envelope) -> BasicProperties {
+        let properties = BasicProperties::default()
+            .with_message_id(envelope.message_id.to_string().into())
+            .with_correlation_id(envelope.correlation_id.as_str().into())
+            .with_content_type("application/json".into())
+            .with_type(format!("{:?}", envelope.event_type()).into())
+            .with_delivery_mode(2);
+        let properties = with_header(
+            properties,
+            crate::sent_at::SENT_AT_HEADER,
+            AMQPValue::LongString(crate::sent_at::now().into()),
+        );
+        match envelope.trace {
+            Some(trace) => with_header(
+                properties,
+                TRACEPARENT,
+                AMQPValue::LongString(trace.to_string().into()),
+            ),
+            None => properties,
+        }
+    }
+
+    /// Publishes one event and waits until the broker has it.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), AmqpError> {
+        self.publish_all(std::slice::from_ref(envelope))
+            .await
+            .map(drop)
+    }
+
+    /// Publishes events back to back, then waits for every confirm; how long
+    /// each one took from its send to its confirm (read in order, so a
+    /// confirm is seen once the ones before it are).
+    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<Vec<Duration>, AmqpError> {
+        let mut pending = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            pending.push(self.send(envelope).await?);
+        }
+        let mut took = Vec::with_capacity(pending.len());
+        for confirm in pending {
+            let sent = confirm.sent;
+            confirm.confirmed().await?;
+            took.push(sent.elapsed());
+        }
+        Ok(took)
+    }
+
+    /// Sends an event without waiting for the broker: the returned confirm is
+    /// awaited later, so a consumer can go on with the next delivery.
+    pub async fn send(&self, envelope: &Envelope) -> Result<PendingConfirm, AmqpError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.topology.exchange.as_str().into(),
+                envelope.event_type().routing_key().into(),
+                BasicPublishOptions::default(),
+                &envelope.to_json(),
+                Self::properties(envelope),
+            )
+            .await?;
+        Ok(PendingConfirm {
+            message_id: envelope.message_id.to_string(),
+            confirm,
+            sent: std::time::Instant::now(),
+        })
+    }
+
+    /// Publishes raw bytes to the workflow exchange (labs use this to send
+    /// duplicates and poison exactly as a broken producer would).
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        self.confirm(&self.topology.exchange, routing_key, body, properties)
+            .await
+    }
+
+    /// Sends a delivery to the dead-letter exchange with the reason in a header.
+    pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), AmqpError> {
+        let properties = with_header(
+            delivery.properties.clone(),
+            REASON_HEADER,
+            AMQPValue::LongString(reason.into()),
+        );
+        self.confirm(
+            &self.topology.dead_letter_exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            properties,
+        )
+        .await
+    }
+
+    /// Dead-letters poison with its reason and acks it: logged, never retried.
+    pub async fn reject_poison(&self, delivery: &Delivery, reason: &str) -> Result<(), AmqpError> {
+        self.dead_letter(delivery, reason).await?;
+        ack(delivery).await?;
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        tracing::warn!(%message_id, queue = %delivery.routing_key, %reason, "poison message dead-lettered");
+        Ok(())
+    }
+
+    /// Puts a delivery back at the end of `queue` (through the default
+    /// exchange, so no other queue bound to its routing key gets a copy),
+    /// with its retry count raised.
+    pub async fn retry(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        retries: u32,
+    ) -> Result<(), AmqpError> {
+        let properties = with_header(
+            delivery.properties.clone(),
+            RETRIES_HEADER,
+            AMQPValue::LongUInt(retries),
+        );
+        let properties = with_header(
+            properties,
+            crate::sent_at::SENT_AT_HEADER,
+            AMQPValue::LongString(crate::sent_at::now().into()),
+        );
+        self.confirm("", queue, &delivery.data, properties).await
+    }
+
+    async fn confirm(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        let message_id = properties
+            .message_id()
+            .as_ref()
+            .map(ShortString::to_string)
+            .unwrap_or_default();
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Nack(_) => Err(AmqpError::Nacked(message_id)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A published message the broker has not confirmed yet.
+pub struct PendingConfirm {
+    message_id: String,
+    confirm: lapin::PublisherConfirm,
+    sent: std::time::Instant,
+}
+
+impl PendingConfirm {
+    pub async fn confirmed(self) -> Result<(), AmqpError> {
+        match self.confirm.await? {
+            Confirmation::Nack(_) => Err(AmqpError::Nacked(self.message_id)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Acks `delivery` once `pending` is confirmed, in the background; if the
+/// broker refuses the message, the delivery is requeued to be handled again.
+/// `acked` hears how long the confirm took, once the delivery is acked.
+pub fn ack_when_confirmed(
+    pending: PendingConfirm,
+    delivery: Delivery,
+    acked: impl FnOnce(Duration) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let sent = pending.sent;
+        let outcome = match pending.confirmed().await {
+            Ok(()) => {
+                let confirmed = sent.elapsed();
+                let outcome = delivery.ack(BasicAckOptions::default()).await;
+                if outcome.is_ok() {
+                    acked(confirmed);
+                }
+                outcome
+            }
+            Err(error) => {
+                tracing::warn!(%error, "result not confirmed; requeueing the delivery");
+                delivery
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(error) = outcome {
+            // The channel is gone; the broker redelivers the message.
+            tracing::warn!(%error, "could not settle a delivery");
+        }
+    });
+}
