@@ -14,14 +14,14 @@ use foodlab_lab::measure::{Sample, Tally};
 use foodlab_lab::probe::kafka::Analytics;
 use foodlab_lab::probe::observe::{Snapshot, order_cursor, wait_settled};
 use foodlab_lab::results::AnalyticsTotals;
-use foodlab_lab::series::Latencies;
 use foodlab_lab::spec::{Replicas, Workload};
+use foodlab_lab::stats::Latencies;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
 use crate::bench_scale::cpu_seconds;
 use crate::hop_report::{HopFigure, Scrape};
 use crate::machine::Machine;
-use foodlab_lab::strategy::round3;
+use foodlab_lab::stats::round3;
 
 #[derive(Debug, Clone, Copy)]
 pub struct BenchSize {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use foodlab_lab::spec::FoodLabSpec;
-use foodlab_lab::strategy::round3;
+use foodlab_lab::stats::round3;
 use foodlab_lab::{LocalOptions, LocalPlatform, Quiet, Service, Transport, run_lab};
 use serde::Serialize;
 

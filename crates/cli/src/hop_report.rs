@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use foodlab_lab::strategy::round3;
+use foodlab_lab::stats::round3;
 use serde::Serialize;
 
 /// One histogram's cumulative bucket counts: (upper bound in seconds, count).

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use foodlab_lab::series::{Bucket, LabSeries, LatencyBin};
+use foodlab_lab::series::{LabSeries, LatencyBin};
+use foodlab_lab::stats::Bucket;
 use foodlab_lab::{LabReport, Verdict};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;

@@ -13,8 +13,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use foodlab_lab::results::{ChaosRecord, Check, LabResults, LatencySummary};
-use foodlab_lab::series::{Bucket, LabSeries, LatencyBin, Point, Window};
+use foodlab_lab::series::{LabSeries, LatencyBin, Point, Window};
 use foodlab_lab::spec::{ChaosAction, Service};
+use foodlab_lab::stats::Bucket;
 use foodlab_lab::{LabReport, Transport, Verdict};
 use foodlab_run_channel::full_report;
 use k8s_openapi::ByteString;

@@ -22,6 +22,7 @@ pub mod observer;
 pub mod platform;
 pub mod probe;
 pub mod series;
+pub mod stats;
 pub mod strategy;
 pub mod validated;
 pub mod verdict;

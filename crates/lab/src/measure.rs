@@ -7,7 +7,7 @@ use foodlab_domain::OrderStatus;
 
 use crate::probe::observe::count_whose_status;
 use crate::results::{LabResults, LatencySummary};
-use crate::series::Latencies;
+use crate::stats::{Latencies, round3};
 
 /// One `POST /order` as the workload saw it (handed on, not kept).
 #[derive(Debug, Clone, PartialEq)]
@@ -83,10 +83,6 @@ impl Tally {
     }
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 /// Whether an order status, as the API shows it, holds stock.
 pub fn is_reserved(status: &str) -> bool {
     status
@@ -118,7 +114,7 @@ pub fn summarize(tally: &Tally, workload: Duration) -> LabResults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::series::percentile;
+    use crate::stats::percentile;
 
     fn sample(status: Option<u16>, ms: u64, order_status: Option<&str>) -> Sample {
         Sample {

@@ -16,6 +16,7 @@ use crate::probe::observe::{
 use crate::results::{AnalyticsTotals, LabResults};
 use crate::series::EndToEnd;
 use crate::spec::{Service, Transport};
+use crate::stats::round3;
 use crate::validated::ValidatedLab;
 
 /// How long a lab waits for analytics to have read the log before it starts.
@@ -257,8 +258,4 @@ async fn patiently<T, F: Future<Output = Option<T>>>(
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;
     }
-}
-
-pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

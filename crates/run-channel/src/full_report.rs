@@ -124,8 +124,9 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use foodlab_lab::results::{ChaosRecord, Check, LabResults, LatencySummary};
-    use foodlab_lab::series::{Bucket, LabSeries, LatencyBin, MAX_BINS, MAX_POINTS, Point, Window};
+    use foodlab_lab::series::{LabSeries, LatencyBin, MAX_BINS, MAX_POINTS, Point, Window};
     use foodlab_lab::spec::{ChaosAction, Service};
+    use foodlab_lab::stats::Bucket;
     use foodlab_lab::{Transport, Verdict};
 
     use super::*;
