@@ -26,7 +26,7 @@ use crate::results::{ChaosRecord, LabResults};
 use crate::series::{self, LabSeries, Recorder};
 use crate::spec::{FoodLabSpec, Service, Transport, Verdict};
 use crate::stats::round3;
-use crate::strategy::Strategy;
+use crate::strategy::{Reach, Strategy};
 use crate::validated::{SLACK, ValidatedLab};
 use crate::verdict::{self, Outcome};
 use crate::{inject, workload};
@@ -172,57 +172,40 @@ async fn run<P: Platform, D: Disruptor>(
     // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
     let http = crate::faults::lab_http();
     let strategy = Strategy::of(platform, lab.transport, &http);
+    let reach = Reach {
+        platform,
+        http: &http,
+        observer: observer.as_ref(),
+    };
     step.set("baseline");
-    let mut baseline = strategy.baseline(platform, &http, observer.as_ref()).await;
+    let mut baseline = strategy.baseline(&reach).await;
     step.set("workload");
     let done = workload(platform, disruptor, lab, observer).await?;
     step.set("settle");
 
-    let mut results = measure::summarize(&done.tally, done.workload_time);
+    let summary = measure::summarize(&done.tally, done.workload_time);
     let deadline = started + lab.within;
     let mut settled = strategy
-        .settle(
-            platform,
-            &http,
-            &done.tally,
-            &mut baseline,
-            &mut results,
-            &done.start,
-            deadline,
-            observer.as_ref(),
-        )
+        .settle(&reach, &done.tally, &mut baseline, &done.start, deadline)
         .await;
-    if let Some(backlog) = &settled.backlog {
-        results.max_backlog = Some(backlog.max());
-    }
     let last_settled = settled
         .end_to_end
         .as_ref()
         .and_then(crate::series::EndToEnd::last_settled);
-    if settled.backlog.is_some() || last_settled.is_some() {
-        results.drain_seconds = drain_seconds(
-            settled.backlog.as_ref(),
-            last_settled,
-            &done.chaos,
-            done.ended,
-        );
-    }
+    let drain = drain_seconds(
+        settled.backlog.as_ref(),
+        last_settled,
+        &done.chaos,
+        done.ended,
+    );
     let series = done.recorder.finish(
         settled.end_to_end.as_mut(),
         settled.backlog.as_ref(),
         windows(lab, &done, Instant::now()),
     );
     step.set("measure");
-    strategy
-        .measure(
-            platform,
-            &http,
-            lab,
-            &baseline,
-            &mut results,
-            observer.as_ref(),
-        )
-        .await;
+    let measured = strategy.measure(&reach, lab, &baseline).await;
+    let mut results = measure::assemble(summary, &settled, measured, drain);
 
     let outcome = Outcome {
         orders: u64::from(lab.workload.orders),

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use foodlab_domain::OrderStatus;
 
+use crate::probe::observe::Backlog;
 use crate::probe::observe::count_whose_status;
-use crate::results::{LabResults, LatencySummary};
+use crate::results::{AnalyticsTotals, LabResults, LatencySummary, ReplayResults};
+use crate::series::EndToEnd;
 use crate::stats::{Latencies, round3};
 
 /// One `POST /order` as the workload saw it (handed on, not kept).
@@ -108,6 +110,67 @@ pub fn summarize(tally: &Tally, workload: Duration) -> LabResults {
         },
         workload_seconds: round3(seconds),
         ..LabResults::default()
+    }
+}
+
+/// How the workload's orders ended, and what settling measured.
+#[derive(Default)]
+pub struct Settled {
+    /// Orders whose status is final (an answer the API refused included).
+    pub terminal: u64,
+    /// Reserved and failed, by the order service's statuses (async parts:
+    /// after settling; sync: the answers say).
+    pub reserved_and_failed: Option<(u64, u64)>,
+    /// Creation-to-final-status times, summarized (async parts, with the cursor).
+    pub end_to_end_ms: Option<LatencySummary>,
+    /// Streaming: when inventory and analytics had processed every event.
+    pub processed_seconds: Option<f64>,
+    pub processed_per_second: Option<f64>,
+    /// Streaming: analytics' totals over the run.
+    pub analytics: Option<AnalyticsTotals>,
+    pub backlog: Option<Backlog>,
+    /// Creation-to-final-status times of the settled orders (async parts).
+    pub end_to_end: Option<EndToEnd>,
+}
+
+/// What the part's counters and the log say after the run.
+#[derive(Default)]
+pub struct Measured {
+    pub reservations: Option<u64>,
+    pub decided: Option<u64>,
+    pub stock_consumed: Option<u64>,
+    pub dead_lettered: Option<u64>,
+    pub lag_at_end: Option<u64>,
+    pub replay: Option<ReplayResults>,
+}
+
+/// The lab's results, built once: the workload's `summary`, then what
+/// settling and the end of the run measured, and the drain.
+pub fn assemble(
+    summary: LabResults,
+    settled: &Settled,
+    measured: Measured,
+    drain_seconds: Option<f64>,
+) -> LabResults {
+    let (reserved, failed) = settled
+        .reserved_and_failed
+        .unwrap_or((summary.reserved, summary.failed));
+    LabResults {
+        reserved,
+        failed,
+        end_to_end_ms: settled.end_to_end_ms.clone(),
+        processed_seconds: settled.processed_seconds,
+        processed_per_second: settled.processed_per_second,
+        analytics: settled.analytics,
+        max_backlog: settled.backlog.as_ref().map(Backlog::max),
+        drain_seconds,
+        reservations: measured.reservations,
+        decided: measured.decided,
+        stock_consumed: measured.stock_consumed,
+        dead_lettered: measured.dead_lettered,
+        lag_at_end: measured.lag_at_end,
+        replay: measured.replay,
+        ..summary
     }
 }
 

@@ -7,13 +7,14 @@ use std::time::Instant;
 use crate::chaos::WorkloadStart;
 use crate::faults::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::measure::{self, Tally};
+use crate::measure::{Measured, Settled};
 use crate::observer::Observer;
 use crate::platform::Platform;
 use crate::probe::kafka::Analytics;
 use crate::probe::observe::{
-    self, Backlog, BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
+    self, BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
 };
-use crate::results::{AnalyticsTotals, LabResults};
+use crate::results::AnalyticsTotals;
 use crate::series::EndToEnd;
 use crate::spec::{Service, Transport};
 use crate::stats::round3;
@@ -46,12 +47,12 @@ pub struct Baseline {
     pub order_cursor: Option<i64>,
 }
 
-/// How the workload's orders ended.
-pub struct Settled {
-    pub terminal: u64,
-    pub backlog: Option<Backlog>,
-    /// Creation-to-final-status times of the settled orders (async parts).
-    pub end_to_end: Option<EndToEnd>,
+/// Where a strategy looks: the part, the lab's HTTP client (it carries the
+/// admin token), and who hears what it waits for.
+pub struct Reach<'a, P> {
+    pub platform: &'a P,
+    pub http: &'a reqwest::Client,
+    pub observer: &'a dyn Observer,
 }
 
 impl Strategy {
@@ -70,12 +71,12 @@ impl Strategy {
         }
     }
 
-    pub async fn baseline<P: Platform>(
-        &self,
-        platform: &P,
-        http: &reqwest::Client,
-        observer: &dyn Observer,
-    ) -> Baseline {
+    pub async fn baseline<P: Platform>(&self, reach: &Reach<'_, P>) -> Baseline {
+        let Reach {
+            platform,
+            http,
+            observer,
+        } = *reach;
         // Analytics reads the whole log at its group's first start (or a
         // replay), and a previous run's events may still be on their way:
         // count from an idle part.
@@ -127,25 +128,25 @@ impl Strategy {
     }
 
     /// Waits for the accepted orders (and, on streaming, analytics) until
-    /// `deadline`, filling in what settling tells.
-    #[allow(clippy::too_many_arguments)]
+    /// `deadline`; what settling tells.
     pub async fn settle<P: Platform>(
         &self,
-        platform: &P,
-        http: &reqwest::Client,
+        reach: &Reach<'_, P>,
         tally: &Tally,
         baseline: &mut Baseline,
-        results: &mut LabResults,
         start: &WorkloadStart,
         deadline: Instant,
-        observer: &dyn Observer,
     ) -> Settled {
-        let mut terminal = tally.orders_whose_status(observe::is_terminal);
+        let Reach {
+            platform,
+            http,
+            observer,
+        } = *reach;
+        let terminal = tally.orders_whose_status(observe::is_terminal);
         if matches!(self, Self::Rest) {
             return Settled {
                 terminal,
-                backlog: None,
-                end_to_end: None,
+                ..Settled::default()
             };
         }
         observer.note("waiting for accepted orders to settle");
@@ -166,72 +167,77 @@ impl Strategy {
             .map_or(0, |s| s.orders_whose_status(observe::is_terminal));
         // Only an order a request lost (placed, its answer not received)
         // could make these exceed the accepted ones.
-        results.reserved = reserved.min(accepted);
-        results.failed = tally.answers() - results.reserved;
-        // A request the API refused is final too.
-        terminal = settled.min(accepted) + (tally.answers() - accepted);
-        // Without the cursor nothing was measured: no figure, not zeros.
-        results.end_to_end_ms = settlement
-            .is_some()
-            .then(|| end_to_end.latencies().summary());
+        let reserved = reserved.min(accepted);
+        let mut outcome = Settled {
+            reserved_and_failed: Some((reserved, tally.answers() - reserved)),
+            // A request the API refused is final too.
+            terminal: settled.min(accepted) + (tally.answers() - accepted),
+            // Without the cursor nothing was measured: no figure, not zeros.
+            end_to_end_ms: settlement
+                .is_some()
+                .then(|| end_to_end.latencies().summary()),
+            ..Settled::default()
+        };
         if let (Some(analytics), Some(before)) = (self.analytics(), baseline.analytics) {
             observer.note("waiting for inventory and analytics to process every event");
             let until = AnalyticsTotals {
-                orders: before.orders + results.accepted,
-                inventory_events: before.inventory_events + results.accepted,
+                orders: before.orders + accepted,
+                inventory_events: before.inventory_events + accepted,
                 failures: before.failures,
             };
             if let Some(at) = analytics.wait_caught_up(until, deadline).await {
                 let seconds = at.duration_since(start.instant.into_std()).as_secs_f64();
-                results.processed_seconds = Some(round3(seconds));
+                outcome.processed_seconds = Some(round3(seconds));
                 if seconds > 0.0 {
-                    results.processed_per_second =
-                        Some((results.accepted as f64 / seconds * 10.0).round() / 10.0);
+                    outcome.processed_per_second =
+                        Some((accepted as f64 / seconds * 10.0).round() / 10.0);
                 }
             }
-            results.analytics = analytics.totals().await.map(|now| now.since(before));
+            outcome.analytics = analytics.totals().await.map(|now| now.since(before));
         }
         if !wait_queues_empty(platform, deadline).await {
             observer.note("queues still hold messages at the deadline");
         }
-        Settled {
-            terminal,
-            backlog: baseline.sampler.take().map(BacklogSampler::stop),
-            end_to_end: Some(end_to_end),
-        }
+        outcome.backlog = baseline.sampler.take().map(BacklogSampler::stop);
+        outcome.end_to_end = Some(end_to_end);
+        outcome
     }
 
     /// What the run did to the part's counters, and the streaming figures.
     pub async fn measure<P: Platform>(
         &self,
-        platform: &P,
-        http: &reqwest::Client,
+        reach: &Reach<'_, P>,
         lab: &ValidatedLab,
         baseline: &Baseline,
-        results: &mut LabResults,
-        observer: &dyn Observer,
-    ) {
+    ) -> Measured {
+        let Reach {
+            platform,
+            http,
+            observer,
+        } = *reach;
+        let mut measured = Measured::default();
         if let (Some(before), Some(after)) =
             (baseline.snapshot, Snapshot::take(platform, http).await)
         {
-            results.reservations = Some(after.reservations.saturating_sub(before.reservations));
-            results.decided = Some(after.decisions.saturating_sub(before.decisions));
-            results.stock_consumed = Some(before.stock.saturating_sub(after.stock));
+            measured.reservations = Some(after.reservations.saturating_sub(before.reservations));
+            measured.decided = Some(after.decisions.saturating_sub(before.decisions));
+            measured.stock_consumed = Some(before.stock.saturating_sub(after.stock));
             if let (Some(b), Some(a)) = (before.dead_letters, after.dead_letters) {
-                results.dead_lettered = Some(a.saturating_sub(b));
+                measured.dead_lettered = Some(a.saturating_sub(b));
             }
         }
         if let Some(analytics) = self.analytics() {
-            results.lag_at_end = analytics.total_lag().await;
+            measured.lag_at_end = analytics.total_lag().await;
             if lab.replay {
                 observer
                     .note("rewinding analytics to the earliest offsets and reading the log again");
                 match analytics.replay(Instant::now() + lab.within).await {
-                    Ok(replay) => results.replay = Some(replay),
+                    Ok(replay) => measured.replay = Some(replay),
                     Err(error) => observer.note(&format!("replay failed: {error}")),
                 }
             }
         }
+        measured
     }
 }
 
