@@ -131,7 +131,7 @@ pub async fn run(
     };
     let outcome = tokio::select! {
         figures = bench.measure(transport, size) => Some(figures),
-        () = super::interrupted() => None,
+        () = crate::interrupt::interrupted() => None,
     };
     platform.shutdown().await;
     match outcome {

@@ -60,7 +60,7 @@ pub async fn run(transport: Transport, sizes: &[u32]) -> anyhow::Result<ExitCode
     let platform = LocalPlatform::start(LocalOptions::new(transport)).await?;
     let outcome = tokio::select! {
         figures = measure(&platform, sizes) => Some(figures),
-        () = super::interrupted() => None,
+        () = crate::interrupt::interrupted() => None,
     };
     platform.shutdown().await;
     match outcome {

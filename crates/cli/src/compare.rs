@@ -176,7 +176,7 @@ pub async fn run(
     database_url: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let comparison = Comparison::load(file)?;
-    let interrupt = crate::run::interrupt_flag();
+    let interrupt = crate::interrupt::flag();
     let mut reports: Vec<(String, LabReport)> = Vec::new();
     for (transport, replicas) in comparison.rows() {
         let lab = comparison.lab(transport, &replicas);
@@ -232,19 +232,6 @@ fn describe(lab: &FoodLabSpec) -> String {
     format!("{} orders at {pace}", w.orders)
 }
 
-/// Orders accepted that inventory never decided.
-pub fn lost(report: &LabReport) -> Option<u64> {
-    let r = &report.results;
-    r.decided.map(|decided| r.accepted.saturating_sub(decided))
-}
-
-/// Reservations made beyond the orders that ended reserved (a message
-/// handled twice).
-pub fn duplicated(report: &LabReport) -> Option<u64> {
-    let r = &report.results;
-    r.reservations.map(|made| made.saturating_sub(r.reserved))
-}
-
 /// One row per part.
 pub fn table(reports: &[(String, LabReport)]) -> Table {
     let mut table = Table::new();
@@ -281,8 +268,8 @@ pub fn table(reports: &[(String, LabReport)]) -> Table {
             format!("{:.1}", r.throughput_per_second),
             or_dash(r.max_backlog.map(|n| n.to_string())),
             or_dash(r.drain_seconds.map(|s| format!("{s:.2}"))),
-            or_dash(lost(report).map(|n| n.to_string())),
-            or_dash(duplicated(report).map(|n| n.to_string())),
+            or_dash(report.results.lost().map(|n| n.to_string())),
+            or_dash(report.results.duplicated().map(|n| n.to_string())),
         ]);
     }
     table

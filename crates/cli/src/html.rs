@@ -181,8 +181,8 @@ fn summary(labs: &[(String, LabReport)]) -> String {
             r.throughput_per_second,
             dash(r.max_backlog.map(|n| n.to_string())),
             dash(r.drain_seconds.map(|s| format!("{s:.2}"))),
-            dash(crate::compare::lost(report).map(|n| n.to_string())),
-            dash(crate::compare::duplicated(report).map(|n| n.to_string())),
+            dash(report.results.lost().map(|n| n.to_string())),
+            dash(report.results.duplicated().map(|n| n.to_string())),
         );
     }
     table.push_str("</table>\n");

@@ -8,6 +8,7 @@ mod compare;
 mod crd;
 mod hop_report;
 mod html;
+mod interrupt;
 mod junit;
 mod machine;
 mod report;
@@ -308,27 +309,4 @@ fn init_logs() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// Resolves on Ctrl-C or SIGTERM. The handlers are in place when this
-/// returns, before the future is first polled: a signal that arrives while
-/// the caller still prints is not lost (nor does it kill the process).
-fn interrupted() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{Signal, SignalKind, signal};
-    async fn next(signal: Option<&mut Signal>) {
-        match signal {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    }
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
-    async move {
-        tokio::select! {
-            () = next(term.as_mut()) => {}
-            () = next(int.as_mut()) => {}
-        }
-    }
 }

@@ -80,7 +80,7 @@ async fn run_all(
     done: &mut Done,
 ) -> anyhow::Result<ExitCode> {
     let json = options.json;
-    let interrupt = interrupt_flag();
+    let interrupt = crate::interrupt::flag();
     let mut all_pass = true;
     // A lab that cannot run is said, as a JSON line too, and the batch goes on.
     let could_not_run = |done: &mut Done, name: &str, error: String| {
@@ -154,17 +154,6 @@ async fn run_all(
     } else {
         exit::FAILED
     }))
-}
-
-/// Becomes true on Ctrl-C or SIGTERM, whenever it comes during the run.
-pub fn interrupt_flag() -> tokio::sync::watch::Receiver<bool> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let signalled = super::interrupted();
-    tokio::spawn(async move {
-        signalled.await;
-        let _ = tx.send(true);
-    });
-    rx
 }
 
 /// The parts the labs run on: a fresh one per lab, or (`--reuse-part`) one

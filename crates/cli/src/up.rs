@@ -60,7 +60,7 @@ pub async fn run(up: UpOptions) -> anyhow::Result<ExitCode> {
     // topics and groups: FOODLAB_KAFKA_BROKERS picks another broker).
     let platform = LocalPlatform::start(options).await?;
     let mut events = platform.events();
-    let stop = super::interrupted();
+    let stop = crate::interrupt::interrupted();
     let outcome = async {
         if let Some(levels) = &levels {
             // Through inventory's admin API, so it holds on kept data too.

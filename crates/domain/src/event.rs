@@ -207,12 +207,6 @@ impl Envelope {
         };
         serde_json::to_vec(&wire).unwrap_or_default()
     }
-
-    /// Reads an event that says everything itself: its `type` and
-    /// `occurred_at` (FoodLab's own envelope, or a flat event that names both).
-    pub fn parse(bytes: &[u8]) -> Result<Self, Poison> {
-        Self::read(bytes, crate::reader::Arrival::default())
-    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,12 @@ impl Arrival {
 }
 
 impl Envelope {
+    /// Reads an event that says everything itself: its `type` and
+    /// `occurred_at` (FoodLab's own envelope, or a flat event that names both).
+    pub fn parse(bytes: &[u8]) -> Result<Self, Poison> {
+        Self::read(bytes, Arrival::default())
+    }
+
     /// Reads an incoming event in any of the shapes the module describes.
     pub fn read(bytes: &[u8], arrival: Arrival) -> Result<Self, Poison> {
         let value: Value =

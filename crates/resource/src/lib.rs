@@ -3,6 +3,7 @@
 //! results a run reports. Plain types only: the engine that runs a lab and
 //! the platforms it runs on are in `foodlab-lab`, which re-exports these.
 
+pub mod kinds;
 pub mod results;
 pub mod spec;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ChaosAction, Service};
+use crate::kinds::{ChaosAction, Service};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +66,21 @@ pub struct LabResults {
     /// Each expectation and whether it held.
     #[serde(default)]
     pub checks: Vec<Check>,
+}
+
+impl LabResults {
+    /// Orders accepted that inventory never decided.
+    pub fn lost(&self) -> Option<u64> {
+        self.decided
+            .map(|decided| self.accepted.saturating_sub(decided))
+    }
+
+    /// Reservations made beyond the orders that ended reserved (a message
+    /// handled twice).
+    pub fn duplicated(&self) -> Option<u64> {
+        self.reservations
+            .map(|made| made.saturating_sub(self.reserved))
+    }
 }
 
 /// Analytics' totals (or their change over a run).

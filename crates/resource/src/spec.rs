@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::kinds::{ChaosAction, Service, Transport};
 use crate::results::{ChaosRecord, LabResults, ReplicasRecord};
 
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -56,105 +57,6 @@ pub struct FoodLabSpec {
     /// than one needs the part's state in PostgreSQL (`--database-url`).
     #[serde(default, skip_serializing_if = "Replicas::is_empty")]
     pub replicas: Replicas,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// sync-rest: blocking HTTP calls along the chain.
-    Rest,
-    /// async-rabbitmq: events over RabbitMQ.
-    Rabbitmq,
-    /// streaming-kafka: an event log in Kafka.
-    Kafka,
-}
-
-impl Transport {
-    pub const ALL: [Self; 3] = [Self::Rest, Self::Rabbitmq, Self::Kafka];
-
-    /// The transport of a part named as `part()` names it.
-    pub fn of_part(part: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.part() == part)
-    }
-
-    /// The services of the part, dependencies first.
-    pub fn services(self) -> &'static [Service] {
-        match self {
-            Self::Rest | Self::Rabbitmq => {
-                &[Service::Inventory, Service::Notification, Service::Order]
-            }
-            Self::Kafka => &[Service::Inventory, Service::Analytics, Service::Order],
-        }
-    }
-
-    /// The part (chart, `foodlab up` name) that implements this transport.
-    pub fn part(self) -> &'static str {
-        match self {
-            Self::Rest => "sync-rest",
-            Self::Rabbitmq => "async-rabbitmq",
-            Self::Kafka => "streaming-kafka",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Rest => "rest",
-            Self::Rabbitmq => "rabbitmq",
-            Self::Kafka => "kafka",
-        })
-    }
-}
-
-/// A FoodLab service, as a fault or chaos target.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    Order,
-    Inventory,
-    Notification,
-    Analytics,
-}
-
-impl Service {
-    pub const ALL: [Service; 4] = [
-        Self::Order,
-        Self::Inventory,
-        Self::Notification,
-        Self::Analytics,
-    ];
-
-    /// Binary, Deployment and Service name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Order => "order",
-            Self::Inventory => "inventory",
-            Self::Notification => "notification",
-            Self::Analytics => "analytics",
-        }
-    }
-
-    /// The service `name()` names.
-    pub fn of_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            Self::Order => 8000,
-            Self::Inventory => 8001,
-            Self::Notification | Self::Analytics => 8002,
-        }
-    }
-}
-
-impl fmt::Display for Service {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -379,19 +281,6 @@ pub struct Inject {
 
 fn default_copies() -> u32 {
     3
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum ChaosAction {
-    /// Scale the target to zero replicas for `duration`, then back.
-    ScaleToZero,
-    /// Kill the target's pods once, those `mode` picks (local: its processes,
-    /// which are started again as a Deployment replaces a pod).
-    PodKill,
-    /// Add `delaySeconds` to the target's requests for `duration`.
-    Delay,
-    /// Fail `failRate` of the target's requests for `duration`.
-    Fail,
 }
 
 /// One disruption: what, to which service, when, and for how long.
