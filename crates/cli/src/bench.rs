@@ -464,7 +464,7 @@ impl Bench<'_> {
     async fn cursor(&self) -> anyhow::Result<i64> {
         order_cursor(self.platform, &self.http)
             .await
-            .ok_or_else(|| anyhow::anyhow!("the order service's cursor cannot be read"))
+            .map_err(|e| anyhow::anyhow!("the order service's cursor cannot be read: {e}"))
     }
 
     /// Waits (up to a minute) for the `accepted` orders placed after
@@ -488,7 +488,7 @@ impl Bench<'_> {
         Snapshot::take(self.platform, &self.http)
             .await
             .map(|snapshot| snapshot.decisions)
-            .ok_or_else(|| anyhow::anyhow!("inventory's counters cannot be read"))
+            .map_err(|e| anyhow::anyhow!("inventory's counters cannot be read: {e}"))
     }
 
     async fn streaming_kafka(&mut self, order_url: &str) -> anyhow::Result<()> {

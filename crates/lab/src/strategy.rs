@@ -10,6 +10,7 @@ use crate::measure::{self, Tally};
 use crate::measure::{Measured, Settled};
 use crate::observer::Observer;
 use crate::platform::Platform;
+use crate::probe::ProbeError;
 use crate::probe::kafka::Analytics;
 use crate::probe::observe::{
     self, BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
@@ -217,7 +218,7 @@ impl Strategy {
         } = *reach;
         let mut measured = Measured::default();
         if let (Some(before), Some(after)) =
-            (baseline.snapshot, Snapshot::take(platform, http).await)
+            (baseline.snapshot, Snapshot::take(platform, http).await.ok())
         {
             measured.reservations = Some(after.reservations.saturating_sub(before.reservations));
             measured.decided = Some(after.decisions.saturating_sub(before.decisions));
@@ -243,7 +244,7 @@ impl Strategy {
 
 /// What `read` gives, read again with a backoff while `service` does not
 /// answer, for up to `BASELINE_PATIENCE`.
-async fn patiently<T, F: Future<Output = Option<T>>>(
+async fn patiently<T, F: Future<Output = Result<T, ProbeError>>>(
     service: Service,
     call: &str,
     read: impl Fn() -> F,
@@ -252,14 +253,15 @@ async fn patiently<T, F: Future<Output = Option<T>>>(
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1u32;
     loop {
-        if let Some(value) = read().await {
-            return Some(value);
-        }
+        let error = match read().await {
+            Ok(value) => return Some(value),
+            Err(error) => error,
+        };
         if Instant::now() + backoff >= until {
-            tracing::warn!(%service, call, attempt, "baseline not readable: the run goes on without it");
+            tracing::warn!(%service, call, attempt, %error, "baseline not readable: the run goes on without it");
             return None;
         }
-        tracing::warn!(%service, call, attempt, "baseline not readable; retrying");
+        tracing::warn!(%service, call, attempt, %error, "baseline not readable; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
         attempt += 1;

@@ -64,7 +64,10 @@ impl Analytics {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Option<T> {
-        get_json(&self.http, &format!("{}{path}", self.base)).await
+        get_json(&self.http, &format!("{}{path}", self.base))
+            .await
+            .inspect_err(|error| tracing::debug!(%error, "analytics not read"))
+            .ok()
     }
 
     async fn figures(&self) -> Option<Figures> {

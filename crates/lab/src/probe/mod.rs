@@ -5,18 +5,61 @@ pub mod kafka;
 pub mod observe;
 pub mod rabbitmq;
 
-/// A JSON answer of a successful `GET`; `None` for any failure.
+/// Why a probe read nothing: the three are told apart (a service down, a
+/// service failing, an answer of another shape).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{service} is not deployed here")]
+    NotDeployed { service: crate::spec::Service },
+    #[error("GET {url}: not reachable: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("GET {url} answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("GET {url}: not the answer expected: {detail}")]
+    Body { url: String, detail: String },
+}
+
+impl ProbeError {
+    /// Which of the kinds it is, for logs and tests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotDeployed { .. } => "not deployed",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Status { .. } => "status",
+            Self::Body { .. } => "body",
+        }
+    }
+}
+
+/// The JSON answer of a successful `GET`.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
-) -> Option<T> {
-    http.get(url)
+) -> Result<T, ProbeError> {
+    let response = http
+        .get(url)
         .send()
         .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .json()
+        .map_err(|source| ProbeError::Unreachable {
+            url: url.to_owned(),
+            source,
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ProbeError::Status {
+            url: url.to_owned(),
+            status: status.as_u16(),
+        });
+    }
+    let bytes = response
+        .bytes()
         .await
-        .ok()
+        .map_err(|source| ProbeError::Unreachable {
+            url: url.to_owned(),
+            source,
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ProbeError::Body {
+        url: url.to_owned(),
+        detail: e.to_string(),
+    })
 }

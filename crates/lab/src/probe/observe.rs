@@ -12,8 +12,8 @@ use foodlab_domain::OrderStatus;
 
 use crate::platform::Platform;
 use crate::platform::rabbitmq::RabbitAdmin;
-use crate::probe::get_json;
 use crate::probe::kafka::Analytics;
+use crate::probe::{ProbeError, get_json};
 use crate::spec::Service;
 
 const POLL: Duration = Duration::from_millis(250);
@@ -38,8 +38,11 @@ struct Stats {
 }
 
 impl Snapshot {
-    pub async fn take<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<Self> {
-        let base = platform.endpoint(Service::Inventory).ok()?;
+    pub async fn take<P: Platform>(
+        platform: &P,
+        http: &reqwest::Client,
+    ) -> Result<Self, ProbeError> {
+        let base = endpoint(platform, Service::Inventory)?;
         let stats: Stats = get_json(http, &format!("{base}/stats")).await?;
         let stock: BTreeMap<String, u64> = get_json(http, &format!("{base}/stock")).await?;
         let dead_letters = match platform.rabbitmq() {
@@ -50,7 +53,7 @@ impl Snapshot {
                 .map(|d| d.total()),
             None => None,
         };
-        Some(Self {
+        Ok(Self {
             reservations: stats.reserved_orders,
             decisions: stats.reserved_orders
                 + stats.out_of_stock_orders
@@ -171,10 +174,23 @@ const PAGE: usize = 1000;
 
 /// The order service's cursor (`GET /orders/cursor`): orders placed or
 /// changed from now on are after it.
-pub async fn order_cursor<P: Platform>(platform: &P, http: &reqwest::Client) -> Option<i64> {
-    let base = platform.endpoint(Service::Order).ok()?;
-    let body: Value = get_json(http, &format!("{base}/orders/cursor")).await?;
-    body["cursor"].as_i64()
+pub async fn order_cursor<P: Platform>(
+    platform: &P,
+    http: &reqwest::Client,
+) -> Result<i64, ProbeError> {
+    let base = endpoint(platform, Service::Order)?;
+    let url = format!("{base}/orders/cursor");
+    let body: Value = get_json(http, &url).await?;
+    body["cursor"].as_i64().ok_or(ProbeError::Body {
+        url,
+        detail: format!("no integer cursor in {body}"),
+    })
+}
+
+fn endpoint<P: Platform>(platform: &P, service: Service) -> Result<String, ProbeError> {
+    platform
+        .endpoint(service)
+        .map_err(|_| ProbeError::NotDeployed { service })
 }
 
 /// Where the orders placed after a cursor ended up.
@@ -219,8 +235,23 @@ pub async fn wait_settled<P: Platform>(
     // An order becomes final once (the services move only `placed` orders
     // on), so the final orders read add up to those settled.
     let mut settled = 0u64;
+    // A read that fails is tried again at the next poll; each kind of
+    // failure is logged once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut failed = |error: ProbeError| {
+        if seen.insert(error.kind()) {
+            tracing::warn!(%error, "the order service's changes could not be read; polling on");
+        }
+    };
     loop {
-        while let Some(page) = changes(http, &base, cursor).await {
+        loop {
+            let page = match changes(http, &base, cursor).await {
+                Ok(page) => page,
+                Err(error) => {
+                    failed(error);
+                    break;
+                }
+            };
             for order in &page.orders {
                 if let (Some(status), Some(created), Some(updated)) = (
                     order["status"].as_str(),
@@ -239,8 +270,9 @@ pub async fn wait_settled<P: Platform>(
         }
         let done = settled >= expected;
         if done || Instant::now() >= deadline {
-            if let Some(counts) = counts_since(http, &base, since).await {
-                settlement.counts = counts;
+            match counts_since(http, &base, since).await {
+                Ok(counts) => settlement.counts = counts,
+                Err(error) => failed(error),
             }
             let open = settlement.orders_whose_status(|s| !is_terminal(s));
             let terminal = settlement.orders_whose_status(is_terminal);
@@ -262,7 +294,7 @@ struct Changes {
     next: i64,
 }
 
-async fn changes(http: &reqwest::Client, base: &str, cursor: i64) -> Option<Changes> {
+async fn changes(http: &reqwest::Client, base: &str, cursor: i64) -> Result<Changes, ProbeError> {
     get_json(
         http,
         &format!("{base}/orders?changed_since={cursor}&limit={PAGE}"),
@@ -274,16 +306,14 @@ async fn counts_since(
     http: &reqwest::Client,
     base: &str,
     since: i64,
-) -> Option<BTreeMap<String, u64>> {
+) -> Result<BTreeMap<String, u64>, ProbeError> {
     let mut counts: BTreeMap<String, Value> =
         get_json(http, &format!("{base}/orders/counts?since={since}")).await?;
     counts.remove("cursor");
-    Some(
-        counts
-            .into_iter()
-            .filter_map(|(status, n)| Some((status, n.as_u64()?)))
-            .collect(),
-    )
+    Ok(counts
+        .into_iter()
+        .filter_map(|(status, n)| Some((status, n.as_u64()?)))
+        .collect())
 }
 
 /// Of orders counted by status, those in a status that matches `which`.
