@@ -155,7 +155,7 @@ bench: rabbitmq-up kafka-up postgres-up
 	./target/release/foodlab bench sync-rest --json > $(BENCH_DIR)/sync-rest.json
 	./target/release/foodlab bench async-rabbitmq --json > $(BENCH_DIR)/async-rabbitmq.json
 	./target/release/foodlab bench streaming-kafka --json > $(BENCH_DIR)/streaming-kafka.json
-	./target/release/foodlab bench async-rabbitmq --scale 20000,200000 > $(BENCH_DIR)/scale.json
+	./target/release/foodlab bench async-rabbitmq --scale 20000,200000 --json > $(BENCH_DIR)/scale.json
 	./target/release/foodlab bench sync-rest --database-url "$$(scripts/postgres.sh url)" --json \
 		> $(BENCH_DIR)/sync-rest-postgres.json
 	./target/release/foodlab bench async-rabbitmq --database-url "$$(scripts/postgres.sh url)" --json \

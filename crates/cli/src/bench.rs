@@ -138,7 +138,7 @@ pub async fn run(
         Some(figures) => {
             figures?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&bench.report)?);
+                println!("{}", serde_json::to_string(&bench.report)?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -52,7 +52,7 @@ pub struct ScaleFigures {
     pub cpu_seconds_per_1000: BTreeMap<String, f64>,
 }
 
-pub async fn run(transport: Transport, sizes: &[u32]) -> anyhow::Result<ExitCode> {
+pub async fn run(transport: Transport, sizes: &[u32], json: bool) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         transport == Transport::Rabbitmq,
         "--scale runs the async-rabbitmq part (the part whose orders settle after the answer)"
@@ -66,7 +66,10 @@ pub async fn run(transport: Transport, sizes: &[u32]) -> anyhow::Result<ExitCode
     match outcome {
         Some(figures) => {
             let figures = figures?;
-            println!("{}", serde_json::to_string_pretty(&figures)?);
+            // The lines for people went to stderr as each size ended.
+            if json {
+                println!("{}", serde_json::to_string(&figures)?);
+            }
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(crate::exit::code(crate::exit::INTERRUPTED)),

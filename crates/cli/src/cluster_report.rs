@@ -12,13 +12,22 @@ use foodlab_run_channel::{channel, full_report};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-pub async fn run(name: &str, namespace: Option<&str>, dir: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    name: &str,
+    namespace: Option<&str>,
+    dir: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes API access (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let namespace = namespace.unwrap_or(client.default_namespace()).to_owned();
     let report = fetch(client, &namespace, name).await?;
-    crate::report::print(name, &report);
+    if json {
+        println!("{}", crate::report::json_line(name, &report)?);
+    } else {
+        crate::report::print(name, &report);
+    }
     let path = crate::html::write(dir, name, &[(name.to_owned(), report)])?;
     eprintln!("report: {}", path.display());
     Ok(ExitCode::SUCCESS)

@@ -172,6 +172,7 @@ fn row_name(transport: Transport, replicas: &Replicas) -> String {
 
 pub async fn run(
     file: &Path,
+    json: bool,
     report_dir: Option<&PathBuf>,
     database_url: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
@@ -200,7 +201,12 @@ pub async fn run(
         .await;
         platform.shutdown().await;
         match outcome {
-            Ok(report) => reports.push((row, report)),
+            Ok(report) => {
+                if json {
+                    println!("{}", crate::report::json_line(&row, &report)?);
+                }
+                reports.push((row, report));
+            }
             Err(LabError::Interrupted) => {
                 eprintln!("interrupted; {row} released and stopped");
                 return Ok(crate::exit::code(crate::exit::INTERRUPTED));
@@ -210,15 +216,17 @@ pub async fn run(
             }
         }
     }
-    println!(
-        "\n== compare {}\n{}",
-        comparison.metadata.name,
-        table(&reports)
-    );
+    if !json {
+        println!(
+            "\n== compare {}\n{}",
+            comparison.metadata.name,
+            table(&reports)
+        );
+    }
     if let Some(dir) = report_dir {
         let title = format!("compare {}", comparison.metadata.name);
         let path = crate::html::write(dir, &title, &reports)?;
-        println!("report: {}", path.display());
+        eprintln!("report: {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -156,6 +156,10 @@ enum Command {
     /// (a `kind: FoodLabComparison` file, see manifests/compare/).
     Compare {
         file: PathBuf,
+        /// Print each part's report as JSON, one document per line (as `run
+        /// --json`), instead of the table.
+        #[arg(long)]
+        json: bool,
         /// Also write report.html (charts inlined), report.json and a CSV
         /// per series into this directory.
         #[arg(long, value_name = "DIR")]
@@ -179,10 +183,16 @@ enum Command {
         /// Instead: an async-rabbitmq lab at each of these sizes (e.g.
         /// `20000,200000`) through the lab engine, with what each cost: the
         /// engine's memory, each service's CPU per 1000 orders.
-        #[arg(long, value_delimiter = ',', value_name = "ORDERS,...")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "ORDERS,...",
+            conflicts_with_all = ["latency_orders", "throughput_orders", "concurrency", "replicas"]
+        )]
         scale: Vec<u32>,
-        /// Print every figure as one JSON document on stdout (the lines for
-        /// people go to stderr), so two runs can be kept and compared.
+        /// Print every figure as one JSON document, on one line of stdout
+        /// (the lines for people go to stderr), so two runs can be kept and
+        /// compared.
         #[arg(long)]
         json: bool,
         /// Processes per service, e.g. `inventory=3` (needs --database-url).
@@ -204,6 +214,10 @@ enum Command {
         /// Where to write the report (by default `.foodlab/report/<NAME>`).
         #[arg(long, value_name = "DIR")]
         report: Option<PathBuf>,
+        /// Print the report as one JSON document (as `run --json`) instead
+        /// of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the FoodLab CustomResourceDefinition as YAML.
     Crd,
@@ -254,9 +268,9 @@ async fn main() -> ExitCode {
             };
             run::run(&files, &options).await
         }
-        Command::Bench { part, scale, .. } if !scale.is_empty() => {
-            bench_scale::run(part, &scale).await
-        }
+        Command::Bench {
+            part, scale, json, ..
+        } if !scale.is_empty() => bench_scale::run(part, &scale, json).await,
         Command::Bench {
             part,
             latency_orders,
@@ -280,16 +294,18 @@ async fn main() -> ExitCode {
         }
         Command::Compare {
             file,
+            json,
             report,
             database,
-        } => compare::run(&file, report.as_ref(), database.url()).await,
+        } => compare::run(&file, json, report.as_ref(), database.url()).await,
         Command::Report {
             name,
             namespace,
             report,
+            json,
         } => {
             let dir = report.unwrap_or_else(|| PathBuf::from(".foodlab/report").join(&name));
-            cluster_report::run(&name, namespace.as_deref(), &dir).await
+            cluster_report::run(&name, namespace.as_deref(), &dir, json).await
         }
         Command::Crd => crd::print(),
     };

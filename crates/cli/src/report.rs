@@ -123,3 +123,8 @@ pub fn print(name: &str, report: &LabReport) {
 fn clock(t: jiff::Timestamp) -> String {
     t.strftime("%H:%M:%S%.3f UTC").to_string()
 }
+
+/// A lab's report as `--json` prints it: one line, `{"name": …, "report": …}`.
+pub fn json_line(name: &str, report: &LabReport) -> serde_json::Result<String> {
+    serde_json::to_string(&serde_json::json!({"name": name, "report": report}))
+}

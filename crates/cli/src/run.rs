@@ -137,10 +137,7 @@ async fn run_all(
             }
         };
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(&serde_json::json!({"name": name, "report": report}))?
-            );
+            println!("{}", report::json_line(name, &report)?);
         } else {
             report::print(name, &report);
         }

@@ -29,6 +29,7 @@ spec:
 struct Run {
     dir: PathBuf,
     stdout: String,
+    stderr: String,
 }
 
 /// One comparison, checked three ways (one test: test runners that start a
@@ -38,6 +39,38 @@ fn compare_on_the_three_parts_and_its_report() {
     the_table_has_a_row_per_part_and_the_delay_is_where_each_model_puts_it();
     report_json_and_the_csvs_hold_the_series();
     chromium_draws_the_report_charts();
+}
+
+/// `--json`: a line per part, each its report, and no table.
+#[test]
+fn compare_json_is_a_report_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("comparison.yaml");
+    let one_part = COMPARISON
+        .replace("small-slow-inventory", "json-on-sync-rest")
+        .replace("spec:\n", "spec:\n  parts: [rest]\n")
+        .replace("delaySeconds: 0.5", "delaySeconds: 0.01");
+    std::fs::write(&file, one_part).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .args(["compare", "--json"])
+        .arg(&file)
+        .env_remove("FOODLAB_STOCK")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["name"], "sync-rest");
+    assert_eq!(lines[0]["report"]["results"]["statusCodes"]["201"], ORDERS);
+    assert_eq!(lines[0]["report"]["verdict"], "Pass");
 }
 
 /// The comparison, run once.
@@ -57,14 +90,12 @@ fn run() -> &'static Run {
             .output()
             .unwrap();
         let stdout = String::from_utf8(output.stdout).unwrap();
-        assert!(
-            output.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(output.status.success(), "{stdout}\n{stderr}");
         Run {
             dir: report,
             stdout,
+            stderr,
         }
     })
 }
@@ -96,10 +127,10 @@ fn the_table_has_a_row_per_part_and_the_delay_is_where_each_model_puts_it() {
     }
     let report = run.dir.join("report.html");
     assert!(
-        run.stdout
+        run.stderr
             .contains(&format!("report: {}", report.display())),
         "{}",
-        run.stdout
+        run.stderr
     );
     let json = report_json();
     let names: Vec<&str> = json["labs"]
