@@ -416,6 +416,18 @@ async fn an_interrupted_lab_undoes_its_disruption_and_clears_its_faults() {
     assert_released(&platform);
 }
 
+/// Once the first lab holds the part: its settings reached inventory.
+async fn first_lab_prepared(platform: &FakePlatform) {
+    while !platform
+        .log
+        .events()
+        .iter()
+        .any(|e| e.contains("PUT /admin/stock"))
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_lab_on_the_same_part_waits_for_the_first() {
     let platform = FakePlatform::start(Duration::ZERO, vec![]).await;
@@ -424,7 +436,7 @@ async fn a_second_lab_on_the_same_part_waits_for_the_first() {
     ]}));
     let quick = lab(json!({"faults": {}, "workload": {"orders": 1}}));
     let (first, second) = tokio::join!(run_lab(&platform, &slow, Arc::new(Quiet)), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        first_lab_prepared(&platform).await;
         run_lab(&platform, &quick, Arc::new(Quiet)).await
     });
     assert_eq!(first.unwrap().results.status_codes["201"], 10);
@@ -456,7 +468,7 @@ async fn a_lab_interrupted_while_queued_leaves_the_running_lab_alone() {
     let quick = lab(json!({"faults": {}, "workload": {"orders": 1}}));
     let disruptor = foodlab_lab::chaos::Direct::new(&platform);
     let (first, second) = tokio::join!(run_lab(&platform, &slow, Arc::new(Quiet)), async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        first_lab_prepared(&platform).await;
         run_lab_with(
             &platform,
             &disruptor,

@@ -35,10 +35,15 @@ async fn place_orders(platform: &LocalPlatform, expected_status: u16) {
 /// checks it stays there (no hop counted twice for one order).
 async fn expect_hops(platform: &LocalPlatform, expected: &[(Service, &str, u64)]) {
     for &(service, hop, count) in expected {
-        eventually(30, || async move {
+        let reached = eventually(30, || async move {
             hop_count(platform, service, hop).await >= count
         })
         .await;
+        assert!(
+            reached,
+            "{service} {hop}: {} of {count} within 30 s",
+            hop_count(platform, service, hop).await
+        );
     }
     for &(service, hop, count) in expected {
         assert_eq!(
