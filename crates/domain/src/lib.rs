@@ -3,6 +3,7 @@
 //! Everything here is pure: "given this order and this stock, what happens"
 //! is a plain function. Services and adapters translate to and from it.
 
+pub mod backoff;
 pub mod catalogue;
 pub mod event;
 pub mod fault;
@@ -12,6 +13,7 @@ pub mod request;
 pub mod reservation;
 pub mod trace;
 
+pub use backoff::Backoff;
 pub use catalogue::{Catalogue, ItemName, StockSpecError};
 pub use event::{Envelope, Event, EventType, Poison};
 pub use fault::{FaultDecision, FaultError, Faults};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use foodlab_domain::Faults;
+use foodlab_domain::{Backoff, Faults};
 use serde::Serialize;
 
 use crate::platform::Platform;
@@ -224,13 +224,13 @@ impl FaultClient {
         Fut: Future<Output = Result<T, Failure>>,
     {
         let until = Instant::now() + self.patience;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut tries = 1u32;
         loop {
             match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Final(reason)) => return Err(reason),
-                Err(Failure::Transient(reason)) if Instant::now() + backoff >= until => {
+                Err(Failure::Transient(reason)) if Instant::now() + backoff.peek() >= until => {
                     return Err(if tries > 1 {
                         format!("{reason} (still failing after {tries} attempts)")
                     } else {
@@ -239,8 +239,7 @@ impl FaultClient {
                 }
                 Err(Failure::Transient(error)) => {
                     tracing::warn!(call = %what, attempt = tries, %error, "admin call failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.pause()).await;
                     tries += 1;
                 }
             }

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Instant;
 
+use foodlab_domain::Backoff;
+
 use crate::chaos::WorkloadStart;
 use crate::faults::{FIRST_BACKOFF, MAX_BACKOFF};
 use crate::measure::{self, Tally};
@@ -250,20 +252,19 @@ async fn patiently<T, F: Future<Output = Result<T, ProbeError>>>(
     read: impl Fn() -> F,
 ) -> Option<T> {
     let until = Instant::now() + BASELINE_PATIENCE;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut attempt = 1u32;
     loop {
         let error = match read().await {
             Ok(value) => return Some(value),
             Err(error) => error,
         };
-        if Instant::now() + backoff >= until {
+        if Instant::now() + backoff.peek() >= until {
             tracing::warn!(%service, call, attempt, %error, "baseline not readable: the run goes on without it");
             return None;
         }
         tracing::warn!(%service, call, attempt, %error, "baseline not readable; retrying");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.pause()).await;
         attempt += 1;
     }
 }

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use foodlab_domain::Backoff;
 use tokio_postgres::NoTls;
 
 use crate::StoreError;
@@ -56,14 +57,14 @@ pub(crate) async fn connect(
 
 async fn first_connection(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match pool.get().await {
             Ok(client) => return Ok(client),
             Err(error) if started.elapsed() < CONNECT_PATIENCE => {
+                let pause = backoff.pause();
                 tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "database not reachable yet");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
             }
             Err(error) => return Err(error.into()),
         }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use foodlab_domain::{Envelope, TRACEPARENT, TraceContext};
+use foodlab_domain::{Backoff, Envelope, TRACEPARENT, TraceContext};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -505,19 +505,18 @@ where
     S: FnMut() -> Fut,
     Fut: Future<Output = Result<(), KafkaFailure>>,
 {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let started = std::time::Instant::now();
         let ended = session().await;
         if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(200);
+            backoff.reset();
         }
         match ended {
             Ok(()) => tracing::info!(what, "kafka session ended"),
             Err(error) => tracing::warn!(what, %error, "kafka session failed; retrying"),
         }
         report(false);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.pause()).await;
     }
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use foodlab_domain::Backoff;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -138,7 +139,7 @@ where
     S: FnMut(Connection) -> Fut,
     Fut: Future<Output = Result<(), AmqpError>>,
 {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match connect(url, name).await {
             Ok(connection) => {
@@ -151,15 +152,16 @@ where
                 };
                 on_connected(false);
                 if began.elapsed() > Duration::from_secs(10) {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                 }
-                tracing::warn!(service = name, %error, ?backoff, "RabbitMQ session lost; reconnecting");
+                let retry_in = backoff.peek();
+                tracing::warn!(service = name, %error, ?retry_in, "RabbitMQ session lost; reconnecting");
             }
             Err(error) => {
-                tracing::warn!(service = name, %error, ?backoff, "cannot reach RabbitMQ; retrying");
+                let retry_in = backoff.peek();
+                tracing::warn!(service = name, %error, ?retry_in, "cannot reach RabbitMQ; retrying");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.pause()).await;
     }
 }

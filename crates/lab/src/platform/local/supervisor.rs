@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use foodlab_domain::Backoff;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -195,7 +196,7 @@ impl Supervisor {
                 running: None,
                 desired: 0,
                 restart_at: None,
-                backoff: BACKOFF_START,
+                backoff: Backoff::new(BACKOFF_START, BACKOFF_MAX),
                 restarts: 0,
             }
             .run(inbox),
@@ -262,7 +263,7 @@ struct Watch {
     desired: u32,
     /// A restart is due at this time (the service died and is still wanted).
     restart_at: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     restarts: u32,
 }
 
@@ -360,7 +361,7 @@ impl Watch {
             return;
         };
         if running.since.elapsed() >= BACKOFF_RESET {
-            self.backoff = BACKOFF_START;
+            self.backoff.reset();
         }
         let ended = status.map_or(Ended::Unknown, Ended::from);
         let restart_in = self.next_backoff();
@@ -411,9 +412,7 @@ impl Watch {
     }
 
     fn next_backoff(&mut self) -> Duration {
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        delay
+        self.backoff.pause()
     }
 }
 
