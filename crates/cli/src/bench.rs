@@ -23,6 +23,9 @@ use crate::hop_report::{HopFigure, Scrape};
 use crate::machine::Machine;
 use foodlab_lab::stats::round3;
 
+/// The longest any wait of the bench may take (a backlog queued, drained, a burst processed).
+const WAIT_AT_MOST: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, Copy)]
 pub struct BenchSize {
     pub latency_orders: u32,
@@ -115,7 +118,8 @@ pub async fn run(
     }
     let mut bench = Bench {
         platform: &platform,
-        http: reqwest::Client::new(),
+        // Timeouts on every call: a service that hangs fails the bench instead of holding it.
+        http: foodlab_lab::faults::lab_http(),
         report: BenchReport {
             part: transport.part().to_owned(),
             database: if setup.database_url.is_some() {
@@ -428,13 +432,22 @@ impl Bench<'_> {
             .ok_or_else(|| anyhow::anyhow!("no broker"))?
             .clone();
         let queue = foodlab_transport::rabbitmq::Topology::INVENTORY_QUEUE;
+        let queued_by = Instant::now() + WAIT_AT_MOST;
         while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
+            anyhow::ensure!(
+                Instant::now() < queued_by,
+                "the {backlog} orders were not all queued within {WAIT_AT_MOST:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let before = self.hops().await;
         let started = Instant::now();
         self.platform.scale(Service::Inventory, 1).await?;
         while admin.queue_depth(queue).await?.messages_ready > 0 {
+            anyhow::ensure!(
+                started.elapsed() < WAIT_AT_MOST,
+                "the backlog did not drain within {WAIT_AT_MOST:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let took = started.elapsed();
@@ -501,6 +514,8 @@ impl Bench<'_> {
             self.http
                 .post(format!("{order_url}/orders/bulk"))
                 .json(&serde_json::json!({"count": count, "item": "burger", "quantity": 1}))
+                // Ten thousand orders in one request: longer than one call's timeout.
+                .timeout(WAIT_AT_MOST)
                 .send()
         };
         let deadline = || Instant::now() + Duration::from_secs(120);
@@ -543,8 +558,8 @@ impl Bench<'_> {
                 break started.elapsed().as_secs_f64();
             }
             anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "the burst was not processed within 120 s"
+                started.elapsed() < WAIT_AT_MOST,
+                "the burst was not processed within {WAIT_AT_MOST:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
