@@ -3,6 +3,7 @@
 //! Everything here is pure: "given this order and this stock, what happens"
 //! is a plain function. Services and adapters translate to and from it.
 
+pub mod api;
 pub mod backoff;
 pub mod catalogue;
 pub mod event;

@@ -4,9 +4,10 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use foodlab_domain::api::{Decisions, InventoryStats};
 use foodlab_domain::{ItemName, OrderId, OrderRequest};
 use foodlab_service_kit::{ApiError, JsonBody, MessageMetrics, now_ms};
-use foodlab_store::{Outcome, Reservation, StockStats, StockStore};
+use foodlab_store::{Outcome, Reservation, StockStore};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -39,56 +40,27 @@ struct Counters {
     messages: MessageMetrics,
 }
 
-/// `GET /stats`: the decisions (durable), and what the consumer did with
-/// messages since it started; each count also under the seed labs' name.
-#[derive(Debug, Serialize)]
-struct Stats {
-    #[serde(flatten)]
-    decisions: StockStats,
-    /// Orders decided, reserved or not (`processed_count`).
-    processed: u64,
-    /// Orders with their stock reserved (`reserved_count`).
-    reserved: u64,
-    /// Orders refused: out of stock, unknown item, injected failure (`failed_count`).
-    failed: u64,
-    /// Duplicate messages recognised and not reserved again, since start (`duplicate_count`).
-    duplicates: u64,
-    /// Poison and given-up messages sent to the dead-letter queue, since start (`dead_lettered_count`).
-    dead_lettered: u64,
-    /// Malformed order events skipped on Kafka, since start (`skipped_count`).
-    skipped: u64,
-    processed_count: u64,
-    reserved_count: u64,
-    failed_count: u64,
-    duplicate_count: u64,
-    dead_lettered_count: u64,
-    skipped_count: u64,
-}
-
-impl Stats {
-    fn new(decisions: StockStats, messages: &MessageMetrics) -> Self {
-        let reserved = decisions.reserved_orders;
-        let failed = decisions.out_of_stock_orders
-            + decisions.unknown_item_orders
-            + decisions.rejected_orders;
-        let duplicates = messages.total("duplicate");
-        let dead_lettered = messages.total("dead_lettered");
-        let skipped = messages.total("malformed");
-        Self {
-            decisions,
-            processed: reserved + failed,
-            reserved,
-            failed,
-            duplicates,
-            dead_lettered,
-            skipped,
-            processed_count: reserved + failed,
-            reserved_count: reserved,
-            failed_count: failed,
-            duplicate_count: duplicates,
-            dead_lettered_count: dead_lettered,
-            skipped_count: skipped,
-        }
+/// `GET /stats` from the decisions and the consumer's message counts.
+fn stats_of(decisions: Decisions, messages: &MessageMetrics) -> InventoryStats {
+    let reserved = decisions.reserved_orders;
+    let failed = decisions.total() - reserved;
+    let duplicates = messages.total("duplicate");
+    let dead_lettered = messages.total("dead_lettered");
+    let skipped = messages.total("malformed");
+    InventoryStats {
+        decisions,
+        processed: reserved + failed,
+        reserved,
+        failed,
+        duplicates,
+        dead_lettered,
+        skipped,
+        processed_count: reserved + failed,
+        reserved_count: reserved,
+        failed_count: failed,
+        duplicate_count: duplicates,
+        dead_lettered_count: dead_lettered,
+        skipped_count: skipped,
     }
 }
 
@@ -198,9 +170,9 @@ async fn stock(State(store): State<StockStore>) -> Result<axum::Json<Value>, Api
     ))
 }
 
-async fn stats(State(counters): State<Counters>) -> Result<axum::Json<Stats>, ApiError> {
+async fn stats(State(counters): State<Counters>) -> Result<axum::Json<InventoryStats>, ApiError> {
     let decisions = counters.store.stats().await.map_err(ApiError::internal)?;
-    Ok(axum::Json(Stats::new(decisions, &counters.messages)))
+    Ok(axum::Json(stats_of(decisions, &counters.messages)))
 }
 
 async fn reservation(

@@ -4,10 +4,11 @@ use axum::Router;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use foodlab_domain::api;
 use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus, TraceContext};
 use foodlab_service_kit::{ApiError, Hop, JsonBody, now_ms};
 use foodlab_store::orders::MAX_PAGE;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::rest_chain::{RestChain, detail, refusal};
 use crate::{AppState, Workflow};
@@ -200,8 +201,12 @@ async fn list_orders(
         (None, Some(since)) => app.store.changed_after(since, limit).await,
     }
     .map_err(ApiError::internal)?;
+    let page = api::OrderPage {
+        orders: page.orders,
+        next: page.next,
+    };
     Ok(axum::Json(
-        json!({"orders": page.orders, "next": page.next}),
+        serde_json::to_value(page).map_err(ApiError::internal)?,
     ))
 }
 
@@ -210,27 +215,31 @@ async fn list_orders(
 async fn count_orders(
     State(app): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<api::OrderCounts>, ApiError> {
     let params = query_params(query.as_deref(), &["since"])?;
     let counts = app
         .store
         .counts_placed_after(param(&params, "since")?.unwrap_or(0))
         .await
         .map_err(ApiError::internal)?;
-    let mut body = serde_json::Map::new();
-    for status in OrderStatus::ALL {
-        let n = counts.by_status.get(status.as_str()).copied().unwrap_or(0);
-        body.insert(status.as_str().to_owned(), n.into());
-    }
-    body.insert("cursor".into(), counts.cursor.into());
-    Ok(axum::Json(Value::Object(body)))
+    let by_status = OrderStatus::ALL
+        .into_iter()
+        .map(|status| {
+            let n = counts.by_status.get(status.as_str()).copied().unwrap_or(0);
+            (status, n)
+        })
+        .collect();
+    Ok(axum::Json(api::OrderCounts {
+        by_status,
+        cursor: counts.cursor,
+    }))
 }
 
 /// `GET /orders/cursor`: `{"cursor": c}`, the latest change; later orders
 /// and changes are after it.
-async fn order_cursor(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
+async fn order_cursor(State(app): State<AppState>) -> Result<axum::Json<api::Cursor>, ApiError> {
     let cursor = app.store.cursor().await.map_err(ApiError::internal)?;
-    Ok(axum::Json(json!({ "cursor": cursor })))
+    Ok(axum::Json(api::Cursor { cursor }))
 }
 
 /// The query's `name=value` pairs; a name not in `known`, or given twice, is refused.

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use foodlab_domain::OrderStatus;
+use foodlab_domain::api::{Cursor, InventoryStats, OrderCounts, OrderPage};
 
 use crate::platform::Platform;
 use crate::platform::rabbitmq::RabbitAdmin;
@@ -28,22 +26,13 @@ pub struct Snapshot {
     pub dead_letters: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct Stats {
-    reserved_orders: u64,
-    out_of_stock_orders: u64,
-    unknown_item_orders: u64,
-    #[serde(default)]
-    rejected_orders: u64,
-}
-
 impl Snapshot {
     pub async fn take<P: Platform>(
         platform: &P,
         http: &reqwest::Client,
     ) -> Result<Self, ProbeError> {
         let base = endpoint(platform, Service::Inventory)?;
-        let stats: Stats = get_json(http, &format!("{base}/stats")).await?;
+        let stats: InventoryStats = get_json(http, &format!("{base}/stats")).await?;
         let stock: BTreeMap<String, u64> = get_json(http, &format!("{base}/stock")).await?;
         let dead_letters = match platform.rabbitmq() {
             Some(admin) => admin
@@ -54,11 +43,8 @@ impl Snapshot {
             None => None,
         };
         Ok(Self {
-            reservations: stats.reserved_orders,
-            decisions: stats.reserved_orders
-                + stats.out_of_stock_orders
-                + stats.unknown_item_orders
-                + stats.rejected_orders,
+            reservations: stats.decisions.reserved_orders,
+            decisions: stats.decisions.total(),
             stock: stock.values().sum(),
             dead_letters,
         })
@@ -179,12 +165,8 @@ pub async fn order_cursor<P: Platform>(
     http: &reqwest::Client,
 ) -> Result<i64, ProbeError> {
     let base = endpoint(platform, Service::Order)?;
-    let url = format!("{base}/orders/cursor");
-    let body: Value = get_json(http, &url).await?;
-    body["cursor"].as_i64().ok_or(ProbeError::Body {
-        url,
-        detail: format!("no integer cursor in {body}"),
-    })
+    let body: Cursor = get_json(http, &format!("{base}/orders/cursor")).await?;
+    Ok(body.cursor)
 }
 
 fn endpoint<P: Platform>(platform: &P, service: Service) -> Result<String, ProbeError> {
@@ -253,17 +235,13 @@ pub async fn wait_settled<P: Platform>(
                 }
             };
             for order in &page.orders {
-                if let (Some(status), Some(created), Some(updated)) = (
-                    order["status"].as_str(),
-                    order["created_at_ms"].as_i64(),
-                    order["updated_at_ms"].as_i64(),
-                ) && is_terminal(status)
-                {
-                    on_settled(created, (updated - created) as f64);
+                if is_terminal(order.status.as_str()) {
+                    let took = order.updated_at_ms - order.created_at_ms;
+                    on_settled(order.created_at_ms, took as f64);
                     settled += 1;
                 }
             }
-            cursor = page.next;
+            cursor = page.next.unwrap_or(cursor);
             if page.orders.len() < PAGE {
                 break;
             }
@@ -288,13 +266,7 @@ pub async fn wait_settled<P: Platform>(
     }
 }
 
-#[derive(Deserialize)]
-struct Changes {
-    orders: Vec<Value>,
-    next: i64,
-}
-
-async fn changes(http: &reqwest::Client, base: &str, cursor: i64) -> Result<Changes, ProbeError> {
+async fn changes(http: &reqwest::Client, base: &str, cursor: i64) -> Result<OrderPage, ProbeError> {
     get_json(
         http,
         &format!("{base}/orders?changed_since={cursor}&limit={PAGE}"),
@@ -307,12 +279,12 @@ async fn counts_since(
     base: &str,
     since: i64,
 ) -> Result<BTreeMap<String, u64>, ProbeError> {
-    let mut counts: BTreeMap<String, Value> =
+    let counts: OrderCounts =
         get_json(http, &format!("{base}/orders/counts?since={since}")).await?;
-    counts.remove("cursor");
     Ok(counts
+        .by_status
         .into_iter()
-        .filter_map(|(status, n)| Some((status, n.as_u64()?)))
+        .map(|(status, n)| (status.as_str().to_owned(), n))
         .collect())
 }
 

@@ -11,6 +11,7 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 
+use foodlab_domain::api::Decisions;
 use foodlab_domain::{Catalogue, ItemName, OrderId, OrderLine, ReservationError, plan_reservation};
 use serde::Serialize;
 
@@ -65,15 +66,6 @@ pub struct ReserveResult {
     pub reservation: Reservation,
     /// The order had already been decided; nothing changed this time.
     pub replayed: bool,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StockStats {
-    pub reserved_orders: u64,
-    pub out_of_stock_orders: u64,
-    pub unknown_item_orders: u64,
-    pub rejected_orders: u64,
-    pub units_reserved: u64,
 }
 
 /// What one request asks of the stock.
@@ -251,7 +243,7 @@ impl StockStore {
         }
     }
 
-    pub async fn stats(&self) -> Result<StockStats, StoreError> {
+    pub async fn stats(&self) -> Result<Decisions, StoreError> {
         match &self.backend {
             Backend::Sqlite(db) => db.call(sqlite::stats).await,
             Backend::Postgres(pool) => postgres::stats(pool).await,
@@ -311,7 +303,7 @@ mod tests {
             assert_eq!(stock["salad"], 100);
             assert_eq!(
                 store.stats().await.unwrap(),
-                StockStats {
+                Decisions {
                     reserved_orders: 1,
                     out_of_stock_orders: 1,
                     unknown_item_orders: 1,

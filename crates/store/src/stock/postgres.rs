@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use deadpool_postgres::{GenericClient, Pool};
 use foodlab_domain::{Catalogue, ItemName, OrderId};
 
-use super::{Outcome, Request, Reservation, ReserveResult, StockStats, units};
+use foodlab_domain::api::Decisions;
+
+use super::{Outcome, Request, Reservation, ReserveResult, units};
 use crate::StoreError;
 use crate::error::{count, from_json, to_json};
 use crate::migration::Migration;
@@ -242,7 +244,7 @@ pub(super) async fn reservation(
     read_reservation(&pool.get().await?, order_id).await
 }
 
-pub(super) async fn stats(pool: &Pool) -> Result<StockStats, StoreError> {
+pub(super) async fn stats(pool: &Pool) -> Result<Decisions, StoreError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -251,7 +253,7 @@ pub(super) async fn stats(pool: &Pool) -> Result<StockStats, StoreError> {
             &[],
         )
         .await?;
-    let mut stats = StockStats::default();
+    let mut stats = Decisions::default();
     for row in rows {
         let orders = count(row.get(1));
         match Outcome::parse(row.get(0))? {

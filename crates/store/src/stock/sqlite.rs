@@ -7,7 +7,9 @@ use std::path::Path;
 use foodlab_domain::{Catalogue, ItemName, OrderId, OrderLine};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Outcome, Request, Reservation, ReserveResult, StockStats, units};
+use foodlab_domain::api::Decisions;
+
+use super::{Outcome, Request, Reservation, ReserveResult, units};
 use crate::StoreError;
 use crate::error::{from_json, to_json};
 use crate::migration::Migration;
@@ -135,8 +137,8 @@ pub(super) fn set_stock(
     Ok(stock)
 }
 
-pub(super) fn stats(conn: &mut Connection) -> Result<StockStats, StoreError> {
-    let mut stats = StockStats::default();
+pub(super) fn stats(conn: &mut Connection) -> Result<Decisions, StoreError> {
+    let mut stats = Decisions::default();
     let mut statement = conn.prepare("SELECT outcome, items FROM reservations")?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
