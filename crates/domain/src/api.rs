@@ -56,7 +56,9 @@ impl Decisions {
 
 /// Inventory's `GET /stats`: the decisions, and what its consumer did with
 /// messages since it started; each count also under the seed labs' name.
+/// A count left out reads as 0 (the decisions are what a lab needs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InventoryStats {
     #[serde(flatten)]
     pub decisions: Decisions,

@@ -23,11 +23,18 @@ pub const RESTORE_RETRY: Duration = Duration::from_secs(30);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
-#[error("chaos {action:?} on {target}: {reason}")]
-pub struct ChaosError {
-    pub action: ChaosAction,
-    pub target: Service,
-    pub reason: String,
+pub enum ChaosError {
+    /// One step could not be applied or undone.
+    #[error("chaos {action:?} on {target}: {reason}")]
+    Step {
+        action: ChaosAction,
+        target: Service,
+        reason: String,
+    },
+    /// No one step's: the chaos as a whole could not be followed (the
+    /// workload Job cannot read or write the operator's records).
+    #[error("chaos: {0}")]
+    Run(String),
 }
 
 /// The workload's first order, on both clocks: chaos steps count `after` from it.
@@ -172,7 +179,7 @@ impl<'a, P: Platform> Direct<'a, P> {
         start: WorkloadStart,
     ) -> Result<ChaosRecord, ChaosError> {
         tokio::time::sleep_until(start.instant + step.after).await;
-        let fail = |reason: String| ChaosError {
+        let fail = |reason: String| ChaosError::Step {
             action: step.action(),
             target: step.target,
             reason,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post, put};
+use foodlab_lab::chaos::ChaosError;
 use foodlab_lab::engine::drain_seconds;
 use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::probe::observe::Backlog;
@@ -345,14 +346,19 @@ async fn a_step_that_cannot_be_applied_fails_the_lab_with_its_reason_and_release
     let error = run_lab(&platform, &spec, Arc::new(Quiet))
         .await
         .unwrap_err();
-    let LabError::Chaos(chaos) = &error else {
+    let LabError::Chaos(ChaosError::Step {
+        action,
+        target,
+        reason,
+    }) = &error
+    else {
         panic!("{error}");
     };
     assert_eq!(
-        (chaos.action, chaos.target),
+        (*action, *target),
         (ChaosAction::ScaleToZero, Service::Notification)
     );
-    assert!(chaos.reason.contains("the API server refused"), "{error}");
+    assert!(reason.contains("the API server refused"), "{error}");
     // The other step ran and was undone; every fault is cleared.
     let events = platform.log.events();
     assert!(

@@ -36,14 +36,6 @@ impl OperatorChaos {
         Self { config_maps, name }
     }
 
-    fn failed(reason: String) -> ChaosError {
-        ChaosError {
-            action: foodlab_lab::spec::ChaosAction::ScaleToZero,
-            target: foodlab_lab::Service::Order,
-            reason,
-        }
-    }
-
     async fn records(&self) -> Option<Vec<ChaosRecord>> {
         let config_map = self.config_maps.get(&self.name).await.ok()?;
         let json = config_map.data?.remove(channel::CHAOS)?;
@@ -79,7 +71,7 @@ impl Disruptor for OperatorChaos {
             JOB_FIELD_MANAGER,
         )
         .await
-        .map_err(|e| Self::failed(format!("cannot record the workload's start: {e}")))?;
+        .map_err(|e| ChaosError::Run(format!("cannot record the workload's start: {e}")))?;
         if lab.chaos.is_empty() {
             return Ok(Vec::new());
         }
@@ -101,7 +93,7 @@ impl Disruptor for OperatorChaos {
                 return Ok(records);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Self::failed(
+                return Err(ChaosError::Run(
                     "the operator did not restore every chaos step in time".into(),
                 ));
             }
