@@ -4,33 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use foodlab_domain::Faults;
+use foodlab_lab::Service;
 use foodlab_lab::faults::FaultClient;
-use foodlab_lab::platform::rabbitmq::RabbitAdmin;
-use foodlab_lab::{Platform, PlatformError, Service};
-
-/// Every service at one base URL.
-struct OneEndpoint(String);
-
-impl Platform for OneEndpoint {
-    fn endpoint(&self, _service: Service) -> Result<String, PlatformError> {
-        Ok(self.0.clone())
-    }
-    async fn scale(&self, _service: Service, _replicas: u32) -> Result<(), PlatformError> {
-        Ok(())
-    }
-    fn rabbitmq(&self) -> Option<&RabbitAdmin> {
-        None
-    }
-    async fn replicas(&self, _service: Service) -> Result<u32, PlatformError> {
-        Ok(1)
-    }
-}
+use support::OneEndpoint;
 
 /// Answers `failure` to the first `failing` requests, then 204; counts them all.
 async fn stub_on(

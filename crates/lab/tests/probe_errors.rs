@@ -4,29 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use axum::http::StatusCode;
-use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::probe::ProbeError;
 use foodlab_lab::probe::observe::{Snapshot, order_cursor};
-use foodlab_lab::{Platform, PlatformError, Service};
-
-/// Every service at one base URL.
-struct OneEndpoint(String);
-
-impl Platform for OneEndpoint {
-    fn endpoint(&self, _service: Service) -> Result<String, PlatformError> {
-        Ok(self.0.clone())
-    }
-    async fn scale(&self, _service: Service, _replicas: u32) -> Result<(), PlatformError> {
-        Ok(())
-    }
-    fn rabbitmq(&self) -> Option<&RabbitAdmin> {
-        None
-    }
-    async fn replicas(&self, _service: Service) -> Result<u32, PlatformError> {
-        Ok(1)
-    }
-}
+use support::OneEndpoint;
 
 /// A service whose `/orders/cursor` answers `status` with `body`, and
 /// whose `/stats` and `/stock` answer as inventory's do.

@@ -201,10 +201,6 @@ async fn list_orders(
         (None, Some(since)) => app.store.changed_after(since, limit).await,
     }
     .map_err(ApiError::internal)?;
-    let page = api::OrderPage {
-        orders: page.orders,
-        next: page.next,
-    };
     Ok(axum::Json(
         serde_json::to_value(page).map_err(ApiError::internal)?,
     ))

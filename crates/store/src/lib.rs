@@ -30,5 +30,5 @@ pub use analytics::AnalyticsStore;
 pub use database::Database;
 pub use error::StoreError;
 pub use notifications::{Notification, NotificationStore};
-pub use orders::{OrderCounts, OrderPage, OrderStore};
+pub use orders::{OrderCounts, OrderStore};
 pub use stock::{Outcome, Reservation, ReserveResult, StockStore};

@@ -202,3 +202,25 @@ pub fn examples(prefix: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Every service at one base URL (a stub serving all their paths).
+pub struct OneEndpoint(pub String);
+
+impl Platform for OneEndpoint {
+    fn endpoint(&self, _service: Service) -> Result<String, foodlab_lab::PlatformError> {
+        Ok(self.0.clone())
+    }
+    async fn scale(
+        &self,
+        _service: Service,
+        _replicas: u32,
+    ) -> Result<(), foodlab_lab::PlatformError> {
+        Ok(())
+    }
+    fn rabbitmq(&self) -> Option<&foodlab_lab::platform::rabbitmq::RabbitAdmin> {
+        None
+    }
+    async fn replicas(&self, _service: Service) -> Result<u32, foodlab_lab::PlatformError> {
+        Ok(1)
+    }
+}

@@ -16,6 +16,7 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 
+use foodlab_domain::api::OrderPage;
 use foodlab_domain::{Envelope, Order, OrderId, OrderStatus};
 
 use crate::{Database, StoreError};
@@ -32,15 +33,6 @@ pub const CLAIM_LEASE_MS: i64 = 10_000;
 pub struct OrderCounts {
     pub by_status: BTreeMap<String, u64>,
     pub cursor: i64,
-}
-
-/// One page of orders and where the next one starts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderPage {
-    pub orders: Vec<Order>,
-    /// The cursor to read on from: `None` when a page by placement reached
-    /// the last order; always given for changes (more may come).
-    pub next: Option<i64>,
 }
 
 /// Which sequence a page follows.
