@@ -67,58 +67,49 @@ impl Buckets {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Scrape(BTreeMap<String, Buckets>);
 
-const HOP: &str = "foodlab_hop_duration_seconds_bucket{";
-const HTTP: &str = "foodlab_http_request_duration_seconds_bucket{";
+const HOP: &str = "foodlab_hop_duration_seconds";
+const HTTP: &str = "foodlab_http_request_duration_seconds";
 
 impl Scrape {
     /// Reads the OpenMetrics text of `/admin/metrics`.
     pub fn parse(text: &str) -> Self {
+        let lines = text.lines().map(|line| Ok(line.to_owned()));
+        // Only reading a line can fail, and these are read already.
+        let Ok(parsed) = prometheus_parse::Scrape::parse(lines) else {
+            return Self::default();
+        };
         let mut histograms: BTreeMap<String, Buckets> = BTreeMap::new();
-        for line in text.lines() {
-            let (labels, value) = if let Some(rest) = line.strip_prefix(HOP) {
-                let Some((labels, value)) = rest.split_once("} ") else {
-                    continue;
-                };
-                let Some(hop) = label(labels, "hop") else {
-                    continue;
-                };
-                ((hop.to_owned(), labels), value)
-            } else if let Some(rest) = line.strip_prefix(HTTP) {
-                let Some((labels, value)) = rest.split_once("} ") else {
-                    continue;
-                };
-                // Only answered requests that did their work: 2xx.
-                let (Some(method), Some(route), Some(status)) = (
-                    label(labels, "method"),
-                    label(labels, "route"),
-                    label(labels, "status"),
-                ) else {
-                    continue;
-                };
-                if !status.starts_with('2') {
-                    continue;
-                }
-                ((format!("{method} {route}"), labels), value)
-            } else {
+        for sample in &parsed.samples {
+            let prometheus_parse::Value::Histogram(counts) = &sample.value else {
                 continue;
             };
-            let ((name, labels), value) = (labels, value);
-            let (Some(le), Ok(count)) = (label(labels, "le"), value.trim().parse::<u64>()) else {
-                continue;
-            };
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                match le.parse::<f64>() {
-                    Ok(le) => le,
-                    Err(_) => continue,
-                }
+            let labels = &sample.labels;
+            let name = match sample.metric.as_str() {
+                HOP => match labels.get("hop") {
+                    Some(hop) => hop.to_owned(),
+                    None => continue,
+                },
+                HTTP => match (
+                    labels.get("method"),
+                    labels.get("route"),
+                    labels.get("status"),
+                ) {
+                    // Only answered requests that did their work: 2xx.
+                    (Some(method), Some(route), Some(status)) if status.starts_with('2') => {
+                        format!("{method} {route}")
+                    }
+                    _ => continue,
+                },
+                _ => continue,
             };
             let buckets = &mut histograms.entry(name).or_default().0;
-            // Several label sets (e.g. 201 and 202) of one name add up.
-            match buckets.iter_mut().find(|(b, _)| *b == le) {
-                Some((_, n)) => *n += count,
-                None => buckets.push((le, count)),
+            for bucket in counts {
+                let (le, count) = (bucket.less_than, bucket.count as u64);
+                // Several label sets (e.g. 201 and 202) of one name add up.
+                match buckets.iter_mut().find(|(b, _)| *b == le) {
+                    Some((_, n)) => *n += count,
+                    None => buckets.push((le, count)),
+                }
             }
         }
         for buckets in histograms.values_mut() {
@@ -165,14 +156,6 @@ pub struct HopFigure {
     pub p999_ms: f64,
 }
 
-/// A label's value in `a="x",b="y"` (values without quotes or commas inside).
-fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    labels.split(',').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key.trim() == name).then(|| value.trim().trim_matches('"'))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,10 +172,12 @@ foodlab_hop_duration_seconds_bucket{le="+Inf",hop="store_commit"} 10
 foodlab_hop_duration_seconds_bucket{le="0.001",hop="store_commit"} 60
 foodlab_hop_duration_seconds_bucket{le="0.002",hop="store_commit"} 109
 foodlab_hop_duration_seconds_bucket{le="+Inf",hop="store_commit"} 110
+# TYPE foodlab_http_request_duration_seconds histogram
 foodlab_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/order",status="202"} 100
 foodlab_http_request_duration_seconds_bucket{le="+Inf",method="POST",route="/order",status="202"} 100
 foodlab_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/order",status="422"} 0
 foodlab_http_request_duration_seconds_bucket{le="+Inf",method="POST",route="/order",status="422"} 7
+# EOF
 "#;
 
     #[test]

@@ -1,101 +1,120 @@
 //! Labs as JUnit XML, for CI systems: a lab is a test suite, each
 //! expectation a test case, the failed check's detail its message.
 
-use std::fmt::Write as _;
+use std::time::Duration;
 
+use anyhow::Context;
 use foodlab_lab::LabReport;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 /// The document for labs run (name, report) and labs that could not run
 /// (name, error): the latter are one errored case each.
-pub fn document(reports: &[(String, LabReport)], errors: &[(String, String)]) -> String {
-    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let tests: usize = reports
-        .iter()
-        .map(|(_, r)| r.results.checks.len())
-        .sum::<usize>()
-        + errors.len();
-    let failures: usize = reports
-        .iter()
-        .map(|(_, r)| r.results.checks.iter().filter(|c| !c.passed).count())
-        .sum();
-    let _ = writeln!(
-        xml,
-        "<testsuites name=\"foodlab\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{}\">",
-        errors.len()
-    );
+pub fn document(
+    reports: &[(String, LabReport)],
+    errors: &[(String, String)],
+) -> anyhow::Result<String> {
+    let mut document = Report::new("foodlab");
     for (name, report) in reports {
-        let checks = &report.results.checks;
-        let failed = checks.iter().filter(|c| !c.passed).count();
-        let _ = writeln!(
-            xml,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\" errors=\"0\" time=\"{:.3}\">",
-            escape(name),
-            checks.len(),
-            report.elapsed_seconds
-        );
-        let _ = writeln!(
-            xml,
-            "    <properties><property name=\"transport\" value=\"{}\"/><property name=\"verdict\" value=\"{:?}\"/></properties>",
-            report.transport.part(),
-            report.verdict
-        );
-        for check in checks {
-            let case = format!(
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                escape(name),
-                escape(&check.name)
-            );
-            if check.passed {
-                let _ = writeln!(xml, "{case}/>");
+        let mut suite = TestSuite::new(name);
+        suite
+            .set_time(Duration::try_from_secs_f64(report.elapsed_seconds).unwrap_or_default())
+            .add_properties([
+                Property::new("transport", report.transport.part()),
+                Property::new("verdict", report.verdict.to_string()),
+            ]);
+        for check in &report.results.checks {
+            let status = if check.passed {
+                TestCaseStatus::success()
             } else {
-                let _ = writeln!(
-                    xml,
-                    "{case}>\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
-                    escape(&check.detail),
-                    escape(&check.detail)
-                );
-            }
+                not_passed(NonSuccessKind::Failure, &check.detail)
+            };
+            let mut case = TestCase::new(&check.name, status);
+            case.set_classname(name);
+            suite.add_test_case(case);
         }
-        xml.push_str("  </testsuite>\n");
+        document.add_test_suite(suite);
     }
     for (name, error) in errors {
-        let _ = writeln!(
-            xml,
-            "  <testsuite name=\"{0}\" tests=\"1\" failures=\"0\" errors=\"1\">\n    <testcase classname=\"{0}\" name=\"lab runs\">\n      <error message=\"{1}\">{1}</error>\n    </testcase>\n  </testsuite>",
-            escape(name),
-            escape(error)
-        );
+        let mut case = TestCase::new("lab runs", not_passed(NonSuccessKind::Error, error));
+        case.set_classname(name);
+        let mut suite = TestSuite::new(name);
+        suite.add_test_case(case);
+        document.add_test_suite(suite);
     }
-    xml.push_str("</testsuites>\n");
-    xml
+    document
+        .to_string()
+        .context("the labs cannot be written as JUnit XML")
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 has no place for other control characters.
-            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+/// A failed or errored case: `why` as its message and its text.
+fn not_passed(kind: NonSuccessKind, why: &str) -> TestCaseStatus {
+    let mut status = TestCaseStatus::non_success(kind);
+    status.set_message(why).set_description(why);
+    status
 }
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::*;
+    use foodlab_lab::results::{Check, LabResults};
+    use foodlab_lab::{Transport, Verdict};
+
+    fn lab(checks: Vec<Check>, verdict: Verdict) -> LabReport {
+        LabReport {
+            transport: Transport::Rabbitmq,
+            results: LabResults {
+                checks,
+                ..LabResults::default()
+            },
+            chaos: Vec::new(),
+            verdict,
+            elapsed_seconds: 12.3456,
+            series: Default::default(),
+            unreleased: Vec::new(),
+        }
+    }
 
     #[test]
-    fn markup_is_escaped() {
+    fn a_lab_is_a_suite_its_checks_the_cases_and_a_lab_that_could_not_run_an_error() {
+        let reports = [(
+            "async <1>".to_owned(),
+            lab(
+                vec![
+                    Check {
+                        name: "allOrdersTerminal".into(),
+                        passed: true,
+                        detail: "100 of 100".into(),
+                    },
+                    Check {
+                        name: "latency".into(),
+                        passed: false,
+                        detail: "p50 < 5 & \"x\"\u{1}".into(),
+                    },
+                ],
+                Verdict::Fail,
+            ),
+        )];
+        let errors = [("broken".to_owned(), "invalid lab: orders".to_owned())];
         assert_eq!(
-            escape("p50 < 5 & \"x\"\u{1}"),
-            "p50 &lt; 5 &amp; &quot;x&quot; "
+            document(&reports, &errors).unwrap(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <testsuites name=\"foodlab\" tests=\"3\" skipped=\"0\" failures=\"1\" errors=\"1\">\n\
+             \x20   <testsuite name=\"async &lt;1&gt;\" tests=\"2\" skipped=\"0\" errors=\"0\" failures=\"1\" time=\"12.346\">\n\
+             \x20       <properties>\n\
+             \x20           <property name=\"transport\" value=\"async-rabbitmq\"/>\n\
+             \x20           <property name=\"verdict\" value=\"Fail\"/>\n\
+             \x20       </properties>\n\
+             \x20       <testcase name=\"allOrdersTerminal\" classname=\"async &lt;1&gt;\"/>\n\
+             \x20       <testcase name=\"latency\" classname=\"async &lt;1&gt;\">\n\
+             \x20           <failure message=\"p50 &lt; 5 &amp; &quot;x&quot;\">p50 &lt; 5 &amp; &quot;x&quot;</failure>\n\
+             \x20       </testcase>\n\
+             \x20   </testsuite>\n\
+             \x20   <testsuite name=\"broken\" tests=\"1\" skipped=\"0\" errors=\"1\" failures=\"0\">\n\
+             \x20       <testcase name=\"lab runs\" classname=\"broken\">\n\
+             \x20           <error message=\"invalid lab: orders\">invalid lab: orders</error>\n\
+             \x20       </testcase>\n\
+             \x20   </testsuite>\n\
+             </testsuites>\n"
         );
     }
 }

@@ -54,7 +54,7 @@ pub async fn run(files: &[PathBuf], options: &RunOptions) -> anyhow::Result<Exit
     let outcome = run_all(&labs, options, &mut parts, &mut done).await;
     parts.shutdown().await;
     if let Some(path) = &options.junit {
-        std::fs::write(path, crate::junit::document(&done.reports, &done.errors))
+        std::fs::write(path, crate::junit::document(&done.reports, &done.errors)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(dir) = &options.report
