@@ -18,7 +18,7 @@ use foodlab_lab::spec::{Replicas, Workload};
 use foodlab_lab::stats::Latencies;
 use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, workload};
 
-use crate::bench_scale::cpu_seconds;
+use crate::bench_scale::cpu_seconds_of;
 use crate::hop_report::{HopFigure, Scrape};
 use crate::machine::Machine;
 use foodlab_lab::stats::round3;
@@ -220,7 +220,7 @@ impl Bench<'_> {
                     .into_iter()
                     .flatten()
                     .collect();
-                let spent: Option<f64> = pids.iter().map(|pid| cpu_seconds(&pid.to_string())).sum();
+                let spent: Option<f64> = pids.iter().map(|pid| cpu_seconds_of(*pid)).sum();
                 let cpu = spent
                     .filter(|_| !pids.is_empty())
                     .map(|spent| (pids, spent));

@@ -13,15 +13,13 @@ use std::time::Duration;
 use anyhow::Context;
 use foodlab_lab::spec::FoodLabSpec;
 use foodlab_lab::stats::round3;
-use foodlab_lab::{LocalOptions, LocalPlatform, Quiet, Service, Transport, run_lab};
+use foodlab_lab::{LocalOptions, LocalPlatform, Quiet, Service, Transport, Verdict, run_lab};
+use procfs::process::Process;
 use serde::Serialize;
 
 /// Closed loop: 32 orders in flight keep two shared cores busy without
 /// queueing requests in the client.
 const CONCURRENCY: u32 = 32;
-
-/// Linux reports process times in /proc in USER_HZ, 100 a second.
-const USER_HZ: f64 = 100.0;
 
 /// What one size cost.
 #[derive(Debug, Clone, Serialize)]
@@ -30,7 +28,7 @@ pub struct ScaleFigures {
     pub orders: u32,
     /// The whole lab: baseline, workload, settling, measuring.
     pub seconds: f64,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub accepted: u64,
     pub reserved: u64,
     pub failed: u64,
@@ -134,17 +132,17 @@ async fn one_size(platform: &LocalPlatform, orders: u32) -> anyhow::Result<Scale
     let services = [Service::Order, Service::Inventory, Service::Notification];
     let cpu_before: Vec<Option<f64>> = services
         .iter()
-        .map(|s| pids.get(s).and_then(|pid| cpu_seconds(&pid.to_string())))
+        .map(|s| pids.get(s).and_then(|pid| cpu_seconds_of(*pid)))
         .collect();
-    let lab_cpu_before = cpu_seconds("self").unwrap_or_default();
-    let rss_before = status_kib("VmRSS").unwrap_or_default();
+    let lab_cpu_before = own_cpu_seconds().unwrap_or_default();
+    let rss_before = own_memory().map_or(0, |m| m.rss_kib);
     let peak = Arc::new(AtomicU64::new(rss_before));
     let sampler = {
         let peak = Arc::clone(&peak);
         tokio::spawn(async move {
             loop {
-                if let Some(rss) = status_kib("VmRSS") {
-                    peak.fetch_max(rss, Ordering::Relaxed);
+                if let Some(memory) = own_memory() {
+                    peak.fetch_max(memory.rss_kib, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -154,25 +152,26 @@ async fn one_size(platform: &LocalPlatform, orders: u32) -> anyhow::Result<Scale
     sampler.abort();
     let report = report?;
     let per_1000 = |seconds: f64| round3(seconds * 1000.0 / f64::from(orders));
-    let lab_cpu = cpu_seconds("self").unwrap_or_default() - lab_cpu_before;
+    let lab_cpu = own_cpu_seconds().unwrap_or_default() - lab_cpu_before;
     let pids_after = platform.pids().await;
     let mut cpu = BTreeMap::new();
     for (service, before) in services.iter().zip(cpu_before) {
         // A service restarted during the lab has no figure: its counter restarted.
         if let (Some(before), Some(pid)) = (before, pids.get(service))
             && pids_after.get(service) == Some(pid)
-            && let Some(after) = cpu_seconds(&pid.to_string())
+            && let Some(after) = cpu_seconds_of(*pid)
         {
             cpu.insert(service.to_string(), per_1000(after - before));
         }
     }
     let rss_peak = peak.load(Ordering::Relaxed);
+    let memory_end = own_memory();
     let results = &report.results;
     let end_to_end = results.end_to_end_ms.clone().unwrap_or_default();
     Ok(ScaleFigures {
         orders,
         seconds: report.elapsed_seconds,
-        verdict: format!("{:?}", report.verdict),
+        verdict: report.verdict,
         accepted: results.accepted,
         reserved: results.reserved,
         failed: results.failed,
@@ -181,36 +180,42 @@ async fn one_size(platform: &LocalPlatform, orders: u32) -> anyhow::Result<Scale
         end_to_end_p99_ms: end_to_end.p99,
         lab_rss_before_kib: rss_before,
         lab_rss_peak_kib: rss_peak,
-        lab_rss_end_kib: status_kib("VmRSS").unwrap_or_default(),
+        lab_rss_end_kib: memory_end.as_ref().map_or(0, |m| m.rss_kib),
         lab_rss_growth_kib: rss_peak.saturating_sub(rss_before),
-        lab_rss_lifetime_peak_kib: status_kib("VmHWM").unwrap_or_default(),
+        lab_rss_lifetime_peak_kib: memory_end.as_ref().map_or(0, |m| m.peak_kib),
         lab_cpu_seconds_per_1000: per_1000(lab_cpu),
         cpu_seconds_per_1000: cpu,
     })
 }
 
-/// A `kB` line of /proc/self/status (`VmRSS`, `VmHWM`).
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+/// This process's resident memory (KiB).
+struct Memory {
+    rss_kib: u64,
+    /// VmHWM: the highest resident memory since the process started.
+    peak_kib: u64,
 }
 
-/// User plus system CPU seconds of a process (`self` or a pid) from /proc/<pid>/stat.
-pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its `)`.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
+fn own_memory() -> Option<Memory> {
+    let status = Process::myself().ok()?.status().ok()?;
+    Some(Memory {
+        rss_kib: status.vmrss?,
+        peak_kib: status.vmhwm?,
+    })
+}
+
+/// User plus system CPU seconds this process has spent.
+fn own_cpu_seconds() -> Option<f64> {
+    cpu_seconds(&Process::myself().ok()?)
+}
+
+/// User plus system CPU seconds process `pid` has spent; none once it has exited.
+pub(crate) fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    cpu_seconds(&Process::new(i32::try_from(pid).ok()?).ok()?)
+}
+
+fn cpu_seconds(process: &Process) -> Option<f64> {
+    let stat = process.stat().ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
 #[cfg(test)]
@@ -219,10 +224,25 @@ mod tests {
 
     #[test]
     fn this_process_has_memory_and_cpu_figures() {
-        assert!(status_kib("VmRSS").is_some_and(|kib| kib > 0));
-        assert!(status_kib("VmHWM").is_some());
-        assert!(cpu_seconds("self").is_some());
-        assert_eq!(status_kib("NoSuchField"), None);
+        let memory = own_memory().unwrap();
+        assert!(memory.rss_kib > 0);
+        assert!(memory.peak_kib >= memory.rss_kib);
+        // Spin until the kernel has counted a tick of CPU time.
+        let started = std::time::Instant::now();
+        while own_cpu_seconds().unwrap() == 0.0 {
+            assert!(started.elapsed() < Duration::from_secs(10));
+        }
+        let pid = std::process::id();
+        let mine = cpu_seconds_of(pid).unwrap();
+        assert!(mine > 0.0 && mine <= own_cpu_seconds().unwrap());
+    }
+
+    #[test]
+    fn a_process_that_has_exited_has_no_cpu_figure() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert_eq!(cpu_seconds_of(pid), None);
     }
 
     #[test]
