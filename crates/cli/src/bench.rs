@@ -21,6 +21,7 @@ use foodlab_lab::{LocalOptions, LocalPlatform, Platform, Service, Transport, wor
 use crate::bench_scale::cpu_seconds_of;
 use crate::hop_report::{HopFigure, Scrape};
 use crate::machine::Machine;
+use crate::progress::Progress;
 use foodlab_lab::stats::round3;
 
 /// The longest any wait of the bench may take (a backlog queued, drained, a burst processed).
@@ -109,7 +110,10 @@ pub async fn run(
     options.database_url = setup.database_url.clone();
     let machine = Machine::describe();
     eprintln!("machine: {}", machine.line());
+    let progress = Progress::new(true, format!("bench {}: ", transport.part()));
+    progress.step("starting the part");
     let platform = LocalPlatform::start(options).await?;
+    progress.step("setting the stock");
     // Through the admin API: a database kept from earlier runs has its own levels.
     let levels = BTreeMap::from([("burger", STOCK), ("pizza", STOCK), ("salad", STOCK)]);
     if let Err(error) = FaultClient::default().set_stock(&platform, &levels).await {
@@ -118,6 +122,7 @@ pub async fn run(
     }
     let mut bench = Bench {
         platform: &platform,
+        progress: progress.clone(),
         // Timeouts on every call: a service that hangs fails the bench instead of holding it.
         http: foodlab_lab::faults::lab_http(),
         report: BenchReport {
@@ -137,7 +142,9 @@ pub async fn run(
         figures = bench.measure(transport, size) => Some(figures),
         () = crate::interrupt::interrupted() => None,
     };
+    progress.step("stopping the part");
     platform.shutdown().await;
+    progress.finish();
     match outcome {
         Some(figures) => {
             figures?;
@@ -158,10 +165,6 @@ fn workload_of(orders: u32, concurrency: u32) -> Workload {
         items: vec!["burger".into(), "pizza".into(), "salad".into()],
         quantity: 1,
     }
-}
-
-fn ignore() -> Arc<dyn Fn(&Sample) + Send + Sync> {
-    Arc::new(|_| {})
 }
 
 fn unexpected(tally: &Tally, status: u16) -> f64 {
@@ -185,6 +188,8 @@ fn percentile_figures([p50, p99, p999, max]: [f64; 4]) -> [(&'static str, f64); 
 
 struct Bench<'a> {
     platform: &'a LocalPlatform,
+    /// The step under way; the lines for people go through it.
+    progress: Progress,
     http: reqwest::Client,
     report: BenchReport,
 }
@@ -205,6 +210,14 @@ impl Bench<'_> {
             Transport::Kafka => self.streaming_kafka(&order_url).await?,
         }
         Ok(())
+    }
+
+    /// Places `workload`'s orders, counting them on the progress line as `step`.
+    async fn place(&self, step: &str, workload: &Workload, order_url: &str) -> (Tally, Duration) {
+        self.progress.orders(step, u64::from(workload.orders));
+        let progress = self.progress.clone();
+        let counted = Arc::new(move |_: &Sample| progress.order_done());
+        workload::run(workload, order_url, counted).await
     }
 
     /// Each service's hop histograms (its first process's) and the CPU all
@@ -240,7 +253,9 @@ impl Bench<'_> {
         figures: Vec<(&'static str, f64)>,
         before: &Hops,
     ) {
-        eprintln!("  {description}");
+        self.progress.say(&format!("  {description}"));
+        self.progress
+            .step(format!("{name}: reading the services' metrics"));
         let after = self.hops().await;
         let mut hops = BTreeMap::new();
         let mut cpu_ms_per_unit = BTreeMap::new();
@@ -265,7 +280,7 @@ impl Bench<'_> {
                 continue;
             }
             for hop in &figures {
-                eprintln!(
+                self.progress.say(&format!(
                     "      {:<13} {:<22} p50 {:>8.3} ms  p99 {:>8.3} ms  p99.9 {:>8.3} ms  ({})",
                     service.to_string(),
                     hop.hop,
@@ -273,7 +288,7 @@ impl Bench<'_> {
                     hop.p99_ms,
                     hop.p999_ms,
                     hop.count
-                );
+                ));
             }
             hops.insert(service.to_string(), figures);
         }
@@ -281,7 +296,11 @@ impl Bench<'_> {
             .iter()
             .map(|(service, ms)| format!("{service} {ms:.3}"))
             .collect();
-        eprintln!("      CPU ms per {}: {}", units.unit, cpu.join(", "));
+        self.progress.say(&format!(
+            "      CPU ms per {}: {}",
+            units.unit,
+            cpu.join(", ")
+        ));
         self.report.phases.push(Phase {
             name,
             description,
@@ -293,16 +312,18 @@ impl Bench<'_> {
     }
 
     async fn sync_rest(&mut self, order_url: &str, size: BenchSize) {
-        eprintln!(
+        self.progress.say(&format!(
             "sync-rest chain (order → inventory → notification, {} on every hop)",
             self.report.database.shown()
-        );
+        ));
         // Warm-up: connection pools, SQLite caches, page faults.
-        workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
+        let warm_up = workload_of(500, size.concurrency);
+        self.place("warm-up", &warm_up, order_url).await;
 
         let before = self.hops().await;
-        let (samples, _) =
-            workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
+        let (samples, _) = self
+            .place("latency", &workload_of(size.latency_orders, 1), order_url)
+            .await;
         let shown = percentiles(&samples.latency);
         let [p50, p99, p999, max] = shown;
         let non_201 = unexpected(&samples, 201);
@@ -325,12 +346,13 @@ impl Bench<'_> {
         .await;
 
         let before = self.hops().await;
-        let (samples, took) = workload::run(
-            &workload_of(size.throughput_orders, size.concurrency),
-            order_url,
-            ignore(),
-        )
-        .await;
+        let (samples, took) = self
+            .place(
+                "throughput",
+                &workload_of(size.throughput_orders, size.concurrency),
+                order_url,
+            )
+            .await;
         let shown = percentiles(&samples.latency);
         let [p50, p99, p999, _] = shown;
         let per_second = round3(f64::from(size.throughput_orders) / took.as_secs_f64());
@@ -357,16 +379,18 @@ impl Bench<'_> {
     }
 
     async fn async_rabbitmq(&mut self, order_url: &str, size: BenchSize) -> anyhow::Result<()> {
-        eprintln!(
+        self.progress.say(&format!(
             "async-rabbitmq (outbox + publisher confirms, manual acks, {}, persistent messages)",
             self.report.database.shown()
-        );
-        workload::run(&workload_of(500, size.concurrency), order_url, ignore()).await;
+        ));
+        let warm_up = workload_of(500, size.concurrency);
+        self.place("warm-up", &warm_up, order_url).await;
 
         let accept_cursor = self.cursor().await?;
         let before = self.hops().await;
-        let (samples, _) =
-            workload::run(&workload_of(size.latency_orders, 1), order_url, ignore()).await;
+        let (samples, _) = self
+            .place("accept", &workload_of(size.latency_orders, 1), order_url)
+            .await;
         let shown = percentiles(&samples.latency);
         let [p50, p99, p999, _] = shown;
         let non_202 = unexpected(&samples, 202);
@@ -388,6 +412,8 @@ impl Bench<'_> {
         )
         .await;
         // The next phase starts on a part with no backlog left from this one.
+        self.progress
+            .step("accept: waiting for the accepted orders to settle");
         self.settle(accept_cursor, samples.accepted()).await;
 
         let rate = 500.0;
@@ -398,7 +424,11 @@ impl Bench<'_> {
         };
         let steady_cursor = self.cursor().await?;
         let before = self.hops().await;
-        let (samples, took) = workload::run(&steady, order_url, ignore()).await;
+        let (samples, took) = self
+            .place(&format!("end to end at {rate}/s"), &steady, order_url)
+            .await;
+        self.progress
+            .step("end to end: waiting for the orders to settle");
         let end_to_end = self.settle(steady_cursor, samples.accepted()).await;
         let shown = percentiles(&end_to_end);
         let [p50, p99, p999, max] = shown;
@@ -424,14 +454,22 @@ impl Bench<'_> {
         .await;
 
         let backlog = 10_000;
+        self.progress.step("drain: stopping inventory");
         self.platform.scale(Service::Inventory, 0).await?;
-        workload::run(&workload_of(backlog, size.concurrency), order_url, ignore()).await;
+        self.place(
+            "drain: queueing a backlog",
+            &workload_of(backlog, size.concurrency),
+            order_url,
+        )
+        .await;
         let admin = self
             .platform
             .rabbitmq()
             .ok_or_else(|| anyhow::anyhow!("no broker"))?
             .clone();
         let queue = foodlab_transport::rabbitmq::Topology::INVENTORY_QUEUE;
+        self.progress
+            .step("drain: waiting for the broker to hold the backlog");
         let queued_by = Instant::now() + WAIT_AT_MOST;
         while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
             anyhow::ensure!(
@@ -441,6 +479,8 @@ impl Bench<'_> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let before = self.hops().await;
+        self.progress
+            .step("drain: inventory restarted, draining the backlog");
         let started = Instant::now();
         self.platform.scale(Service::Inventory, 1).await?;
         while admin.queue_depth(queue).await?.messages_ready > 0 {
@@ -505,8 +545,8 @@ impl Bench<'_> {
     }
 
     async fn streaming_kafka(&mut self, order_url: &str) -> anyhow::Result<()> {
-        eprintln!(
-            "streaming-kafka (outbox → idempotent producer acks=all, 3 partitions, inventory-group and analytics-group)"
+        self.progress.say(
+            "streaming-kafka (outbox → idempotent producer acks=all, 3 partitions, inventory-group and analytics-group)",
         );
         let analytics = Analytics::of(self.platform, &self.http)
             .ok_or_else(|| anyhow::anyhow!("the part runs no analytics service"))?;
@@ -523,7 +563,10 @@ impl Bench<'_> {
         // A database kept from earlier runs holds their decisions: count from here.
         let decided_before = self.decisions().await?;
         // Warm-up: producer, consumers and their groups, SQLite caches.
+        self.progress.step("warm-up: 1000 orders in one request");
         bulk(1000).await?.error_for_status()?;
+        self.progress
+            .step("warm-up: waiting for inventory and analytics to process it");
         let warm = AnalyticsTotals {
             orders: 1000,
             inventory_events: 1000,
@@ -536,8 +579,12 @@ impl Bench<'_> {
 
         let burst: u64 = 10_000;
         let before = self.hops().await;
+        self.progress
+            .step(format!("burst: {burst} orders in one request"));
         let started = Instant::now();
         bulk(burst).await?.error_for_status()?;
+        self.progress
+            .step("burst: waiting for inventory and analytics to process it");
         let accepted = started.elapsed().as_secs_f64();
         let mut inventory_done = None;
         let target = AnalyticsTotals {
@@ -583,6 +630,8 @@ impl Bench<'_> {
         .await;
 
         let before = self.hops().await;
+        self.progress
+            .step("replay: analytics reads the log again from the start");
         let replay = analytics
             .replay(deadline())
             .await

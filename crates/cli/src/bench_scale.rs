@@ -13,9 +13,11 @@ use std::time::Duration;
 use anyhow::Context;
 use foodlab_lab::spec::FoodLabSpec;
 use foodlab_lab::stats::round3;
-use foodlab_lab::{LocalOptions, LocalPlatform, Quiet, Service, Transport, Verdict, run_lab};
+use foodlab_lab::{LocalOptions, LocalPlatform, Service, Transport, Verdict, run_lab};
 use procfs::process::Process;
 use serde::Serialize;
+
+use crate::progress::Progress;
 
 /// Closed loop: 32 orders in flight keep two shared cores busy without
 /// queueing requests in the client.
@@ -55,7 +57,11 @@ pub async fn run(transport: Transport, sizes: &[u32], json: bool) -> anyhow::Res
         transport == Transport::Rabbitmq,
         "--scale runs the async-rabbitmq part (the part whose orders settle after the answer)"
     );
-    let platform = LocalPlatform::start(LocalOptions::new(transport)).await?;
+    let starting = Progress::new(true, "");
+    starting.step("starting the async-rabbitmq part");
+    let platform = LocalPlatform::start(LocalOptions::new(transport)).await;
+    starting.finish();
+    let platform = platform?;
     let outcome = tokio::select! {
         figures = measure(&platform, sizes) => Some(figures),
         () = crate::interrupt::interrupted() => None,
@@ -76,13 +82,17 @@ pub async fn run(transport: Transport, sizes: &[u32], json: bool) -> anyhow::Res
 
 /// Runs the lab at each size in turn on one part: a later size also runs
 /// on top of the orders of the earlier ones.
-pub async fn measure(platform: &LocalPlatform, sizes: &[u32]) -> anyhow::Result<Vec<ScaleFigures>> {
+async fn measure(platform: &LocalPlatform, sizes: &[u32]) -> anyhow::Result<Vec<ScaleFigures>> {
     eprintln!(
         "async-rabbitmq lab at growing sizes (concurrency {CONCURRENCY}, one part, the engine in this process)"
     );
     let mut all = Vec::new();
     for &orders in sizes {
-        let figures = one_size(platform, orders).await?;
+        let progress = Progress::new(true, format!("{orders} orders: "));
+        progress.step("preparing");
+        let figures = one_size(platform, orders, &progress).await;
+        progress.finish();
+        let figures = figures?;
         eprintln!(
             "  {:>7} orders: {:>6.1} s  {}  answers {:?}  reserved {}  e2e p50/p99 {:.1}/{:.1} ms  lab RSS {} → peak {} (+{}) → {} KiB  CPU s per 1000 orders: lab {:.3}, {}",
             figures.orders,
@@ -126,7 +136,11 @@ fn lab_spec(orders: u32) -> anyhow::Result<FoodLabSpec> {
     .context("the scale lab's spec")
 }
 
-async fn one_size(platform: &LocalPlatform, orders: u32) -> anyhow::Result<ScaleFigures> {
+async fn one_size(
+    platform: &LocalPlatform,
+    orders: u32,
+    progress: &Progress,
+) -> anyhow::Result<ScaleFigures> {
     let spec = lab_spec(orders)?;
     let pids = platform.pids().await;
     let services = [Service::Order, Service::Inventory, Service::Notification];
@@ -148,7 +162,7 @@ async fn one_size(platform: &LocalPlatform, orders: u32) -> anyhow::Result<Scale
             }
         })
     };
-    let report = run_lab(platform, &spec, Arc::new(Quiet)).await;
+    let report = run_lab(platform, &spec, Arc::new(progress.clone())).await;
     sampler.abort();
     let report = report?;
     let per_1000 = |seconds: f64| round3(seconds * 1000.0 / f64::from(orders));

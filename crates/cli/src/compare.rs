@@ -12,9 +12,11 @@ use foodlab_lab::chaos::Direct;
 use foodlab_lab::spec::{ChaosStep, Expectations, Replicas, ServiceFaults, Settings, Workload};
 use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{
-    FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Quiet, Transport, run_lab_with,
+    FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Transport, run_lab_with,
 };
 use serde::Deserialize;
+
+use crate::progress::Progress;
 
 /// A comparison file: `kind: FoodLabComparison`.
 #[derive(Debug, Deserialize)]
@@ -179,27 +181,33 @@ pub async fn run(
     let comparison = Comparison::load(file)?;
     let interrupt = crate::interrupt::flag();
     let mut reports: Vec<(String, LabReport)> = Vec::new();
-    for (transport, replicas) in comparison.rows() {
-        let lab = comparison.lab(transport, &replicas);
-        let row = row_name(transport, &replicas);
+    let rows = comparison.rows();
+    for (i, (transport, replicas)) in rows.iter().enumerate() {
+        let lab = comparison.lab(*transport, replicas);
+        let row = row_name(*transport, replicas);
         eprintln!("{}: {} on {row}", comparison.metadata.name, describe(&lab));
+        let progress = Progress::new(!json, format!("[{}/{}] {row}: ", i + 1, rows.len()));
+        progress.step("starting the part");
         let mut options = LocalOptions::for_lab(&lab);
         options.database_url = database_url.map(str::to_owned);
         let platform = LocalPlatform::start(options)
             .await
             .with_context(|| format!("cannot start {row}"))?;
+        progress.step("preparing");
         let mut stop = interrupt.clone();
         let outcome = run_lab_with(
             &platform,
             &Direct::new(&platform),
             &lab,
-            Arc::new(Quiet),
+            Arc::new(progress.clone()),
             async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             },
         )
         .await;
+        progress.step("stopping the part");
         platform.shutdown().await;
+        progress.finish();
         match outcome {
             Ok(report) => {
                 if json {

@@ -11,6 +11,7 @@ mod html;
 mod interrupt;
 mod junit;
 mod machine;
+mod progress;
 mod report;
 mod run;
 mod up;

@@ -4,16 +4,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use foodlab_lab::chaos::Direct;
-use foodlab_lab::measure::Sample;
 use foodlab_lab::spec::Replicas;
 use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{
     FoodLab, FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Observer, Transport,
     Verdict, run_lab_with,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::progress::Progress;
 use crate::{exit, report};
 
 /// How `foodlab run` reports.
@@ -107,7 +106,8 @@ async fn run_all(
                 continue;
             }
         };
-        let progress = Arc::new(Progress::new(json));
+        let progress = Arc::new(Progress::new(!json, format!("lab {name}: ")));
+        progress.step("preparing");
         let reporter = report_service_events(platform, progress.clone());
         // The engine releases the part (faults cleared, chaos undone) before
         // it returns on an interruption.
@@ -123,7 +123,7 @@ async fn run_all(
         )
         .await;
         reporter.abort();
-        progress.bar.finish_and_clear();
+        progress.finish();
         parts.done_with(lab.spec.transport).await;
         let report = match outcome {
             Ok(report) => report,
@@ -243,43 +243,4 @@ pub fn load(file: &Path) -> anyhow::Result<FoodLab> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_norway::from_str(&text).with_context(|| format!("{} is not a FoodLab", file.display()))
-}
-
-struct Progress {
-    bar: ProgressBar,
-}
-
-impl Progress {
-    fn new(hidden: bool) -> Self {
-        let bar = if hidden {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg:<24} [{bar:30}] {pos}/{len} orders  {elapsed}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        Self { bar }
-    }
-}
-
-impl Observer for Progress {
-    fn workload_started(&self, orders: u64) {
-        self.bar.set_length(orders);
-        self.bar.set_message("placing orders");
-        self.bar
-            .enable_steady_tick(std::time::Duration::from_millis(200));
-    }
-
-    fn order_answered(&self, _sample: &Sample) {
-        self.bar.inc(1);
-    }
-
-    fn note(&self, message: &str) {
-        self.bar.println(format!("  {message}"));
-    }
 }
