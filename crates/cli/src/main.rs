@@ -168,22 +168,54 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
-    /// Measure a part: latency at concurrency 1, throughput at concurrency 16.
+    /// Measure a part on this machine: figures, not a verdict.
+    ///
+    /// The part starts with one replica of each service (--replicas to change),
+    /// on SQLite files (--database-url: one PostgreSQL) and a billion of every
+    /// item in stock, then runs its phases in turn:
+    ///
+    /// sync-rest: a warm-up of 500 orders at --concurrency; latency:
+    /// --latency-orders orders one at a time (p50, p99, p99.9, max of POST
+    /// /order, answers other than 201); throughput: --throughput-orders orders
+    /// at --concurrency (orders per second and the same percentiles).
+    ///
+    /// async-rabbitmq: the same warm-up; accept: --latency-orders orders one
+    /// at a time (the time to the 202, then waits for them to settle); end to
+    /// end: 5000 orders at 500 a second, each timed from placed to reserved;
+    /// drain: inventory stopped, 10,000 orders queued at --concurrency,
+    /// inventory started again, and the time until its queue is empty.
+    ///
+    /// streaming-kafka: a warm-up of 1000 orders in one POST /orders/bulk;
+    /// burst: 10,000 orders in one request, timed until accepted, until
+    /// inventory decided every one and until analytics counted every order
+    /// and result; replay: analytics rewound to the earliest offsets and the
+    /// log read again (events per second, totals identical or not). The size
+    /// flags do not apply.
+    ///
+    /// After each phase: every service's hop histograms (from /admin/metrics)
+    /// as percentiles of what the phase added, and its CPU per order, message
+    /// or event. Every wait has a deadline (a minute for orders to settle,
+    /// 120 s for the others), so a bench cannot hang. The lines for people go
+    /// to stderr, with a progress line while stderr is a terminal.
     Bench {
         #[arg(value_parser = part())]
         part: Transport,
-        /// Orders for the latency run (concurrency 1).
+        /// Orders placed one at a time: sync-rest's latency phase,
+        /// async-rabbitmq's accept phase.
         #[arg(long, default_value_t = 2000)]
         latency_orders: u32,
-        /// Orders for the throughput run.
+        /// Orders of sync-rest's throughput phase.
         #[arg(long, default_value_t = 20000)]
         throughput_orders: u32,
-        /// Concurrency of the throughput run.
+        /// Orders in flight at once: sync-rest's throughput phase, the
+        /// warm-up of sync-rest and async-rabbitmq, async-rabbitmq's backlog.
         #[arg(long, default_value_t = 16)]
         concurrency: u32,
         /// Instead: an async-rabbitmq lab at each of these sizes (e.g.
-        /// `20000,200000`) through the lab engine, with what each cost: the
-        /// engine's memory, each service's CPU per 1000 orders.
+        /// `20000,200000`, 32 orders in flight) in turn on one part, through
+        /// the lab engine, with what each cost: its time, verdict and
+        /// latencies, the engine's memory (before, peak, after), its CPU and
+        /// each service's per 1000 orders.
         #[arg(
             long,
             value_delimiter = ',',
