@@ -202,6 +202,22 @@ fn fault_delays(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to two minutes) until a service's log satisfies `ready`.
+fn wait_for_log(path: &Path, never: &str, ready: impl Fn(&str) -> bool) {
+    let waited = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if ready(&text) {
+            return;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "{never}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn sigterm_mid_lab_releases_the_part() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,21 +234,22 @@ fn sigterm_mid_lab_releases_the_part() {
         .spawn()
         .unwrap();
     let log = data.join("sync-rest/logs/inventory.log");
-    let waited = Instant::now();
-    // Mid-lab: the fault is on and orders are being placed.
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if fault_delays(&text).last().is_some_and(|d| d == "2000") {
-            break;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(120),
-            "the lab never got its fault: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Orders are under way: the workload starts right after the faults.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Mid-lab: the fault is on and inventory is deciding the lab's orders under it.
+    wait_for_log(&log, "the lab never got its fault", |text| {
+        fault_delays(text).last().is_some_and(|d| d == "2000")
+    });
+    wait_for_log(&log, "no order reached inventory under the fault", |text| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines
+            .iter()
+            .rposition(|line| line.contains("faults changed"))
+            .is_some_and(|fault| {
+                fault_delays(lines[fault]) == ["2000"]
+                    && lines[fault + 1..]
+                        .iter()
+                        .any(|line| line.contains("reservation decided"))
+            })
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -30,15 +31,6 @@ struct Run {
     dir: PathBuf,
     stdout: String,
     stderr: String,
-}
-
-/// One comparison, checked three ways (one test: test runners that start a
-/// process per test would run the comparison once per check).
-#[test]
-fn compare_on_the_three_parts_and_its_report() {
-    the_table_has_a_row_per_part_and_the_delay_is_where_each_model_puts_it();
-    report_json_and_the_csvs_hold_the_series();
-    chromium_draws_the_report_charts();
 }
 
 /// `--json`: a line per part, each its report, and no table.
@@ -73,31 +65,67 @@ fn compare_json_is_a_report_per_line() {
     assert_eq!(lines[0]["report"]["verdict"], "Pass");
 }
 
-/// The comparison, run once.
+/// The comparison the tests below read, run once per test run: once per
+/// process under `cargo test` (its tests share the process), and once for
+/// all the processes of a nextest run (a process per test): the first to
+/// create the run's directory runs it, the others wait for its outcome.
 fn run() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let file = dir.join("comparison.yaml");
-        std::fs::write(&file, COMPARISON).unwrap();
-        let report = dir.join("report");
-        let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
-            .arg("compare")
-            .arg(&file)
-            .arg("--report")
-            .arg(&report)
-            .env_remove("FOODLAB_STOCK")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert!(output.status.success(), "{stdout}\n{stderr}");
+        let id = std::env::var("NEXTEST_RUN_ID")
+            .unwrap_or_else(|_| format!("process-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("compare-report-{id}"));
+        std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        match std::fs::create_dir(&dir) {
+            Ok(()) => compare(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => wait_for_outcome(&dir),
+            Err(e) => panic!("cannot create {}: {e}", dir.display()),
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let (stdout, stderr) = (read("stdout"), read("stderr"));
+        assert_eq!(read("status"), "0", "{stdout}\n{stderr}");
         Run {
-            dir: report,
+            dir: dir.join("report"),
             stdout,
             stderr,
         }
     })
+}
+
+/// Runs the comparison, leaving its output in `dir`; `status` last.
+fn compare(dir: &Path) {
+    let file = dir.join("comparison.yaml");
+    std::fs::write(&file, COMPARISON).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .arg("compare")
+        .arg(&file)
+        .arg("--report")
+        .arg(dir.join("report"))
+        .env_remove("FOODLAB_STOCK")
+        .output()
+        .unwrap();
+    std::fs::write(dir.join("stdout"), &output.stdout).unwrap();
+    std::fs::write(dir.join("stderr"), &output.stderr).unwrap();
+    let status = output
+        .status
+        .code()
+        .map_or_else(|| format!("{}", output.status), |code| code.to_string());
+    // Written whole, then renamed: a waiting process never reads half of it.
+    std::fs::write(dir.join("status.part"), status).unwrap();
+    std::fs::rename(dir.join("status.part"), dir.join("status")).unwrap();
+}
+
+/// Waits (up to 20 minutes) for another process's comparison in `dir`.
+fn wait_for_outcome(dir: &Path) {
+    let waited = Instant::now();
+    while !dir.join("status").exists() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20 * 60),
+            "the comparison in {} never ended",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn report_json() -> Value {
@@ -115,6 +143,7 @@ fn lab<'a>(json: &'a Value, part: &str) -> &'a Value {
         .unwrap()
 }
 
+#[test]
 fn the_table_has_a_row_per_part_and_the_delay_is_where_each_model_puts_it() {
     let run = run();
     for part in ["sync-rest", "async-rabbitmq", "streaming-kafka"] {
@@ -185,6 +214,7 @@ fn the_table_has_a_row_per_part_and_the_delay_is_where_each_model_puts_it() {
     assert!(sync.get("drainSeconds").is_none(), "{sync}");
 }
 
+#[test]
 fn report_json_and_the_csvs_hold_the_series() {
     let json = report_json();
     for part in ["sync-rest", "async-rabbitmq", "streaming-kafka"] {
@@ -299,6 +329,7 @@ fn pixels_of(png: &Path, colour: [u8; 3]) -> usize {
         .count()
 }
 
+#[test]
 fn chromium_draws_the_report_charts() {
     let report = run().dir.join("report.html");
     let html = std::fs::read_to_string(&report).unwrap();
