@@ -18,7 +18,15 @@ pub struct Sample {
     pub status: Option<u16>,
     pub latency: Duration,
     /// The order's status in the answer, if the answer carried one.
-    pub order_status: Option<String>,
+    pub order_status: Option<Reported>,
+}
+
+/// An order status as an answer carried it: one the API defines, or a text
+/// it does not (counted apart, and neither reserved nor final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Known(OrderStatus),
+    Unknown,
 }
 
 /// What the workload's answers add up to, in memory that does not grow
@@ -29,7 +37,9 @@ pub struct Tally {
     /// Answers by HTTP status code; `error` for no answer at all.
     pub status_codes: BTreeMap<String, u64>,
     /// Answers by the order status they carried (none: not counted).
-    pub order_statuses: BTreeMap<String, u64>,
+    pub order_statuses: BTreeMap<OrderStatus, u64>,
+    /// Answers whose order status is none the API defines.
+    pub unknown_order_statuses: u64,
     pub latency: Latencies,
 }
 
@@ -39,14 +49,10 @@ impl Tally {
             .status
             .map_or_else(|| "error".to_owned(), |s| s.to_string());
         *self.status_codes.entry(code).or_insert(0) += 1;
-        if let Some(status) = &sample.order_status {
-            // The order statuses are few, but an answer may carry anything.
-            let key = if status.parse::<OrderStatus>().is_ok() {
-                status.clone()
-            } else {
-                "unknown".to_owned()
-            };
-            *self.order_statuses.entry(key).or_insert(0) += 1;
+        match sample.order_status {
+            Some(Reported::Known(status)) => *self.order_statuses.entry(status).or_insert(0) += 1,
+            Some(Reported::Unknown) => self.unknown_order_statuses += 1,
+            None => {}
         }
         self.latency.record(sample.latency.as_secs_f64() * 1000.0);
     }
@@ -75,8 +81,8 @@ impl Tally {
                 .unwrap_or(0)
     }
 
-    /// The answers whose order status matches `which`.
-    pub fn orders_whose_status(&self, which: impl Fn(&str) -> bool) -> u64 {
+    /// The answers whose order status matches `which` (an unknown one never does).
+    pub fn orders_whose_status(&self, which: impl Fn(OrderStatus) -> bool) -> u64 {
         count_whose_status(&self.order_statuses, which)
     }
 
@@ -85,17 +91,10 @@ impl Tally {
     }
 }
 
-/// Whether an order status, as the API shows it, holds stock.
-pub fn is_reserved(status: &str) -> bool {
-    status
-        .parse::<OrderStatus>()
-        .is_ok_and(OrderStatus::is_reserved)
-}
-
 /// The figures of a workload whose answers were final (the sync-rest part).
 pub fn summarize(tally: &Tally, workload: Duration) -> LabResults {
     let answers = tally.answers();
-    let reserved = tally.orders_whose_status(is_reserved);
+    let reserved = tally.orders_whose_status(OrderStatus::is_reserved);
     let seconds = workload.as_secs_f64();
     LabResults {
         accepted: tally.accepted(),
@@ -179,11 +178,11 @@ mod tests {
     use super::*;
     use crate::stats::percentile;
 
-    fn sample(status: Option<u16>, ms: u64, order_status: Option<&str>) -> Sample {
+    fn sample(status: Option<u16>, ms: u64, order_status: Option<OrderStatus>) -> Sample {
         Sample {
             status,
             latency: Duration::from_millis(ms),
-            order_status: order_status.map(str::to_owned),
+            order_status: order_status.map(Reported::Known),
         }
     }
 
@@ -209,10 +208,10 @@ mod tests {
     #[test]
     fn summary_counts_codes_outcomes_and_rate() {
         let samples = vec![
-            sample(Some(201), 10, Some("notified")),
-            sample(Some(201), 20, Some("reserved")),
-            sample(Some(409), 5, Some("failed")),
-            sample(Some(502), 30, Some("failed")),
+            sample(Some(201), 10, Some(OrderStatus::Notified)),
+            sample(Some(201), 20, Some(OrderStatus::Reserved)),
+            sample(Some(409), 5, Some(OrderStatus::Failed)),
+            sample(Some(502), 30, Some(OrderStatus::Failed)),
             sample(None, 40, None),
         ];
         let results = summarize(&tally(&samples), Duration::from_secs(2));
@@ -234,14 +233,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_order_status_is_counted_apart_and_neither_reserved_nor_final() {
+        let mut tally = tally(&[
+            sample(Some(201), 10, Some(OrderStatus::Reserved)),
+            sample(Some(202), 10, Some(OrderStatus::Placed)),
+        ]);
+        tally.record(&Sample {
+            status: Some(201),
+            latency: Duration::from_millis(10),
+            order_status: Some(Reported::Unknown),
+        });
+        assert_eq!(tally.unknown_order_statuses, 1);
+        assert_eq!(
+            tally.order_statuses,
+            BTreeMap::from([(OrderStatus::Placed, 1), (OrderStatus::Reserved, 1)])
+        );
+        assert_eq!(tally.orders_whose_status(OrderStatus::is_terminal), 1);
+        let results = summarize(&tally, Duration::from_secs(1));
+        assert_eq!(
+            (results.accepted, results.reserved, results.failed),
+            (3, 1, 2)
+        );
+    }
+
+    #[test]
     fn a_million_answers_keep_the_tally_bounded_and_the_counts_exact() {
         let mut tally = Tally::default();
         let mut size_after_first_100k = 0;
         for i in 0..1_000_000u64 {
             let (status, order_status) = match i % 4 {
-                0 => (Some(503), Some("failed")),
+                0 => (Some(503), Some(OrderStatus::Failed)),
                 1 => (None, None),
-                _ => (Some(202), Some("placed")),
+                _ => (Some(202), Some(OrderStatus::Placed)),
             };
             tally.record(&sample(status, i % 700, order_status));
             if i == 100_000 {
@@ -261,8 +284,8 @@ mod tests {
         assert_eq!(
             tally.order_statuses,
             BTreeMap::from([
-                ("failed".to_owned(), 250_000),
-                ("placed".to_owned(), 500_000)
+                (OrderStatus::Failed, 250_000),
+                (OrderStatus::Placed, 500_000)
             ])
         );
         assert_eq!((tally.answers(), tally.accepted()), (1_000_000, 500_000));

@@ -4,18 +4,17 @@
 use std::future::Future;
 use std::time::Instant;
 
-use foodlab_domain::Backoff;
+use foodlab_domain::{Backoff, OrderStatus};
 
 use crate::chaos::WorkloadStart;
 use crate::faults::{FIRST_BACKOFF, MAX_BACKOFF};
-use crate::measure::{self, Tally};
-use crate::measure::{Measured, Settled};
+use crate::measure::{Measured, Settled, Tally};
 use crate::observer::Observer;
 use crate::platform::Platform;
 use crate::probe::ProbeError;
 use crate::probe::kafka::Analytics;
 use crate::probe::observe::{
-    self, BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
+    BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
 };
 use crate::results::AnalyticsTotals;
 use crate::series::EndToEnd;
@@ -145,7 +144,7 @@ impl Strategy {
             http,
             observer,
         } = *reach;
-        let terminal = tally.orders_whose_status(observe::is_terminal);
+        let terminal = tally.orders_whose_status(OrderStatus::is_terminal);
         if matches!(self, Self::Rest) {
             return Settled {
                 terminal,
@@ -164,10 +163,10 @@ impl Strategy {
         };
         let reserved = settlement
             .as_ref()
-            .map_or(0, |s| s.orders_whose_status(measure::is_reserved));
+            .map_or(0, |s| s.orders_whose_status(OrderStatus::is_reserved));
         let settled = settlement
             .as_ref()
-            .map_or(0, |s| s.orders_whose_status(observe::is_terminal));
+            .map_or(0, |s| s.orders_whose_status(OrderStatus::is_terminal));
         // Only an order a request lost (placed, its answer not received)
         // could make these exceed the accepted ones.
         let reserved = reserved.min(accepted);

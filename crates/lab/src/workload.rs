@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foodlab_domain::OrderStatus;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
-use crate::measure::{Sample, Tally};
+use crate::measure::{Reported, Sample, Tally};
 use crate::spec::Workload;
 
 /// How long one `POST /order` may take before the workload counts it as unanswered.
@@ -27,31 +29,27 @@ pub async fn run(
         .build()
         .unwrap_or_default();
     let url = format!("{}/order", order_url.trim_end_matches('/'));
-    let bodies = (0..workload.orders as usize).map(|i| {
-        json!({
-            "item": workload.items[i % workload.items.len()],
-            "quantity": workload.quantity,
-        })
+    let url = reqwest::Url::parse(&url).inspect_err(
+        |error| tracing::error!(%url, %error, "the order URL is not valid: no order can be placed"),
+    );
+    let orders = Arc::new(Orders {
+        http,
+        url: url.ok(),
+        items: workload.items.clone(),
+        quantity: workload.quantity,
+        on_sample,
     });
+    let count = workload.orders as usize;
     let started = Instant::now();
-    let place = |body: Value| {
-        let http = http.clone();
-        let url = url.clone();
-        let on_sample = Arc::clone(&on_sample);
-        async move {
-            let sample = place_one(&http, &url, &body).await;
-            on_sample(&sample);
-            sample
-        }
-    };
     let mut tally = Tally::default();
     match workload.rate_per_second {
         Some(rate) => {
             let interval = Duration::from_secs_f64(1.0 / rate);
             let mut tasks = tokio::task::JoinSet::new();
-            for (i, body) in bodies.enumerate() {
+            for i in 0..count {
                 tokio::time::sleep_until((started + interval.mul_f64(i as f64)).into()).await;
-                tasks.spawn(place(body));
+                let orders = Arc::clone(&orders);
+                tasks.spawn(async move { orders.place(i).await });
                 while let Some(done) = tasks.try_join_next() {
                     if let Ok(sample) = done {
                         tally.record(&sample);
@@ -66,8 +64,8 @@ pub async fn run(
         }
         None => {
             let concurrency = workload.concurrency.unwrap_or(1).max(1) as usize;
-            futures::stream::iter(bodies)
-                .map(place)
+            futures::stream::iter(0..count)
+                .map(|i| orders.place(i))
                 .buffer_unordered(concurrency)
                 .for_each(|sample| {
                     tally.record(&sample);
@@ -79,33 +77,125 @@ pub async fn run(
     (tally, started.elapsed())
 }
 
-async fn place_one(http: &reqwest::Client, url: &str, body: &Value) -> Sample {
-    let started = Instant::now();
-    let response = http.post(url).json(body).send().await;
-    let (status, answer) = match response {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (
-                Some(status),
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
+/// What every order of a workload shares.
+struct Orders {
+    http: reqwest::Client,
+    /// `None`: not a URL, so every order goes unanswered.
+    url: Option<reqwest::Url>,
+    items: Vec<String>,
+    quantity: u32,
+    on_sample: Arc<dyn Fn(&Sample) + Send + Sync>,
+}
+
+/// `POST /order`'s body.
+#[derive(Serialize)]
+struct NewOrder<'a> {
+    item: &'a str,
+    quantity: u32,
+}
+
+/// Of an answer, the order's status: a 2xx body is the order (its `status`
+/// is the order's); an error body is a problem whose `status` is the HTTP
+/// code and `order_status` the order's.
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(default)]
+    status: Option<StatusField>,
+    #[serde(default)]
+    order_status: Option<StatusField>,
+}
+
+/// A `status` or `order_status` field: an order status, another text, or
+/// something else (a problem's `status` is a number).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StatusField {
+    Known(OrderStatus),
+    Text(String),
+    Other(IgnoredAny),
+}
+
+impl StatusField {
+    fn reported(self) -> Option<Reported> {
+        match self {
+            Self::Known(status) => Some(Reported::Known(status)),
+            Self::Text(text) => {
+                tracing::debug!(status = %text, "an answer carried an unknown order status");
+                Some(Reported::Unknown)
+            }
+            Self::Other(_) => None,
         }
-        Err(_) => (None, Value::Null),
-    };
-    let latency = started.elapsed();
-    let success = status.is_some_and(|s| (200..300).contains(&s));
-    // A 2xx body is the order (its `status` is the order's); an error body is
-    // a problem whose `status` is the HTTP code and `order_status` the order's.
-    let order_status = if success {
-        answer.get("status")
-    } else {
-        answer.get("order_status")
     }
-    .and_then(Value::as_str)
-    .map(str::to_owned);
-    Sample {
-        status,
-        latency,
-        order_status,
+}
+
+/// The order status an answer's body carries, if any.
+fn order_status(success: bool, body: &[u8]) -> Option<Reported> {
+    let answer: Answer = serde_json::from_slice(body).ok()?;
+    let field = if success {
+        answer.status
+    } else {
+        answer.order_status
+    };
+    field.and_then(StatusField::reported)
+}
+
+impl Orders {
+    async fn place(&self, i: usize) -> Sample {
+        let body = NewOrder {
+            item: &self.items[i % self.items.len()],
+            quantity: self.quantity,
+        };
+        let started = Instant::now();
+        let response = match &self.url {
+            // reqwest takes the URL by value.
+            Some(url) => self.http.post(url.clone()).json(&body).send().await.ok(),
+            None => None,
+        };
+        let (status, order_status) = match response {
+            Some(response) => {
+                let status = response.status();
+                let body = response.bytes().await.unwrap_or_default();
+                (Some(status), order_status(status.is_success(), &body))
+            }
+            None => (None, None),
+        };
+        let latency = started.elapsed();
+        let sample = Sample {
+            status: status.map(|s| s.as_u16()),
+            latency,
+            order_status,
+        };
+        (self.on_sample)(&sample);
+        sample
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_status_is_read_from_an_order_or_a_problem() {
+        let order =
+            br#"{"order_id": "4f0c", "items": [], "status": "reserved", "created_at_ms": 1}"#;
+        assert_eq!(
+            order_status(true, order),
+            Some(Reported::Known(OrderStatus::Reserved))
+        );
+        let problem = br#"{"type": "about:blank", "status": 409, "order_status": "failed"}"#;
+        assert_eq!(
+            order_status(false, problem),
+            Some(Reported::Known(OrderStatus::Failed))
+        );
+        // A problem's `status` is its HTTP code, not an order status.
+        assert_eq!(order_status(false, br#"{"status": 503}"#), None);
+        assert_eq!(order_status(true, br#"{"status": 503}"#), None);
+        assert_eq!(
+            order_status(true, br#"{"status": "cooking"}"#),
+            Some(Reported::Unknown)
+        );
+        assert_eq!(order_status(true, br#"{"order_id": "4f0c"}"#), None);
+        assert_eq!(order_status(false, b"Bad Gateway"), None);
+        assert_eq!(order_status(true, b""), None);
     }
 }

@@ -178,14 +178,14 @@ fn endpoint<P: Platform>(platform: &P, service: Service) -> Result<String, Probe
 /// Where the orders placed after a cursor ended up.
 pub struct Settlement {
     /// The orders placed after the cursor, by status, as last counted.
-    pub counts: BTreeMap<String, u64>,
+    pub counts: BTreeMap<OrderStatus, u64>,
     /// When the last order settled (None: not all did in time).
     pub all_settled_at: Option<Instant>,
 }
 
 impl Settlement {
     /// Orders in a status that matches `which`.
-    pub fn orders_whose_status(&self, which: impl Fn(&str) -> bool) -> u64 {
+    pub fn orders_whose_status(&self, which: impl Fn(OrderStatus) -> bool) -> u64 {
         count_whose_status(&self.counts, which)
     }
 }
@@ -235,7 +235,7 @@ pub async fn wait_settled<P: Platform>(
                 }
             };
             for order in &page.orders {
-                if is_terminal(order.status.as_str()) {
+                if order.status.is_terminal() {
                     let took = order.updated_at_ms - order.created_at_ms;
                     on_settled(order.created_at_ms, took as f64);
                     settled += 1;
@@ -252,8 +252,8 @@ pub async fn wait_settled<P: Platform>(
                 Ok(counts) => settlement.counts = counts,
                 Err(error) => failed(error),
             }
-            let open = settlement.orders_whose_status(|s| !is_terminal(s));
-            let terminal = settlement.orders_whose_status(is_terminal);
+            let open = settlement.orders_whose_status(|s| !s.is_terminal());
+            let terminal = settlement.orders_whose_status(OrderStatus::is_terminal);
             if open == 0 && terminal >= expected {
                 settlement.all_settled_at = Some(Instant::now());
                 return settlement;
@@ -278,30 +278,22 @@ async fn counts_since(
     http: &reqwest::Client,
     base: &str,
     since: i64,
-) -> Result<BTreeMap<String, u64>, ProbeError> {
+) -> Result<BTreeMap<OrderStatus, u64>, ProbeError> {
     let counts: OrderCounts =
         get_json(http, &format!("{base}/orders/counts?since={since}")).await?;
-    Ok(counts
-        .by_status
-        .into_iter()
-        .map(|(status, n)| (status.as_str().to_owned(), n))
-        .collect())
+    Ok(counts.by_status)
 }
 
 /// Of orders counted by status, those in a status that matches `which`.
-pub fn count_whose_status(counts: &BTreeMap<String, u64>, which: impl Fn(&str) -> bool) -> u64 {
+pub fn count_whose_status(
+    counts: &BTreeMap<OrderStatus, u64>,
+    which: impl Fn(OrderStatus) -> bool,
+) -> u64 {
     counts
         .iter()
-        .filter(|(status, _)| which(status))
+        .filter(|(status, _)| which(**status))
         .map(|(_, n)| n)
         .sum()
-}
-
-/// Whether an order status, as the API shows it, is final.
-pub fn is_terminal(status: &str) -> bool {
-    status
-        .parse::<OrderStatus>()
-        .is_ok_and(OrderStatus::is_terminal)
 }
 
 #[cfg(test)]
