@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post, put};
-use foodlab_lab::chaos::ChaosError;
+use foodlab_lab::chaos::{ChaosError, Stage};
+use foodlab_lab::disruption::DisruptionError;
 use foodlab_lab::engine::drain_seconds;
 use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::probe::observe::Backlog;
@@ -349,16 +350,26 @@ async fn a_step_that_cannot_be_applied_fails_the_lab_with_its_reason_and_release
     let LabError::Chaos(ChaosError::Step {
         action,
         target,
-        reason,
+        stage,
+        source: DisruptionError::Platform(PlatformError::Api { service, reason }),
     }) = &error
     else {
-        panic!("{error}");
+        panic!("{error:?}");
     };
     assert_eq!(
-        (*action, *target),
-        (ChaosAction::ScaleToZero, Service::Notification)
+        (*action, *target, *stage, *service),
+        (
+            ChaosAction::ScaleToZero,
+            Service::Notification,
+            Stage::Applied,
+            Service::Notification
+        )
     );
-    assert!(reason.contains("the API server refused"), "{error}");
+    assert_eq!(reason, "the API server refused");
+    assert_eq!(
+        error.to_string(),
+        "chaos ScaleToZero on notification: could not be applied: notification: the API server refused"
+    );
     // The other step ran and was undone; every fault is cleared.
     let events = platform.log.events();
     assert!(

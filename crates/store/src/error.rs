@@ -19,6 +19,10 @@ pub enum StoreError {
     MessageIdReused { earlier_order: String },
     #[error("cannot start the WAL checkpointer: {0}")]
     Checkpointer(std::io::Error),
+    #[error("cannot start the store's thread: {0}")]
+    Worker(std::io::Error),
+    #[error("the store's thread is gone (its work panicked, or the store is closing)")]
+    WorkerGone,
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {

@@ -42,9 +42,10 @@ CREATE TABLE IF NOT EXISTS reservations (
 
 pub(super) fn open(path: &Path, catalogue: &Catalogue) -> Result<Db, StoreError> {
     let db = Db::open(path, "inventory", MIGRATIONS)?;
-    db.blocking(|conn| {
+    let initial = catalogue.initial_stock().clone();
+    db.blocking(move |conn| {
         let tx = conn.transaction()?;
-        for (item, count) in catalogue.initial_stock() {
+        for (item, count) in &initial {
             tx.run(
                 "INSERT OR IGNORE INTO stock (item, available) VALUES (?1, ?2)",
                 params![item.as_str(), count],
