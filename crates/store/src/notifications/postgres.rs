@@ -24,7 +24,27 @@ CREATE TABLE notifications (
 ",
 }];
 
-const COLUMNS: &str = "notification_id, order_id, customer_id, message, created_at_ms";
+macro_rules! columns {
+    () => {
+        "notification_id, order_id, customer_id, message, created_at_ms"
+    };
+}
+
+const RECORD: &str = concat!(
+    "INSERT INTO notifications (order_id, customer_id, message, created_at_ms)
+     VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING RETURNING ",
+    columns!()
+);
+const OF_ORDER: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM notifications WHERE order_id = $1"
+);
+const ALL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM notifications ORDER BY notification_id"
+);
 
 pub(super) async fn open(url: &str) -> Result<Pool, StoreError> {
     connect(url, "notification", MIGRATIONS).await
@@ -38,12 +58,7 @@ pub(super) async fn record(
     now_ms: i64,
 ) -> Result<(Notification, bool), StoreError> {
     let client = pool.get().await?;
-    let insert = client
-        .prepare_cached(&format!(
-            "INSERT INTO notifications (order_id, customer_id, message, created_at_ms)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (order_id) DO NOTHING RETURNING {COLUMNS}"
-        ))
-        .await?;
+    let insert = client.prepare_cached(RECORD).await?;
     let id = order_id.to_string();
     if let Some(row) = client
         .query_opt(&insert, &[&id, &customer_id, &message, &now_ms])
@@ -53,26 +68,14 @@ pub(super) async fn record(
     }
     // Notified before (here or by another replica, which may have committed
     // only now: the insert waited for it).
-    let select = client
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM notifications WHERE order_id = $1"
-        ))
-        .await?;
+    let select = client.prepare_cached(OF_ORDER).await?;
     let row = client.query_one(&select, &[&id]).await?;
     Ok((read(&row)?, false))
 }
 
 pub(super) async fn list(pool: &Pool) -> Result<Vec<Notification>, StoreError> {
     let client = pool.get().await?;
-    client
-        .query(
-            &format!("SELECT {COLUMNS} FROM notifications ORDER BY notification_id"),
-            &[],
-        )
-        .await?
-        .iter()
-        .map(read)
-        .collect()
+    client.query(ALL, &[]).await?.iter().map(read).collect()
 }
 
 fn read(row: &Row) -> Result<Notification, StoreError> {

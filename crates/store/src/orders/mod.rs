@@ -35,20 +35,20 @@ pub struct OrderCounts {
     pub cursor: i64,
 }
 
+/// The columns an order is read from, in `read_order`'s order; a macro so
+/// each statement is one `concat!`ed constant, not built per call.
+macro_rules! order_columns {
+    () => {
+        "order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms"
+    };
+}
+pub(crate) use order_columns;
+
 /// Which sequence a page follows.
 #[derive(Debug, Clone, Copy)]
 enum Sequence {
     Placed,
     Changed,
-}
-
-impl Sequence {
-    fn column(self) -> &'static str {
-        match self {
-            Self::Placed => "placed_seq",
-            Self::Changed => "change_seq",
-        }
-    }
 }
 
 #[derive(Clone)]

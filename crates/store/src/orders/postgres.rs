@@ -11,7 +11,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use foodlab_domain::{Envelope, Order, OrderId};
 use tokio_postgres::{IsolationLevel, Row};
 
-use super::{CLAIM_LEASE_MS, Change, OrderCounts, Sequence};
+use super::{CLAIM_LEASE_MS, Change, OrderCounts, Sequence, order_columns};
 use crate::StoreError;
 use crate::error::{count, from_json, to_json};
 use crate::migration::Migration;
@@ -48,7 +48,26 @@ CREATE TABLE outbox (
 ",
 }];
 
-const COLUMNS: &str = "order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms";
+const CHANGE: &str = concat!(
+    "UPDATE orders SET status = $2, reason = $3, updated_at_ms = $4, change_seq = $5
+     WHERE order_id = $1 RETURNING ",
+    order_columns!()
+);
+const GET: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE order_id = $1"
+);
+const AFTER_PLACED: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    ", placed_seq FROM orders WHERE placed_seq > $1 ORDER BY placed_seq LIMIT $2"
+);
+const AFTER_CHANGED: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    ", change_seq FROM orders WHERE change_seq > $1 ORDER BY change_seq LIMIT $2"
+);
 
 pub(super) async fn open(url: &str) -> Result<Pool, StoreError> {
     connect(url, "order", MIGRATIONS).await
@@ -221,12 +240,7 @@ pub(super) async fn change(pool: &Pool, change: &Change) -> Result<Option<Order>
         return Ok(None);
     }
     let seq = take_seq(&tx, 1).await?;
-    let update = tx
-        .prepare_cached(&format!(
-            "UPDATE orders SET status = $2, reason = $3, updated_at_ms = $4, change_seq = $5
-             WHERE order_id = $1 RETURNING {COLUMNS}"
-        ))
-        .await?;
+    let update = tx.prepare_cached(CHANGE).await?;
     let row = tx
         .query_one(
             &update,
@@ -246,9 +260,7 @@ pub(super) async fn change(pool: &Pool, change: &Change) -> Result<Option<Order>
 
 pub(super) async fn get(pool: &Pool, id: OrderId) -> Result<Option<Order>, StoreError> {
     let client = pool.get().await?;
-    let select = client
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
-        .await?;
+    let select = client.prepare_cached(GET).await?;
     client
         .query_opt(&select, &[&id.to_string()])
         .await?
@@ -297,13 +309,11 @@ pub(super) async fn read_after(
     limit: u32,
 ) -> Result<Vec<(i64, Order)>, StoreError> {
     let client = pool.get().await?;
-    let column = sequence.column();
-    let select = client
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS}, {column} FROM orders WHERE {column} > $1
-             ORDER BY {column} LIMIT $2"
-        ))
-        .await?;
+    let sql = match sequence {
+        Sequence::Placed => AFTER_PLACED,
+        Sequence::Changed => AFTER_CHANGED,
+    };
+    let select = client.prepare_cached(sql).await?;
     client
         .query(&select, &[&cursor, &i64::from(limit)])
         .await?

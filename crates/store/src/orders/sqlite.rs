@@ -7,7 +7,7 @@ use std::path::Path;
 use foodlab_domain::{Envelope, Order, OrderId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Change, OrderCounts, Sequence};
+use super::{Change, OrderCounts, Sequence, order_columns};
 use crate::StoreError;
 use crate::error::{from_json, to_json};
 use crate::migration::Migration;
@@ -41,9 +41,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 ";
 
-pub(super) const COLUMNS: &str =
-    "order_id, customer_id, items, status, reason, created_at_ms, updated_at_ms";
-
 /// The change sequence: `placed_seq` is an order's position when it was
 /// placed, `change_seq` its position when it last changed (placed or a new
 /// status); both come from one counter, the highest `change_seq` so far
@@ -56,7 +53,44 @@ CREATE INDEX IF NOT EXISTS orders_by_placement ON orders (placed_seq, status);
 CREATE UNIQUE INDEX IF NOT EXISTS orders_by_change ON orders (change_seq);
 ";
 
-const NEXT_SEQ: &str = "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM orders)";
+macro_rules! next_seq {
+    () => {
+        "(SELECT COALESCE(MAX(change_seq), 0) + 1 FROM orders)"
+    };
+}
+
+const NEXT_SEQ: &str = concat!("SELECT ", next_seq!());
+
+macro_rules! change_sql {
+    ($condition:literal) => {
+        concat!(
+            "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4, change_seq = ",
+            next_seq!(),
+            " WHERE order_id = ?1",
+            $condition,
+            " RETURNING ",
+            order_columns!()
+        )
+    };
+}
+
+const CHANGE: &str = change_sql!("");
+const CHANGE_IF_PLACED: &str = change_sql!(" AND status = 'placed'");
+const GET: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    " FROM orders WHERE order_id = ?1"
+);
+pub(super) const AFTER_PLACED: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    ", placed_seq FROM orders WHERE placed_seq > ?1 ORDER BY placed_seq LIMIT ?2"
+);
+pub(super) const AFTER_CHANGED: &str = concat!(
+    "SELECT ",
+    order_columns!(),
+    ", change_seq FROM orders WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2"
+);
 
 pub(super) fn open(path: &Path) -> Result<Db, StoreError> {
     let db = Db::open(path, "order", MIGRATIONS)?;
@@ -114,18 +148,13 @@ pub(super) fn pending_count(conn: &mut Connection) -> Result<u64, StoreError> {
 }
 
 pub(super) fn change(conn: &mut Connection, change: &Change) -> Result<Option<Order>, StoreError> {
-    let condition = if change.only_if_placed {
-        " AND status = 'placed'"
+    let sql = if change.only_if_placed {
+        CHANGE_IF_PLACED
     } else {
-        ""
+        CHANGE
     };
-    let sql = format!(
-        "UPDATE orders SET status = ?2, reason = ?3, updated_at_ms = ?4,
-         change_seq = {NEXT_SEQ}
-         WHERE order_id = ?1{condition} RETURNING {COLUMNS}"
-    );
     conn.row(
-        &sql,
+        sql,
         params![
             change.id.to_string(),
             change.status.as_str(),
@@ -139,8 +168,7 @@ pub(super) fn change(conn: &mut Connection, change: &Change) -> Result<Option<Or
 }
 
 pub(super) fn get(conn: &mut Connection, id: OrderId) -> Result<Option<Order>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1");
-    conn.row(&sql, [id.to_string()], read_order)
+    conn.row(GET, [id.to_string()], read_order)
         .optional()?
         .transpose()
 }
@@ -165,12 +193,11 @@ pub(super) fn read_after(
     cursor: i64,
     limit: u32,
 ) -> Result<Vec<(i64, Order)>, StoreError> {
-    let column = sequence.column();
-    let sql = format!(
-        "SELECT {COLUMNS}, {column} FROM orders WHERE {column} > ?1
-         ORDER BY {column} LIMIT ?2"
-    );
-    let mut statement = conn.prepare_cached(&sql)?;
+    let sql = match sequence {
+        Sequence::Placed => AFTER_PLACED,
+        Sequence::Changed => AFTER_CHANGED,
+    };
+    let mut statement = conn.prepare_cached(sql)?;
     let rows = statement.query_map(params![cursor, limit], |row| {
         let seq: i64 = row.get(7)?;
         Ok(read_order(row)?.map(|order| (seq, order)))
@@ -209,7 +236,7 @@ pub(super) fn cursor(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 fn next_seq(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.row(&format!("SELECT {NEXT_SEQ}"), [], |row| row.get(0))?)
+    Ok(conn.row(NEXT_SEQ, [], |row| row.get(0))?)
 }
 
 fn insert_order_at(conn: &rusqlite::Connection, order: &Order, seq: i64) -> Result<(), StoreError> {
