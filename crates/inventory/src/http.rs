@@ -106,7 +106,7 @@ async fn set_stock(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<axum::Json<std::collections::BTreeMap<String, u64>>, ApiError> {
     let levels = stock_levels(&body)?;
-    let stock = store.set_stock(levels).await.map_err(ApiError::internal)?;
+    let stock = store.set_stock(levels).await?;
     tracing::info!(?stock, "stock levels set");
     Ok(axum::Json(stock))
 }
@@ -134,10 +134,7 @@ async fn reserve(
     };
     let request =
         OrderRequest::from_json(&body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
-    let result = store
-        .reserve(order_id, request.lines, now_ms())
-        .await
-        .map_err(ApiError::internal)?;
+    let result = store.reserve(order_id, request.lines, now_ms()).await?;
     let reservation = result.reservation;
     tracing::info!(
         order_id = %order_id,
@@ -163,15 +160,14 @@ async fn reserve(
     }
 }
 
-async fn stock(State(store): State<StockStore>) -> Result<axum::Json<Value>, ApiError> {
-    let stock = store.stock().await.map_err(ApiError::internal)?;
-    Ok(axum::Json(
-        serde_json::to_value(stock).map_err(ApiError::internal)?,
-    ))
+async fn stock(
+    State(store): State<StockStore>,
+) -> Result<axum::Json<std::collections::BTreeMap<String, u64>>, ApiError> {
+    Ok(axum::Json(store.stock().await?))
 }
 
 async fn stats(State(counters): State<Counters>) -> Result<axum::Json<InventoryStats>, ApiError> {
-    let decisions = counters.store.stats().await.map_err(ApiError::internal)?;
+    let decisions = counters.store.stats().await?;
     Ok(axum::Json(stats_of(decisions, &counters.messages)))
 }
 
@@ -183,8 +179,7 @@ async fn reservation(
         .ok_or_else(|| ApiError::not_found(format!("no reservation for `{order_id}`")))?;
     store
         .reservation(id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .map(axum::Json)
         .ok_or_else(|| ApiError::not_found(format!("no reservation for order {id}")))
 }

@@ -39,8 +39,7 @@ async fn send(
     });
     let (notification, fresh) = store
         .record(request.order_id, request.customer_id, message, now_ms())
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     tracing::info!(order_id = %notification.order_id, duplicate = !fresh, "notification sent");
     let status = if fresh {
         StatusCode::CREATED
@@ -53,5 +52,5 @@ async fn send(
 async fn list(
     State(store): State<NotificationStore>,
 ) -> Result<axum::Json<Vec<Notification>>, ApiError> {
-    Ok(axum::Json(store.list().await.map_err(ApiError::internal)?))
+    Ok(axum::Json(store.list().await?))
 }

@@ -1,13 +1,15 @@
 //! The order service's REST endpoints.
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use foodlab_domain::api;
 use foodlab_domain::{Envelope, Event, Order, OrderId, OrderRequest, OrderStatus, TraceContext};
-use foodlab_service_kit::{ApiError, Hop, JsonBody, now_ms};
+use foodlab_service_kit::{ApiError, Hop, JsonBody, QueryParams, now_ms};
 use foodlab_store::orders::MAX_PAGE;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rest_chain::{RestChain, detail, refusal};
@@ -29,30 +31,38 @@ async fn place_order(
     State(app): State<AppState>,
     Extension(trace): Extension<TraceContext>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let request =
         OrderRequest::from_json(&body).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let order = Order::placed(&request, now_ms());
     match &app.workflow {
         Workflow::Rest(chain) => {
             let order = place_synchronously(&app, &chain.traced(trace), order).await?;
-            let body = serde_json::to_value(&order).map_err(ApiError::internal)?;
-            Ok((StatusCode::CREATED, axum::Json(body)))
+            Ok((StatusCode::CREATED, axum::Json(order)).into_response())
         }
         Workflow::Outbox(nudge) => {
             let order_id = order.order_id;
             let event = placed_event(&order).in_trace(trace);
             app.hops
                 .time(Hop::StoreCommit, app.store.insert_with_event(order, &event))
-                .await
-                .map_err(ApiError::internal)?;
+                .await?;
             nudge.notify_one();
             app.metrics.reached(OrderStatus::Placed);
             tracing::info!(%order_id, message_id = %event.message_id, "order accepted");
-            let body = serde_json::json!({"order_id": order_id, "status": OrderStatus::Placed});
-            Ok((StatusCode::ACCEPTED, axum::Json(body)))
+            let accepted = Accepted {
+                order_id,
+                status: OrderStatus::Placed,
+            };
+            Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
         }
     }
+}
+
+/// The answer of an async part to an order it accepted.
+#[derive(Serialize)]
+struct Accepted {
+    order_id: OrderId,
+    status: OrderStatus,
 }
 
 fn placed_event(order: &Order) -> Envelope {
@@ -103,10 +113,7 @@ async fn place_bulk(
             (order, event)
         })
         .collect();
-    app.store
-        .insert_all_with_events(placed)
-        .await
-        .map_err(ApiError::internal)?;
+    app.store.insert_all_with_events(placed).await?;
     nudge.notify_one();
     tracing::info!(count, "bulk orders accepted");
     Ok((
@@ -124,8 +131,7 @@ async fn place_synchronously(
 ) -> Result<Order, ApiError> {
     app.hops
         .time(Hop::StoreCommit, app.store.insert(order.clone()))
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let order_id = order.order_id;
 
     if let Err(error) = app.hops.time(Hop::ReserveCall, chain.reserve(&order)).await {
@@ -138,10 +144,7 @@ async fn place_synchronously(
             Some(reason.clone()),
             now_ms(),
         );
-        app.hops
-            .time(Hop::StoreCommit, stored)
-            .await
-            .map_err(ApiError::internal)?;
+        app.hops.time(Hop::StoreCommit, stored).await?;
         app.metrics.reached(refused.order_status);
         return Err(ApiError::new(refused.http_status, reason)
             .with("order_id", order_id.to_string())
@@ -160,29 +163,37 @@ async fn place_synchronously(
     let stored = app
         .store
         .set_status(order_id, order.status, None, order.updated_at_ms);
-    app.hops
-        .time(Hop::StoreCommit, stored)
-        .await
-        .map_err(ApiError::internal)?;
+    app.hops.time(Hop::StoreCommit, stored).await?;
     app.metrics.reached(order.status);
     tracing::info!(%order_id, status = %order.status, "order placed");
     Ok(order)
+}
+
+/// The parameters of `GET /orders`; none of them gives every order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+    after: Option<i64>,
+    changed_since: Option<i64>,
 }
 
 /// `GET /orders`: every order, oldest first, as a bare array; with
 /// `limit`, `after` or `changed_since`, one page `{"orders": [...], "next": c}`.
 async fn list_orders(
     State(app): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<axum::Json<Value>, ApiError> {
-    let params = query_params(query.as_deref(), &["limit", "after", "changed_since"])?;
-    if params.is_empty() {
-        let orders = app.store.list().await.map_err(ApiError::internal)?;
-        return Ok(axum::Json(
-            serde_json::to_value(orders).map_err(ApiError::internal)?,
-        ));
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let ListQuery {
+        limit,
+        after,
+        changed_since,
+    } = query;
+    if limit.is_none() && after.is_none() && changed_since.is_none() {
+        let orders = app.store.list().await?;
+        return Ok(axum::Json(orders).into_response());
     }
-    let limit = match param(&params, "limit")? {
+    let limit = match limit {
         None => MAX_PAGE,
         Some(n) => u32::try_from(n)
             .ok()
@@ -191,33 +202,39 @@ async fn list_orders(
                 ApiError::unprocessable(format!("`limit` must be from 1 to {MAX_PAGE}"))
             })?,
     };
-    let page = match (param(&params, "after")?, param(&params, "changed_since")?) {
+    let page = match (
+        at_least_zero("after", after)?,
+        at_least_zero("changed_since", changed_since)?,
+    ) {
         (Some(_), Some(_)) => {
             return Err(ApiError::unprocessable(
                 "`after` pages by placement and `changed_since` by change: give one of them",
             ));
         }
-        (after, None) => app.store.page_placed_after(after.unwrap_or(0), limit).await,
-        (None, Some(since)) => app.store.changed_after(since, limit).await,
-    }
-    .map_err(ApiError::internal)?;
-    Ok(axum::Json(
-        serde_json::to_value(page).map_err(ApiError::internal)?,
-    ))
+        (after, None) => {
+            app.store
+                .page_placed_after(after.unwrap_or(0), limit)
+                .await?
+        }
+        (None, Some(since)) => app.store.changed_after(since, limit).await?,
+    };
+    Ok(axum::Json(page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountsQuery {
+    since: Option<i64>,
 }
 
 /// `GET /orders/counts?since=c`: how many of the orders placed after
 /// cursor `c` (all, without it) are in each status, and the current cursor.
 async fn count_orders(
     State(app): State<AppState>,
-    RawQuery(query): RawQuery,
+    QueryParams(query): QueryParams<CountsQuery>,
 ) -> Result<axum::Json<api::OrderCounts>, ApiError> {
-    let params = query_params(query.as_deref(), &["since"])?;
-    let counts = app
-        .store
-        .counts_placed_after(param(&params, "since")?.unwrap_or(0))
-        .await
-        .map_err(ApiError::internal)?;
+    let since = at_least_zero("since", query.since)?.unwrap_or(0);
+    let counts = app.store.counts_placed_after(since).await?;
     let by_status = OrderStatus::ALL
         .into_iter()
         .map(|status| {
@@ -234,49 +251,18 @@ async fn count_orders(
 /// `GET /orders/cursor`: `{"cursor": c}`, the latest change; later orders
 /// and changes are after it.
 async fn order_cursor(State(app): State<AppState>) -> Result<axum::Json<api::Cursor>, ApiError> {
-    let cursor = app.store.cursor().await.map_err(ApiError::internal)?;
+    let cursor = app.store.cursor().await?;
     Ok(axum::Json(api::Cursor { cursor }))
 }
 
-/// The query's `name=value` pairs; a name not in `known`, or given twice, is refused.
-fn query_params<'q>(
-    query: Option<&'q str>,
-    known: &[&str],
-) -> Result<Vec<(&'q str, &'q str)>, ApiError> {
-    let mut params: Vec<(&str, &str)> = Vec::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !known.contains(&name) {
-            return Err(ApiError::unprocessable(format!(
-                "unknown query parameter `{name}`; this takes {}",
-                known.join(", ")
-            )));
-        }
-        if params.iter().any(|(seen, _)| *seen == name) {
-            return Err(ApiError::unprocessable(format!("`{name}` is given twice")));
-        }
-        params.push((name, value));
+/// A cursor parameter: positions start at 0.
+fn at_least_zero(name: &str, value: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match value {
+        Some(n) if n < 0 => Err(ApiError::unprocessable(format!(
+            "`{name}` must be a whole number, at least 0 (got {n})"
+        ))),
+        _ => Ok(value),
     }
-    Ok(params)
-}
-
-/// A cursor or count parameter: a whole number, at least 0.
-fn param(params: &[(&str, &str)], name: &str) -> Result<Option<i64>, ApiError> {
-    params
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| {
-            value
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| {
-                    ApiError::unprocessable(format!(
-                        "`{name}` must be a whole number, at least 0 (got `{value}`)"
-                    ))
-                })
-        })
-        .transpose()
 }
 
 async fn get_order(
@@ -285,10 +271,5 @@ async fn get_order(
 ) -> Result<axum::Json<Order>, ApiError> {
     let unknown = || ApiError::not_found(format!("no order `{order_id}`"));
     let id: OrderId = order_id.parse().map_err(|_| unknown())?;
-    app.store
-        .get(id)
-        .await
-        .map_err(ApiError::internal)?
-        .map(axum::Json)
-        .ok_or_else(unknown)
+    app.store.get(id).await?.map(axum::Json).ok_or_else(unknown)
 }

@@ -19,6 +19,13 @@ pub struct RestChain {
     send: Endpoints,
 }
 
+/// A dependency given no URL to call it at.
+#[derive(Debug, thiserror::Error)]
+#[error("no URL to call {path} at")]
+struct NoUrl {
+    path: &'static str,
+}
+
 /// The replicas of one dependency, taken in turn. A replica that cannot be
 /// reached is passed over for the next: both calls are idempotent by order id
 /// on a shared database, so a second attempt never reserves or notifies twice.
@@ -30,7 +37,7 @@ struct Endpoints {
 
 impl Endpoints {
     /// The base URLs of the replicas (at least one); `path` is the call's.
-    fn new(base_urls: &[String], path: &str) -> Result<Self, String> {
+    fn new(base_urls: &[String], path: &'static str) -> Result<Self, NoUrl> {
         let urls: Vec<String> = base_urls
             .iter()
             .map(|url| url.trim().trim_end_matches('/'))
@@ -38,7 +45,7 @@ impl Endpoints {
             .map(|url| format!("{url}{path}"))
             .collect();
         if urls.is_empty() {
-            return Err(format!("no URL to call {path} at"));
+            return Err(NoUrl { path });
         }
         Ok(Self {
             urls: urls.into(),

@@ -13,6 +13,7 @@ pub mod hops;
 pub mod json;
 pub mod metrics;
 pub mod problem;
+pub mod query;
 pub mod serve;
 pub mod telemetry;
 pub mod trace_context;
@@ -26,6 +27,7 @@ pub use hops::{Hop, HopMetrics};
 pub use json::JsonBody;
 pub use metrics::MessageMetrics;
 pub use problem::ApiError;
+pub use query::QueryParams;
 pub use serve::{Kit, serve};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of FoodLab's records.

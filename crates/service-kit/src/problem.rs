@@ -33,12 +33,14 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
 
-    /// A failure of our own (storage, a bug): logged in full, reported briefly.
+    /// A failure of our own (storage, a bug): logged in full; the answer
+    /// says only that it happened, since its text may show the service's
+    /// insides (SQL, paths, addresses) to any caller.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {error}"),
+            "internal error; the service's log has the cause",
         )
     }
 
@@ -67,6 +69,12 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+impl From<foodlab_store::StoreError> for ApiError {
+    fn from(error: foodlab_store::StoreError) -> Self {
+        Self::internal(error)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
@@ -81,4 +89,24 @@ impl IntoResponse for ApiError {
 /// The answer for paths no route matches.
 pub async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_is_answered_without_its_text() {
+        let error = ApiError::internal("disk I/O error in INSERT INTO orders at /data/order.db");
+        assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body = error.body().to_string();
+        assert!(
+            !body.contains("INSERT") && !body.contains("/data"),
+            "{body}"
+        );
+        assert_eq!(
+            error.body()["detail"],
+            "internal error; the service's log has the cause"
+        );
+    }
 }
