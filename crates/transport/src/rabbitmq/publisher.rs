@@ -33,7 +33,7 @@ impl Publisher {
             .with_message_id(envelope.message_id.to_string().into())
             .with_correlation_id(envelope.correlation_id.as_str().into())
             .with_content_type("application/json".into())
-            .with_type(format!("{:?}", envelope.event_type()).into())
+            .with_type(envelope.event_type().name().into())
             .with_delivery_mode(2);
         let properties = with_header(
             properties,
