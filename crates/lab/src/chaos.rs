@@ -11,8 +11,8 @@ use std::time::Duration;
 use foodlab_domain::Faults;
 use tokio::time::Instant;
 
-use crate::disruption::{self, FaultSink};
-use crate::faults::{FaultApiError, FaultClient};
+use crate::disruption::{self, DisruptionError, FaultSink};
+use crate::faults::{ClientError, FaultApiError, FaultClient};
 use crate::platform::Platform;
 use crate::results::ChaosRecord;
 use crate::spec::{ChaosAction, Service};
@@ -25,16 +25,34 @@ const RETRY_EVERY: Duration = Duration::from_millis(500);
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
     /// One step could not be applied or undone.
-    #[error("chaos {action:?} on {target}: {reason}")]
+    #[error("chaos {action:?} on {target}: could not be {stage}: {source}")]
     Step {
         action: ChaosAction,
         target: Service,
-        reason: String,
+        stage: Stage,
+        #[source]
+        source: DisruptionError,
     },
     /// No one step's: the chaos as a whole could not be followed (the
     /// workload Job cannot read or write the operator's records).
     #[error("chaos: {0}")]
     Run(String),
+}
+
+/// Where a chaos step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Applied,
+    Restored,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Applied => "applied",
+            Self::Restored => "restored",
+        })
+    }
 }
 
 /// The workload's first order, on both clocks: chaos steps count `after` from it.
@@ -97,18 +115,26 @@ pub struct Direct<'a, P> {
 }
 
 impl<P: Platform> FaultSink for Direct<'_, P> {
-    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), String> {
-        self.put_faults(service, faults)
-            .await
-            .map_err(|e| e.to_string())
+    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), FaultApiError> {
+        self.put_faults(service, faults).await
     }
 }
 
 impl<'a, P: Platform> Direct<'a, P> {
+    /// Setting faults with the lab's client (`faults::http_client`).
+    pub fn try_new(platform: &'a P) -> Result<Self, ClientError> {
+        Ok(Self::with_client(platform, FaultClient::new()?))
+    }
+
+    /// `try_new` for callers with no error to return (`faults::lab_http`).
     pub fn new(platform: &'a P) -> Self {
+        Self::with_client(platform, FaultClient::default())
+    }
+
+    fn with_client(platform: &'a P, client: FaultClient) -> Self {
         Self {
             platform,
-            client: FaultClient::patient(crate::faults::ADMIN_PATIENCE),
+            client: client.patient(crate::faults::ADMIN_PATIENCE),
             active: Mutex::default(),
             faults: tokio::sync::Mutex::default(),
         }
@@ -129,7 +155,7 @@ impl<'a, P: Platform> Direct<'a, P> {
 
     /// Puts one disruption back (`disruption::undo`); a service a scale
     /// started again has none of the lab's faults, so they go back too.
-    async fn undo(&self, lab: &ValidatedLab, record: &ChaosRecord) -> Result<(), String> {
+    async fn undo(&self, lab: &ValidatedLab, record: &ChaosRecord) -> Result<(), DisruptionError> {
         let base = lab.faults_of(record.target);
         disruption::undo(record, self.platform, self, &base).await?;
         if record.action == ChaosAction::ScaleToZero {
@@ -147,14 +173,11 @@ impl<'a, P: Platform> Direct<'a, P> {
         index: usize,
         step: &Disruption,
         started_at: jiff::Timestamp,
-    ) -> Result<ChaosRecord, String> {
+    ) -> Result<ChaosRecord, DisruptionError> {
         let recorded = self.ledger().get(&index).map(|r| r.original_replicas);
         let original_replicas = match recorded {
             Some(original) => original,
-            None => step
-                .original_replicas(self.platform)
-                .await
-                .map_err(|e| e.to_string())?,
+            None => step.original_replicas(self.platform).await?,
         };
         let record = step.started(index, started_at, original_replicas);
         self.ledger().insert(index, record.clone());
@@ -179,10 +202,13 @@ impl<'a, P: Platform> Direct<'a, P> {
         start: WorkloadStart,
     ) -> Result<ChaosRecord, ChaosError> {
         tokio::time::sleep_until(start.instant + step.after).await;
-        let fail = |reason: String| ChaosError::Step {
-            action: step.action(),
-            target: step.target,
-            reason,
+        let fail = |stage| {
+            move |source| ChaosError::Step {
+                action: step.action(),
+                target: step.target,
+                stage,
+                source,
+            }
         };
         let duration = step.duration();
         let started_at = jiff::Timestamp::now();
@@ -192,11 +218,11 @@ impl<'a, P: Platform> Direct<'a, P> {
             self.disrupt(lab, index, step, started_at)
         })
         .await
-        .map_err(|e| fail(format!("could not be applied: {e}")))?;
+        .map_err(fail(Stage::Applied))?;
         tokio::time::sleep_until(restore_instant).await;
         retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &record))
             .await
-            .map_err(|e| fail(format!("could not be restored: {e}")))?;
+            .map_err(fail(Stage::Restored))?;
         self.ledger().remove(&index);
         tracing::info!(action = ?step.action(), target = %step.target, pods = ?record.pods, "chaos step restored");
         record.restored_at = Some(jiff::Timestamp::now());
@@ -254,12 +280,12 @@ impl<P: Platform> Disruptor for Direct<'_, P> {
                     Ok(()) => Ok(()),
                     // A service the platform does not run has no faults to clear.
                     Err(_) if self.platform.endpoint(*service).is_err() => Ok(()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             })
             .await;
             if let Err(e) = cleared {
-                problems.push(e);
+                problems.push(e.to_string());
             }
         }
         problems
@@ -267,10 +293,11 @@ impl<P: Platform> Disruptor for Direct<'_, P> {
 }
 
 /// Calls `attempt` until it succeeds or `until` passes; the last error otherwise.
-pub async fn retry<T, F, Fut>(until: Instant, mut attempt: F) -> Result<T, String>
+pub async fn retry<T, E, F, Fut>(until: Instant, mut attempt: F) -> Result<T, E>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     loop {
         match attempt().await {

@@ -9,6 +9,7 @@ use foodlab_domain::Faults;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use crate::faults::FaultApiError;
 use crate::platform::{Platform, PlatformError};
 use crate::results::ChaosRecord;
 use crate::spec::{ChaosAction, PodSelection, Service};
@@ -20,7 +21,21 @@ pub trait FaultSink: Send + Sync {
         &self,
         service: Service,
         faults: Faults,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), FaultApiError>> + Send;
+}
+
+/// Why a disruption could not be applied or undone.
+#[derive(Debug, thiserror::Error)]
+pub enum DisruptionError {
+    /// Scaling, reading the replicas or listing the pods failed.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error(transparent)]
+    Faults(#[from] FaultApiError),
+    #[error("{0} has no running pod to kill")]
+    NoPodToKill(Service),
+    #[error("{pod}: {source}")]
+    KillPod { pod: String, source: PlatformError },
 }
 
 impl Disruption {
@@ -77,21 +92,22 @@ impl Disruption {
         platform: &P,
         faults: &F,
         base: &Faults,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, DisruptionError> {
         match self.kind {
-            DisruptionKind::ScaleToZero { .. } => platform
-                .scale(self.target, 0)
-                .await
-                .map(|()| Vec::new())
-                .map_err(|e| e.to_string()),
+            DisruptionKind::ScaleToZero { .. } => {
+                platform.scale(self.target, 0).await?;
+                Ok(Vec::new())
+            }
             DisruptionKind::PodKill {
                 selection,
                 grace_period,
             } => kill_pods(platform, self.target, selection, grace_period).await,
-            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => faults
-                .set_faults(self.target, self.window_faults(base))
-                .await
-                .map(|()| Vec::new()),
+            DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
+                faults
+                    .set_faults(self.target, self.window_faults(base))
+                    .await?;
+                Ok(Vec::new())
+            }
         }
     }
 }
@@ -105,16 +121,17 @@ pub async fn undo<P: Platform, F: FaultSink>(
     platform: &P,
     faults: &F,
     base: &Faults,
-) -> Result<(), String> {
+) -> Result<(), DisruptionError> {
     match record.action {
         ChaosAction::ScaleToZero => {
-            restore_replicas(platform, record.target, record.original_replicas).await
+            restore_replicas(platform, record.target, record.original_replicas).await?;
         }
         ChaosAction::Delay | ChaosAction::Fail => {
-            faults.set_faults(record.target, base.clone()).await
+            faults.set_faults(record.target, base.clone()).await?;
         }
-        ChaosAction::PodKill => Ok(()),
+        ChaosAction::PodKill => {}
     }
+    Ok(())
 }
 
 /// Puts a service back at the replicas recorded before it was scaled:
@@ -124,14 +141,14 @@ pub async fn restore_replicas<P: Platform>(
     platform: &P,
     service: Service,
     original: Option<u32>,
-) -> Result<(), String> {
+) -> Result<(), PlatformError> {
     let Some(replicas) = original else {
         return Ok(());
     };
     match platform.scale(service, replicas).await {
         // The service is gone (its part was uninstalled): nothing to restore.
-        Ok(()) | Err(PlatformError::NotDeployed(_)) => Ok(()),
-        Err(error) => Err(error.to_string()),
+        Err(PlatformError::NotDeployed(_)) => Ok(()),
+        scaled => scaled,
     }
 }
 
@@ -140,17 +157,20 @@ async fn kill_pods<P: Platform>(
     target: Service,
     selection: PodSelection,
     grace: Duration,
-) -> Result<Vec<String>, String> {
-    let running = platform.pods(target).await.map_err(|e| e.to_string())?;
+) -> Result<Vec<String>, DisruptionError> {
+    let running = platform.pods(target).await?;
     if running.is_empty() {
-        return Err(format!("{target} has no running pod to kill"));
+        return Err(DisruptionError::NoPodToKill(target));
     }
     let picked = pick(selection, running);
     for pod in &picked {
         platform
             .kill_pod(target, pod, grace)
             .await
-            .map_err(|e| format!("{pod}: {e}"))?;
+            .map_err(|source| DisruptionError::KillPod {
+                pod: pod.clone(),
+                source,
+            })?;
     }
     tracing::info!(%target, pods = ?picked, grace_ms = grace.as_millis(), "pods killed");
     Ok(picked)

@@ -17,7 +17,7 @@ use futures::StreamExt;
 
 use crate::chaos::{ChaosError, Direct, Disruptor, RESTORE_RETRY, WorkloadStart, retry};
 use crate::claim::{self, Claim};
-use crate::faults::{ADMIN_PATIENCE, FaultApiError, FaultClient};
+use crate::faults::{ADMIN_PATIENCE, ClientError, FaultApiError, FaultClient};
 use crate::measure::{self, Sample, Tally};
 use crate::observer::Observer;
 use crate::platform::{Platform, PlatformError};
@@ -38,6 +38,8 @@ pub enum LabError {
     Invalid(Vec<String>),
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("preparing the part failed: {0}")]
     Prepare(#[from] FaultApiError),
     #[error(transparent)]
@@ -80,7 +82,7 @@ pub async fn run_lab<P: Platform>(
 ) -> Result<LabReport, LabError> {
     run_lab_with(
         platform,
-        &Direct::new(platform),
+        &Direct::try_new(platform)?,
         lab,
         observer,
         std::future::pending(),
@@ -111,6 +113,7 @@ pub async fn run_lab_with_slack<P: Platform, D: Disruptor>(
     slack: Duration,
 ) -> Result<LabReport, LabError> {
     let lab = validate(platform, spec)?;
+    let admin = FaultClient::new()?;
     tokio::pin!(interrupt);
     // A lab interrupted while it waits for the part has nothing to release.
     let _claim: Claim = tokio::select! {
@@ -120,11 +123,11 @@ pub async fn run_lab_with_slack<P: Platform, D: Disruptor>(
     let started = Instant::now();
     let step = Step::default();
     let ran = tokio::select! {
-        ran = tokio::time::timeout(lab.within + slack, run(platform, disruptor, &lab, &observer, started, &step)) => {
+        ran = tokio::time::timeout(lab.within + slack, run(platform, disruptor, &lab, &admin, &observer, started, &step)) => {
             ran.unwrap_or_else(|_| Err(LabError::Timeout { within: lab.within, slack, step: step.get() }))
         }
         () = &mut interrupt => Err(LabError::Interrupted),
-        () = reapply_after_restarts(platform, disruptor, &lab, observer.as_ref()) => {
+        () = reapply_after_restarts(platform, disruptor, &lab, &admin, observer.as_ref()) => {
             unreachable!("re-applying after restarts runs until the lab ends")
         }
     };
@@ -163,14 +166,15 @@ async fn run<P: Platform, D: Disruptor>(
     platform: &P,
     disruptor: &D,
     lab: &ValidatedLab,
+    admin: &FaultClient,
     observer: &Arc<dyn Observer>,
     started: Instant,
     step: &Step,
 ) -> Result<LabReport, LabError> {
     step.set("prepare");
-    prepare(platform, disruptor, lab, observer.as_ref()).await?;
+    prepare(platform, disruptor, lab, admin, observer.as_ref()).await?;
     // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
-    let http = crate::faults::lab_http();
+    let http = crate::faults::http_client()?;
     let strategy = Strategy::of(platform, lab.transport, &http);
     let reach = Reach {
         platform,
@@ -231,10 +235,13 @@ async fn prepare<P: Platform, D: Disruptor>(
     platform: &P,
     disruptor: &D,
     lab: &ValidatedLab,
+    admin: &FaultClient,
     observer: &dyn Observer,
 ) -> Result<(), LabError> {
     // Right after an install or a restore the Services may not route yet.
-    FaultClient::patient(ADMIN_PATIENCE.min(lab.within))
+    admin
+        .clone()
+        .patient(ADMIN_PATIENCE.min(lab.within))
         .apply_settings(platform, &lab.settings)
         .await?;
     disruptor.prepare(lab).await?;
@@ -259,22 +266,18 @@ async fn reapply_after_restarts<P: Platform, D: Disruptor>(
     platform: &P,
     disruptor: &D,
     lab: &ValidatedLab,
+    admin: &FaultClient,
     observer: &dyn Observer,
 ) {
     if let Some(mut restarts) = platform.restarts() {
-        let client = FaultClient::default();
         while let Some(service) = restarts.next().await {
             let reapplied = retry(tokio::time::Instant::now() + RESTORE_RETRY, || async {
                 if service == Service::Order {
-                    client
+                    admin
                         .set_dependency_timeout(platform, lab.settings.dependency_timeout)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 }
-                disruptor
-                    .restarted(lab, service)
-                    .await
-                    .map_err(|e| e.to_string())
+                disruptor.restarted(lab, service).await
             })
             .await;
             match reapplied {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use foodlab_domain::{Backoff, Faults};
 use serde::Serialize;
 
-use crate::platform::Platform;
+use crate::platform::{Platform, PlatformError};
 use crate::spec::Service;
 use crate::validated::LabSettings;
 
@@ -17,8 +17,54 @@ use crate::validated::LabSettings;
 pub struct FaultApiError {
     pub service: Service,
     pub what: &'static str,
-    pub reason: String,
+    #[source]
+    pub reason: AdminCallError,
 }
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminCallError {
+    /// The platform could not say where the service's replicas are.
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("no replica is ready")]
+    NoReplicaReady,
+    /// Not reachable, or no answer in time.
+    #[error("PUT {url}: {}", causes(.source))]
+    Unanswered { url: String, source: reqwest::Error },
+    #[error("PUT {url} answered {status}: {detail}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+        /// The answer's body.
+        detail: String,
+    },
+    /// The patience ran out while the calls kept failing; the last failure.
+    #[error("{last} (still failing after {attempts} attempts)")]
+    Exhausted {
+        attempts: u32,
+        #[source]
+        last: Box<AdminCallError>,
+    },
+}
+
+impl AdminCallError {
+    /// Whether trying again may help: not reachable, timed out, or a 5xx
+    /// (e.g. 502/503 from a proxy); a 4xx (bad setting, token refused)
+    /// fails again.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::NoReplicaReady | Self::Unanswered { .. } | Self::Exhausted { .. } => true,
+            Self::Status { status, .. } => status.is_server_error(),
+            Self::Platform(_) => false,
+        }
+    }
+}
+
+/// The lab's HTTP client could not be made (no TLS or resolver on this machine).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot make the lab's HTTP client: {0}")]
+pub struct ClientError(#[from] reqwest::Error);
 
 /// The token the services' admin APIs ask for, where they ask for one (a
 /// cluster: the chart's Secret, in the operator's and the Job's environment).
@@ -31,13 +77,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The one client the lab reads and sets the services with: timeouts, and
 /// the admin token where `FOODLAB_ADMIN_TOKEN` is set.
-pub fn lab_http() -> reqwest::Client {
+pub fn http_client() -> Result<reqwest::Client, ClientError> {
     http_with_token(&std::env::var(ADMIN_TOKEN_ENV).unwrap_or_default())
+}
+
+/// `http_client()` for callers with no error to return: a client that
+/// cannot be made is logged, and one without the lab's timeouts and token
+/// is used (`reqwest`'s default, which panics where no client can be made).
+pub fn lab_http() -> reqwest::Client {
+    http_client().unwrap_or_else(|error| {
+        tracing::error!(%error, "using a client without the lab's timeouts and admin token");
+        reqwest::Client::default()
+    })
 }
 
 /// The lab's client, sending `Authorization: Bearer <token>` unless the
 /// token is empty.
-pub fn http_with_token(token: &str) -> reqwest::Client {
+pub fn http_with_token(token: &str) -> Result<reqwest::Client, ClientError> {
     let builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(HTTP_TIMEOUT);
@@ -52,7 +108,7 @@ pub fn http_with_token(token: &str) -> reqwest::Client {
             Err(_) => tracing::warn!("the admin token is not a valid header value; not sent"),
         }
     }
-    builder.default_headers(headers).build().unwrap_or_default()
+    Ok(builder.default_headers(headers).build()?)
 }
 
 /// How long a lab's admin call keeps retrying a service that is not
@@ -69,6 +125,7 @@ pub struct FaultClient {
     patience: Duration,
 }
 
+/// `FaultClient::new()` for callers with no error to return (`lab_http`).
 impl Default for FaultClient {
     fn default() -> Self {
         Self {
@@ -78,30 +135,27 @@ impl Default for FaultClient {
     }
 }
 
-/// Why one admin call failed, and whether trying again may help.
-enum Failure {
-    /// Not reachable, timed out, or a 5xx (e.g. 502/503 from a proxy).
-    Transient(String),
-    /// A 4xx (bad setting, token refused): the same call fails again.
-    Final(String),
-}
-
 impl FaultClient {
-    /// One attempt per call, sending `token` (none when empty).
-    pub fn with_token(token: &str) -> Self {
-        Self {
-            http: http_with_token(token),
+    /// One attempt per call, sending `FOODLAB_ADMIN_TOKEN` where it is set.
+    pub fn new() -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http_client()?,
             patience: Duration::ZERO,
-        }
+        })
+    }
+
+    /// One attempt per call, sending `token` (none when empty).
+    pub fn with_token(token: &str) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http_with_token(token)?,
+            patience: Duration::ZERO,
+        })
     }
 
     /// Retries connection failures, timeouts and 5xx answers with a backoff
     /// (0.2 s doubling to 2 s) for up to `patience`; a 4xx fails at once.
-    pub fn patient(patience: Duration) -> Self {
-        Self {
-            patience,
-            ..Self::default()
-        }
+    pub fn patient(self, patience: Duration) -> Self {
+        Self { patience, ..self }
     }
 
     /// Sets `faults` on every replica of `service`; returns how many.
@@ -176,16 +230,16 @@ impl FaultClient {
         path: &str,
         body: &B,
     ) -> Result<usize, FaultApiError> {
-        let fail = |reason: String| FaultApiError {
+        let fail = |reason| FaultApiError {
             service,
             what,
             reason,
         };
-        let bases = self.replicas_of(platform, service).await.map_err(&fail)?;
+        let bases = self.replicas_of(platform, service).await.map_err(fail)?;
         for base in &bases {
             self.put_to(&format!("{base}{path}"), body)
                 .await
-                .map_err(&fail)?;
+                .map_err(fail)?;
         }
         Ok(bases.len())
     }
@@ -196,32 +250,33 @@ impl FaultClient {
         &self,
         platform: &P,
         service: Service,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, AdminCallError> {
         let what = format!("the replicas of {service}");
         self.patiently(&what, || async {
-            match platform.endpoints(service).await {
-                Ok(bases) if bases.is_empty() => {
-                    Err(Failure::Transient("no replica is ready".to_owned()))
-                }
-                Ok(bases) => Ok(bases),
-                Err(error) => Err(Failure::Final(error.to_string())),
+            match platform.endpoints(service).await? {
+                bases if bases.is_empty() => Err(AdminCallError::NoReplicaReady),
+                bases => Ok(bases),
             }
         })
         .await
     }
 
     /// One replica's admin call, retried while its failures are transient.
-    async fn put_to<B: Serialize + ?Sized>(&self, url: &str, body: &B) -> Result<(), String> {
+    async fn put_to<B: Serialize + ?Sized>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<(), AdminCallError> {
         self.patiently(&format!("PUT {url}"), || self.put_once(url, body))
             .await
     }
 
     /// `attempt` until it succeeds, fails for good, or the patience is spent;
     /// transient failures are tried again after a backoff.
-    async fn patiently<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, String>
+    async fn patiently<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, AdminCallError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Failure>>,
+        Fut: Future<Output = Result<T, AdminCallError>>,
     {
         let until = Instant::now() + self.patience;
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
@@ -229,15 +284,18 @@ impl FaultClient {
         loop {
             match attempt().await {
                 Ok(value) => return Ok(value),
-                Err(Failure::Final(reason)) => return Err(reason),
-                Err(Failure::Transient(reason)) if Instant::now() + backoff.peek() >= until => {
+                Err(error) if !error.is_transient() => return Err(error),
+                Err(error) if Instant::now() + backoff.peek() >= until => {
                     return Err(if tries > 1 {
-                        format!("{reason} (still failing after {tries} attempts)")
+                        AdminCallError::Exhausted {
+                            attempts: tries,
+                            last: Box::new(error),
+                        }
                     } else {
-                        reason
+                        error
                     });
                 }
-                Err(Failure::Transient(error)) => {
+                Err(error) => {
                     tracing::warn!(call = %what, attempt = tries, %error, "admin call failed; retrying");
                     tokio::time::sleep(backoff.pause()).await;
                     tries += 1;
@@ -246,25 +304,30 @@ impl FaultClient {
         }
     }
 
-    async fn put_once<B: Serialize + ?Sized>(&self, url: &str, body: &B) -> Result<(), Failure> {
+    async fn put_once<B: Serialize + ?Sized>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<(), AdminCallError> {
         let response = self
             .http
             .put(url)
             .json(body)
             .send()
             .await
-            .map_err(|e| Failure::Transient(format!("PUT {url}: {}", causes(&e))))?;
+            .map_err(|source| AdminCallError::Unanswered {
+                url: url.to_owned(),
+                source,
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let detail = response.text().await.unwrap_or_default();
-        let reason = format!("PUT {url} answered {status}: {detail}");
-        if status.is_server_error() {
-            Err(Failure::Transient(reason))
-        } else {
-            Err(Failure::Final(reason))
-        }
+        Err(AdminCallError::Status {
+            url: url.to_owned(),
+            status,
+            detail: response.text().await.unwrap_or_default(),
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use foodlab_domain::{Catalogue, Faults};
+use foodlab_domain::{Catalogue, FaultError, Faults};
 
 use crate::spec::{
     ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, PodSelection, Replicas, Service,
@@ -181,26 +181,40 @@ pub enum DisruptionKind {
     },
 }
 
+/// Why a chaos step cannot be run, as its problem in the lab's list.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepProblem {
+    #[error("{0:?} needs a duration greater than zero")]
+    NoDuration(ChaosAction),
+    /// The spec's own check of `mode`, `value` and `gracePeriod`.
+    #[error("{0}")]
+    PodSelection(String),
+    #[error("Delay needs delaySeconds")]
+    NoDelay,
+    #[error(transparent)]
+    Delay(#[from] FaultError),
+}
+
 impl Disruption {
-    fn of(step: &ChaosStep) -> Result<Self, String> {
+    fn of(step: &ChaosStep) -> Result<Self, StepProblem> {
         let duration = || {
             step.duration
                 .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("{:?} needs a duration greater than zero", step.action))
+                .ok_or(StepProblem::NoDuration(step.action))
         };
         let kind = match step.action {
             ChaosAction::ScaleToZero => DisruptionKind::ScaleToZero {
                 duration: duration()?,
             },
             ChaosAction::PodKill => DisruptionKind::PodKill {
-                selection: step.pod_selection()?,
+                selection: step.pod_selection().map_err(StepProblem::PodSelection)?,
                 grace_period: Duration::from_secs(step.grace_period.unwrap_or(0)),
             },
             ChaosAction::Delay => {
-                let seconds = step.delay_seconds.ok_or("Delay needs delaySeconds")?;
+                let seconds = step.delay_seconds.ok_or(StepProblem::NoDelay)?;
                 DisruptionKind::Delay {
                     duration: duration()?,
-                    delay_ms: Faults::delay_ms_from_seconds(seconds).map_err(|e| e.to_string())?,
+                    delay_ms: Faults::delay_ms_from_seconds(seconds)?,
                 }
             }
             ChaosAction::Fail => DisruptionKind::Fail {

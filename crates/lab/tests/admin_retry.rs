@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use foodlab_domain::Faults;
 use foodlab_lab::Service;
-use foodlab_lab::faults::FaultClient;
+use foodlab_lab::faults::{AdminCallError, FaultClient};
 use support::OneEndpoint;
 
 /// Answers `failure` to the first `failing` requests, then 204; counts them all.
@@ -58,7 +58,7 @@ fn faults() -> Faults {
 async fn three_503s_then_success_takes_exactly_four_attempts() {
     let (listener, url) = listener().await;
     let count = stub_on(listener, 3, StatusCode::SERVICE_UNAVAILABLE).await;
-    let client = FaultClient::patient(Duration::from_secs(30));
+    let client = FaultClient::new().unwrap().patient(Duration::from_secs(30));
     client
         .set(&OneEndpoint(url), Service::Inventory, &faults())
         .await
@@ -73,7 +73,7 @@ async fn refused_connections_are_retried_until_the_service_listens() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let platform = OneEndpoint(url);
-    let client = FaultClient::patient(Duration::from_secs(30));
+    let client = FaultClient::new().unwrap().patient(Duration::from_secs(30));
     let call = client.set_dependency_timeout(&platform, Duration::from_millis(800));
     let late = async {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -90,7 +90,7 @@ async fn refused_connections_are_retried_until_the_service_listens() {
 async fn a_422_fails_at_the_first_attempt() {
     let (listener, url) = listener().await;
     let count = stub_on(listener, u32::MAX, StatusCode::UNPROCESSABLE_ENTITY).await;
-    let client = FaultClient::patient(Duration::from_secs(30));
+    let client = FaultClient::new().unwrap().patient(Duration::from_secs(30));
     let error = client
         .set_dependency_timeout(&OneEndpoint(url), Duration::from_secs(1))
         .await
@@ -98,14 +98,21 @@ async fn a_422_fails_at_the_first_attempt() {
     assert_eq!(count.load(Ordering::SeqCst), 1);
     assert_eq!(error.service, Service::Order);
     assert_eq!(error.what, "settings");
-    assert!(error.reason.contains("422"), "{error}");
+    assert!(
+        matches!(
+            &error.reason,
+            AdminCallError::Status { status, url, .. }
+                if *status == StatusCode::UNPROCESSABLE_ENTITY && url.ends_with("/admin/settings")
+        ),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_service_that_never_comes_up_fails_after_the_patience_naming_it() {
     let (listener, url) = listener().await;
     drop(listener);
-    let client = FaultClient::patient(Duration::from_secs(1));
+    let client = FaultClient::new().unwrap().patient(Duration::from_secs(1));
     let error = client
         .set(&OneEndpoint(url), Service::Inventory, &faults())
         .await
@@ -117,6 +124,14 @@ async fn a_service_that_never_comes_up_fails_after_the_patience_naming_it() {
     );
     assert!(message.contains("/admin/faults"), "{message}");
     assert!(message.contains("attempts)"), "{message}");
+    let AdminCallError::Exhausted { attempts, last } = &error.reason else {
+        panic!("{error:?}");
+    };
+    assert!(*attempts > 1, "{error}");
+    assert!(
+        matches!(**last, AdminCallError::Unanswered { .. }),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -128,5 +143,11 @@ async fn the_default_client_tries_once() {
         .await
         .unwrap_err();
     assert_eq!(count.load(Ordering::SeqCst), 1);
-    assert!(error.reason.contains("503"), "{error}");
+    assert!(
+        matches!(
+            &error.reason,
+            AdminCallError::Status { status, .. } if *status == StatusCode::SERVICE_UNAVAILABLE
+        ),
+        "{error:?}"
+    );
 }

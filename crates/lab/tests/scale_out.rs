@@ -155,7 +155,7 @@ async fn a_fault_reaches_every_inventory_process_and_is_cleared_on_all() {
         delay_ms: 150,
         ..Faults::default()
     };
-    let client = FaultClient::patient(Duration::from_secs(10));
+    let client = FaultClient::new().unwrap().patient(Duration::from_secs(10));
     let reached = client
         .set(&platform, Service::Inventory, &faults)
         .await

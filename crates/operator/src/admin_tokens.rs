@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use foodlab_lab::faults::{ADMIN_TOKEN_ENV, FaultClient};
+use foodlab_lab::faults::{ADMIN_TOKEN_ENV, ClientError, FaultClient};
 
 pub const ADMIN_TOKENS_ENV: &str = "FOODLAB_ADMIN_TOKENS";
 
@@ -24,6 +24,8 @@ pub enum TokensError {
     NotAMap(#[from] serde_json::Error),
     #[error("{ADMIN_TOKENS_ENV} gives namespace {0:?} an empty token")]
     Empty(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl AdminTokens {
@@ -47,11 +49,11 @@ impl AdminTokens {
             if token.trim().is_empty() {
                 return Err(TokensError::Empty(namespace));
             }
-            by_namespace.insert(namespace, FaultClient::with_token(&token));
+            by_namespace.insert(namespace, FaultClient::with_token(&token)?);
         }
         Ok(Self {
             by_namespace,
-            other: FaultClient::with_token(other),
+            other: FaultClient::with_token(other)?,
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::platform::Platform;
-use crate::probe::get_json;
+use crate::probe::{ProbeError, get_json};
 use crate::results::{AnalyticsTotals, ReplayResults};
 use crate::spec::Service;
 
@@ -45,6 +45,23 @@ struct LagReport {
 #[derive(Debug, Deserialize)]
 struct GroupLag {
     total_lag: i64,
+}
+
+/// Why a replay measured nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("analytics' figures cannot be read: {0}")]
+    Figures(#[source] ProbeError),
+    #[error("reset-offsets: {0}")]
+    Unanswered(#[source] reqwest::Error),
+    #[error("reset-offsets answered {status}: {detail}")]
+    Status {
+        status: reqwest::StatusCode,
+        /// The answer's body.
+        detail: String,
+    },
+    #[error("analytics did not finish reading the log again in time")]
+    Deadline,
 }
 
 /// Reads the analytics service of a platform.
@@ -139,11 +156,11 @@ impl Analytics {
 
     /// Rewinds analytics to the earliest offsets, waits for it to read the
     /// log again, and compares its totals before and after.
-    pub async fn replay(&self, deadline: Instant) -> Result<ReplayResults, String> {
-        let before = self
-            .totals()
+    pub async fn replay(&self, deadline: Instant) -> Result<ReplayResults, ReplayError> {
+        let before = get_json::<Figures>(&self.http, &format!("{}/metrics", self.base))
             .await
-            .ok_or("analytics' figures cannot be read")?;
+            .map_err(ReplayError::Figures)?
+            .totals();
         let response = self
             .http
             .post(format!("{}/admin/reset-offsets", self.base))
@@ -151,11 +168,11 @@ impl Analytics {
             .timeout(std::time::Duration::from_secs(40))
             .send()
             .await
-            .map_err(|e| format!("reset-offsets: {e}"))?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            return Err(format!("reset-offsets answered {status}: {body}"));
+            .map_err(ReplayError::Unanswered)?;
+        let status = response.status();
+        if !status.is_success() {
+            let detail = response.text().await.unwrap_or_default();
+            return Err(ReplayError::Status { status, detail });
         }
         let mut after = None;
         let mut replay = None;
@@ -173,7 +190,7 @@ impl Analytics {
             tokio::time::sleep(POLL).await;
         }
         let (Some(after), Some(replay)) = (after, replay) else {
-            return Err("analytics did not finish reading the log again in time".into());
+            return Err(ReplayError::Deadline);
         };
         Ok(ReplayResults {
             identical: before == after,

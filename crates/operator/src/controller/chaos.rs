@@ -3,8 +3,8 @@
 
 use foodlab_domain::Faults;
 use foodlab_lab::Service;
-use foodlab_lab::disruption::{self, FaultSink};
-use foodlab_lab::faults::FaultClient;
+use foodlab_lab::disruption::{self, DisruptionError, FaultSink};
+use foodlab_lab::faults::{FaultApiError, FaultClient};
 use foodlab_lab::results::ChaosRecord;
 use foodlab_lab::validated::ValidatedLab;
 use jiff::Timestamp;
@@ -183,7 +183,7 @@ pub(super) async fn start_step(
         }
         Err(error) => {
             tracing::warn!(step = index, %error, "could not apply a chaos step; will retry");
-            run.status.chaos[position].error = Some(error);
+            run.status.chaos[position].error = Some(error.to_string());
         }
     }
     Ok(())
@@ -193,12 +193,8 @@ pub(super) async fn start_step(
 pub(super) struct PodFaults<'a>(&'a FaultClient, &'a KubernetesPlatform);
 
 impl FaultSink for PodFaults<'_> {
-    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), String> {
-        self.0
-            .set(self.1, service, &faults)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+    async fn set_faults(&self, service: Service, faults: Faults) -> Result<(), FaultApiError> {
+        self.0.set(self.1, service, &faults).await.map(drop)
     }
 }
 
@@ -208,7 +204,7 @@ pub(super) async fn restore_step(
     run: &mut Run<'_>,
     lab: Option<&ValidatedLab>,
     index: usize,
-) -> Result<(), String> {
+) -> Result<(), DisruptionError> {
     let Some(position) = run
         .status
         .chaos
@@ -236,7 +232,7 @@ pub(super) async fn restore_step(
         Err(error) => {
             // A step never applied keeps the reason it failed for.
             if record.disrupted {
-                record.error = Some(error.clone());
+                record.error = Some(error.to_string());
             }
             Err(error)
         }

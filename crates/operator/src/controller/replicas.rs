@@ -133,7 +133,7 @@ pub(super) async fn restore_replicas(run: &mut Run<'_>) -> Vec<String> {
             }
             Err(error) => {
                 tracing::warn!(service = %record.service, %error, "could not put spec.replicas back; will retry");
-                record.error = Some(error.clone());
+                record.error = Some(error.to_string());
                 problems.push(format!("spec.replicas.{}: {error}", record.service));
             }
         }
