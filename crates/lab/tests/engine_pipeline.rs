@@ -17,7 +17,9 @@ use foodlab_lab::platform::rabbitmq::RabbitAdmin;
 use foodlab_lab::probe::observe::Backlog;
 use foodlab_lab::results::ChaosRecord;
 use foodlab_lab::spec::{ChaosAction, FoodLabSpec};
-use foodlab_lab::{LabError, Platform, PlatformError, Quiet, Service, run_lab, run_lab_with};
+use foodlab_lab::{
+    LabError, Observer, Platform, PlatformError, Quiet, Service, run_lab, run_lab_with,
+};
 use serde_json::{Value, json};
 
 /// What happened, in order, with when.
@@ -476,6 +478,19 @@ async fn a_second_lab_on_the_same_part_waits_for_the_first() {
     assert!(stock_puts[1] > window_end, "{events:?}");
 }
 
+/// Told once the lab it observes says it is queued behind another.
+#[derive(Default)]
+struct Queued(tokio::sync::Notify);
+
+impl Observer for Queued {
+    fn note(&self, message: &str) {
+        if message.starts_with("queued:") {
+            // Stored if the lab is not waiting for it yet.
+            self.0.notify_one();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lab_interrupted_while_queued_leaves_the_running_lab_alone() {
     let platform = FakePlatform::start(Duration::ZERO, vec![]).await;
@@ -484,14 +499,15 @@ async fn a_lab_interrupted_while_queued_leaves_the_running_lab_alone() {
     ]}));
     let quick = lab(json!({"faults": {}, "workload": {"orders": 1}}));
     let disruptor = foodlab_lab::chaos::Direct::new(&platform);
+    let queued = Arc::new(Queued::default());
     let (first, second) = tokio::join!(run_lab(&platform, &slow, Arc::new(Quiet)), async {
         first_lab_prepared(&platform).await;
         run_lab_with(
             &platform,
             &disruptor,
             &quick,
-            Arc::new(Quiet),
-            tokio::time::sleep(Duration::from_millis(100)),
+            Arc::clone(&queued) as Arc<dyn Observer>,
+            queued.0.notified(),
         )
         .await
     });

@@ -11,7 +11,7 @@ use std::time::Duration;
 use foodlab_lab::spec::{ChaosAction, ChaosStep, FaultSpec};
 use foodlab_lab::{Platform, Service, Verdict};
 use serde_json::json;
-use support::{alive, example, get, order_statuses, post, start, statuses};
+use support::{alive, eventually, example, get, order_statuses, post, start, statuses};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baseline_lab_answers_every_order_201_and_decrements_stock() {
@@ -209,8 +209,12 @@ async fn no_service_process_outlives_the_platform() {
     let platform = start(&lab).await;
     let dropped = platform.pids().await;
     drop(platform);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The supervisors' tasks end (and kill their children) on the runtime's threads.
+    let gone = eventually(10, || async { dropped.values().all(|pid| !alive(*pid)) }).await;
     for (service, pid) in &dropped {
-        assert!(!alive(*pid), "{service} ({pid}) still running after drop");
+        assert!(
+            gone && !alive(*pid),
+            "{service} ({pid}) still running after drop"
+        );
     }
 }
