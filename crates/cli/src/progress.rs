@@ -45,10 +45,10 @@ impl Progress {
 
     /// A step that counts `total` orders, each counted by `order_done`.
     pub fn orders(&self, step: impl Into<String>, total: u64) {
-        self.bar.set_style(orders_style());
         self.bar.set_length(total);
         self.bar.set_position(0);
         self.bar.set_message(step.into());
+        self.bar.set_style(orders_style());
     }
 
     pub fn order_done(&self) {
