@@ -14,7 +14,8 @@ pub mod totals;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
+use foodlab_domain::Transport;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::AnalyticsStore;
 use foodlab_transport::kafka::KafkaArgs;
 

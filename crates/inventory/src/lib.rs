@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use foodlab_domain::Catalogue;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
+use foodlab_domain::Transport;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::StockStore;
 use foodlab_transport::kafka::KafkaArgs;
 use foodlab_transport::rabbitmq::AmqpArgs;

@@ -7,7 +7,8 @@ pub mod rabbitmq;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
+use foodlab_domain::Transport;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::NotificationStore;
 use foodlab_transport::rabbitmq::AmqpArgs;
 

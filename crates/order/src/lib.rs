@@ -27,7 +27,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use foodlab_service_kit::{MessageMetrics, ServiceArgs, Transport};
+use foodlab_domain::Transport;
+use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::OrderStore;
 use foodlab_transport::HttpClient;
 use foodlab_transport::kafka::KafkaArgs;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use foodlab_domain::Faults;
+use foodlab_domain::{Faults, Transport};
 use foodlab_store::{Database, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -12,17 +12,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors and `kubectl logs | jq`.
     Json,
-}
-
-/// How the services of the workflow talk to each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Transport {
-    /// Blocking HTTP calls (the sync-rest part).
-    Rest,
-    /// Events over RabbitMQ (the async-rabbitmq part).
-    Rabbitmq,
-    /// An event log in Kafka (the streaming-kafka part).
-    Kafka,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -19,7 +19,7 @@ pub mod telemetry;
 pub mod trace_context;
 
 pub use admin_auth::{AdminArgs, AdminToken};
-pub use config::{FaultArgs, LogFormat, ServiceArgs, Transport};
+pub use config::{FaultArgs, LogFormat, ServiceArgs};
 pub use duration::DurationSetting;
 pub use faults::FaultState;
 pub use health::Readiness;
