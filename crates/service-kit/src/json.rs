@@ -27,10 +27,13 @@ where
     }
 }
 
+/// One pass over the body: serde says whether it failed on the syntax
+/// (400) or on the data, well-formed JSON of another shape (422).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-    serde_json::from_value(value).map_err(|e| ApiError::unprocessable(format!("invalid body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable(format!("invalid body: {e}")),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+    })
 }
 
 #[cfg(test)]
@@ -60,5 +63,13 @@ mod tests {
         assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(wrong.detail.contains("seconds") || wrong.detail.contains("invalid type"));
         assert!(parse::<Delay>(br#"{"seconds":2}"#).is_ok());
+        // Cut off inside a well-typed value is still malformed, not 422.
+        assert_eq!(
+            parse::<Delay>(br#"{"seconds":2"#).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let missing = parse::<Delay>(b"{}").unwrap_err();
+        assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(missing.detail.contains("seconds"), "{}", missing.detail);
     }
 }
