@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use foodlab_lab::disruption::restore_replicas;
 use foodlab_lab::faults::FaultClient;
 use foodlab_lab::measure::{Sample, Tally};
 use foodlab_lab::probe::kafka::Analytics;
@@ -116,15 +117,26 @@ pub async fn run(
     progress.step("setting the stock");
     // Through the admin API: a database kept from earlier runs has its own levels.
     let levels = BTreeMap::from([("burger", STOCK), ("pizza", STOCK), ("salad", STOCK)]);
-    if let Err(error) = FaultClient::default().set_stock(&platform, &levels).await {
-        platform.shutdown().await;
-        return Err(error.into());
-    }
+    let clients =
+        FaultClient::new().and_then(|admin| Ok((admin, foodlab_lab::faults::http_client()?)));
+    let http = match clients {
+        Ok((admin, http)) => match admin.set_stock(&platform, &levels).await {
+            Ok(_) => http,
+            Err(error) => {
+                platform.shutdown().await;
+                return Err(error.into());
+            }
+        },
+        Err(error) => {
+            platform.shutdown().await;
+            return Err(error.into());
+        }
+    };
     let mut bench = Bench {
         platform: &platform,
         progress: progress.clone(),
         // Timeouts on every call: a service that hangs fails the bench instead of holding it.
-        http: foodlab_lab::faults::lab_http(),
+        http,
         report: BenchReport {
             part: transport.part().to_owned(),
             database: if setup.database_url.is_some() {
@@ -205,7 +217,7 @@ impl Bench<'_> {
     async fn measure(&mut self, transport: Transport, size: BenchSize) -> anyhow::Result<()> {
         let order_url = self.platform.endpoint(Service::Order)?;
         match transport {
-            Transport::Rest => self.sync_rest(&order_url, size).await,
+            Transport::Rest => self.sync_rest(&order_url, size).await?,
             Transport::Rabbitmq => self.async_rabbitmq(&order_url, size).await?,
             Transport::Kafka => self.streaming_kafka(&order_url).await?,
         }
@@ -213,11 +225,16 @@ impl Bench<'_> {
     }
 
     /// Places `workload`'s orders, counting them on the progress line as `step`.
-    async fn place(&self, step: &str, workload: &Workload, order_url: &str) -> (Tally, Duration) {
+    async fn place(
+        &self,
+        step: &str,
+        workload: &Workload,
+        order_url: &str,
+    ) -> anyhow::Result<(Tally, Duration)> {
         self.progress.orders(step, u64::from(workload.orders));
         let progress = self.progress.clone();
         let counted = Arc::new(move |_: &Sample| progress.order_done());
-        workload::run(workload, order_url, counted).await
+        Ok(workload::run(workload, order_url, counted).await?)
     }
 
     /// Each service's hop histograms (its first process's) and the CPU all
@@ -311,19 +328,19 @@ impl Bench<'_> {
         });
     }
 
-    async fn sync_rest(&mut self, order_url: &str, size: BenchSize) {
+    async fn sync_rest(&mut self, order_url: &str, size: BenchSize) -> anyhow::Result<()> {
         self.progress.say(&format!(
             "sync-rest chain (order → inventory → notification, {} on every hop)",
             self.report.database.shown()
         ));
         // Warm-up: connection pools, SQLite caches, page faults.
         let warm_up = workload_of(500, size.concurrency);
-        self.place("warm-up", &warm_up, order_url).await;
+        self.place("warm-up", &warm_up, order_url).await?;
 
         let before = self.hops().await;
         let (samples, _) = self
             .place("latency", &workload_of(size.latency_orders, 1), order_url)
-            .await;
+            .await?;
         let shown = percentiles(&samples.latency);
         let [p50, p99, p999, max] = shown;
         let non_201 = unexpected(&samples, 201);
@@ -352,7 +369,7 @@ impl Bench<'_> {
                 &workload_of(size.throughput_orders, size.concurrency),
                 order_url,
             )
-            .await;
+            .await?;
         let shown = percentiles(&samples.latency);
         let [p50, p99, p999, _] = shown;
         let per_second = round3(f64::from(size.throughput_orders) / took.as_secs_f64());
@@ -376,6 +393,7 @@ impl Bench<'_> {
             &before,
         )
         .await;
+        Ok(())
     }
 
     async fn async_rabbitmq(&mut self, order_url: &str, size: BenchSize) -> anyhow::Result<()> {
@@ -384,13 +402,13 @@ impl Bench<'_> {
             self.report.database.shown()
         ));
         let warm_up = workload_of(500, size.concurrency);
-        self.place("warm-up", &warm_up, order_url).await;
+        self.place("warm-up", &warm_up, order_url).await?;
 
         let accept_cursor = self.cursor().await?;
         let before = self.hops().await;
         let (samples, _) = self
             .place("accept", &workload_of(size.latency_orders, 1), order_url)
-            .await;
+            .await?;
         let shown = percentiles(&samples.latency);
         let [p50, p99, p999, _] = shown;
         let non_202 = unexpected(&samples, 202);
@@ -426,7 +444,7 @@ impl Bench<'_> {
         let before = self.hops().await;
         let (samples, took) = self
             .place(&format!("end to end at {rate}/s"), &steady, order_url)
-            .await;
+            .await?;
         self.progress
             .step("end to end: waiting for the orders to settle");
         let end_to_end = self.settle(steady_cursor, samples.accepted()).await;
@@ -454,35 +472,45 @@ impl Bench<'_> {
         .await;
 
         let backlog = 10_000;
-        self.progress.step("drain: stopping inventory");
-        self.platform.scale(Service::Inventory, 0).await?;
-        self.place(
-            "drain: queueing a backlog",
-            &workload_of(backlog, size.concurrency),
-            order_url,
-        )
-        .await;
         let admin = self
             .platform
             .rabbitmq()
             .ok_or_else(|| anyhow::anyhow!("no broker"))?
             .clone();
         let queue = foodlab_transport::rabbitmq::Topology::INVENTORY_QUEUE;
-        self.progress
-            .step("drain: waiting for the broker to hold the backlog");
-        let queued_by = Instant::now() + WAIT_AT_MOST;
-        while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
-            anyhow::ensure!(
-                Instant::now() < queued_by,
-                "the {backlog} orders were not all queued within {WAIT_AT_MOST:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        self.progress.step("drain: stopping inventory");
+        let original = self.platform.replicas(Service::Inventory).await?;
+        self.platform.scale(Service::Inventory, 0).await?;
+        let queued = async {
+            self.place(
+                "drain: queueing a backlog",
+                &workload_of(backlog, size.concurrency),
+                order_url,
+            )
+            .await?;
+            self.progress
+                .step("drain: waiting for the broker to hold the backlog");
+            let queued_by = Instant::now() + WAIT_AT_MOST;
+            while admin.queue_depth(queue).await?.messages_ready < u64::from(backlog) {
+                anyhow::ensure!(
+                    Instant::now() < queued_by,
+                    "the {backlog} orders were not all queued within {WAIT_AT_MOST:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(error) = queued {
+            // Inventory back as it was, whatever stopped the backlog.
+            restore_replicas(self.platform, Service::Inventory, Some(original)).await?;
+            return Err(error);
         }
         let before = self.hops().await;
         self.progress
             .step("drain: inventory restarted, draining the backlog");
         let started = Instant::now();
-        self.platform.scale(Service::Inventory, 1).await?;
+        restore_replicas(self.platform, Service::Inventory, Some(original)).await?;
         while admin.queue_depth(queue).await?.messages_ready > 0 {
             anyhow::ensure!(
                 started.elapsed() < WAIT_AT_MOST,

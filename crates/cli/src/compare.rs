@@ -194,10 +194,17 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot start {row}"))?;
         progress.step("preparing");
+        let direct = match Direct::new(&platform) {
+            Ok(direct) => direct,
+            Err(error) => {
+                platform.shutdown().await;
+                return Err(error.into());
+            }
+        };
         let mut stop = interrupt.clone();
         let outcome = run_lab_with(
             &platform,
-            &Direct::new(&platform),
+            &direct,
             &lab,
             Arc::new(progress.clone()),
             async move {

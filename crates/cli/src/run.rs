@@ -111,16 +111,18 @@ async fn run_all(
         let reporter = report_service_events(platform, progress.clone());
         // The engine releases the part (faults cleared, chaos undone) before
         // it returns on an interruption.
+        let direct = match Direct::new(platform) {
+            Ok(direct) => direct,
+            Err(error) => {
+                reporter.abort();
+                could_not_run(done, name, error.to_string());
+                continue;
+            }
+        };
         let mut stop = interrupt.clone();
-        let outcome = run_lab_with(
-            platform,
-            &Direct::new(platform),
-            &lab.spec,
-            progress.clone(),
-            async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            },
-        )
+        let outcome = run_lab_with(platform, &direct, &lab.spec, progress.clone(), async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
         .await;
         reporter.abort();
         progress.finish();

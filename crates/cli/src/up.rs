@@ -65,7 +65,7 @@ pub async fn run(up: UpOptions) -> anyhow::Result<ExitCode> {
         if let Some(levels) = &levels {
             // Through inventory's admin API, so it holds on kept data too.
             // (The services inherit FOODLAB_ADMIN_TOKEN from this shell, if it sets one.)
-            FaultClient::default().set_stock(&platform, levels).await?;
+            FaultClient::new()?.set_stock(&platform, levels).await?;
         }
         announce(
             &platform,

@@ -122,13 +122,8 @@ impl<P: Platform> FaultSink for Direct<'_, P> {
 
 impl<'a, P: Platform> Direct<'a, P> {
     /// Setting faults with the lab's client (`faults::http_client`).
-    pub fn try_new(platform: &'a P) -> Result<Self, ClientError> {
+    pub fn new(platform: &'a P) -> Result<Self, ClientError> {
         Ok(Self::with_client(platform, FaultClient::new()?))
-    }
-
-    /// `try_new` for callers with no error to return (`faults::lab_http`).
-    pub fn new(platform: &'a P) -> Self {
-        Self::with_client(platform, FaultClient::default())
     }
 
     fn with_client(platform: &'a P, client: FaultClient) -> Self {

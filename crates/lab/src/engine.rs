@@ -40,6 +40,8 @@ pub enum LabError {
     Platform(#[from] PlatformError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Workload(#[from] workload::WorkloadError),
     #[error("preparing the part failed: {0}")]
     Prepare(#[from] FaultApiError),
     #[error(transparent)]
@@ -82,7 +84,7 @@ pub async fn run_lab<P: Platform>(
 ) -> Result<LabReport, LabError> {
     run_lab_with(
         platform,
-        &Direct::try_new(platform)?,
+        &Direct::new(platform)?,
         lab,
         observer,
         std::future::pending(),
@@ -373,10 +375,11 @@ async fn workload<P: Platform, D: Disruptor>(
         let placed = workload::run(&lab.workload, &order_url, on_sample).await;
         (placed, Instant::now())
     };
-    let (((tally, workload_time), ended), chaos, injected) =
+    let ((placed, ended), chaos, injected) =
         tokio::join!(placed, disruptor.chaos(lab, start), injections);
     let chaos = chaos?;
     injected?;
+    let (tally, workload_time) = placed?;
     Ok(WorkloadDone {
         tally,
         workload_time,

@@ -81,16 +81,6 @@ pub fn http_client() -> Result<reqwest::Client, ClientError> {
     http_with_token(&std::env::var(ADMIN_TOKEN_ENV).unwrap_or_default())
 }
 
-/// `http_client()` for callers with no error to return: a client that
-/// cannot be made is logged, and one without the lab's timeouts and token
-/// is used (`reqwest`'s default, which panics where no client can be made).
-pub fn lab_http() -> reqwest::Client {
-    http_client().unwrap_or_else(|error| {
-        tracing::error!(%error, "using a client without the lab's timeouts and admin token");
-        reqwest::Client::default()
-    })
-}
-
 /// The lab's client, sending `Authorization: Bearer <token>` unless the
 /// token is empty.
 pub fn http_with_token(token: &str) -> Result<reqwest::Client, ClientError> {
@@ -123,16 +113,6 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct FaultClient {
     http: reqwest::Client,
     patience: Duration,
-}
-
-/// `FaultClient::new()` for callers with no error to return (`lab_http`).
-impl Default for FaultClient {
-    fn default() -> Self {
-        Self {
-            http: lab_http(),
-            patience: Duration::ZERO,
-        }
-    }
 }
 
 impl FaultClient {

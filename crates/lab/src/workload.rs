@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 use crate::measure::{Reported, Sample, Tally};
 use crate::spec::Workload;
 
+/// Why no order could be placed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("cannot make the workload's HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("the order URL `{url}` is not valid: {source}")]
+    Url {
+        url: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// How long one `POST /order` may take before the workload counts it as unanswered.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -22,19 +34,20 @@ pub async fn run(
     workload: &Workload,
     order_url: &str,
     on_sample: Arc<dyn Fn(&Sample) + Send + Sync>,
-) -> (Tally, Duration) {
+) -> Result<(Tally, Duration), WorkloadError> {
     let http = reqwest::Client::builder()
         .timeout(CLIENT_TIMEOUT)
         .tcp_nodelay(true)
         .build()
-        .unwrap_or_default();
+        .map_err(WorkloadError::Client)?;
     let url = format!("{}/order", order_url.trim_end_matches('/'));
-    let url = reqwest::Url::parse(&url).inspect_err(
-        |error| tracing::error!(%url, %error, "the order URL is not valid: no order can be placed"),
-    );
+    let url = reqwest::Url::parse(&url).map_err(|source| WorkloadError::Url {
+        url: url.clone(),
+        source: source.into(),
+    })?;
     let orders = Arc::new(Orders {
         http,
-        url: url.ok(),
+        url,
         items: workload.items.clone(),
         quantity: workload.quantity,
         on_sample,
@@ -74,14 +87,13 @@ pub async fn run(
                 .await;
         }
     }
-    (tally, started.elapsed())
+    Ok((tally, started.elapsed()))
 }
 
 /// What every order of a workload shares.
 struct Orders {
     http: reqwest::Client,
-    /// `None`: not a URL, so every order goes unanswered.
-    url: Option<reqwest::Url>,
+    url: reqwest::Url,
     items: Vec<String>,
     quantity: u32,
     on_sample: Arc<dyn Fn(&Sample) + Send + Sync>,
@@ -146,11 +158,14 @@ impl Orders {
             quantity: self.quantity,
         };
         let started = Instant::now();
-        let response = match &self.url {
-            // reqwest takes the URL by value.
-            Some(url) => self.http.post(url.clone()).json(&body).send().await.ok(),
-            None => None,
-        };
+        // reqwest takes the URL by value.
+        let response = self
+            .http
+            .post(self.url.clone())
+            .json(&body)
+            .send()
+            .await
+            .ok();
         let (status, order_status) = match response {
             Some(response) => {
                 let status = response.status();
@@ -173,6 +188,26 @@ impl Orders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_order_url_that_is_not_a_url_places_nothing_and_says_so() {
+        let workload: Workload = serde_json::from_value(serde_json::json!({"orders": 3})).unwrap();
+        let answered = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&answered);
+        let placed = run(
+            &workload,
+            "127.0.0.1:8000",
+            Arc::new(move |_: &Sample| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }),
+        )
+        .await;
+        match placed {
+            Err(WorkloadError::Url { url, .. }) => assert_eq!(url, "127.0.0.1:8000/order"),
+            other => panic!("expected the URL refused, got {other:?}"),
+        }
+        assert_eq!(answered.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn the_order_status_is_read_from_an_order_or_a_problem() {

@@ -138,7 +138,8 @@ async fn a_service_that_never_comes_up_fails_after_the_patience_naming_it() {
 async fn the_default_client_tries_once() {
     let (listener, url) = listener().await;
     let count = stub_on(listener, 1, StatusCode::SERVICE_UNAVAILABLE).await;
-    let error = FaultClient::default()
+    let error = FaultClient::new()
+        .unwrap()
         .set(&OneEndpoint(url), Service::Order, &faults())
         .await
         .unwrap_err();

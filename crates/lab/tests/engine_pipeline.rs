@@ -419,7 +419,7 @@ async fn an_interrupted_lab_undoes_its_disruption_and_clears_its_faults() {
     let spec = lab(json!({"chaos": [
         {"action": "ScaleToZero", "target": "inventory", "after": "0s", "duration": "600s"}
     ]}));
-    let disruptor = foodlab_lab::chaos::Direct::new(&platform);
+    let disruptor = foodlab_lab::chaos::Direct::new(&platform).unwrap();
     let interrupt = async {
         while platform.replicas(Service::Inventory).await.unwrap() != 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -498,7 +498,7 @@ async fn a_lab_interrupted_while_queued_leaves_the_running_lab_alone() {
         {"action": "Delay", "target": "inventory", "after": "0s", "duration": "500ms", "delaySeconds": 1}
     ]}));
     let quick = lab(json!({"faults": {}, "workload": {"orders": 1}}));
-    let disruptor = foodlab_lab::chaos::Direct::new(&platform);
+    let disruptor = foodlab_lab::chaos::Direct::new(&platform).unwrap();
     let queued = Arc::new(Queued::default());
     let (first, second) = tokio::join!(run_lab(&platform, &slow, Arc::new(Quiet)), async {
         first_lab_prepared(&platform).await;
@@ -535,7 +535,7 @@ async fn a_lab_out_of_time_fails_with_the_step_it_was_at_and_releases() {
             {"action": "Delay", "target": "inventory", "after": "0s", "duration": "600s", "delaySeconds": 1}
         ]
     }));
-    let disruptor = foodlab_lab::chaos::Direct::new(&platform);
+    let disruptor = foodlab_lab::chaos::Direct::new(&platform).unwrap();
     let error = foodlab_lab::engine::run_lab_with_slack(
         &platform,
         &disruptor,

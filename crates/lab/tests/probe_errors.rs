@@ -44,7 +44,7 @@ async fn serving(status: StatusCode, body: &'static str) -> OneEndpoint {
 }
 
 fn http() -> reqwest::Client {
-    foodlab_lab::faults::lab_http()
+    foodlab_lab::faults::http_client().unwrap()
 }
 
 #[tokio::test]

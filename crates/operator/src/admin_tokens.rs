@@ -12,7 +12,7 @@ use foodlab_lab::faults::{ADMIN_TOKEN_ENV, ClientError, FaultClient};
 pub const ADMIN_TOKENS_ENV: &str = "FOODLAB_ADMIN_TOKENS";
 
 /// One admin client per namespace, each sending that namespace's token.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AdminTokens {
     by_namespace: HashMap<String, FaultClient>,
     other: FaultClient,

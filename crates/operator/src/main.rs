@@ -79,13 +79,13 @@ async fn main() -> anyhow::Result<()> {
         instance: std::env::var("FOODLAB_POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let mut context = Context::new(
+    let context = Context::new(
         client.clone(),
         Some(recorder),
         args.job_image.clone(),
         args.job_image_pull_policy.clone(),
+        foodlab_operator::admin_tokens::AdminTokens::from_env()?,
     );
-    context.faults = foodlab_operator::admin_tokens::AdminTokens::from_env()?;
     let namespaces: Vec<&str> = context.faults.namespaces().collect();
     tracing::info!(?namespaces, "admin tokens of their own");
     let context = Arc::new(context);

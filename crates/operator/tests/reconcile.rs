@@ -162,14 +162,20 @@ fn context(
     now: fn() -> Timestamp,
     endpoints: BTreeMap<Service, String>,
 ) -> Arc<Context> {
-    let mut ctx = Context::new(client, None, "foodlab:dev".into(), "IfNotPresent".into());
-    ctx.now = now;
-    ctx.endpoints = Some(endpoints);
-    ctx.faults = AdminTokens::new(
+    let faults = AdminTokens::new(
         &json!({"default": TOKEN, "elsewhere": "token-of-elsewhere"}).to_string(),
         "token-of-the-operators-namespace",
     )
     .unwrap();
+    let mut ctx = Context::new(
+        client,
+        None,
+        "foodlab:dev".into(),
+        "IfNotPresent".into(),
+        faults,
+    );
+    ctx.now = now;
+    ctx.endpoints = Some(endpoints);
     Arc::new(ctx)
 }
 

@@ -108,6 +108,7 @@ impl Context {
         recorder: Option<Recorder>,
         job_image: String,
         job_pull_policy: String,
+        faults: AdminTokens,
     ) -> Self {
         Self {
             client,
@@ -117,7 +118,7 @@ impl Context {
             now: Timestamp::now,
             endpoints: None,
             metrics: Metrics::default(),
-            faults: AdminTokens::default(),
+            faults,
             failures: Mutex::default(),
         }
     }
