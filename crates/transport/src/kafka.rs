@@ -22,6 +22,9 @@ use serde::Serialize;
 /// Where the project's broker listens (`scripts/kafka.sh`: Apache Kafka).
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
+/// A replication factor of -1 asks the brokers for theirs (Kafka 2.4 and later).
+const BROKERS_DEFAULT: i32 = -1;
+
 /// How long a metadata, watermark or offset query may take.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -113,11 +116,18 @@ impl KafkaArgs {
     }
 
     /// Creates the part's topics unless they exist (a broker may not create
-    /// topics on first use, and producing to a missing topic waits forever).
+    /// topics on first use, and producing to a missing topic waits forever),
+    /// replicated as the brokers' `default.replication.factor` says: once on
+    /// a single node, three times on a three-node cluster.
     pub async fn ensure_topics(&self) -> Result<(), KafkaFailure> {
         let admin: AdminClient<DefaultClientContext> = self.client().create()?;
-        let topics = [&self.order_topic, &self.inventory_topic]
-            .map(|name| NewTopic::new(name, self.topic_partitions, TopicReplication::Fixed(1)));
+        let topics = [&self.order_topic, &self.inventory_topic].map(|name| {
+            NewTopic::new(
+                name,
+                self.topic_partitions,
+                TopicReplication::Fixed(BROKERS_DEFAULT),
+            )
+        });
         let options = AdminOptions::new().operation_timeout(Some(QUERY_TIMEOUT));
         for result in admin.create_topics(&topics, &options).await? {
             match result {
