@@ -5,13 +5,9 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use foodlab_lab::Observer;
 use foodlab_lab::measure::Sample;
+use foodlab_lab::{LabStep, Observer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
-
-/// What a lab is doing once its last order is answered: the engine settles
-/// the accepted orders, then reads the part's figures.
-pub const AFTER_WORKLOAD: &str = "settling, measuring";
 
 /// Clones draw the same line.
 #[derive(Clone)]
@@ -55,11 +51,6 @@ impl Progress {
         self.bar.inc(1);
     }
 
-    /// How many orders the current step has counted.
-    pub fn orders_done(&self) -> u64 {
-        self.bar.position()
-    }
-
     /// A line for people on stderr, above the progress line; with the line
     /// drawn or not.
     pub fn say(&self, line: &str) {
@@ -73,19 +64,23 @@ impl Progress {
 }
 
 impl Observer for Progress {
+    /// The workload's step is drawn by `workload_started`, with its count.
+    fn step_started(&self, step: LabStep) {
+        match step {
+            LabStep::Prepare => self.step("preparing"),
+            LabStep::Baseline => self.step("reading the baseline"),
+            LabStep::Workload => {}
+            LabStep::Settle => self.step("settling the accepted orders"),
+            LabStep::Measure => self.step("measuring"),
+        }
+    }
+
     fn workload_started(&self, orders: u64) {
         self.orders("placing orders", orders);
     }
 
     fn order_answered(&self, _sample: &Sample) {
         self.order_done();
-        if self
-            .bar
-            .length()
-            .is_some_and(|total| self.orders_done() >= total)
-        {
-            self.step(AFTER_WORKLOAD);
-        }
     }
 
     /// The engine's notes (faults applied, a service restarted, what it
@@ -121,19 +116,25 @@ mod tests {
     }
 
     #[test]
-    fn the_line_names_the_step_after_the_last_order_is_answered() {
+    fn the_line_names_each_step_the_engine_starts() {
         let progress = Progress::new(false, "lab x: ");
         assert_eq!(progress.bar.message(), "");
-        progress.step("preparing");
+        progress.step_started(LabStep::Prepare);
         assert_eq!(progress.bar.message(), "preparing");
+        progress.step_started(LabStep::Baseline);
+        assert_eq!(progress.bar.message(), "reading the baseline");
+        progress.step_started(LabStep::Workload);
         progress.workload_started(2);
         assert_eq!(progress.bar.message(), "placing orders");
         progress.order_answered(&answered());
-        assert_eq!(progress.bar.message(), "placing orders");
-        assert_eq!(progress.orders_done(), 1);
         progress.order_answered(&answered());
-        assert_eq!(progress.bar.message(), AFTER_WORKLOAD);
-        assert_eq!(progress.orders_done(), 2);
+        // Chaos may still be undone after the last answer: the step is the engine's to end.
+        assert_eq!(progress.bar.message(), "placing orders");
+        assert_eq!(progress.bar.position(), 2);
+        progress.step_started(LabStep::Settle);
+        assert_eq!(progress.bar.message(), "settling the accepted orders");
+        progress.step_started(LabStep::Measure);
+        assert_eq!(progress.bar.message(), "measuring");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::chaos::{ChaosError, Direct, Disruptor, RESTORE_RETRY, WorkloadStart, 
 use crate::claim::{self, Claim};
 use crate::faults::{ADMIN_PATIENCE, ClientError, FaultApiError, FaultClient};
 use crate::measure::{self, Sample, Tally};
-use crate::observer::Observer;
+use crate::observer::{LabStep, Observer};
 use crate::platform::{Platform, PlatformError};
 use crate::probe::observe::Backlog;
 use crate::results::{ChaosRecord, LabResults};
@@ -123,7 +123,7 @@ pub async fn run_lab_with_slack<P: Platform, D: Disruptor>(
         () = &mut interrupt => return Err(LabError::Interrupted),
     };
     let started = Instant::now();
-    let step = Step::default();
+    let step = Step::new(observer.as_ref());
     let ran = tokio::select! {
         ran = tokio::time::timeout(lab.within + slack, run(platform, disruptor, &lab, &admin, &observer, started, &step)) => {
             ran.unwrap_or_else(|_| Err(LabError::Timeout { within: lab.within, slack, step: step.get() }))
@@ -150,16 +150,26 @@ fn validate<P: Platform>(platform: &P, spec: &FoodLabSpec) -> Result<ValidatedLa
     Ok(lab)
 }
 
-/// The step a lab is at, for the reason of a timeout.
-#[derive(Default)]
-struct Step(std::sync::Mutex<&'static str>);
+/// The step a lab is at, for the reason of a timeout; each step's start is
+/// told to the observer.
+struct Step<'o> {
+    at: std::sync::Mutex<LabStep>,
+    observer: &'o dyn Observer,
+}
 
-impl Step {
-    fn set(&self, name: &'static str) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = name;
+impl<'o> Step<'o> {
+    fn new(observer: &'o dyn Observer) -> Self {
+        Self {
+            at: std::sync::Mutex::new(LabStep::Prepare),
+            observer,
+        }
+    }
+    fn set(&self, step: LabStep) {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = step;
+        self.observer.step_started(step);
     }
     fn get(&self) -> &'static str {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).name()
     }
 }
 
@@ -171,9 +181,9 @@ async fn run<P: Platform, D: Disruptor>(
     admin: &FaultClient,
     observer: &Arc<dyn Observer>,
     started: Instant,
-    step: &Step,
+    step: &Step<'_>,
 ) -> Result<LabReport, LabError> {
-    step.set("prepare");
+    step.set(LabStep::Prepare);
     prepare(platform, disruptor, lab, admin, observer.as_ref()).await?;
     // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
     let http = crate::faults::http_client()?;
@@ -183,11 +193,11 @@ async fn run<P: Platform, D: Disruptor>(
         http: &http,
         observer: observer.as_ref(),
     };
-    step.set("baseline");
+    step.set(LabStep::Baseline);
     let mut baseline = strategy.baseline(&reach).await;
-    step.set("workload");
+    step.set(LabStep::Workload);
     let done = workload(platform, disruptor, lab, observer).await?;
-    step.set("settle");
+    step.set(LabStep::Settle);
 
     let summary = measure::summarize(&done.tally, done.workload_time);
     let deadline = started + lab.within;
@@ -209,7 +219,7 @@ async fn run<P: Platform, D: Disruptor>(
         settled.backlog.as_ref(),
         windows(lab, &done, Instant::now()),
     );
-    step.set("measure");
+    step.set(LabStep::Measure);
     let measured = strategy.measure(&reach, lab, &baseline).await;
     let mut results = measure::assemble(summary, &settled, measured, drain);
 

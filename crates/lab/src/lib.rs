@@ -31,7 +31,7 @@ pub mod workload;
 pub use foodlab_resource::{results, spec};
 
 pub use engine::{LabError, LabReport, run_lab, run_lab_with};
-pub use observer::{Observer, Quiet};
+pub use observer::{LabStep, Observer, Quiet};
 pub use platform::local::{LocalOptions, LocalPlatform, Logs, Ports};
 pub use platform::{Platform, PlatformError};
 pub use spec::{FoodLab, FoodLabSpec, Service, Transport, Verdict};

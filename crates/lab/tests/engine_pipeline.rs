@@ -18,7 +18,7 @@ use foodlab_lab::probe::observe::Backlog;
 use foodlab_lab::results::ChaosRecord;
 use foodlab_lab::spec::{ChaosAction, FoodLabSpec};
 use foodlab_lab::{
-    LabError, Observer, Platform, PlatformError, Quiet, Service, run_lab, run_lab_with,
+    LabError, LabStep, Observer, Platform, PlatformError, Quiet, Service, run_lab, run_lab_with,
 };
 use serde_json::{Value, json};
 
@@ -479,6 +479,37 @@ async fn a_second_lab_on_the_same_part_waits_for_the_first() {
 }
 
 /// Told once the lab it observes says it is queued behind another.
+/// What an observer heard, in order: the steps, and the first answer.
+#[derive(Default)]
+struct Heard(std::sync::Mutex<Vec<String>>);
+
+impl Observer for Heard {
+    fn step_started(&self, step: LabStep) {
+        self.0.lock().unwrap().push(step.name().to_owned());
+    }
+    fn order_answered(&self, _sample: &foodlab_lab::measure::Sample) {
+        let mut heard = self.0.lock().unwrap();
+        if !heard.iter().any(|h| h == "answer") {
+            heard.push("answer".to_owned());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_observer_hears_each_step_as_it_starts() {
+    let platform = FakePlatform::start(Duration::ZERO, vec![]).await;
+    let heard = Arc::new(Heard::default());
+    run_lab(&platform, &lab(json!({})), heard.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        *heard.0.lock().unwrap(),
+        [
+            "prepare", "baseline", "workload", "answer", "settle", "measure"
+        ]
+    );
+}
+
 #[derive(Default)]
 struct Queued(tokio::sync::Notify);
 
