@@ -9,7 +9,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-timeout.yaml
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
-        check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down charts kind-up kind-down e2e-kind clean \
+        check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down kafka-cluster-up kafka-cluster-down charts kind-up kind-down e2e-kind clean \
         cluster-build cluster-up cluster-down cluster-test e2e
 
 build:
@@ -45,7 +45,9 @@ demo-replay: build kafka-up
 	$(FOODLAB) run manifests/examples/streaming-replay.yaml
 
 ## test: formatting, lints, every unit, integration and lab test (with a real
-## PostgreSQL, RabbitMQ and Apache Kafka, installed and started here, stopped after), then the
+## PostgreSQL, RabbitMQ and Apache Kafka, installed and started here, stopped after; the
+## three-node Kafka of crates/lab/tests/kafka_cluster.rs is started by that test and
+## stopped by it, and again after the tests in case it was killed), then the
 ## local Kubernetes cluster: the operator against the real API server (cluster-test)
 ## and every example lab through helm install and kubectl apply (e2e); no orphans left
 test: fmt-check lint build charts
@@ -53,7 +55,8 @@ test: fmt-check lint build charts
 	scripts/postgres.sh up
 	scripts/rabbitmq.sh start || { scripts/postgres.sh down; exit 1; }
 	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; scripts/postgres.sh down; exit 1; }
-	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; scripts/postgres.sh down; exit $$status
+	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; \
+		KAFKA_NODES=3 scripts/kafka.sh stop; scripts/postgres.sh down; exit $$status
 	$(MAKE) cluster-e2e
 	$(MAKE) check-orphans
 
@@ -131,6 +134,14 @@ kafka-up:
 
 kafka-down:
 	scripts/kafka.sh stop
+
+## kafka-cluster-up / kafka-cluster-down: three Apache Kafka nodes on 127.0.0.1:9192-9194
+## (`KAFKA_NODES=3 scripts/kafka.sh`: replication factor 3, min.insync.replicas=2)
+kafka-cluster-up:
+	KAFKA_NODES=3 scripts/kafka.sh start
+
+kafka-cluster-down:
+	KAFKA_NODES=3 scripts/kafka.sh stop
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

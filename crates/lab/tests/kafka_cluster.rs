@@ -1,0 +1,393 @@
+//! The streaming part on three Kafka nodes (`KAFKA_NODES=3 scripts/kafka.sh`,
+//! replication factor 3, min.insync.replicas=2): the node that leads most of
+//! the order topic's partitions is SIGKILLed in the middle of a burst and
+//! started again, and every order is still decided once and counted once.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use foodlab_lab::platform::kafka::KafkaBroker;
+use foodlab_lab::spec::FaultSpec;
+use foodlab_lab::{LocalPlatform, Quiet, Service, Verdict, run_lab};
+use foodlab_transport::kafka::{self, KafkaArgs};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use serde_json::Value;
+use support::{eventually, example, get, messages_counted};
+
+const NODES: &str = "3";
+/// Held while the test runs, so that two runs of it (two `cargo test`s of
+/// this checkout) take turns with the one cluster instead of killing each
+/// other's nodes. A port, not a file lock: the kernel frees it when the
+/// process dies, however it dies.
+const TURN_PORT: u16 = 9199;
+
+/// `KAFKA_NODES=3 scripts/kafka.sh ARGS`: its stdout, or why it failed.
+fn script(args: &[&str]) -> Result<String, String> {
+    let output = Command::new(support::repo().join("scripts/kafka.sh"))
+        .args(args)
+        .env("KAFKA_NODES", NODES)
+        .output()
+        .map_err(|error| format!("scripts/kafka.sh cannot run: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "KAFKA_NODES={NODES} scripts/kafka.sh {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// The three-node cluster, started by the test unless it was running; one
+/// the test started is stopped when this is dropped (a panic included), one
+/// it found running is left as it was found.
+struct Cluster {
+    started_here: bool,
+    bootstrap: String,
+    _turn: std::net::TcpListener,
+}
+
+impl Cluster {
+    async fn up() -> Self {
+        let turn = take_turn().await;
+        let (started_here, took) = tokio::task::spawn_blocking(|| {
+            let running = script(&["status"]).is_ok();
+            let started = Instant::now();
+            if !running {
+                script(&["start"]).unwrap();
+            }
+            (!running, started.elapsed())
+        })
+        .await
+        .unwrap();
+        let bootstrap = script(&["bootstrap"]).unwrap();
+        if started_here {
+            eprintln!("three-node cluster {bootstrap} started in {took:.1?}");
+        } else {
+            eprintln!("three-node cluster {bootstrap} already running; reused");
+        }
+        Self {
+            started_here,
+            bootstrap,
+            _turn: turn,
+        }
+    }
+
+    /// Node `node`'s pid (its broker.pid, checked against its JVM).
+    fn pid(node: i32) -> u32 {
+        script(&["pid", &node.to_string()])
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Runs the script off the runtime's threads (a node's start takes seconds).
+    async fn run(args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            script(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.started_here
+            && let Err(error) = script(&["stop"])
+        {
+            eprintln!("{error}");
+        }
+    }
+}
+
+async fn take_turn() -> std::net::TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        match std::net::TcpListener::bind(("127.0.0.1", TURN_PORT)) {
+            Ok(listener) => return listener,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("waiting for 127.0.0.1:{TURN_PORT} (another run of this test): {error}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(error) => panic!("127.0.0.1:{TURN_PORT} stayed taken for 30 min: {error}"),
+        }
+    }
+}
+
+/// One partition's leader and in-sync replicas, as the cluster says now.
+#[derive(Debug, Clone)]
+struct PartitionState {
+    leader: i32,
+    isr: Vec<i32>,
+}
+
+/// The partitions of `topic`; empty while no broker answers.
+fn partition_states(args: &KafkaArgs, topic: &str) -> Vec<PartitionState> {
+    let group = format!("leaders-{}", uuid::Uuid::new_v4().simple());
+    let client = args.observer(&group).unwrap();
+    let Ok(metadata) = client.fetch_metadata(Some(topic), Duration::from_secs(10)) else {
+        return Vec::new();
+    };
+    metadata
+        .topics()
+        .iter()
+        .flat_map(|topic| topic.partitions())
+        .map(|p| PartitionState {
+            leader: p.leader(),
+            isr: p.isr().to_vec(),
+        })
+        .collect()
+}
+
+async fn states(args: &KafkaArgs, topic: &str) -> Vec<PartitionState> {
+    let (args, topic) = (args.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || partition_states(&args, &topic))
+        .await
+        .unwrap()
+}
+
+/// The node leading the most partitions (the lowest id of a tie).
+fn busiest_leader(states: &[PartitionState]) -> i32 {
+    let mut led: BTreeMap<i32, usize> = BTreeMap::new();
+    for state in states {
+        *led.entry(state.leader).or_default() += 1;
+    }
+    let most = led.values().copied().max().unwrap();
+    led.into_iter().find(|(_, n)| *n == most).unwrap().0
+}
+
+/// Every result on `topic`, read from the start by a group of its own, each
+/// offset once (a fetch repeated after a leader change delivers some again).
+async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
+    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
+    let consumer = args.consumer(&group, "test-reader").unwrap();
+    let start = kafka::earliest_of(&consumer, &[topic]).unwrap();
+    let mut ends = BTreeMap::new();
+    for element in start.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, element.partition(), kafka::QUERY_TIMEOUT)
+            .unwrap();
+        ends.insert(element.partition(), high);
+    }
+    consumer.assign(&start).unwrap();
+    let mut messages = BTreeMap::new();
+    let mut read_to: BTreeMap<i32, i64> = BTreeMap::new();
+    while ends
+        .iter()
+        .any(|(partition, end)| read_to.get(partition).copied().unwrap_or(0) < *end)
+    {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("the topic should be readable to its end")
+            .unwrap();
+        let next = read_to.entry(message.partition()).or_default();
+        *next = (*next).max(message.offset() + 1);
+        let body: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        messages.insert((message.partition(), message.offset()), body);
+    }
+    messages.into_values().collect()
+}
+
+/// Inventory's decisions so far (reserved or refused).
+async fn decided(platform: &LocalPlatform) -> u64 {
+    get(platform, Service::Inventory, "/stats").await["processed"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_three_killed_in_the_middle_of_a_burst_loses_no_order_and_decides_none_twice() {
+    // 1,000 of each item; salad runs out after 600, so 400 orders are refused.
+    const ORDERS: u64 = 3_000;
+    const SALAD: u64 = 600;
+    const PLENTY: u64 = 100_000;
+    const RESERVED: u64 = ORDERS - (ORDERS / 3 - SALAD);
+    const REFUSED: u64 = ORDERS - RESERVED;
+
+    let cluster = Cluster::up().await;
+
+    let mut lab = example("streaming-burst");
+    lab.spec.workload.orders = ORDERS as u32;
+    lab.spec.settings.stock = Some(format!("burger={PLENTY},pizza={PLENTY},salad={SALAD}"));
+    // Decisions slow enough that the kill lands while most orders are still to come.
+    lab.spec.faults.inventory = Some(FaultSpec {
+        delay_seconds: 0.005,
+        ..FaultSpec::default()
+    });
+    lab.spec.expect.all_orders_reserved = None;
+    lab.spec.expect.all_orders_terminal = Some(true);
+    lab.spec.expect.reservations = Some(RESERVED);
+    lab.spec.expect.within = Some(Duration::from_secs(600));
+    let mut options = support::options(&lab);
+    options.kafka = KafkaBroker::At {
+        brokers: cluster.bootstrap.clone(),
+    };
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let names = platform.kafka().unwrap().clone();
+    let args = names.args();
+    assert_eq!(names.brokers, cluster.bootstrap);
+
+    // The services created the run's topics without a replication factor:
+    // the cluster's default (3) holds, every replica in sync.
+    let before = states(&args, &names.order_topic).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    assert!(before.iter().all(|s| s.isr.len() == 3), "{before:?}");
+    let victim = busiest_leader(&before);
+
+    let chaos = async {
+        assert!(
+            eventually(300, || async { decided(&platform).await >= ORDERS / 10 }).await,
+            "inventory never decided a tenth of the burst"
+        );
+        let pid = Cluster::pid(victim);
+        let killed_at = Instant::now();
+        let node = victim.to_string();
+        assert_eq!(Cluster::run(&["kill", &node]).await, pid.to_string());
+        let at_kill = decided(&platform).await;
+        assert!(
+            at_kill < ORDERS,
+            "the burst was decided before the kill: nothing was tested"
+        );
+        // The two nodes left elect new leaders and go on deciding.
+        let moved = eventually(120, || async {
+            let now = states(&args, &names.order_topic).await;
+            now.len() == 3 && now.iter().all(|s| s.leader != victim && s.leader >= 0)
+        })
+        .await;
+        assert!(moved, "{:?}", states(&args, &names.order_topic).await);
+        let leaders_moved_in = killed_at.elapsed();
+        let went_on = eventually(300, || async {
+            decided(&platform).await >= (at_kill + ORDERS / 10).min(ORDERS)
+        })
+        .await;
+        let while_down = decided(&platform).await - at_kill;
+        assert!(
+            went_on,
+            "only {while_down} orders decided with node {victim} down"
+        );
+        let down_for = killed_at.elapsed();
+        Cluster::run(&["start-node", &node]).await;
+        let caught_up = eventually(180, || async {
+            let now = states(&args, &names.order_topic).await;
+            now.len() == 3 && now.iter().all(|s| s.isr.contains(&victim))
+        })
+        .await;
+        assert!(
+            caught_up,
+            "node {victim} is not back in sync: {:?}",
+            states(&args, &names.order_topic).await
+        );
+        eprintln!(
+            "node {victim} (pid {pid}, leader of {} of 3 partitions) killed with {at_kill} of {ORDERS} \
+             orders decided; leaders moved in {leaders_moved_in:.1?}; {while_down} decided in the \
+             {down_for:.1?} it was down; back in sync {:.1?} after the kill",
+            before.iter().filter(|s| s.leader == victim).count(),
+            killed_at.elapsed()
+        );
+    };
+    let (report, ()) = tokio::join!(
+        run_lab(&platform, &lab.spec, std::sync::Arc::new(Quiet)),
+        chaos
+    );
+    let report = report.unwrap();
+    let results = &report.results;
+    eprintln!(
+        "lab {:?} in {:.1} s: accepted {}, reserved {}, failed {}, decided {:?}, lag at end {:?}, \
+         analytics {:?}, processed in {:?} s",
+        report.verdict,
+        report.elapsed_seconds,
+        results.accepted,
+        results.reserved,
+        results.failed,
+        results.decided,
+        results.lag_at_end,
+        results.analytics,
+        results.processed_seconds
+    );
+    assert_eq!(report.verdict, Verdict::Pass, "{results:#?}");
+
+    // Every accepted order decided once: none lost, none reserved twice.
+    assert_eq!(results.accepted, ORDERS);
+    assert_eq!(results.status_codes.get("202"), Some(&ORDERS));
+    assert_eq!(results.reserved + results.failed, results.accepted);
+    assert_eq!((results.reserved, results.failed), (RESERVED, REFUSED));
+    assert_eq!(results.decided, Some(ORDERS));
+    assert_eq!(results.lost(), Some(0));
+    assert_eq!(results.reservations, Some(RESERVED));
+    assert_eq!(results.duplicated(), Some(0));
+    assert_eq!(results.stock_consumed, Some(RESERVED));
+    let stats = get(&platform, Service::Inventory, "/stats").await;
+    assert_eq!(stats["processed"], ORDERS, "{stats}");
+    assert_eq!(stats["reserved_orders"], RESERVED, "{stats}");
+    assert_eq!(stats["out_of_stock_orders"], REFUSED, "{stats}");
+    assert_eq!(stats["units_reserved"], RESERVED, "{stats}");
+    let stock = get(&platform, Service::Inventory, "/stock").await;
+    let per_item = ORDERS / 3;
+    assert_eq!(stock["burger"], PLENTY - per_item, "{stock}");
+    assert_eq!(stock["pizza"], PLENTY - per_item, "{stock}");
+    assert_eq!(stock["salad"], 0, "{stock}");
+    let counts = get(&platform, Service::Order, "/orders/counts").await;
+    assert_eq!(
+        (&counts["reserved"], &counts["failed"], &counts["placed"]),
+        (&RESERVED.into(), &REFUSED.into(), &0.into()),
+        "{counts}"
+    );
+
+    // One result per order on the result topic, however often one was
+    // produced again after the kill: each carries its decision's message id.
+    let results_read = read_topic(&args, &names.inventory_topic).await;
+    let mut ids_per_order: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut types: BTreeMap<&str, u64> = BTreeMap::new();
+    for result in &results_read {
+        ids_per_order
+            .entry(result["order_id"].as_str().unwrap())
+            .or_default()
+            .insert(result["message_id"].as_str().unwrap());
+        *types.entry(result["type"].as_str().unwrap()).or_default() += 1;
+    }
+    assert_eq!(ids_per_order.len() as u64, ORDERS);
+    assert!(ids_per_order.values().all(|ids| ids.len() == 1));
+    let redelivered = messages_counted(
+        &platform,
+        Service::Inventory,
+        &names.order_topic,
+        "duplicate",
+    )
+    .await;
+    eprintln!(
+        "{} results on {} for {ORDERS} orders ({types:?}); {redelivered} order events read again \
+         and not decided again",
+        results_read.len(),
+        names.inventory_topic
+    );
+
+    // Analytics' totals exact, and no group lags.
+    let counted = results.analytics.unwrap();
+    assert_eq!(
+        (counted.orders, counted.inventory_events, counted.failures),
+        (ORDERS, ORDERS, REFUSED)
+    );
+    assert_eq!(results.lag_at_end, Some(0));
+    let figures = get(&platform, Service::Analytics, "/metrics").await;
+    assert_eq!(figures["total_orders"], ORDERS, "{figures}");
+    assert_eq!(figures["total_inventory_events"], ORDERS, "{figures}");
+    assert_eq!(figures["failures"], REFUSED, "{figures}");
+    let lag = get(&platform, Service::Analytics, "/lag").await;
+    let groups = lag["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{lag}");
+    assert!(groups.iter().all(|g| g["total_lag"] == 0), "{lag}");
+
+    platform.shutdown().await;
+    drop(cluster);
+}
