@@ -33,10 +33,13 @@ pub enum ChaosError {
         #[source]
         source: DisruptionError,
     },
-    /// No one step's: the chaos as a whole could not be followed (the
-    /// workload Job cannot read or write the operator's records).
-    #[error("chaos: {0}")]
-    Run(String),
+    /// The workload's start could not be written where the chaos is
+    /// timed from (a cluster's run ConfigMap).
+    #[error("chaos: cannot record the workload's start: {0}")]
+    RecordStart(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The records never said every step was restored, by the deadline.
+    #[error("chaos: the operator did not restore every chaos step in time")]
+    NotRestoredInTime,
 }
 
 /// Where a chaos step failed.

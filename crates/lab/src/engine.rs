@@ -47,7 +47,7 @@ pub enum LabError {
     #[error(transparent)]
     Chaos(#[from] ChaosError),
     #[error("publishing the lab's injected messages failed: {0}")]
-    Inject(String),
+    Inject(#[source] foodlab_transport::rabbitmq::AmqpError),
     #[error(
         "the lab did not end within {:?} (expect.within {within:?} plus {slack:?}): stopped at the {step} step",
         *within + *slack
@@ -374,7 +374,7 @@ async fn workload<P: Platform, D: Disruptor>(
                 inject::publish(&admin.amqp_url(), injection, item, lab.workload.quantity)
                     .await
                     .map(drop)
-                    .map_err(|e| LabError::Inject(e.to_string()))
+                    .map_err(LabError::Inject)
             }
             _ => Ok(()),
         }

@@ -71,7 +71,7 @@ impl Disruptor for OperatorChaos {
             JOB_FIELD_MANAGER,
         )
         .await
-        .map_err(|e| ChaosError::Run(format!("cannot record the workload's start: {e}")))?;
+        .map_err(|e| ChaosError::RecordStart(e.into()))?;
         if lab.chaos.is_empty() {
             return Ok(Vec::new());
         }
@@ -93,9 +93,7 @@ impl Disruptor for OperatorChaos {
                 return Ok(records);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ChaosError::Run(
-                    "the operator did not restore every chaos step in time".into(),
-                ));
+                return Err(ChaosError::NotRestoredInTime);
             }
             tokio::time::sleep(POLL).await;
         }
