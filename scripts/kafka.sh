@@ -251,7 +251,7 @@ log.segment.bytes=67108864
 num.network.threads=2
 num.io.threads=4
 EOF
-  # Topics the services create name no replication factor: they get the cluster's.
+  # The services create their topics with no settings of their own: this holds for them too.
   [ "$nodes" = 1 ] || echo "min.insync.replicas=$min_isr" >>"$base/server.properties"
 }
 
