@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 use foodlab_lab::platform::kafka::KafkaBroker;
 use foodlab_lab::spec::FaultSpec;
 use foodlab_lab::{LocalPlatform, Quiet, Service, Verdict, run_lab};
-use foodlab_transport::kafka::{self, KafkaArgs};
-use rdkafka::Message;
+use foodlab_transport::kafka::KafkaArgs;
 use rdkafka::consumer::Consumer;
-use serde_json::Value;
-use support::{eventually, example, get, messages_counted};
+use support::{eventually, example, get, messages_counted, read_topic};
 
 const NODES: &str = "3";
 /// Held while the test runs, so that two runs of it (two `cargo test`s of
@@ -165,38 +163,6 @@ fn busiest_leader(states: &[PartitionState]) -> i32 {
     }
     let most = led.values().copied().max().unwrap();
     led.into_iter().find(|(_, n)| *n == most).unwrap().0
-}
-
-/// Every result on `topic`, read from the start by a group of its own, each
-/// offset once (a fetch repeated after a leader change delivers some again).
-async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
-    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
-    let consumer = args.consumer(&group, "test-reader").unwrap();
-    let start = kafka::earliest_of(&consumer, &[topic]).unwrap();
-    let mut ends = BTreeMap::new();
-    for element in start.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, element.partition(), kafka::QUERY_TIMEOUT)
-            .unwrap();
-        ends.insert(element.partition(), high);
-    }
-    consumer.assign(&start).unwrap();
-    let mut messages = BTreeMap::new();
-    let mut read_to: BTreeMap<i32, i64> = BTreeMap::new();
-    while ends
-        .iter()
-        .any(|(partition, end)| read_to.get(partition).copied().unwrap_or(0) < *end)
-    {
-        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("the topic should be readable to its end")
-            .unwrap();
-        let next = read_to.entry(message.partition()).or_default();
-        *next = (*next).max(message.offset() + 1);
-        let body: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-        messages.insert((message.partition(), message.offset()), body);
-    }
-    messages.into_values().collect()
 }
 
 /// Inventory's decisions so far (reserved or refused).

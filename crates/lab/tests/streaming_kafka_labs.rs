@@ -12,13 +12,11 @@ use std::time::Duration;
 
 use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::kafka::{self, KafkaArgs};
-use rdkafka::Message;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedHeaders;
 use serde_json::{Value, json};
 use support::{
     all_orders_settled, died_and_restarted, eventually, example, get, get_url, messages_counted,
-    options, order_statuses, post, run, statuses,
+    options, order_statuses, post, read_topic, run, statuses,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,38 +165,6 @@ async fn replay_lab_totals_are_identical_after_rewinding_analytics() {
 
 fn kafka_args(platform: &LocalPlatform) -> KafkaArgs {
     platform.kafka().unwrap().args()
-}
-
-/// Every message on `topic`, read from the start by a group of its own, each
-/// offset once (a fetch repeated after a leader change delivers some again).
-async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
-    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
-    let consumer = args.consumer(&group, "test-reader").unwrap();
-    let start = kafka::earliest_of(&consumer, &[topic]).unwrap();
-    let mut ends = BTreeMap::new();
-    for element in start.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, element.partition(), kafka::QUERY_TIMEOUT)
-            .unwrap();
-        ends.insert(element.partition(), high);
-    }
-    consumer.assign(&start).unwrap();
-    let mut messages = BTreeMap::new();
-    let mut read_to: BTreeMap<i32, i64> = BTreeMap::new();
-    while ends
-        .iter()
-        .any(|(partition, end)| read_to.get(partition).copied().unwrap_or(0) < *end)
-    {
-        let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-            .await
-            .expect("the topic should be readable to its end")
-            .unwrap();
-        let next = read_to.entry(message.partition()).or_default();
-        *next = (*next).max(message.offset() + 1);
-        let body: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-        messages.insert((message.partition(), message.offset()), body);
-    }
-    messages.into_values().collect()
 }
 
 /// How many orders the results on the inventory topic are for, checking that

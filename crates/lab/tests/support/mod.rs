@@ -13,7 +13,11 @@ use std::sync::Arc;
 use foodlab_lab::{
     FoodLab, LabReport, LocalOptions, LocalPlatform, Platform, Quiet, Service, run_lab,
 };
+use foodlab_transport::kafka::{self, KafkaArgs};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
 use serde_json::Value;
+use std::time::Duration;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -223,4 +227,36 @@ impl Platform for OneEndpoint {
     async fn replicas(&self, _service: Service) -> Result<u32, foodlab_lab::PlatformError> {
         Ok(1)
     }
+}
+
+/// Every result on `topic`, read from the start by a group of its own, each
+/// offset once (a fetch repeated after a leader change delivers some again).
+pub async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
+    let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
+    let consumer = args.consumer(&group, "test-reader").unwrap();
+    let start = kafka::earliest_of(&consumer, &[topic]).unwrap();
+    let mut ends = BTreeMap::new();
+    for element in start.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, element.partition(), kafka::QUERY_TIMEOUT)
+            .unwrap();
+        ends.insert(element.partition(), high);
+    }
+    consumer.assign(&start).unwrap();
+    let mut messages = BTreeMap::new();
+    let mut read_to: BTreeMap<i32, i64> = BTreeMap::new();
+    while ends
+        .iter()
+        .any(|(partition, end)| read_to.get(partition).copied().unwrap_or(0) < *end)
+    {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("the topic should be readable to its end")
+            .unwrap();
+        let next = read_to.entry(message.partition()).or_default();
+        *next = (*next).max(message.offset() + 1);
+        let body: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        messages.insert((message.partition(), message.offset()), body);
+    }
+    messages.into_values().collect()
 }
