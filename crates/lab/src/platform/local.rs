@@ -22,6 +22,7 @@ use crate::platform::kafka::{KafkaBroker, KafkaNames};
 use crate::platform::rabbitmq::{Broker, RabbitAdmin};
 use crate::platform::{Platform, PlatformError};
 use crate::spec::{Replicas, Service, Transport};
+use foodlab_transport::rabbitmq::QueueType;
 pub use supervisor::{Ended, ServiceEvent};
 use supervisor::{Launcher, Supervisor, Unit};
 
@@ -61,6 +62,9 @@ pub struct LocalOptions {
     pub dependency_timeout: Option<Duration>,
     /// The RabbitMQ of the async-rabbitmq part.
     pub broker: Broker,
+    /// The type of its queues (`FOODLAB_AMQP_QUEUE_TYPE`); the services'
+    /// default (classic) when `None`.
+    pub queue_type: Option<QueueType>,
     /// The Kafka-protocol broker of the streaming-kafka part.
     pub kafka: KafkaBroker,
     /// Processes per service (1 when not named). More than one needs a
@@ -83,6 +87,7 @@ impl LocalOptions {
             service_env: Vec::new(),
             dependency_timeout: None,
             broker: Broker::default(),
+            queue_type: None,
             kafka: KafkaBroker::from_env(),
             replicas: Replicas::default(),
             database_url: None,
@@ -173,6 +178,9 @@ impl LocalPlatform {
                 }
                 env.push(("FOODLAB_TRANSPORT".into(), "rabbitmq".into()));
                 env.push(("FOODLAB_AMQP_URL".into(), admin.amqp_url()));
+                if let Some(queue_type) = options.queue_type {
+                    env.push(("FOODLAB_AMQP_QUEUE_TYPE".into(), queue_type.to_string()));
+                }
                 Some(admin)
             }
             Transport::Rest => {

@@ -16,6 +16,7 @@ pub const DEFAULT_MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
 #[derive(Debug, Clone)]
 pub struct RabbitAdmin {
     pub management_url: String,
+    /// `host:port` of the AMQP listener; a cluster's nodes comma-separated.
     pub amqp_host_port: String,
     pub vhost: String,
     pub user: String,
@@ -54,14 +55,21 @@ impl RabbitAdmin {
         )
     }
 
+    /// The vhost's URL on each node, comma-separated (as the services take them).
     pub fn amqp_url(&self) -> String {
-        format!(
-            "amqp://{}:{}@{}/{}",
-            self.user,
-            self.password,
-            self.amqp_host_port,
-            encode(&self.vhost)
-        )
+        self.amqp_host_port
+            .split(',')
+            .map(|host| {
+                format!(
+                    "amqp://{}:{}@{}/{}",
+                    self.user,
+                    self.password,
+                    host.trim(),
+                    encode(&self.vhost)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub async fn is_up(&self) -> bool {
@@ -129,7 +137,8 @@ pub enum Broker {
     /// The project's node on the default ports, started with its script
     /// (`scripts/rabbitmq.sh`, or this path) if nothing answers.
     Local { script: Option<PathBuf> },
-    /// A broker that is already running.
+    /// A broker that is already running (`amqp_host_port`: a cluster's nodes
+    /// comma-separated).
     At {
         management_url: String,
         amqp_host_port: String,

@@ -17,7 +17,7 @@ pub use admission::*;
 pub use headers::{reason_of, retries_of, sent_at, trace_of};
 pub use publisher::*;
 pub use session::*;
-pub use topology::Topology;
+pub use topology::{QueueType, Topology};
 
 /// Header carrying why a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-foodlab-reason";
@@ -34,12 +34,15 @@ pub enum AmqpError {
     ConsumerEnded(String),
     #[error("{0}")]
     Handler(String),
+    #[error("no RabbitMQ node answered: {0}")]
+    Unreachable(String),
 }
 
 /// Settings of a service's RabbitMQ connection.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AmqpArgs {
-    /// RabbitMQ URL.
+    /// RabbitMQ URL; the nodes of a cluster separated by commas (tried in
+    /// turn, and again when the node connected to is lost).
     #[arg(
         long,
         env = "FOODLAB_AMQP_URL",

@@ -81,9 +81,66 @@ pub fn spawn_forever<S, Fut>(
     tokio::spawn(async move { run_forever(&url, service, on_connected, session).await });
 }
 
-pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Ok(Connection::connect(url, properties).await?)
+/// How long one node may take to accept a connection before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The URLs of `urls`: one broker's, or the nodes of a cluster separated by commas.
+pub fn url_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// Where a URL points, without its credentials (for errors and logs).
+pub fn url_host(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let after_credentials = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
+    after_credentials
+        .split('/')
+        .next()
+        .unwrap_or(after_credentials)
+}
+
+/// Connects to the first node of `urls` (comma-separated) that answers.
+pub async fn connect(urls: &str, name: &str) -> Result<Connection, AmqpError> {
+    connect_from(urls, 0, name)
+        .await
+        .map(|(connection, _)| connection)
+}
+
+/// Tries the nodes of `urls` in turn, the `first` one first; the connection
+/// and the index of the node that took it. Lapin connects to one host, so a
+/// cluster's nodes are tried here.
+pub async fn connect_from(
+    urls: &str,
+    first: usize,
+    name: &str,
+) -> Result<(Connection, usize), AmqpError> {
+    let list = url_list(urls);
+    if list.is_empty() {
+        return Err(AmqpError::Unreachable("no AMQP URL given".into()));
+    }
+    let mut failures = Vec::with_capacity(list.len());
+    for turn in 0..list.len() {
+        let index = (first + turn) % list.len();
+        let url = list[index];
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let failure =
+            match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await
+            {
+                Ok(Ok(connection)) => return Ok((connection, index)),
+                // One node: its own error, as before there were several.
+                Ok(Err(error)) if list.len() == 1 => return Err(error.into()),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer in {CONNECT_TIMEOUT:?}"),
+            };
+        tracing::debug!(service = name, node = url_host(url), %failure, "cannot reach a RabbitMQ node");
+        failures.push(format!("{}: {failure}", url_host(url)));
+    }
+    Err(AmqpError::Unreachable(failures.join("; ")))
 }
 
 /// Consumes `queue` with manual acks, one delivery at a time; `handle` acks.
@@ -127,10 +184,11 @@ pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
 /// Runs `session` on a fresh connection, again and again: when the broker
 /// goes away the session fails, and a new connection is tried with backoff
 /// (0.1 s doubling to 5 s; back to 0.1 s only after a session that lasted,
-/// so a session that fails at once does not spin). `on_connected` hears
-/// every change.
+/// so a session that fails at once does not spin). With several nodes
+/// (`urls` comma-separated) the one after the node that was lost is tried
+/// first, then the others in turn. `on_connected` hears every change.
 pub async fn run_forever<S, Fut>(
-    url: &str,
+    urls: &str,
     name: &str,
     on_connected: impl Fn(bool),
     mut session: S,
@@ -140,10 +198,13 @@ where
     Fut: Future<Output = Result<(), AmqpError>>,
 {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut first = 0;
     loop {
-        match connect(url, name).await {
-            Ok(connection) => {
-                tracing::info!(service = name, "connected to RabbitMQ");
+        match connect_from(urls, first, name).await {
+            Ok((connection, node)) => {
+                first = node + 1;
+                let node = url_list(urls).get(node).map_or("", |url| url_host(url));
+                tracing::info!(service = name, node, "connected to RabbitMQ");
                 on_connected(true);
                 let began = tokio::time::Instant::now();
                 let error = match session(connection).await {
@@ -163,5 +224,55 @@ where
             }
         }
         tokio::time::sleep(backoff.pause()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_urls_is_split_on_commas() {
+        assert_eq!(
+            url_list("amqp://a:b@127.0.0.1:5691/%2f, amqp://a:b@127.0.0.1:5692/%2f,"),
+            [
+                "amqp://a:b@127.0.0.1:5691/%2f",
+                "amqp://a:b@127.0.0.1:5692/%2f"
+            ]
+        );
+        assert_eq!(url_list("amqp://127.0.0.1"), ["amqp://127.0.0.1"]);
+        assert!(url_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn a_node_is_named_without_its_credentials() {
+        assert_eq!(
+            url_host("amqp://guest:guest@127.0.0.1:5691/%2f"),
+            "127.0.0.1:5691"
+        );
+        assert_eq!(url_host("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
+    }
+
+    #[tokio::test]
+    async fn nodes_are_tried_in_turn_from_the_one_asked_first() {
+        // Two ports that refuse connections, and one that is not a broker.
+        let closed = |_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (a, b) = (closed(0), closed(1));
+        let urls = format!("amqp://u:p@127.0.0.1:{a}/%2f,amqp://u:p@127.0.0.1:{b}/%2f");
+        let error = connect_from(&urls, 1, "test")
+            .await
+            .unwrap_err()
+            .to_string();
+        let (first, second) = (format!("127.0.0.1:{b}:"), format!("127.0.0.1:{a}:"));
+        assert!(error.contains(&first) && error.contains(&second), "{error}");
+        assert!(error.find(&first) < error.find(&second), "{error}");
+        assert!(!error.contains("u:p"), "{error}");
+        assert!(matches!(
+            connect("", "test").await,
+            Err(AmqpError::Unreachable(_))
+        ));
     }
 }

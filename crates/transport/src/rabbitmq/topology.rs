@@ -50,6 +50,39 @@ pub struct Topology {
         default_value = Topology::DEAD_LETTER_QUEUE
     )]
     pub dead_letter_queue: String,
+    /// Type of the four queues: classic (one node's), or quorum (replicated
+    /// over a cluster's nodes, with at-least-once dead lettering). A queue
+    /// keeps the type it was declared with: switching needs it deleted.
+    #[arg(
+        long,
+        env = "FOODLAB_AMQP_QUEUE_TYPE",
+        value_enum,
+        default_value_t = QueueType::Classic
+    )]
+    pub queue_type: QueueType,
+}
+
+/// How the queues are kept on the broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Default for Topology {
@@ -61,6 +94,7 @@ impl Default for Topology {
             notification_queue: Topology::NOTIFICATION_QUEUE.into(),
             order_status_queue: Topology::ORDER_STATUS_QUEUE.into(),
             dead_letter_queue: Topology::DEAD_LETTER_QUEUE.into(),
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -96,8 +130,12 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        self.queue(channel, &self.dead_letter_queue, FieldTable::default())
-            .await?;
+        self.queue(
+            channel,
+            &self.dead_letter_queue,
+            self.dead_letter_queue_arguments(),
+        )
+        .await?;
         channel
             .queue_bind(
                 self.dead_letter_queue.as_str().into(),
@@ -107,11 +145,7 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        let mut dead_lettered = FieldTable::default();
-        dead_lettered.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
-        );
+        let dead_lettered = self.work_queue_arguments();
         let bindings = [
             (&self.inventory_queue, &[EventType::OrderPlaced][..]),
             (
@@ -140,6 +174,37 @@ impl Topology {
         Ok(())
     }
 
+    /// The dead-letter queue's arguments.
+    pub fn dead_letter_queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            arguments.insert("x-queue-type".into(), long_string("quorum"));
+        }
+        arguments
+    }
+
+    /// The arguments of the queues the services consume: what the broker
+    /// rejects goes to the dead-letter exchange. On quorum queues it is dead
+    /// lettered at least once (the queue keeps a message until the dead-letter
+    /// queue has confirmed it), which RabbitMQ allows only when a full queue
+    /// refuses new messages instead of dropping its oldest.
+    pub fn work_queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.dead_letter_exchange),
+        );
+        if self.queue_type == QueueType::Quorum {
+            arguments.insert("x-queue-type".into(), long_string("quorum"));
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                long_string("at-least-once"),
+            );
+            arguments.insert("x-overflow".into(), long_string("reject-publish"));
+        }
+        arguments
+    }
+
     async fn queue(
         &self,
         channel: &Channel,
@@ -150,5 +215,82 @@ impl Topology {
             .queue_declare(name.into(), QueueDeclareOptions::durable(), arguments)
             .await?;
         Ok(())
+    }
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(arguments: &FieldTable) -> Vec<(String, String)> {
+        arguments
+            .inner()
+            .iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    AMQPValue::LongString(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                };
+                (key.to_string(), value)
+            })
+            .collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn classic_queues_by_default_with_only_their_dead_letter_exchange() {
+        let topology = Topology::default();
+        assert_eq!(topology.queue_type, QueueType::Classic);
+        assert!(strings(&topology.dead_letter_queue_arguments()).is_empty());
+        assert_eq!(
+            strings(&topology.work_queue_arguments()),
+            pairs(&[("x-dead-letter-exchange", Topology::DEAD_LETTER_EXCHANGE)])
+        );
+    }
+
+    #[test]
+    fn quorum_queues_dead_letter_at_least_once_and_refuse_when_full() {
+        let topology = Topology {
+            queue_type: QueueType::Quorum,
+            ..Topology::default()
+        };
+        assert_eq!(
+            strings(&topology.dead_letter_queue_arguments()),
+            pairs(&[("x-queue-type", "quorum")])
+        );
+        let mut work = strings(&topology.work_queue_arguments());
+        work.sort();
+        assert_eq!(
+            work,
+            pairs(&[
+                ("x-dead-letter-exchange", Topology::DEAD_LETTER_EXCHANGE),
+                ("x-dead-letter-strategy", "at-least-once"),
+                ("x-overflow", "reject-publish"),
+                ("x-queue-type", "quorum"),
+            ])
+        );
+    }
+
+    #[test]
+    fn the_queue_type_is_a_flag_and_a_setting() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            topology: Topology,
+        }
+        let parsed = Args::try_parse_from(["service", "--queue-type", "quorum"]).unwrap();
+        assert_eq!(parsed.topology.queue_type, QueueType::Quorum);
+        assert!(Args::try_parse_from(["service", "--queue-type", "stream"]).is_err());
     }
 }
