@@ -9,7 +9,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-timeout.yaml
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
-        check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down kafka-cluster-up kafka-cluster-down charts kind-up kind-down e2e-kind clean \
+        check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down kafka-cluster-up kafka-cluster-down rabbitmq-cluster-up rabbitmq-cluster-down charts kind-up kind-down e2e-kind clean \
         cluster-build cluster-up cluster-down cluster-test e2e
 
 build:
@@ -46,8 +46,9 @@ demo-replay: build kafka-up
 
 ## test: formatting, lints, every unit, integration and lab test (with a real
 ## PostgreSQL, RabbitMQ and Apache Kafka, installed and started here, stopped after; the
-## three-node Kafka of crates/lab/tests/kafka_cluster.rs is started by that test and
-## stopped by it, and again after the tests in case it was killed), then the
+## three-node Kafka of crates/lab/tests/kafka_cluster.rs and the three-node RabbitMQ of
+## crates/lab/tests/rabbitmq_cluster.rs are started by their tests and stopped by them,
+## and again after the tests in case one was killed), then the
 ## local Kubernetes cluster: the operator against the real API server (cluster-test)
 ## and every example lab through helm install and kubectl apply (e2e); no orphans left
 test: fmt-check lint build charts
@@ -56,7 +57,8 @@ test: fmt-check lint build charts
 	scripts/rabbitmq.sh start || { scripts/postgres.sh down; exit 1; }
 	scripts/kafka.sh start || { scripts/rabbitmq.sh stop; scripts/kafka.sh stop; scripts/postgres.sh down; exit 1; }
 	$(MAKE) unit-and-integration; status=$$?; scripts/rabbitmq.sh stop; scripts/kafka.sh stop; \
-		KAFKA_NODES=3 scripts/kafka.sh stop; scripts/postgres.sh down; exit $$status
+		KAFKA_NODES=3 scripts/kafka.sh stop; RABBITMQ_NODES=3 scripts/rabbitmq.sh stop; \
+		scripts/postgres.sh down; exit $$status
 	$(MAKE) cluster-e2e
 	$(MAKE) check-orphans
 
@@ -118,6 +120,14 @@ rabbitmq-up:
 
 rabbitmq-down:
 	scripts/rabbitmq.sh stop
+
+## rabbitmq-cluster-up / rabbitmq-cluster-down: three RabbitMQ nodes in one cluster on
+## 127.0.0.1:5691-5693 (management :15691-15693; `RABBITMQ_NODES=3 scripts/rabbitmq.sh`)
+rabbitmq-cluster-up:
+	RABBITMQ_NODES=3 scripts/rabbitmq.sh start
+
+rabbitmq-cluster-down:
+	RABBITMQ_NODES=3 scripts/rabbitmq.sh stop
 
 ## postgres-up / postgres-down: the project's PostgreSQL on 127.0.0.1:55432 (`scripts/postgres.sh url`
 ## prints the URL to give services as --database-url / FOODLAB_DATABASE_URL)
