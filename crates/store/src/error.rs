@@ -19,10 +19,8 @@ pub enum StoreError {
     MessageIdReused { earlier_order: String },
     #[error("cannot start the WAL checkpointer: {0}")]
     Checkpointer(std::io::Error),
-    #[error("cannot start the store's thread: {0}")]
-    Worker(std::io::Error),
-    #[error("the store's thread is gone (its work panicked, or the store is closing)")]
-    WorkerGone,
+    #[error("a read of the store did not finish: {0}")]
+    ReadFailed(#[source] tokio::task::JoinError),
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {

@@ -61,7 +61,7 @@ impl NotificationStore {
     /// Every notification, in the order they were recorded.
     pub async fn list(&self) -> Result<Vec<Notification>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(db) => db.call(sqlite::list).await,
+            Backend::Sqlite(db) => db.read(sqlite::list).await,
             Backend::Postgres(pool) => postgres::list(pool).await,
         }
     }

@@ -200,13 +200,19 @@ impl OrderStore {
     }
 
     /// All orders, in placement order.
+    /// Every order, in placement order: on SQLite a long read, off the
+    /// connection the service writes with.
     pub async fn list(&self) -> Result<Vec<Order>, StoreError> {
-        Ok(self
-            .read_after(Sequence::Placed, 0, u32::MAX)
-            .await?
-            .into_iter()
-            .map(|(_, order)| order)
-            .collect())
+        let all = match &self.backend {
+            Backend::Sqlite(db) => {
+                db.read(|conn| sqlite::read_after(conn, Sequence::Placed, 0, u32::MAX))
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                postgres::read_after(pool, Sequence::Placed, 0, u32::MAX).await?
+            }
+        };
+        Ok(all.into_iter().map(|(_, order)| order).collect())
     }
 
     /// How many orders are in each status.
