@@ -327,6 +327,30 @@ fn foodlab_report_writes_the_labs_charts_from_its_run_config_map() {
         assert!(out.join(format!("async-done-{csv}.csv")).exists(), "{csv}");
     }
 
+    // --json: the report as one line, as `run --json` prints a lab's.
+    let output = foodlab_report(
+        dir.path(),
+        &kubeconfig,
+        &[
+            "async-done",
+            "-n",
+            NAMESPACE,
+            "--json",
+            "--report",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let line: serde_json::Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(line["name"], "async-done");
+    assert_eq!(line["report"], serde_json::to_value(&report).unwrap());
+
     // The kube config's namespace, and the default directory.
     let output = foodlab_report(dir.path(), &kubeconfig, &["async-done"]);
     assert!(
