@@ -204,7 +204,8 @@ async fn the_queue_leader_killed_during_a_backlog_drain_loses_no_order_and_reser
     let topology = Topology::default();
 
     // Every queue quorum, replicated on the three nodes, led by the node the
-    // services connected to first.
+    // services connected to first. (Order is ready before it has declared
+    // its queue, and the management API learns of a queue a moment later.)
     let leader = node_name(&cluster.hosts[0]);
     for name in [
         &topology.inventory_queue,
@@ -212,6 +213,12 @@ async fn the_queue_leader_killed_during_a_backlog_drain_loses_no_order_and_reser
         &topology.order_status_queue,
         &topology.dead_letter_queue,
     ] {
+        eventually(120, || async {
+            queue(&admin, name).await["members"]
+                .as_array()
+                .is_some_and(|members| members.len() == 3)
+        })
+        .await;
         let described = queue(&admin, name).await;
         assert_eq!(described["type"], "quorum", "{name}: {described}");
         assert_eq!(
