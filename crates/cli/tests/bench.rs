@@ -1,0 +1,39 @@
+//! `foodlab bench --json`: one line of JSON on stdout, each phase with the
+//! orders it placed, its figures and each service's CPU per order.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+#[test]
+fn a_small_sync_rest_bench_prints_its_phases_as_one_json_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_foodlab"))
+        .args(["bench", "sync-rest", "--json"])
+        .args(["--latency-orders", "30", "--throughput-orders", "60"])
+        .args(["--concurrency", "4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let bench: serde_json::Value = serde_json::from_str(stdout.trim_end()).unwrap();
+    assert_eq!(bench["part"], "sync-rest");
+    assert_eq!(bench["database"], "sqlite");
+    let phases = bench["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["latency", "throughput"]);
+    for (phase, orders) in phases.iter().zip([30.0, 60.0]) {
+        assert_eq!(phase["figures"]["orders"], orders, "{phase}");
+        assert_eq!(phase["figures"]["non_201"], 0.0, "{phase}");
+        assert_eq!(phase["unit"], "order");
+        let cpu = phase["cpu_ms_per_unit"].as_object().unwrap();
+        let services: Vec<&str> = cpu.keys().map(String::as_str).collect();
+        assert_eq!(services, ["inventory", "notification", "order"], "{phase}");
+        // A few orders may cost less than one clock tick: at least 0.
+        assert!(
+            cpu.values().all(|ms| ms.as_f64().unwrap() >= 0.0),
+            "{phase}"
+        );
+    }
+}
