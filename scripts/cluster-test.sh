@@ -123,7 +123,7 @@ scripts/cluster/images.sh foodlab
 postgres_image=docker.io/library/foodlab-postgres:15
 ctr --address "$base/run/containerd.sock" --namespace k8s.io images ls -q | grep -qxF "$postgres_image" ||
   FOODLAB_POSTGRES_IMAGE=$postgres_image scripts/cluster/images.sh postgres
-[ -x .tools/bin/helm ] || scripts/install-helm.sh
+scripts/install-helm.sh
 helm() {
   "$repo/.tools/bin/helm" --kubeconfig "$base/kubeconfig" "$@" \
     2> >(grep -v 'found symbolic link in path' >&2)

@@ -135,7 +135,7 @@ timeout 20 kubectl get --raw /readyz >/dev/null 2>&1 ||
   fail "the API server of $KUBECONFIG does not answer /readyz (is the cluster up?)"
 [ -n "$(kubectl get nodes -o 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}' | grep -w True)" ] ||
   fail "no node of the cluster is Ready: nothing can run (scripts/cluster.sh node-up?)"
-[ -x .tools/bin/helm ] || scripts/install-helm.sh
+scripts/install-helm.sh
 command -v jq >/dev/null || fail "needs jq"
 
 image=${E2E_IMAGE:-}

@@ -52,11 +52,11 @@ h() {
     2> >(grep -v 'found symbolic link in path' >&2)
 }
 
-# helm from PATH, else the repo-local one (scripts/install-helm.sh: Linux x86_64 only).
+# helm from PATH, else the repo-local one (scripts/install-helm.sh builds it with Go).
 find_helm() {
   if command -v helm >/dev/null 2>&1; then
     helm_cmd=(helm)
-  elif [ -x .tools/bin/helm ] || scripts/install-helm.sh; then
+  elif scripts/install-helm.sh; then
     helm_cmd=("$root/.tools/bin/helm")
   else
     return 1
@@ -82,7 +82,7 @@ need() {
           missing+=("kubectl: 'brew install kubectl', or https://kubernetes.io/docs/tasks/tools/") ;;
       helm)
         find_helm ||
-          missing+=("helm 3: 'brew install helm', or https://helm.sh/docs/intro/install/ (on Linux x86_64 scripts/install-helm.sh puts one into .tools/)") ;;
+          missing+=("helm 3: 'brew install helm', or https://helm.sh/docs/intro/install/ (or scripts/install-helm.sh builds one into .tools/ with Go)") ;;
     esac
   done
   if [ ${#missing[@]} -gt 0 ]; then
