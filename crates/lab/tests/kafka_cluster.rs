@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use foodlab_lab::platform::kafka::KafkaBroker;
@@ -16,112 +15,10 @@ use foodlab_lab::spec::FaultSpec;
 use foodlab_lab::{LocalPlatform, Quiet, Service, Verdict, run_lab};
 use foodlab_transport::kafka::KafkaArgs;
 use rdkafka::consumer::Consumer;
-use support::{eventually, example, get, messages_counted, read_topic};
+use support::{ThreeNodes, eventually, example, get, messages_counted, read_topic};
 
-const NODES: &str = "3";
-/// Held while the test runs, so that two runs of it (two `cargo test`s of
-/// this checkout) take turns with the one cluster instead of killing each
-/// other's nodes. A port, not a file lock: the kernel frees it when the
-/// process dies, however it dies.
+/// Two runs of this test take turns at this port (`ThreeNodes`).
 const TURN_PORT: u16 = 9199;
-
-/// `KAFKA_NODES=3 scripts/kafka.sh ARGS`: its stdout, or why it failed.
-fn script(args: &[&str]) -> Result<String, String> {
-    let output = Command::new(support::repo().join("scripts/kafka.sh"))
-        .args(args)
-        .env("KAFKA_NODES", NODES)
-        .output()
-        .map_err(|error| format!("scripts/kafka.sh cannot run: {error}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "KAFKA_NODES={NODES} scripts/kafka.sh {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// The three-node cluster, started by the test unless it was running; one
-/// the test started is stopped when this is dropped (a panic included), one
-/// it found running is left as it was found.
-struct Cluster {
-    started_here: bool,
-    bootstrap: String,
-    _turn: std::net::TcpListener,
-}
-
-impl Cluster {
-    async fn up() -> Self {
-        let turn = take_turn().await;
-        let (started_here, took) = tokio::task::spawn_blocking(|| {
-            let running = script(&["status"]).is_ok();
-            let started = Instant::now();
-            if !running {
-                script(&["start"]).unwrap();
-            }
-            (!running, started.elapsed())
-        })
-        .await
-        .unwrap();
-        let bootstrap = script(&["bootstrap"]).unwrap();
-        if started_here {
-            eprintln!("three-node cluster {bootstrap} started in {took:.1?}");
-        } else {
-            eprintln!("three-node cluster {bootstrap} already running; reused");
-        }
-        Self {
-            started_here,
-            bootstrap,
-            _turn: turn,
-        }
-    }
-
-    /// Node `node`'s pid (its broker.pid, checked against its JVM).
-    fn pid(node: i32) -> u32 {
-        script(&["pid", &node.to_string()])
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Runs the script off the runtime's threads (a node's start takes seconds).
-    async fn run(args: &[&str]) -> String {
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        tokio::task::spawn_blocking(move || {
-            script(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        })
-        .await
-        .unwrap()
-        .unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.started_here
-            && let Err(error) = script(&["stop"])
-        {
-            eprintln!("{error}");
-        }
-    }
-}
-
-async fn take_turn() -> std::net::TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        match std::net::TcpListener::bind(("127.0.0.1", TURN_PORT)) {
-            Ok(listener) => return listener,
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("waiting for 127.0.0.1:{TURN_PORT} (another run of this test): {error}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(error) => panic!("127.0.0.1:{TURN_PORT} stayed taken for 30 min: {error}"),
-        }
-    }
-}
 
 /// One partition's leader and in-sync replicas, as the cluster says now.
 #[derive(Debug, Clone)]
@@ -181,7 +78,8 @@ async fn a_node_of_three_killed_in_the_middle_of_a_burst_loses_no_order_and_deci
     const RESERVED: u64 = ORDERS - (ORDERS / 3 - SALAD);
     const REFUSED: u64 = ORDERS - RESERVED;
 
-    let cluster = Cluster::up().await;
+    let cluster = ThreeNodes::up("kafka.sh", "KAFKA_NODES", TURN_PORT).await;
+    let bootstrap = cluster.call(&["bootstrap"]);
 
     let mut lab = example("streaming-burst");
     lab.spec.workload.orders = ORDERS as u32;
@@ -197,12 +95,12 @@ async fn a_node_of_three_killed_in_the_middle_of_a_burst_loses_no_order_and_deci
     lab.spec.expect.within = Some(Duration::from_secs(600));
     let mut options = support::options(&lab);
     options.kafka = KafkaBroker::At {
-        brokers: cluster.bootstrap.clone(),
+        brokers: bootstrap.clone(),
     };
     let platform = LocalPlatform::start(options).await.unwrap();
     let names = platform.kafka().unwrap().clone();
     let args = names.args();
-    assert_eq!(names.brokers, cluster.bootstrap);
+    assert_eq!(names.brokers, bootstrap);
 
     // The services created the run's topics without a replication factor:
     // the cluster's default (3) holds, every replica in sync.
@@ -216,10 +114,14 @@ async fn a_node_of_three_killed_in_the_middle_of_a_burst_loses_no_order_and_deci
             eventually(300, || async { decided(&platform).await >= ORDERS / 10 }).await,
             "inventory never decided a tenth of the burst"
         );
-        let pid = Cluster::pid(victim);
+        let pid: u32 = cluster
+            .run(&["pid", &victim.to_string()])
+            .await
+            .parse()
+            .unwrap();
         let killed_at = Instant::now();
         let node = victim.to_string();
-        assert_eq!(Cluster::run(&["kill", &node]).await, pid.to_string());
+        assert_eq!(cluster.run(&["kill", &node]).await, pid.to_string());
         let at_kill = decided(&platform).await;
         assert!(
             at_kill < ORDERS,
@@ -243,7 +145,7 @@ async fn a_node_of_three_killed_in_the_middle_of_a_burst_loses_no_order_and_deci
             "only {while_down} orders decided with node {victim} down"
         );
         let down_for = killed_at.elapsed();
-        Cluster::run(&["start-node", &node]).await;
+        cluster.run(&["start-node", &node]).await;
         let caught_up = eventually(180, || async {
             let now = states(&args, &names.order_topic).await;
             now.len() == 3 && now.iter().all(|s| s.isr.contains(&victim))

@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use foodlab_lab::platform::rabbitmq::{Broker, RabbitAdmin};
@@ -17,113 +16,37 @@ use foodlab_lab::spec::FaultSpec;
 use foodlab_lab::{LocalPlatform, Platform, Quiet, Service, Verdict, run_lab};
 use foodlab_transport::rabbitmq::{QueueType, Topology};
 use serde_json::Value;
-use support::{eventually, example, get};
+use support::{ThreeNodes, eventually, example, get};
 
-const NODES: &str = "3";
-/// Held while the test runs, so that two runs of it (two `cargo test`s of
-/// this checkout) take turns with the one cluster instead of killing each
-/// other's nodes. A port, not a file lock: the kernel frees it when the
-/// process dies, however it dies.
+/// Two runs of this test take turns at this port (`ThreeNodes`).
 const TURN_PORT: u16 = 5699;
 /// The node whose management API the lab reads. The services connect to
 /// the nodes in order (node 1 first), so node 1 leads the queues and is the
 /// one killed: the observer must read another.
 const OBSERVED_NODE: &str = "3";
 
-/// `RABBITMQ_NODES=3 scripts/rabbitmq.sh ARGS`: its stdout, or why it failed.
-fn script(args: &[&str]) -> Result<String, String> {
-    let output = Command::new(support::repo().join("scripts/rabbitmq.sh"))
-        .args(args)
-        .env("RABBITMQ_NODES", NODES)
-        .output()
-        .map_err(|error| format!("scripts/rabbitmq.sh cannot run: {error}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "RABBITMQ_NODES={NODES} scripts/rabbitmq.sh {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// Runs the script off the runtime's threads (a node's start takes seconds).
-async fn run(args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        script(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap()
-    .unwrap()
-}
-
-/// The three-node cluster, started by the test unless it was running; one
-/// the test started is stopped when this is dropped (a panic included), one
-/// it found running is left as it was found.
+/// The three nodes, and what the lab is given of them.
 struct Cluster {
-    started_here: bool,
+    nodes: ThreeNodes,
     /// `host:port` of each node's AMQP listener, in order.
     hosts: Vec<String>,
     management_url: String,
-    _turn: std::net::TcpListener,
 }
 
 impl Cluster {
     async fn up() -> Self {
-        let turn = take_turn().await;
-        let (started_here, took) = tokio::task::spawn_blocking(|| {
-            let running = script(&["status"]).is_ok();
-            let started = Instant::now();
-            // Also when running: a node killed by an earlier run is started again.
-            script(&["start"]).unwrap();
-            (!running, started.elapsed())
-        })
-        .await
-        .unwrap();
-        let urls = script(&["urls"]).unwrap();
+        let nodes = ThreeNodes::up("rabbitmq.sh", "RABBITMQ_NODES", TURN_PORT).await;
+        let urls = nodes.call(&["urls"]);
         let hosts = urls
             .split(',')
             .map(|url| foodlab_transport::rabbitmq::url_host(url).to_owned())
             .collect::<Vec<_>>();
         assert_eq!(hosts.len(), 3, "{urls}");
-        let management_url = script(&["management", OBSERVED_NODE]).unwrap();
-        if started_here {
-            eprintln!("three-node RabbitMQ cluster {urls} started in {took:.1?}");
-        } else {
-            eprintln!("three-node RabbitMQ cluster {urls} already running; reused");
-        }
+        let management_url = nodes.call(&["management", OBSERVED_NODE]);
         Self {
-            started_here,
+            nodes,
             hosts,
             management_url,
-            _turn: turn,
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.started_here
-            && let Err(error) = script(&["stop"])
-        {
-            eprintln!("{error}");
-        }
-    }
-}
-
-async fn take_turn() -> std::net::TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        match std::net::TcpListener::bind(("127.0.0.1", TURN_PORT)) {
-            Ok(listener) => return listener,
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("waiting for 127.0.0.1:{TURN_PORT} (another run of this test): {error}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            Err(error) => panic!("127.0.0.1:{TURN_PORT} stayed taken for 30 min: {error}"),
         }
     }
 }
@@ -247,9 +170,9 @@ async fn the_queue_leader_killed_during_a_backlog_drain_loses_no_order_and_reser
             eventually(300, || async { decided(&platform).await >= ORDERS / 4 }).await,
             "inventory never drained a quarter of the backlog"
         );
-        let pid = run(&["pid", "1"]).await;
+        let pid = cluster.nodes.run(&["pid", "1"]).await;
         let killed_at = Instant::now();
-        assert_eq!(run(&["kill", "1"]).await, pid);
+        assert_eq!(cluster.nodes.run(&["kill", "1"]).await, pid);
         let at_kill = decided(&platform).await;
         assert!(
             at_kill < ORDERS,
@@ -271,7 +194,7 @@ async fn the_queue_leader_killed_during_a_backlog_drain_loses_no_order_and_reser
         let while_down = decided(&platform).await - at_kill;
         assert!(went_on, "only {while_down} orders decided with node 1 down");
         let down_for = killed_at.elapsed();
-        run(&["start-node", "1"]).await;
+        cluster.nodes.run(&["start-node", "1"]).await;
         let back = eventually(180, || async {
             let now = queue(&admin, &topology.inventory_queue).await;
             now["online"]

@@ -260,3 +260,106 @@ pub async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
     }
     messages.into_values().collect()
 }
+
+/// Three nodes of a broker, run by the project's script with `ENV=3`
+/// (`KAFKA_NODES=3 scripts/kafka.sh`, `RABBITMQ_NODES=3 scripts/rabbitmq.sh`):
+/// started by the test unless they were running, and stopped when this is
+/// dropped (a panic included) only if the test started them.
+pub struct ThreeNodes {
+    script: &'static str,
+    env: &'static str,
+    started_here: bool,
+    /// Held while the test runs, so that two runs of it (two `cargo test`s
+    /// of this checkout) take turns with the one cluster instead of killing
+    /// each other's nodes. A port, not a file lock: the kernel frees it when
+    /// the process dies, however it dies.
+    _turn: std::net::TcpListener,
+}
+
+impl ThreeNodes {
+    /// Waits for the turn at `turn_port`, then starts the nodes that are not
+    /// running (a node an earlier run killed included).
+    pub async fn up(script: &'static str, env: &'static str, turn_port: u16) -> Self {
+        let turn = take_turn(turn_port).await;
+        let (running, took) = tokio::task::spawn_blocking(move || {
+            let running = run_script(script, env, &["status"]).is_ok();
+            let started = std::time::Instant::now();
+            run_script(script, env, &["start"]).unwrap();
+            (running, started.elapsed())
+        })
+        .await
+        .unwrap();
+        if running {
+            eprintln!("three-node {script}: already running; reused");
+        } else {
+            eprintln!("three-node {script}: started in {took:.1?}");
+        }
+        Self {
+            script,
+            env,
+            started_here: !running,
+            _turn: turn,
+        }
+    }
+
+    /// The script's stdout for `args`; panics with its stderr if it fails.
+    pub fn call(&self, args: &[&str]) -> String {
+        run_script(self.script, self.env, args).unwrap()
+    }
+
+    /// `call`, off the runtime's threads (a node's start takes seconds).
+    pub async fn run(&self, args: &[&str]) -> String {
+        let (script, env) = (self.script, self.env);
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_script(script, env, &args)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+}
+
+impl Drop for ThreeNodes {
+    fn drop(&mut self) {
+        if self.started_here
+            && let Err(error) = run_script(self.script, self.env, &["stop"])
+        {
+            eprintln!("{error}");
+        }
+    }
+}
+
+/// `ENV=3 scripts/SCRIPT ARGS`: its stdout, or why it failed.
+fn run_script(script: &str, env: &str, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(repo().join("scripts").join(script))
+        .args(args)
+        .env(env, "3")
+        .output()
+        .map_err(|error| format!("scripts/{script} cannot run: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{env}=3 scripts/{script} {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+async fn take_turn(port: u16) -> std::net::TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1800);
+    loop {
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return listener,
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for 127.0.0.1:{port} (another run of this test): {error}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(error) => panic!("127.0.0.1:{port} stayed taken for 30 min: {error}"),
+        }
+    }
+}
