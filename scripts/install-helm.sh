@@ -16,8 +16,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 module="$root/scripts/helm"
 tools="$root/.tools"
 cache=${FOODLAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/foodlab}
-[ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
-command -v go >/dev/null || { echo "install-helm: Go is needed to build helm" >&2; exit 1; }
 
 gomod() { (cd "$module" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go list -m -f '{{.Version}}' "$1"); }
 version=$(sed -n 's/^require helm.sh\/helm\/v3 \(v[0-9.]*\)$/\1/p' "$module/go.mod")
@@ -31,6 +29,9 @@ if [ -x "$wrapper" ] && [ -x "$real" ] \
 fi
 
 if [ ! -x "$real" ]; then
+  # Go only to build: a helm in the cache runs without it.
+  [ -x /usr/local/go/bin/go ] && PATH="$PATH:/usr/local/go/bin"
+  command -v go >/dev/null || { echo "install-helm: Go is needed to build helm" >&2; exit 1; }
   mkdir -p "$cache"
   exec 8>"$cache/helm-$version.lock"
   flock 8
