@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use foodlab_lab::disruption::restore_replicas;
 use foodlab_lab::faults::FaultClient;
 use foodlab_lab::measure::{Sample, Tally};
 use foodlab_lab::probe::kafka::Analytics;
@@ -502,15 +501,18 @@ impl Bench<'_> {
         }
         .await;
         if let Err(error) = queued {
-            // Inventory back as it was, whatever stopped the backlog.
-            restore_replicas(self.platform, Service::Inventory, Some(original)).await?;
+            // Inventory back as it was, whatever stopped the backlog; the
+            // backlog's error is the one to report.
+            if let Err(restore) = self.platform.scale(Service::Inventory, original).await {
+                tracing::warn!(%restore, "inventory not restored after the backlog failed");
+            }
             return Err(error);
         }
         let before = self.hops().await;
         self.progress
             .step("drain: inventory restarted, draining the backlog");
         let started = Instant::now();
-        restore_replicas(self.platform, Service::Inventory, Some(original)).await?;
+        self.platform.scale(Service::Inventory, original).await?;
         while admin.queue_depth(queue).await?.messages_ready > 0 {
             anyhow::ensure!(
                 started.elapsed() < WAIT_AT_MOST,

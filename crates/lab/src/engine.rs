@@ -186,7 +186,7 @@ async fn run<P: Platform, D: Disruptor>(
     step.set(LabStep::Prepare);
     prepare(platform, disruptor, lab, admin, observer.as_ref()).await?;
     // It also rewinds analytics (`/admin/reset-offsets`): it sends the admin token.
-    let http = crate::faults::http_client()?;
+    let http = admin.http().clone();
     let strategy = Strategy::of(platform, lab.transport, &http);
     let reach = Reach {
         platform,

@@ -132,6 +132,11 @@ impl FaultClient {
         })
     }
 
+    /// Its HTTP client (timeouts, the admin token), for the lab's other calls.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// Retries connection failures, timeouts and 5xx answers with a backoff
     /// (0.2 s doubling to 2 s) for up to `patience`; a 4xx fails at once.
     pub fn patient(self, patience: Duration) -> Self {
