@@ -71,10 +71,12 @@ impl LastReplay {
 
 /// `GET /metrics`: the group's figures, whichever member answers.
 async fn metrics(State(app): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    let tallies = app.store.tallies().await.map_err(|e| {
+    let tallies = app.store.tallies().await.map_err(|error| {
+        // The cause (SQL, an address) goes to the log, not to the caller.
+        tracing::warn!(%error, "the figures cannot be read");
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("the figures cannot be read: {e}"),
+            "the figures cannot be read now; the service's log has the cause",
         )
     })?;
     let mut body = serde_json::to_value(Figures::of(&tallies)).map_err(ApiError::internal)?;
