@@ -30,10 +30,5 @@ fn a_small_sync_rest_bench_prints_its_phases_as_one_json_line() {
         let cpu = phase["cpu_ms_per_unit"].as_object().unwrap();
         let services: Vec<&str> = cpu.keys().map(String::as_str).collect();
         assert_eq!(services, ["inventory", "notification", "order"], "{phase}");
-        // A few orders may cost less than one clock tick: at least 0.
-        assert!(
-            cpu.values().all(|ms| ms.as_f64().unwrap() >= 0.0),
-            "{phase}"
-        );
     }
 }

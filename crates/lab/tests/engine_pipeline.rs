@@ -478,7 +478,6 @@ async fn a_second_lab_on_the_same_part_waits_for_the_first() {
     assert!(stock_puts[1] > window_end, "{events:?}");
 }
 
-/// Told once the lab it observes says it is queued behind another.
 /// What an observer heard, in order: the steps, and the first answer.
 #[derive(Default)]
 struct Heard(std::sync::Mutex<Vec<String>>);
@@ -510,6 +509,7 @@ async fn the_observer_hears_each_step_as_it_starts() {
     );
 }
 
+/// Told once the lab it observes says it is queued behind another.
 #[derive(Default)]
 struct Queued(tokio::sync::Notify);
 

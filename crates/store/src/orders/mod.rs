@@ -199,7 +199,6 @@ impl OrderStore {
         }
     }
 
-    /// All orders, in placement order.
     /// Every order, in placement order: on SQLite a long read, off the
     /// connection the service writes with.
     pub async fn list(&self) -> Result<Vec<Order>, StoreError> {

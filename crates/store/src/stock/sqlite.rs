@@ -42,10 +42,9 @@ CREATE TABLE IF NOT EXISTS reservations (
 
 pub(super) fn open(path: &Path, catalogue: &Catalogue) -> Result<Db, StoreError> {
     let db = Db::open(path, "inventory", MIGRATIONS)?;
-    let initial = catalogue.initial_stock().clone();
-    db.blocking(move |conn| {
+    db.blocking(|conn| {
         let tx = conn.transaction()?;
-        for (item, count) in &initial {
+        for (item, count) in catalogue.initial_stock() {
             tx.run(
                 "INSERT OR IGNORE INTO stock (item, available) VALUES (?1, ?2)",
                 params![item.as_str(), count],

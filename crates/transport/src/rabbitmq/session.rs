@@ -255,7 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn nodes_are_tried_in_turn_from_the_one_asked_first() {
-        // Two ports that refuse connections, and one that is not a broker.
+        // Two ports that refuse connections.
         let closed = |_| {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()

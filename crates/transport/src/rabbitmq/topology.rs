@@ -282,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_type_is_a_flag_and_a_setting() {
+    fn the_queue_type_is_a_flag_refusing_other_types() {
         use clap::Parser;
         #[derive(clap::Parser)]
         struct Args {
