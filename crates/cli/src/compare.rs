@@ -159,6 +159,7 @@ impl Comparison {
             settings: self.spec.settings.clone(),
             replay: false,
             replicas: replicas.clone(),
+            broker: None,
         }
     }
 }

@@ -74,7 +74,7 @@ fn report() -> LabReport {
         chaos: vec![ChaosRecord {
             step: 0,
             action: ChaosAction::ScaleToZero,
-            target: Service::Inventory,
+            target: Service::Inventory.into(),
             disrupted: true,
             original_replicas: Some(1),
             pods: Vec::new(),

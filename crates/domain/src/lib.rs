@@ -20,7 +20,7 @@ pub use catalogue::{Catalogue, ItemName, StockSpecError};
 pub use event::{Envelope, Event, EventType, Poison};
 pub use fault::{FaultDecision, FaultError, Faults};
 pub use order::{Order, OrderId, OrderLine, OrderStatus};
-pub use part::{Service, Transport};
+pub use part::{Broker, Service, Transport};
 pub use reader::Arrival;
 pub use request::{OrderRequest, ValidationError};
 pub use reservation::{ReservationError, plan_reservation};

@@ -36,6 +36,15 @@ impl Transport {
         }
     }
 
+    /// The broker the part's services talk through (none for sync-rest).
+    pub fn broker(self) -> Option<Broker> {
+        match self {
+            Self::Rest => None,
+            Self::Rabbitmq => Some(Broker::Rabbitmq),
+            Self::Kafka => Some(Broker::Kafka),
+        }
+    }
+
     /// The part (chart, `foodlab up` name) that implements this transport.
     pub fn part(self) -> &'static str {
         match self {
@@ -100,6 +109,32 @@ impl Service {
 }
 
 impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A part's broker, as a chaos target: its nodes are what a PodKill kills
+/// (pods of its StatefulSet on a cluster, node processes locally).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Broker {
+    Kafka,
+    Rabbitmq,
+}
+
+impl Broker {
+    /// StatefulSet name, and the prefix of its nodes' names (`kafka-0`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+impl fmt::Display for Broker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }

@@ -15,7 +15,7 @@ use crate::disruption::{self, DisruptionError, FaultSink};
 use crate::faults::{ClientError, FaultApiError, FaultClient};
 use crate::platform::Platform;
 use crate::results::ChaosRecord;
-use crate::spec::{ChaosAction, Service};
+use crate::spec::{ChaosAction, ChaosTarget, Service};
 use crate::validated::{Disruption, ValidatedLab};
 
 /// How long a step that cannot be restored, or a release that fails, is retried.
@@ -28,7 +28,7 @@ pub enum ChaosError {
     #[error("chaos {action:?} on {target}: could not be {stage}: {source}")]
     Step {
         action: ChaosAction,
-        target: Service,
+        target: ChaosTarget,
         stage: Stage,
         #[source]
         source: DisruptionError,
@@ -156,8 +156,10 @@ impl<'a, P: Platform> Direct<'a, P> {
     async fn undo(&self, lab: &ValidatedLab, record: &ChaosRecord) -> Result<(), DisruptionError> {
         let base = lab.faults_of(record.target);
         disruption::undo(record, self.platform, self, &base).await?;
-        if record.action == ChaosAction::ScaleToZero {
-            self.set_faults(record.target, base).await?;
+        if record.action == ChaosAction::ScaleToZero
+            && let Some(service) = record.target.service()
+        {
+            self.set_faults(service, base).await?;
         }
         Ok(())
     }
@@ -191,7 +193,10 @@ impl<'a, P: Platform> Direct<'a, P> {
 
     /// Waits until `after` (from the workload's start), disrupts, waits the
     /// duration, restores. A disruption that cannot be applied is retried
-    /// until its restore time; a restore, for `RESTORE_RETRY`.
+    /// until its restore time; a restore, for `RESTORE_RETRY`. A broker's
+    /// killed nodes are waited for until the lab's `within` is over and
+    /// `RESTORE_RETRY` more, so that a node back late is still recorded (the
+    /// verdict then says it was late).
     async fn run_step(
         &self,
         lab: &ValidatedLab,
@@ -218,7 +223,11 @@ impl<'a, P: Platform> Direct<'a, P> {
         .await
         .map_err(fail(Stage::Applied))?;
         tokio::time::sleep_until(restore_instant).await;
-        retry(Instant::now() + RESTORE_RETRY, || self.undo(lab, &record))
+        let restore_until = match step.target.broker() {
+            Some(_) => (start.instant + lab.within).max(Instant::now()) + RESTORE_RETRY,
+            None => Instant::now() + RESTORE_RETRY,
+        };
+        retry(restore_until, || self.undo(lab, &record))
             .await
             .map_err(fail(Stage::Restored))?;
         self.ledger().remove(&index);

@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use crate::faults::FaultApiError;
 use crate::platform::{Platform, PlatformError};
 use crate::results::ChaosRecord;
-use crate::spec::{ChaosAction, PodSelection, Service};
+use crate::spec::{Broker, ChaosAction, ChaosTarget, PodSelection, Service, Target};
 use crate::validated::{Disruption, DisruptionKind};
 
 /// Where a Delay or Fail window's faults go: every replica of the service.
@@ -33,12 +33,29 @@ pub enum DisruptionError {
     #[error(transparent)]
     Faults(#[from] FaultApiError),
     #[error("{0} has no running pod to kill")]
-    NoPodToKill(Service),
+    NoPodToKill(ChaosTarget),
     #[error("{pod}: {source}")]
     KillPod { pod: String, source: PlatformError },
+    /// Only a PodKill takes a broker as its target (the lab's validation says so).
+    #[error("{action:?} needs a service as its target, not {target}")]
+    NotAService {
+        action: ChaosAction,
+        target: ChaosTarget,
+    },
+    /// A broker's killed nodes are not serving again yet.
+    #[error("{broker}: {} not serving again yet", .nodes.join(", "))]
+    NotBack { broker: Broker, nodes: Vec<String> },
 }
 
 impl Disruption {
+    /// The service it disrupts (every action but a broker's PodKill has one).
+    fn service(&self) -> Result<Service, DisruptionError> {
+        self.target.service().ok_or(DisruptionError::NotAService {
+            action: self.action(),
+            target: self.target,
+        })
+    }
+
     /// When it must be undone, had it started at `started_at` (a killed
     /// pod is replaced by its Deployment: at once).
     pub fn restore_at(&self, started_at: jiff::Timestamp) -> jiff::Timestamp {
@@ -78,7 +95,10 @@ impl Disruption {
         platform: &P,
     ) -> Result<Option<u32>, PlatformError> {
         match self.kind {
-            DisruptionKind::ScaleToZero { .. } => platform.replicas(self.target).await.map(Some),
+            DisruptionKind::ScaleToZero { .. } => match self.target.service() {
+                Some(service) => platform.replicas(service).await.map(Some),
+                None => Ok(None),
+            },
             DisruptionKind::PodKill { .. }
             | DisruptionKind::Delay { .. }
             | DisruptionKind::Fail { .. } => Ok(None),
@@ -95,7 +115,7 @@ impl Disruption {
     ) -> Result<Vec<String>, DisruptionError> {
         match self.kind {
             DisruptionKind::ScaleToZero { .. } => {
-                platform.scale(self.target, 0).await?;
+                platform.scale(self.service()?, 0).await?;
                 Ok(Vec::new())
             }
             DisruptionKind::PodKill {
@@ -104,7 +124,7 @@ impl Disruption {
             } => kill_pods(platform, self.target, selection, grace_period).await,
             DisruptionKind::Delay { .. } | DisruptionKind::Fail { .. } => {
                 faults
-                    .set_faults(self.target, self.window_faults(base))
+                    .set_faults(self.service()?, self.window_faults(base))
                     .await?;
                 Ok(Vec::new())
             }
@@ -115,21 +135,37 @@ impl Disruption {
 /// Undoes what a record says is in place. A ScaleToZero goes back to
 /// exactly the replicas recorded before it (none recorded: it never
 /// scaled); a window's end puts back the target's own faults (`base`); a
-/// pod kill leaves nothing to undo (the platform replaces the pods).
+/// service's pod kill leaves nothing to undo (its Deployment replaces the
+/// pods at once), a broker's is undone once every killed node serves again
+/// (its StatefulSet recreates them under their names, and until they are
+/// back the broker runs short of its replicas).
 pub async fn undo<P: Platform, F: FaultSink>(
     record: &ChaosRecord,
     platform: &P,
     faults: &F,
     base: &Faults,
 ) -> Result<(), DisruptionError> {
+    let service = || {
+        record.target.service().ok_or(DisruptionError::NotAService {
+            action: record.action,
+            target: record.target,
+        })
+    };
     match record.action {
         ChaosAction::ScaleToZero => {
-            restore_replicas(platform, record.target, record.original_replicas).await?;
+            restore_replicas(platform, service()?, record.original_replicas).await?;
         }
         ChaosAction::Delay | ChaosAction::Fail => {
-            faults.set_faults(record.target, base.clone()).await?;
+            faults.set_faults(service()?, base.clone()).await?;
         }
-        ChaosAction::PodKill => {}
+        ChaosAction::PodKill => {
+            if let Some(broker) = record.target.broker() {
+                let nodes = platform.broker_nodes_down(broker, &record.pods).await?;
+                if !nodes.is_empty() {
+                    return Err(DisruptionError::NotBack { broker, nodes });
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -154,23 +190,27 @@ pub async fn restore_replicas<P: Platform>(
 
 async fn kill_pods<P: Platform>(
     platform: &P,
-    target: Service,
+    target: ChaosTarget,
     selection: PodSelection,
     grace: Duration,
 ) -> Result<Vec<String>, DisruptionError> {
-    let running = platform.pods(target).await?;
+    let running = match target.which() {
+        Target::Service(service) => platform.pods(service).await?,
+        Target::Broker(broker) => platform.broker_nodes(broker).await?,
+    };
     if running.is_empty() {
         return Err(DisruptionError::NoPodToKill(target));
     }
     let picked = pick(selection, running);
     for pod in &picked {
-        platform
-            .kill_pod(target, pod, grace)
-            .await
-            .map_err(|source| DisruptionError::KillPod {
-                pod: pod.clone(),
-                source,
-            })?;
+        let killed = match target.which() {
+            Target::Service(service) => platform.kill_pod(service, pod, grace).await,
+            Target::Broker(broker) => platform.kill_broker_node(broker, pod, grace).await,
+        };
+        killed.map_err(|source| DisruptionError::KillPod {
+            pod: pod.clone(),
+            source,
+        })?;
     }
     tracing::info!(%target, pods = ?picked, grace_ms = grace.as_millis(), "pods killed");
     Ok(picked)

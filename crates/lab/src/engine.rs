@@ -229,6 +229,12 @@ async fn run<P: Platform, D: Disruptor>(
         elapsed: started.elapsed(),
     };
     results.checks = verdict::evaluate(&lab.expect, &results, outcome);
+    results.checks.extend(verdict::brokers_back(
+        &done.chaos,
+        done.start.at,
+        lab.within,
+    ));
+    results.broker_recovery_seconds = verdict::broker_recovery_seconds(&done.chaos);
     let verdict = verdict::verdict(&results.checks);
     Ok(LabReport {
         transport: lab.transport,

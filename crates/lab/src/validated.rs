@@ -8,8 +8,8 @@ use std::time::Duration;
 use foodlab_domain::{Catalogue, FaultError, Faults};
 
 use crate::spec::{
-    ChaosAction, ChaosStep, Expectations, FoodLabSpec, Inject, PodSelection, Replicas, Service,
-    Transport, Workload,
+    ChaosAction, ChaosStep, ChaosTarget, Expectations, FoodLabSpec, Inject, PodSelection, Replicas,
+    Service, Transport, Workload,
 };
 
 /// How long order waits for its dependencies when a lab does not say (the services' default).
@@ -45,6 +45,8 @@ pub struct ValidatedLab {
     pub replay: bool,
     /// `spec.replicas`: the part's shape for the run.
     pub replicas: Replicas,
+    /// `spec.broker.nodes`: the nodes of the part's broker for the run.
+    pub broker_nodes: u32,
     /// How long the lab's orders may take to settle (`expect.within`).
     pub within: Duration,
 }
@@ -106,7 +108,12 @@ impl ValidatedLab {
                 }
                 Err(_) => {}
             }
-            if !spec.transport.services().contains(&step.target) {
+            let on_the_part = match step.target.service() {
+                Some(service) => spec.transport.services().contains(&service),
+                // `validate` says which broker a part has.
+                None => true,
+            };
+            if !on_the_part {
                 problems.push(format!(
                     "chaos[{i}]: {} is not part of {}",
                     step.target,
@@ -137,13 +144,18 @@ impl ValidatedLab {
             },
             replay: spec.replay,
             replicas: spec.replicas.clone(),
+            broker_nodes: spec.broker_nodes(),
             within: spec.expect.within.unwrap_or(DEFAULT_WITHIN),
         })
     }
 
-    /// The faults a service carries outside its chaos windows.
-    pub fn faults_of(&self, service: Service) -> Faults {
-        self.faults.get(&service).cloned().unwrap_or_default()
+    /// The faults a service carries outside its chaos windows (a broker: none).
+    pub fn faults_of(&self, target: impl Into<ChaosTarget>) -> Faults {
+        target
+            .into()
+            .service()
+            .and_then(|service| self.faults.get(&service).cloned())
+            .unwrap_or_default()
     }
 
     /// The latest a lab may end, counted from its start.
@@ -155,7 +167,8 @@ impl ValidatedLab {
 /// One chaos step with its defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Disruption {
-    pub target: Service,
+    /// A service, or (a PodKill's only) the part's broker.
+    pub target: ChaosTarget,
     /// When it starts, counted from the workload's first order.
     pub after: Duration,
     pub kind: DisruptionKind,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::results::{Check, LabResults};
+use crate::results::{ChaosRecord, Check, LabResults};
 use crate::spec::{Expectations, Verdict};
 
 /// What the run looked like at the end, beyond the figures.
@@ -162,6 +162,68 @@ pub fn evaluate(expect: &Expectations, results: &LabResults, outcome: Outcome) -
     checks
 }
 
+/// One check per broker PodKill, whatever the lab expects: the killed
+/// nodes serving again within the lab's `within` of the workload's start.
+/// A broker short of a node past it is not the broker the lab declared.
+pub fn brokers_back(
+    chaos: &[ChaosRecord],
+    workload_start: jiff::Timestamp,
+    within: Duration,
+) -> Vec<Check> {
+    let since_start = |at: jiff::Timestamp| at.duration_since(workload_start).as_secs_f64();
+    chaos
+        .iter()
+        .filter(|record| record.target.broker().is_some() && record.disrupted)
+        .map(|record| {
+            let nodes = record.pods.join(", ");
+            let killed = since_start(record.started_at);
+            let (passed, detail) = match record.restored_at {
+                Some(back) => (
+                    since_start(back) <= within.as_secs_f64(),
+                    format!(
+                        "{} {nodes} killed at +{killed:.1} s, serving again at +{:.1} s \
+                         ({:.1} s to recover), allowed until +{:.1} s",
+                        record.target,
+                        since_start(back),
+                        since_start(back) - killed,
+                        within.as_secs_f64()
+                    ),
+                ),
+                None => (
+                    false,
+                    format!(
+                        "{} {nodes} killed at +{killed:.1} s, not serving again{}",
+                        record.target,
+                        record
+                            .error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    ),
+                ),
+            };
+            Check {
+                name: format!("chaos[{}].brokerBack", record.step),
+                passed,
+                detail,
+            }
+        })
+        .collect()
+}
+
+/// The longest recovery of a killed broker node that came back, in seconds.
+pub fn broker_recovery_seconds(chaos: &[ChaosRecord]) -> Option<f64> {
+    chaos
+        .iter()
+        .filter(|record| record.target.broker().is_some() && record.disrupted)
+        .filter_map(|record| {
+            let back = record.restored_at?;
+            Some(back.duration_since(record.started_at).as_secs_f64())
+        })
+        .reduce(f64::max)
+        .map(|seconds| (seconds * 10.0).round() / 10.0)
+}
+
 fn shown(value: Option<u64>) -> String {
     value.map_or_else(|| "unknown".to_owned(), |v| v.to_string())
 }
@@ -180,7 +242,61 @@ mod tests {
 
     use super::*;
     use crate::results::LatencySummary;
-    use crate::spec::LatencyBounds;
+    use crate::spec::{ChaosAction, ChaosTarget, LatencyBounds};
+
+    /// A PodKill of `target`'s first node at +`at` s of the workload (which
+    /// starts at the epoch), back at +`back` s.
+    fn killed(target: ChaosTarget, at: i64, back: Option<i64>) -> ChaosRecord {
+        let t = |s: i64| jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs(s);
+        ChaosRecord {
+            step: 0,
+            action: ChaosAction::PodKill,
+            target,
+            disrupted: true,
+            original_replicas: None,
+            pods: vec![format!("{target}-1")],
+            started_at: t(at),
+            restore_at: Some(t(at)),
+            restored_at: back.map(t),
+            error: back
+                .is_none()
+                .then(|| format!("{target}: {target}-1 not serving again yet")),
+        }
+    }
+
+    #[test]
+    fn a_killed_broker_node_must_be_back_within_the_labs_time() {
+        let within = Duration::from_secs(30);
+        let start = jiff::Timestamp::UNIX_EPOCH;
+        let back_in_time = brokers_back(&[killed(ChaosTarget::Kafka, 5, Some(12))], start, within);
+        assert_eq!(back_in_time.len(), 1);
+        assert!(back_in_time[0].passed, "{:?}", back_in_time[0]);
+        assert_eq!(back_in_time[0].name, "chaos[0].brokerBack");
+        assert_eq!(
+            back_in_time[0].detail,
+            "kafka kafka-1 killed at +5.0 s, serving again at +12.0 s (7.0 s to recover), \
+             allowed until +30.0 s"
+        );
+        let late = brokers_back(&[killed(ChaosTarget::Rabbitmq, 5, Some(41))], start, within);
+        assert!(!late[0].passed);
+        let never = brokers_back(&[killed(ChaosTarget::Kafka, 5, None)], start, within);
+        assert!(!never[0].passed);
+        assert_eq!(
+            never[0].detail,
+            "kafka kafka-1 killed at +5.0 s, not serving again: kafka: kafka-1 not serving again yet"
+        );
+        // A service's pods are replaced at once: no check.
+        assert!(
+            brokers_back(&[killed(ChaosTarget::Inventory, 5, Some(5))], start, within).is_empty()
+        );
+        assert_eq!(
+            broker_recovery_seconds(&[
+                killed(ChaosTarget::Kafka, 5, Some(12)),
+                killed(ChaosTarget::Inventory, 5, Some(60)),
+            ]),
+            Some(7.0)
+        );
+    }
 
     fn results(codes: &[(&str, u64)], p50: f64, p99: f64) -> LabResults {
         LabResults {

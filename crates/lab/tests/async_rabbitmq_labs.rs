@@ -229,8 +229,8 @@ impl PrivateBroker {
             .success()
     }
 
-    fn broker(&self) -> foodlab_lab::platform::rabbitmq::Broker {
-        foodlab_lab::platform::rabbitmq::Broker::At {
+    fn broker(&self) -> foodlab_lab::platform::rabbitmq::RabbitBroker {
+        foodlab_lab::platform::rabbitmq::RabbitBroker::At {
             management_url: format!("http://127.0.0.1:{}", self.management),
             amqp_host_port: format!("127.0.0.1:{}", self.amqp),
         }

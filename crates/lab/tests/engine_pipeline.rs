@@ -298,7 +298,7 @@ fn drain_is_measured_from_the_last_restore() {
     let restored = |ms: i64| ChaosRecord {
         step: 0,
         action: ChaosAction::ScaleToZero,
-        target: Service::Inventory,
+        target: Service::Inventory.into(),
         disrupted: true,
         original_replicas: Some(1),
         pods: Vec::new(),
@@ -362,7 +362,7 @@ async fn a_step_that_cannot_be_applied_fails_the_lab_with_its_reason_and_release
         (*action, *target, *stage, *service),
         (
             ChaosAction::ScaleToZero,
-            Service::Notification,
+            foodlab_lab::spec::ChaosTarget::Notification,
             Stage::Applied,
             Service::Notification
         )

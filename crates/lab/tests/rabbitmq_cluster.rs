@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use foodlab_lab::platform::rabbitmq::{Broker, RabbitAdmin};
+use foodlab_lab::platform::rabbitmq::{RabbitAdmin, RabbitBroker};
 use foodlab_lab::spec::FaultSpec;
 use foodlab_lab::{LocalPlatform, Platform, Quiet, Service, Verdict, run_lab};
 use foodlab_transport::rabbitmq::{QueueType, Topology};
@@ -57,7 +57,7 @@ async fn queue(admin: &RabbitAdmin, name: &str) -> Value {
     reqwest::Client::new()
         .get(format!(
             "{}/api/queues/{vhost}/{name}",
-            admin.management_url
+            admin.management_urls[0]
         ))
         .basic_auth(&admin.user, Some(&admin.password))
         .timeout(Duration::from_secs(10))
@@ -117,7 +117,7 @@ async fn the_queue_leader_killed_during_a_backlog_drain_loses_no_order_and_reser
     lab.spec.expect.within = Some(Duration::from_secs(600));
 
     let mut options = support::options(&lab);
-    options.broker = Broker::At {
+    options.broker = RabbitBroker::At {
         management_url: cluster.management_url.clone(),
         amqp_host_port: cluster.hosts.join(","),
     };

@@ -157,7 +157,7 @@ async fn scaling_inventory_to_zero_mid_run_gives_503_then_recovers() {
     lab.spec.workload.concurrency = None;
     lab.spec.chaos = vec![ChaosStep {
         action: ChaosAction::ScaleToZero,
-        target: Service::Inventory,
+        target: Service::Inventory.into(),
         after: Duration::from_millis(200),
         duration: Some(Duration::from_millis(400)),
         delay_seconds: None,

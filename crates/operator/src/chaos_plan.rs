@@ -116,7 +116,7 @@ mod tests {
 
     fn scale_to_zero(after: u64, duration: u64) -> Disruption {
         Disruption {
-            target: Service::Inventory,
+            target: Service::Inventory.into(),
             after: Duration::from_secs(after),
             kind: DisruptionKind::ScaleToZero {
                 duration: Duration::from_secs(duration),
@@ -128,7 +128,7 @@ mod tests {
         ChaosRecord {
             step,
             action: ChaosAction::ScaleToZero,
-            target: Service::Inventory,
+            target: Service::Inventory.into(),
             disrupted: true,
             original_replicas: Some(2),
             pods: Vec::new(),

@@ -184,7 +184,7 @@ mod tests {
         ChaosRecord {
             step,
             action: ChaosAction::ScaleToZero,
-            target: Service::Inventory,
+            target: Service::Inventory.into(),
             disrupted: true,
             original_replicas: Some(1),
             pods: Vec::new(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{ChaosAction, Service};
+use crate::kinds::{ChaosAction, ChaosTarget, Service};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +41,10 @@ pub struct LabResults {
     /// Seconds from the end of the last chaos step until every order was terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_seconds: Option<f64>,
+    /// The longest a broker node killed by a chaos step took to serve
+    /// again, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_recovery_seconds: Option<f64>,
     /// Highest backlog seen (queue depth or consumer lag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_backlog: Option<u64>,
@@ -174,7 +178,7 @@ pub struct ChaosRecord {
     #[serde(default)]
     pub step: u32,
     pub action: ChaosAction,
-    pub target: Service,
+    pub target: ChaosTarget,
     /// The disruption itself happened (the record is written first).
     #[serde(default)]
     pub disrupted: bool,

@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::kinds::{ChaosAction, Service, Transport};
+pub use crate::kinds::{Broker, ChaosAction, ChaosTarget, Service, Target, Transport};
 use crate::results::{ChaosRecord, LabResults, ReplicasRecord};
 
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -57,6 +57,27 @@ pub struct FoodLabSpec {
     /// than one needs the part's state in PostgreSQL (`--database-url`).
     #[serde(default, skip_serializing_if = "Replicas::is_empty")]
     pub replicas: Replicas,
+    /// The shape of the part's broker the lab runs on (async-rabbitmq,
+    /// streaming-kafka). Locally the lab starts that broker; on a cluster
+    /// the part must have been installed with it (`kafka.nodes`,
+    /// `rabbitmq.nodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerShape>,
+}
+
+/// How many nodes the part's broker runs: 1 (the default), or 3 (Kafka
+/// topics replicated three times with `min.insync.replicas=2`; RabbitMQ
+/// quorum queues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerShape {
+    #[schemars(range(min = 1, max = 3))]
+    pub nodes: u32,
+}
+
+impl BrokerShape {
+    /// The node counts the project's brokers come in.
+    pub const NODES: [u32; 2] = [1, 3];
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -292,7 +313,8 @@ fn default_copies() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct ChaosStep {
     pub action: ChaosAction,
-    pub target: Service,
+    /// A service of the part, or its broker (`kafka`, `rabbitmq`: PodKill only).
+    pub target: ChaosTarget,
     /// When to start, counted from the start of the workload (e.g. `5s`).
     #[serde(with = "humantime_serde", default)]
     #[schemars(with = "String")]
@@ -577,6 +599,11 @@ impl FoodLabStatus {
 }
 
 impl FoodLabSpec {
+    /// How many nodes the part's broker runs for this lab (1 unless `broker` says).
+    pub fn broker_nodes(&self) -> u32 {
+        self.broker.map_or(1, |shape| shape.nodes)
+    }
+
     /// Checks what the schema cannot express. Returns every problem found.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -614,6 +641,19 @@ impl FoodLabSpec {
             if let Err(problem) = step.pod_selection() {
                 problems.push(format!("chaos[{i}]: {problem}"));
             }
+            if let Some(broker) = step.target.broker() {
+                if self.transport.broker() != Some(broker) {
+                    problems.push(format!(
+                        "chaos[{i}]: {broker} is not the broker of {}",
+                        self.transport.part()
+                    ));
+                } else if step.action != ChaosAction::PodKill {
+                    problems.push(format!(
+                        "chaos[{i}]: a broker's nodes are killed (PodKill), not {:?}",
+                        step.action
+                    ));
+                }
+            }
         }
         if self.transport != Transport::Kafka {
             let streaming_only = [
@@ -641,6 +681,16 @@ impl FoodLabSpec {
             }
         }
         problems.extend(self.replicas.problems(self.transport));
+        if let Some(shape) = self.broker {
+            if self.transport.broker().is_none() {
+                problems.push(format!(
+                    "broker: the {} part has no broker",
+                    self.transport.part()
+                ));
+            } else if !BrokerShape::NODES.contains(&shape.nodes) {
+                problems.push(format!("broker.nodes is 1 or 3, not {}", shape.nodes));
+            }
+        }
         if self.expect.replay_identical.is_some() && !self.replay {
             problems.push("expect.replayIdentical needs `replay: true`".to_owned());
         }
@@ -725,6 +775,47 @@ mod tests {
             )
             .validate()
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_broker_is_a_pod_kill_target_of_its_own_part_only() {
+        let ok = lab(r#"[{"action": "PodKill", "target": "rabbitmq", "mode": "one"}]"#);
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.chaos[0].target.broker(), Some(Broker::Rabbitmq));
+        let problems = lab(r#"[
+            {"action": "ScaleToZero", "target": "rabbitmq", "duration": "5s"},
+            {"action": "PodKill", "target": "kafka", "after": "30s"}
+        ]"#)
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "chaos[0]: a broker's nodes are killed (PodKill), not ScaleToZero",
+                "chaos[1]: kafka is not the broker of async-rabbitmq",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_broker_shape_is_one_or_three_nodes_of_a_part_with_a_broker() {
+        let shaped = |transport: &str, nodes: u32| -> FoodLabSpec {
+            serde_json::from_str(&format!(
+                r#"{{"transport": "{transport}", "workload": {{"orders": 5}}, "broker": {{"nodes": {nodes}}}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(shaped("kafka", 3).validate(), Ok(()));
+        assert_eq!(shaped("kafka", 3).broker_nodes(), 3);
+        assert_eq!(lab("[]").broker_nodes(), 1);
+        assert_eq!(
+            shaped("kafka", 2).validate().unwrap_err(),
+            ["broker.nodes is 1 or 3, not 2"]
+        );
+        assert_eq!(
+            shaped("rest", 3).validate().unwrap_err(),
+            ["broker: the sync-rest part has no broker"]
         );
     }
 

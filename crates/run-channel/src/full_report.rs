@@ -160,7 +160,7 @@ mod tests {
             .map(|step| ChaosRecord {
                 step,
                 action: ChaosAction::ScaleToZero,
-                target: Service::Inventory,
+                target: Service::Inventory.into(),
                 disrupted: true,
                 original_replicas: Some(2),
                 pods: Vec::new(),

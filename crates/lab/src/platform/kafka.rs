@@ -8,18 +8,20 @@ use foodlab_transport::kafka::{DEFAULT_BROKERS, KafkaArgs};
 use crate::platform::PlatformError;
 use crate::platform::broker_script::BrokerScript;
 
-const KAFKA_SCRIPT: BrokerScript = BrokerScript {
+pub(crate) const KAFKA_SCRIPT: BrokerScript = BrokerScript {
     broker: "Kafka",
     env: "FOODLAB_KAFKA_SCRIPT",
     default_path: "scripts/kafka.sh",
     make_target: "kafka-up",
+    nodes_env: "KAFKA_NODES",
 };
 
 /// Where the Kafka-protocol broker of the streaming part is.
 #[derive(Debug, Clone)]
 pub enum KafkaBroker {
-    /// The project's Apache Kafka on 127.0.0.1:9092, started with its script
-    /// (`scripts/kafka.sh`, or this path) if nothing listens there.
+    /// The project's Apache Kafka on 127.0.0.1 (one node on 9092, three on
+    /// 9192–9194), started with its script (`scripts/kafka.sh`, or this
+    /// path) if nothing listens there.
     Local { script: Option<PathBuf> },
     /// A broker that is already running (any Kafka-protocol broker).
     At { brokers: String },
@@ -41,27 +43,42 @@ impl KafkaBroker {
         }
     }
 
-    /// Makes sure the broker listens; its bootstrap servers.
-    pub async fn ready(&self) -> Result<String, PlatformError> {
+    /// Makes sure the broker (of `nodes` nodes, for the project's own)
+    /// listens; its bootstrap servers.
+    pub async fn ready(&self, nodes: u32) -> Result<String, PlatformError> {
         match self {
             Self::At { brokers } => Ok(brokers.clone()),
             Self::Local { script } => {
-                if tokio::net::TcpStream::connect(DEFAULT_BROKERS)
-                    .await
-                    .is_ok()
-                {
-                    return Ok(DEFAULT_BROKERS.to_owned());
+                let bootstrap = match nodes {
+                    1 => DEFAULT_BROKERS.to_owned(),
+                    _ => {
+                        let path = KAFKA_SCRIPT.path(script.clone());
+                        KAFKA_SCRIPT.run(&path, nodes, &["bootstrap"]).await?
+                    }
+                };
+                if every_one_listens(&bootstrap).await {
+                    return Ok(bootstrap);
                 }
                 KAFKA_SCRIPT
                     .start(
                         script.clone(),
-                        &format!("no Kafka broker listens on {DEFAULT_BROKERS}"),
+                        nodes,
+                        &format!("no Kafka broker listens on {bootstrap}"),
                     )
                     .await?;
-                Ok(DEFAULT_BROKERS.to_owned())
+                Ok(bootstrap)
             }
         }
     }
+}
+
+async fn every_one_listens(bootstrap: &str) -> bool {
+    for server in bootstrap.split(',') {
+        if tokio::net::TcpStream::connect(server.trim()).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The streaming part's bootstrap servers, topics and consumer groups.

@@ -7,6 +7,7 @@
 //! with the platform whatever way it ends (return, Ctrl-C, SIGTERM, panic
 //! or SIGKILL).
 
+mod broker_nodes;
 mod supervisor;
 
 use std::collections::BTreeMap;
@@ -18,10 +19,11 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 
-use crate::platform::kafka::{KafkaBroker, KafkaNames};
-use crate::platform::rabbitmq::{Broker, RabbitAdmin};
+use crate::platform::kafka::{KAFKA_SCRIPT, KafkaBroker, KafkaNames};
+use crate::platform::rabbitmq::{RABBITMQ_SCRIPT, RabbitAdmin, RabbitBroker};
 use crate::platform::{Platform, PlatformError};
-use crate::spec::{Replicas, Service, Transport};
+use crate::spec::{Broker, Replicas, Service, Transport};
+use broker_nodes::BrokerNodes;
 use foodlab_transport::rabbitmq::QueueType;
 pub use supervisor::{Ended, ServiceEvent};
 use supervisor::{Launcher, Supervisor, Unit};
@@ -61,12 +63,18 @@ pub struct LocalOptions {
     /// `--dependency-timeout` for the order service.
     pub dependency_timeout: Option<Duration>,
     /// The RabbitMQ of the async-rabbitmq part.
-    pub broker: Broker,
+    pub broker: RabbitBroker,
     /// The type of its queues (`FOODLAB_AMQP_QUEUE_TYPE`); the services'
     /// default (classic) when `None`.
     pub queue_type: Option<QueueType>,
     /// The Kafka-protocol broker of the streaming-kafka part.
     pub kafka: KafkaBroker,
+    /// Nodes of the project's broker (1 or 3; `spec.broker.nodes`). Three
+    /// RabbitMQ nodes mean quorum queues unless `queue_type` says otherwise.
+    pub broker_nodes: u32,
+    /// How long a broker node a chaos step killed stays down before it is
+    /// started again (a StatefulSet slow to recreate its pod); none by default.
+    pub broker_restart_after: Duration,
     /// Processes per service (1 when not named). More than one needs a
     /// shared database (`database_url`).
     pub replicas: Replicas,
@@ -86,9 +94,11 @@ impl LocalOptions {
             env: Vec::new(),
             service_env: Vec::new(),
             dependency_timeout: None,
-            broker: Broker::default(),
+            broker: RabbitBroker::default(),
             queue_type: None,
             kafka: KafkaBroker::from_env(),
+            broker_nodes: 1,
+            broker_restart_after: Duration::ZERO,
             replicas: Replicas::default(),
             database_url: None,
         }
@@ -101,6 +111,7 @@ impl LocalOptions {
     pub fn for_lab(lab: &crate::spec::FoodLabSpec) -> Self {
         Self {
             replicas: lab.replicas.clone(),
+            broker_nodes: lab.broker_nodes(),
             ..Self::new(lab.transport)
         }
     }
@@ -119,6 +130,8 @@ pub struct LocalPlatform {
     owns_vhost: bool,
     /// Bootstrap servers and topic/group names of the streaming part.
     kafka: Option<KafkaNames>,
+    /// The broker's nodes, where the project's script runs it.
+    broker_nodes: Option<BrokerNodes>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -172,13 +185,16 @@ impl LocalPlatform {
                 } else {
                     "/".to_owned()
                 };
-                let admin = options.broker.ready(&vhost).await?;
+                let admin = options.broker.ready(&vhost, options.broker_nodes).await?;
                 if owns_vhost {
                     admin.create_vhost().await?;
                 }
                 env.push(("FOODLAB_TRANSPORT".into(), "rabbitmq".into()));
                 env.push(("FOODLAB_AMQP_URL".into(), admin.amqp_url()));
-                if let Some(queue_type) = options.queue_type {
+                let queue_type = options
+                    .queue_type
+                    .or((options.broker_nodes > 1).then_some(QueueType::Quorum));
+                if let Some(queue_type) = queue_type {
                     env.push(("FOODLAB_AMQP_QUEUE_TYPE".into(), queue_type.to_string()));
                 }
                 Some(admin)
@@ -191,7 +207,7 @@ impl LocalPlatform {
         };
         let kafka = match options.transport {
             Transport::Kafka => {
-                let brokers = options.kafka.ready().await?;
+                let brokers = options.kafka.ready(options.broker_nodes).await?;
                 // Like the vhost: runs on free ports get topics and groups of their own.
                 let suffix = owns_vhost
                     .then(|| format!("-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
@@ -201,6 +217,23 @@ impl LocalPlatform {
                 Some(names)
             }
             Transport::Rest | Transport::Rabbitmq => None,
+        };
+        let broker_nodes = match (options.transport.broker(), &options.broker, &options.kafka) {
+            (Some(Broker::Rabbitmq), RabbitBroker::Local { script }, _) => Some(BrokerNodes::new(
+                Broker::Rabbitmq,
+                &RABBITMQ_SCRIPT,
+                RABBITMQ_SCRIPT.path(script.clone()),
+                options.broker_nodes,
+                options.broker_restart_after,
+            )),
+            (Some(Broker::Kafka), _, KafkaBroker::Local { script }) => Some(BrokerNodes::new(
+                Broker::Kafka,
+                &KAFKA_SCRIPT,
+                KAFKA_SCRIPT.path(script.clone()),
+                options.broker_nodes,
+                options.broker_restart_after,
+            )),
+            _ => None,
         };
         let bin_dir = match options.bin_dir {
             Some(dir) => dir,
@@ -311,6 +344,7 @@ impl LocalPlatform {
             rabbitmq,
             owns_vhost,
             kafka,
+            broker_nodes,
             _temp: temp,
         };
         for service in services {
@@ -396,6 +430,22 @@ impl LocalPlatform {
             && let Err(error) = names.delete().await
         {
             tracing::warn!(%error, "could not delete the lab's Kafka topics");
+        }
+    }
+
+    fn broker(&self, broker: Broker) -> Result<&BrokerNodes, PlatformError> {
+        match &self.broker_nodes {
+            Some(nodes) if nodes.broker() == broker => Ok(nodes),
+            Some(_) => Err(PlatformError::Broker {
+                broker,
+                reason: "not the broker of this part".into(),
+            }),
+            None => Err(PlatformError::Broker {
+                broker,
+                reason: "not a broker of the project's script (FOODLAB_KAFKA_BROKERS or a \
+                         RabbitMQ given by address): its nodes are not this platform's to kill"
+                    .into(),
+            }),
         }
     }
 
@@ -504,6 +554,27 @@ impl Platform for LocalPlatform {
                 reason: format!("{pod} was not running"),
             }),
         }
+    }
+
+    async fn broker_nodes(&self, broker: Broker) -> Result<Vec<String>, PlatformError> {
+        self.broker(broker)?.running().await
+    }
+
+    async fn kill_broker_node(
+        &self,
+        broker: Broker,
+        node: &str,
+        grace: Duration,
+    ) -> Result<(), PlatformError> {
+        self.broker(broker)?.kill(node, grace).await
+    }
+
+    async fn broker_nodes_down(
+        &self,
+        broker: Broker,
+        nodes: &[String],
+    ) -> Result<Vec<String>, PlatformError> {
+        self.broker(broker)?.down(nodes)
     }
 
     fn restarts(&self) -> Option<BoxStream<'static, Service>> {

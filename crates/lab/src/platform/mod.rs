@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 
-use crate::spec::Service;
+use crate::spec::{Broker, Service};
 use rabbitmq::RabbitAdmin;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,9 @@ pub enum PlatformError {
     },
     #[error("{0}")]
     Setup(String),
+    /// The part's broker: its nodes could not be listed, killed or started.
+    #[error("{broker}: {reason}")]
+    Broker { broker: Broker, reason: String },
 }
 
 pub trait Platform: Send + Sync {
@@ -88,6 +91,46 @@ pub trait Platform: Send + Sync {
         std::future::ready(Err(PlatformError::Unsupported {
             service,
             reason: "this platform cannot kill pods".into(),
+        }))
+    }
+
+    /// The names of the broker's running nodes (its StatefulSet's pods;
+    /// locally, the node processes of the project's script).
+    fn broker_nodes(
+        &self,
+        broker: Broker,
+    ) -> impl Future<Output = Result<Vec<String>, PlatformError>> + Send {
+        std::future::ready(Err(PlatformError::Broker {
+            broker,
+            reason: "this platform cannot list the broker's nodes".into(),
+        }))
+    }
+
+    /// Kills one broker node, given `grace` to stop (zero: SIGKILL at
+    /// once); it is started again as its StatefulSet recreates a pod.
+    fn kill_broker_node(
+        &self,
+        broker: Broker,
+        node: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), PlatformError>> + Send {
+        let _ = (node, grace);
+        std::future::ready(Err(PlatformError::Broker {
+            broker,
+            reason: "this platform cannot kill the broker's nodes".into(),
+        }))
+    }
+
+    /// Those of `nodes` (killed before) that are not serving again yet.
+    fn broker_nodes_down(
+        &self,
+        broker: Broker,
+        nodes: &[String],
+    ) -> impl Future<Output = Result<Vec<String>, PlatformError>> + Send {
+        let _ = nodes;
+        std::future::ready(Err(PlatformError::Broker {
+            broker,
+            reason: "this platform cannot tell whether the broker's nodes are back".into(),
         }))
     }
 

@@ -15,7 +15,9 @@ pub const DEFAULT_MANAGEMENT_URL: &str = "http://127.0.0.1:15672";
 /// A broker, and the vhost the lab's services use on it.
 #[derive(Debug, Clone)]
 pub struct RabbitAdmin {
-    pub management_url: String,
+    /// The management API of each node, asked in turn until one answers
+    /// (a cluster's node may be down).
+    pub management_urls: Vec<String>,
     /// `host:port` of the AMQP listener; a cluster's nodes comma-separated.
     pub amqp_host_port: String,
     pub vhost: String,
@@ -30,9 +32,14 @@ pub(crate) fn encode(vhost: &str) -> String {
 }
 
 impl RabbitAdmin {
+    /// `management_url`: a cluster's nodes comma-separated.
     pub fn new(management_url: &str, amqp_host_port: &str, vhost: &str) -> Self {
         Self {
-            management_url: management_url.trim_end_matches('/').to_owned(),
+            management_urls: management_url
+                .split(',')
+                .map(|url| url.trim().trim_end_matches('/').to_owned())
+                .filter(|url| !url.is_empty())
+                .collect(),
             amqp_host_port: amqp_host_port.to_owned(),
             vhost: vhost.to_owned(),
             // On a cluster the chart's Secret names them; the local broker's guest otherwise.
@@ -73,27 +80,49 @@ impl RabbitAdmin {
     }
 
     pub async fn is_up(&self) -> bool {
-        self.http
-            .get(format!("{}/api/overview", self.management_url))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
+        self.management(reqwest::Method::GET, "/api/overview", None)
             .await
             .is_ok_and(|r| r.status().is_success())
     }
 
     pub(crate) fn err(&self, what: &str, e: impl std::fmt::Display) -> PlatformError {
-        PlatformError::Setup(format!("RabbitMQ at {}: {what}: {e}", self.management_url))
+        PlatformError::Setup(format!(
+            "RabbitMQ at {}: {what}: {e}",
+            self.management_urls.join(",")
+        ))
+    }
+
+    /// A call of the management API, on the first node that answers.
+    pub(crate) async fn management(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response, PlatformError> {
+        let mut last = None;
+        for url in &self.management_urls {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{url}{path}"))
+                .basic_auth(&self.user, Some(&self.password));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            match request.send().await {
+                Ok(response) => return Ok(response),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(match last {
+            Some(error) => self.err(path, error),
+            None => self.err(path, "no management URL"),
+        })
     }
 
     async fn put(&self, path: &str, body: serde_json::Value) -> Result<(), PlatformError> {
         let response = self
-            .http
-            .put(format!("{}{path}", self.management_url))
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.err(path, e))?;
+            .management(reqwest::Method::PUT, path, Some(&body))
+            .await?;
         if !response.status().is_success() {
             return Err(self.err(path, response.status()));
         }
@@ -121,19 +150,15 @@ impl RabbitAdmin {
 
     pub async fn delete_vhost(&self) -> Result<(), PlatformError> {
         let path = format!("/api/vhosts/{}", encode(&self.vhost));
-        self.http
-            .delete(format!("{}{path}", self.management_url))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| self.err(&path, e))?;
+        self.management(reqwest::Method::DELETE, &path, None)
+            .await?;
         Ok(())
     }
 }
 
 /// Which RabbitMQ a local platform uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Broker {
+pub enum RabbitBroker {
     /// The project's node on the default ports, started with its script
     /// (`scripts/rabbitmq.sh`, or this path) if nothing answers.
     Local { script: Option<PathBuf> },
@@ -145,19 +170,55 @@ pub enum Broker {
     },
 }
 
-impl Default for Broker {
+impl Default for RabbitBroker {
     fn default() -> Self {
         Self::Local { script: None }
     }
 }
 
-impl Broker {
-    /// Makes sure the broker answers; the admin handle for `vhost` on it.
-    pub async fn ready(&self, vhost: &str) -> Result<RabbitAdmin, PlatformError> {
+impl RabbitBroker {
+    /// Makes sure the broker (of `nodes` nodes, for the project's own)
+    /// answers; the admin handle for `vhost` on it.
+    pub async fn ready(&self, vhost: &str, nodes: u32) -> Result<RabbitAdmin, PlatformError> {
         match self {
-            Self::Local { script } => {
+            Self::Local { script } if nodes == 1 => {
                 ensure_local_broker(script.clone()).await?;
                 Ok(RabbitAdmin::local(vhost))
+            }
+            Self::Local { script } => {
+                let path = RABBITMQ_SCRIPT.path(script.clone());
+                if RABBITMQ_SCRIPT
+                    .run(&path, nodes, &["status"])
+                    .await
+                    .is_err()
+                {
+                    RABBITMQ_SCRIPT
+                        .start(
+                            script.clone(),
+                            nodes,
+                            &format!("the {nodes} RabbitMQ nodes do not all answer"),
+                        )
+                        .await?;
+                }
+                let mut managements = Vec::new();
+                for node in 1..=nodes {
+                    let n = node.to_string();
+                    managements.push(
+                        RABBITMQ_SCRIPT
+                            .run(&path, nodes, &["management", &n])
+                            .await?,
+                    );
+                }
+                let urls = RABBITMQ_SCRIPT.run(&path, nodes, &["urls"]).await?;
+                let hosts: Vec<&str> = urls
+                    .split(',')
+                    .map(foodlab_transport::rabbitmq::url_host)
+                    .collect();
+                Ok(RabbitAdmin::new(
+                    &managements.join(","),
+                    &hosts.join(","),
+                    vhost,
+                ))
             }
             Self::At {
                 management_url,
@@ -177,14 +238,16 @@ pub async fn ensure_local_broker(script: Option<PathBuf>) -> Result<(), Platform
     RABBITMQ_SCRIPT
         .start(
             script,
+            1,
             &format!("no RabbitMQ answers at {DEFAULT_MANAGEMENT_URL}"),
         )
         .await
 }
 
-const RABBITMQ_SCRIPT: BrokerScript = BrokerScript {
+pub(crate) const RABBITMQ_SCRIPT: BrokerScript = BrokerScript {
     broker: "RabbitMQ",
     env: "FOODLAB_RABBITMQ_SCRIPT",
     default_path: "scripts/rabbitmq.sh",
     make_target: "rabbitmq-up",
+    nodes_env: "RABBITMQ_NODES",
 };

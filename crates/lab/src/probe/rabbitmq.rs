@@ -64,13 +64,7 @@ impl RabbitAdmin {
 
     async fn managed_depth(&self, queue: &str) -> Result<QueueDepth, PlatformError> {
         let path = format!("/api/queues/{}/{queue}", encode(&self.vhost));
-        let response = self
-            .http
-            .get(format!("{}{path}", self.management_url))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .map_err(|e| self.err(&path, e))?;
+        let response = self.management(reqwest::Method::GET, &path, None).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(QueueDepth::default());
         }

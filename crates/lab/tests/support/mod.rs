@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use foodlab_lab::platform::kafka::KafkaBroker;
-use foodlab_lab::platform::rabbitmq::Broker;
+use foodlab_lab::platform::rabbitmq::RabbitBroker;
 use std::sync::Arc;
 
 use foodlab_lab::{
@@ -34,7 +34,7 @@ pub fn options(lab: &FoodLab) -> LocalOptions {
 }
 
 fn with_project_brokers(mut options: LocalOptions) -> LocalOptions {
-    options.broker = Broker::Local {
+    options.broker = RabbitBroker::Local {
         script: Some(repo().join("scripts/rabbitmq.sh")),
     };
     options.kafka = KafkaBroker::Local {
