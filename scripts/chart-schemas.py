@@ -152,18 +152,28 @@ def broker(extra, required=()):
     return obj(properties, required=["image", "resources", "persistence", *required])
 
 
+# A broker of one node or a cluster of three (added later: optional, one node when absent).
+BROKER_NODES = {"enum": [1, 3], "description": "1 node, or a cluster of 3"}
 RABBITMQ = broker(
     {
+        "nodes": BROKER_NODES,
         "memoryHighWatermark": {
             "type": "string",
             "pattern": "^[0-9]+(kB|MB|GB|KiB|MiB|GiB)$",
             "description": "vm_memory_high_watermark.absolute",
-        }
+        },
+        "erlangCookie": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-]*$",
+            "description": "The nodes' shared Erlang cookie (nodes=3; \"\" = made up at random, kept)",
+        },
+        "clusterDomain": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
     },
     required=["memoryHighWatermark"],
 )
 KAFKA = broker(
     {
+        "nodes": BROKER_NODES,
         "clusterId": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
         "heapOpts": STRING,
         "topics": {

@@ -4,8 +4,10 @@ ports carry the business API, the read-only endpoints labs read and the admin AP
 they are open to every pod; the admin API (/admin/*) is gated by the lab's token instead
 (labSecret). A port that is admin-only (RabbitMQ's management API) admits only the
 operator and the workload Job, by label; a broker's client port admits FoodLab's own pods
-(the part's services, its setup Job, the operator and the workload Job).
-Takes (dict "ctx" $ "brokers" (list (dict "name" "rabbitmq" "ports" (list 5672) "adminPorts" (list 15672) "openPorts" (list 15692)))); the part's own PostgreSQL (database.backend=postgres) is added.
+(the part's services, its setup Job, the operator and the workload Job); a broker's
+cluster ports (a broker of several nodes: Kafka's controller port, RabbitMQ's epmd and
+inter-node ports) admit only the broker's own pods.
+Takes (dict "ctx" $ "brokers" (list (dict "name" "rabbitmq" "ports" (list 5672) "adminPorts" (list 15672) "openPorts" (list 15692) "peerPorts" (list 4369 25672)))); the part's own PostgreSQL (database.backend=postgres) is added.
 Enforced only where the cluster's network plugin enforces NetworkPolicy. Off when
 networkPolicy is absent (a release from before it, upgraded with --reuse-values).
 */}}
@@ -41,7 +43,7 @@ spec:
           protocol: TCP
         {{- end }}
         {{- end }}
-{{- range $brokers }}
+{{- range $broker := $brokers }}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -73,6 +75,18 @@ spec:
               - key: app.kubernetes.io/name
                 operator: In
                 values: [foodlab-operator, foodlab-workload]
+      ports:
+        {{- range . }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+    {{- end }}
+    {{- with .peerPorts }}
+    # Cluster traffic: the broker's nodes, to each other.
+    - from:
+        - podSelector:
+            matchLabels:
+              {{- include "foodlab.selectorLabels" (dict "ctx" $.ctx "name" $broker.name) | nindent 14 }}
       ports:
         {{- range . }}
         - port: {{ . }}

@@ -4,11 +4,14 @@ Service, a Deployment and, with persistence on (SQLite), a PersistentVolumeClaim
 named after the service (order, inventory, notification, analytics). Call it from the part chart:
 
   {{ include "foodlab.services" (dict "ctx" $ "transport" "rest") }}
+
+"partEnv" (optional): environment the part chart derives from its own values, for every
+service ({NAME: value}); .Values.env and services.<name>.env win over it.
 */}}
 {{- define "foodlab.services" -}}
 {{- range $name, $svc := .ctx.Values.services }}
 {{- if $svc.enabled }}
-{{ include "foodlab.service" (dict "ctx" $.ctx "transport" $.transport "name" $name "svc" $svc) }}
+{{ include "foodlab.service" (dict "ctx" $.ctx "transport" $.transport "name" $name "svc" $svc "partEnv" ($.partEnv | default dict)) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -162,8 +165,8 @@ spec:
 {{/*
 A service's environment (the binaries read all their settings from FOODLAB_* variables).
 The admin token (and in the RabbitMQ part the broker's user) come from the lab's Secret.
-.Values.env (every service) and .Values.services.<name>.env (this one; wins on a clash)
-come last, in name order.
+The part's own (.partEnv), .Values.env (every service) and .Values.services.<name>.env
+(this one) come last, in name order; on a clash the latter wins.
 */}}
 {{- define "foodlab.serviceEnv" -}}
 {{- $v := .ctx.Values -}}
@@ -202,7 +205,7 @@ come last, in name order.
   value: {{ int .failStatus | quote }}
 {{- end }}
 {{- end }}
-{{- range $name, $value := merge (deepCopy (.svc.env | default dict)) ($v.env | default dict) }}
+{{- range $name, $value := merge (deepCopy (.svc.env | default dict)) ($v.env | default dict) (.partEnv | default dict) }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
