@@ -193,8 +193,9 @@ pub fn part_options(transport: foodlab_lab::Transport) -> LocalOptions {
     with_project_brokers(LocalOptions::new(transport))
 }
 
-/// The names of the examples whose file name starts with `prefix`, sorted.
-pub fn examples(prefix: &str) -> Vec<String> {
+/// The names of the examples whose file name starts with `prefix` and
+/// that run on a broker of `nodes` nodes (1: the parts' default), sorted.
+pub fn examples_on(prefix: &str, nodes: u32) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(repo().join("manifests/examples"))
         .unwrap()
         .filter_map(|entry| {
@@ -202,9 +203,15 @@ pub fn examples(prefix: &str) -> Vec<String> {
             let stem = name.strip_suffix(".yaml")?;
             stem.starts_with(prefix).then(|| stem.to_owned())
         })
+        .filter(|name| example(name).spec.broker_nodes() == nodes)
         .collect();
     names.sort();
     names
+}
+
+/// `examples_on(prefix, 1)`: those for a part as it is installed by default.
+pub fn examples(prefix: &str) -> Vec<String> {
+    examples_on(prefix, 1)
 }
 
 /// Every service at one base URL (a stub serving all their paths).
