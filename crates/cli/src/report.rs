@@ -52,6 +52,10 @@ pub fn print(name: &str, report: &LabReport) {
             r.max_backlog.map(|n| format!("{n} messages")),
         ),
         ("drain time", r.drain_seconds.map(|s| format!("{s:.2} s"))),
+        (
+            "broker node back after",
+            r.broker_recovery_seconds.map(|s| format!("{s:.1} s")),
+        ),
         ("dead-lettered", r.dead_lettered.map(|n| n.to_string())),
         (
             "orders decided by inventory",
@@ -87,8 +91,12 @@ pub fn print(name: &str, report: &LabReport) {
         figures.add_row([measure.to_owned(), value]);
     }
     for record in &report.chaos {
+        let pods = match record.pods.as_slice() {
+            [] => String::new(),
+            pods => format!(" ({})", pods.join(", ")),
+        };
         figures.add_row([
-            format!("chaos {:?} {}", record.action, record.target),
+            format!("chaos {:?} {}{pods}", record.action, record.target),
             format!(
                 "{} → {}",
                 clock(record.started_at),

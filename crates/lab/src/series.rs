@@ -308,7 +308,11 @@ pub fn chaos_windows(records: &[ChaosRecord], start: jiff::Timestamp) -> Vec<Win
         .iter()
         .map(|record| Window {
             kind: "chaos".into(),
-            label: format!("{:?} {}", record.action, record.target),
+            // A broker's window is its node's time down: named by the node.
+            label: match (record.target.broker(), record.pods.as_slice()) {
+                (Some(_), [_, ..]) => format!("{:?} {}", record.action, record.pods.join(", ")),
+                _ => format!("{:?} {}", record.action, record.target),
+            },
             from_seconds: seconds(record.started_at),
             to_seconds: record.restored_at.map(seconds),
         })
