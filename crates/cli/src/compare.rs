@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use foodlab_lab::chaos::Direct;
-use foodlab_lab::spec::{ChaosStep, Expectations, Replicas, ServiceFaults, Settings, Workload};
+use foodlab_lab::spec::{
+    BrokerShape, ChaosStep, Expectations, Replicas, ServiceFaults, Settings, Workload,
+};
 use foodlab_lab::validated::ValidatedLab;
 use foodlab_lab::{
     FoodLabSpec, LabError, LabReport, LocalOptions, LocalPlatform, Transport, run_lab_with,
@@ -54,12 +56,39 @@ pub struct CompareSpec {
     /// than one replica needs `--database-url`.
     #[serde(default)]
     pub replicas: Vec<Replicas>,
+    /// The broker shapes to run each part with a broker at, one row each
+    /// (e.g. `[1, 3]`: what replication costs); one node when empty. A part
+    /// without a broker runs once.
+    #[serde(default)]
+    pub broker_nodes: Vec<u32>,
     /// How long each part's run may take (default 180s).
     #[serde(default, with = "humantime_serde")]
     pub within: Option<Duration>,
 }
 
 const ALL_PARTS: [Transport; 3] = [Transport::Rest, Transport::Rabbitmq, Transport::Kafka];
+
+/// One row of a comparison: a part at one shape, on a broker of some nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub transport: Transport,
+    pub replicas: Replicas,
+    pub broker_nodes: u32,
+}
+
+impl Row {
+    /// The part, and its shape and broker when the comparison names them.
+    fn name(&self, brokers_named: bool) -> String {
+        let mut name = self.transport.part().to_owned();
+        if !self.replicas.is_empty() {
+            name = format!("{name} {}", self.replicas);
+        }
+        if brokers_named && self.transport.broker().is_some() {
+            name = format!("{name}, {} broker node(s)", self.broker_nodes);
+        }
+        name
+    }
+}
 
 impl Comparison {
     pub fn load(file: &Path) -> anyhow::Result<Self> {
@@ -105,9 +134,14 @@ impl Comparison {
                 problems.push(format!("spec.replicas names {{{shape}}} twice"));
             }
         }
+        for (i, nodes) in self.spec.broker_nodes.iter().enumerate() {
+            if self.spec.broker_nodes[..i].contains(nodes) {
+                problems.push(format!("spec.brokerNodes names {nodes} twice"));
+            }
+        }
         // Each row's lab must be valid too (workload, chaos step, faults, shape).
-        for (part, shape) in self.rows() {
-            if let Err(errors) = ValidatedLab::new(&self.lab(part, &shape)) {
+        for row in self.rows() {
+            if let Err(errors) = ValidatedLab::new(&self.lab(&row)) {
                 for error in errors {
                     if !problems.contains(&error) {
                         problems.push(error);
@@ -122,17 +156,35 @@ impl Comparison {
         }
     }
 
-    /// The rows: each part at each shape, part by part.
-    pub fn rows(&self) -> Vec<(Transport, Replicas)> {
+    /// The rows: each part at each shape and broker shape, part by part.
+    pub fn rows(&self) -> Vec<Row> {
         let shapes = if self.spec.replicas.is_empty() {
             vec![Replicas::default()]
         } else {
             self.spec.replicas.clone()
         };
-        self.parts()
-            .into_iter()
-            .flat_map(|part| shapes.iter().map(move |shape| (part, shape.clone())))
-            .collect()
+        let nodes = if self.spec.broker_nodes.is_empty() {
+            vec![1]
+        } else {
+            self.spec.broker_nodes.clone()
+        };
+        let mut rows = Vec::new();
+        for transport in self.parts() {
+            for replicas in &shapes {
+                let nodes: &[u32] = match transport.broker() {
+                    Some(_) => &nodes,
+                    None => &[1],
+                };
+                for broker_nodes in nodes {
+                    rows.push(Row {
+                        transport,
+                        replicas: replicas.clone(),
+                        broker_nodes: *broker_nodes,
+                    });
+                }
+            }
+        }
+        rows
     }
 
     pub fn parts(&self) -> Vec<Transport> {
@@ -144,9 +196,9 @@ impl Comparison {
 
     /// The lab one row runs: the workload and disruption on a part at a
     /// shape, every order to a final status within the time allowed.
-    pub fn lab(&self, transport: Transport, replicas: &Replicas) -> FoodLabSpec {
+    pub fn lab(&self, row: &Row) -> FoodLabSpec {
         FoodLabSpec {
-            transport,
+            transport: row.transport,
             faults: self.spec.faults.clone(),
             workload: self.spec.workload.clone(),
             inject: None,
@@ -158,18 +210,11 @@ impl Comparison {
             },
             settings: self.spec.settings.clone(),
             replay: false,
-            replicas: replicas.clone(),
-            broker: None,
+            replicas: row.replicas.clone(),
+            broker: (row.broker_nodes != 1).then_some(BrokerShape {
+                nodes: row.broker_nodes,
+            }),
         }
-    }
-}
-
-/// A row's name: the part, and its shape when it names one.
-fn row_name(transport: Transport, replicas: &Replicas) -> String {
-    if replicas.is_empty() {
-        transport.part().to_owned()
-    } else {
-        format!("{} {replicas}", transport.part())
     }
 }
 
@@ -183,9 +228,10 @@ pub async fn run(
     let interrupt = crate::interrupt::flag();
     let mut reports: Vec<(String, LabReport)> = Vec::new();
     let rows = comparison.rows();
-    for (i, (transport, replicas)) in rows.iter().enumerate() {
-        let lab = comparison.lab(*transport, replicas);
-        let row = row_name(*transport, replicas);
+    let brokers_named = !comparison.spec.broker_nodes.is_empty();
+    for (i, row) in rows.iter().enumerate() {
+        let lab = comparison.lab(row);
+        let row = row.name(brokers_named);
         eprintln!("{}: {} on {row}", comparison.metadata.name, describe(&lab));
         let progress = Progress::new(!json, format!("[{}/{}] {row}: ", i + 1, rows.len()));
         progress.step("starting the part");
@@ -314,7 +360,11 @@ mod tests {
     fn a_minimal_comparison_runs_on_the_three_parts() {
         let comparison = Comparison::parse(BASE).unwrap();
         assert_eq!(comparison.parts(), ALL_PARTS);
-        let lab = comparison.lab(Transport::Kafka, &Replicas::default());
+        let lab = comparison.lab(&Row {
+            transport: Transport::Kafka,
+            replicas: Replicas::default(),
+            broker_nodes: 1,
+        });
         assert_eq!(lab.transport, Transport::Kafka);
         assert_eq!(lab.expect.all_orders_terminal, Some(true));
         assert_eq!(lab.expect.within, Some(Duration::from_secs(180)));
@@ -347,6 +397,7 @@ mod tests {
             "slow-inventory",
             "inventory-down",
             "competing-consumers",
+            "broker-nodes",
         ] {
             let comparison = Comparison::load(Path::new(&format!("{dir}/{name}.yaml"))).unwrap();
             assert_eq!(comparison.metadata.name, name);
@@ -362,7 +413,7 @@ mod tests {
         let rows: Vec<String> = comparison
             .rows()
             .iter()
-            .map(|(part, shape)| row_name(*part, shape))
+            .map(|row| row.name(false))
             .collect();
         assert_eq!(
             rows,
@@ -373,13 +424,50 @@ mod tests {
                 "streaming-kafka order=2,inventory=3",
             ]
         );
-        let lab = comparison.lab(Transport::Kafka, &comparison.rows()[3].1);
+        let lab = comparison.lab(&comparison.rows()[3]);
+        assert_eq!(lab.transport, Transport::Kafka);
         assert_eq!(lab.replicas.get(foodlab_lab::Service::Inventory), Some(3));
         assert!(
             Comparison::parse(&format!("{BASE}  replicas:\n    - {{inventory: 99}}\n"))
                 .unwrap_err()
                 .to_string()
                 .contains("replicas.inventory must be 1 to")
+        );
+    }
+
+    #[test]
+    fn each_part_with_a_broker_runs_on_each_broker_shape() {
+        let comparison = Comparison::parse(&format!(
+            "{BASE}  brokerNodes: [1, 3]
+"
+        ))
+        .unwrap();
+        let rows: Vec<(String, Option<u32>)> = comparison
+            .rows()
+            .iter()
+            .map(|row| {
+                let lab = comparison.lab(row);
+                (row.name(true), lab.broker.map(|b| b.nodes))
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("sync-rest".to_owned(), None),
+                ("async-rabbitmq, 1 broker node(s)".to_owned(), None),
+                ("async-rabbitmq, 3 broker node(s)".to_owned(), Some(3)),
+                ("streaming-kafka, 1 broker node(s)".to_owned(), None),
+                ("streaming-kafka, 3 broker node(s)".to_owned(), Some(3)),
+            ]
+        );
+        assert!(
+            Comparison::parse(&format!(
+                "{BASE}  brokerNodes: [2]
+"
+            ))
+            .unwrap_err()
+            .to_string()
+            .contains("broker.nodes is 1 or 3, not 2")
         );
     }
 }
