@@ -1,17 +1,20 @@
 //! The Kubernetes platform: services by their Service DNS names, every
 //! ready pod of one by its EndpointSlices, replicas through each
-//! Deployment's scale subresource.
+//! Deployment's scale subresource; the broker's nodes are its StatefulSet's
+//! pods.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use foodlab_lab::platform::rabbitmq::RabbitAdmin;
+use foodlab_lab::spec::Broker;
 use foodlab_lab::{Platform, PlatformError, Service};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::Selector;
 use kube::{Api, ResourceExt};
 
 pub const FIELD_MANAGER: &str = "foodlab-operator";
@@ -31,6 +34,8 @@ pub struct KubernetesPlatform {
     endpoint_slices: Option<Api<EndpointSlice>>,
     /// Where a PodKill finds and deletes pods.
     pods: Option<Api<Pod>>,
+    /// Where the part's broker (its StatefulSet) is read.
+    stateful_sets: Option<Api<StatefulSet>>,
 }
 
 impl KubernetesPlatform {
@@ -49,7 +54,69 @@ impl KubernetesPlatform {
             endpoints: None,
             endpoint_slices: None,
             pods: None,
+            stateful_sets: None,
         }
+    }
+
+    /// Reads the part's broker (its nodes: a StatefulSet's pods) through this API.
+    pub fn with_stateful_sets(mut self, stateful_sets: Api<StatefulSet>) -> Self {
+        self.stateful_sets = Some(stateful_sets);
+        self
+    }
+
+    /// The broker's StatefulSet; `None` where there is none in the namespace.
+    async fn broker_set(&self, broker: Broker) -> Result<Option<StatefulSet>, PlatformError> {
+        let api = self
+            .stateful_sets
+            .as_ref()
+            .ok_or_else(|| PlatformError::Broker {
+                broker,
+                reason: "no Kubernetes API client for StatefulSets here".into(),
+            })?;
+        api.get_opt(broker.name())
+            .await
+            .map_err(|e| broker_failed(broker, "reading its StatefulSet", &e))
+    }
+
+    /// The nodes the broker's StatefulSet runs (`spec.replicas`); `None`
+    /// where there is no StatefulSet of that name in the namespace.
+    pub async fn broker_replicas(&self, broker: Broker) -> Result<Option<u32>, PlatformError> {
+        Ok(self.broker_set(broker).await?.map(|set| {
+            let replicas = set.spec.and_then(|s| s.replicas).unwrap_or(1);
+            u32::try_from(replicas).unwrap_or(0)
+        }))
+    }
+
+    /// Every pod the broker's StatefulSet selects (`spec.selector`),
+    /// whatever its state.
+    async fn broker_pods(&self, broker: Broker) -> Result<Vec<Pod>, PlatformError> {
+        let set = self
+            .broker_set(broker)
+            .await?
+            .ok_or_else(|| no_stateful_set(broker))?;
+        let selector = set
+            .spec
+            .map(|s| s.selector)
+            .map(Selector::try_from)
+            .transpose()
+            .map_err(|e| PlatformError::Broker {
+                broker,
+                reason: format!("its StatefulSet's pod selector: {e}"),
+            })?
+            .filter(|s| !s.selects_all())
+            .ok_or_else(|| PlatformError::Broker {
+                broker,
+                reason: "its StatefulSet has no pod selector".into(),
+            })?;
+        let pods = self.pods.as_ref().ok_or_else(|| PlatformError::Broker {
+            broker,
+            reason: "no Kubernetes API client for pods here".into(),
+        })?;
+        let list = pods
+            .list(&ListParams::default().labels_from(&selector))
+            .await
+            .map_err(|e| broker_failed(broker, "listing its pods", &e))?;
+        Ok(list.items)
     }
 
     /// Kills pods (PodKill) through this API.
@@ -255,6 +322,122 @@ impl Platform for KubernetesPlatform {
             }),
         }
     }
+
+    /// The broker StatefulSet's running pods not being deleted, by name.
+    async fn broker_nodes(&self, broker: Broker) -> Result<Vec<String>, PlatformError> {
+        let mut names: Vec<String> = self
+            .broker_pods(broker)
+            .await?
+            .iter()
+            .filter(|pod| running(pod))
+            .map(|pod| pod.name_any())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn kill_broker_node(
+        &self,
+        broker: Broker,
+        node: &str,
+        grace: Duration,
+    ) -> Result<(), PlatformError> {
+        let pods = self.pods.as_ref().ok_or_else(|| PlatformError::Broker {
+            broker,
+            reason: "no Kubernetes API client for pods here".into(),
+        })?;
+        let params = DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+            ..DeleteParams::default()
+        };
+        match pods.delete(node, &params).await {
+            Ok(_) => Ok(()),
+            // Gone already: what a kill wanted.
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(broker_failed(
+                broker,
+                &format!("deleting pod {node}"),
+                &error,
+            )),
+        }
+    }
+
+    /// Those of `nodes` whose pod (the StatefulSet makes it again under the
+    /// same name) is not there, is being deleted or is not Ready yet.
+    async fn broker_nodes_down(
+        &self,
+        broker: Broker,
+        nodes: &[String],
+    ) -> Result<Vec<String>, PlatformError> {
+        let pods = self.broker_pods(broker).await?;
+        Ok(nodes
+            .iter()
+            .filter(|node| {
+                !pods
+                    .iter()
+                    .any(|pod| pod.name_any() == **node && serving(pod))
+            })
+            .cloned()
+            .collect())
+    }
+}
+
+/// A pod that runs and is not on its way out.
+fn running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// A pod not being deleted whose Ready condition is True.
+fn serving(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+}
+
+fn no_stateful_set(broker: Broker) -> PlatformError {
+    PlatformError::Broker {
+        broker,
+        reason: format!("no StatefulSet {} in this namespace", broker.name()),
+    }
+}
+
+fn broker_failed(broker: Broker, doing: &str, error: &kube::Error) -> PlatformError {
+    PlatformError::Broker {
+        broker,
+        reason: format!("{doing}: {error}"),
+    }
+}
+
+/// Why a lab that needs `needed` nodes of `broker` (`spec.broker.nodes`)
+/// cannot run on the part as installed, whose StatefulSet runs `installed`
+/// nodes (`None`: there is none); a lab of one node runs where there is no
+/// StatefulSet, as it did before the broker had a shape.
+pub fn broker_shape_mismatch(
+    broker: Broker,
+    part: &str,
+    needed: u32,
+    installed: Option<u32>,
+) -> Option<String> {
+    let has = match installed {
+        Some(installed) if installed == needed => return None,
+        None if needed == 1 => return None,
+        Some(installed) => format!(
+            "StatefulSet {broker} runs {installed} node{}",
+            if installed == 1 { "" } else { "s" }
+        ),
+        None => format!("there is no StatefulSet {broker} in this namespace"),
+    };
+    Some(format!(
+        "spec.broker.nodes: {needed}, but {has} (install {part} with --set {broker}.nodes={needed})"
+    ))
 }
 
 /// `http://<pod ip>:<port>` of every ready endpoint of the slices (a pod
@@ -325,6 +508,93 @@ mod tests {
                 "http://10.244.0.9:8001",
                 "http://[fd00::5]:8001"
             ]
+        );
+    }
+
+    fn pod(value: serde_json::Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_broker_node_serves_once_its_pod_is_ready_and_not_being_deleted() {
+        let ready = serde_json::json!({"type": "Ready", "status": "True"});
+        let not_ready = serde_json::json!({"type": "Ready", "status": "False"});
+        let cases = [
+            (
+                serde_json::json!({"metadata": {"name": "kafka-1"},
+                "status": {"phase": "Running", "conditions": [ready]}}),
+                true,
+                true,
+            ),
+            // Recreated under the same name, not ready yet.
+            (
+                serde_json::json!({"metadata": {"name": "kafka-1"},
+                "status": {"phase": "Running", "conditions": [not_ready]}}),
+                true,
+                false,
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "kafka-1"},
+                "status": {"phase": "Pending"}}),
+                false,
+                false,
+            ),
+            // Still the killed one, on its way out.
+            (
+                serde_json::json!({"metadata": {"name": "kafka-1",
+                    "deletionTimestamp": "2025-01-01T00:00:00Z"},
+                "status": {"phase": "Running", "conditions": [ready]}}),
+                false,
+                false,
+            ),
+            (
+                serde_json::json!({"metadata": {"name": "kafka-1"}}),
+                false,
+                false,
+            ),
+        ];
+        for (value, is_running, is_serving) in cases {
+            let pod = pod(value.clone());
+            assert_eq!(running(&pod), is_running, "{value}");
+            assert_eq!(serving(&pod), is_serving, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_lab_runs_only_on_a_broker_of_its_nodes() {
+        assert_eq!(
+            broker_shape_mismatch(Broker::Kafka, "streaming-kafka", 3, Some(1)).as_deref(),
+            Some(
+                "spec.broker.nodes: 3, but StatefulSet kafka runs 1 node \
+                 (install streaming-kafka with --set kafka.nodes=3)"
+            )
+        );
+        assert_eq!(
+            broker_shape_mismatch(Broker::Rabbitmq, "async-rabbitmq", 1, Some(3)).as_deref(),
+            Some(
+                "spec.broker.nodes: 1, but StatefulSet rabbitmq runs 3 nodes \
+                 (install async-rabbitmq with --set rabbitmq.nodes=1)"
+            )
+        );
+        assert_eq!(
+            broker_shape_mismatch(Broker::Rabbitmq, "async-rabbitmq", 3, None).as_deref(),
+            Some(
+                "spec.broker.nodes: 3, but there is no StatefulSet rabbitmq in this namespace \
+                 (install async-rabbitmq with --set rabbitmq.nodes=3)"
+            )
+        );
+        assert_eq!(
+            broker_shape_mismatch(Broker::Kafka, "streaming-kafka", 3, Some(3)),
+            None
+        );
+        // A lab without spec.broker: one node, as before.
+        assert_eq!(
+            broker_shape_mismatch(Broker::Kafka, "streaming-kafka", 1, Some(1)),
+            None
+        );
+        assert_eq!(
+            broker_shape_mismatch(Broker::Rabbitmq, "async-rabbitmq", 1, None),
+            None
         );
     }
 }

@@ -60,11 +60,17 @@ pub const RULES: &[(&str, &str, &[&str], &[&str])] = &[
     // PodKill deletes pods its Deployment's own selector matches (names and
     // labels cannot be bound in RBAC: the selection is the operator's).
     ("", "pods", &["list", "delete"], &[]),
+    // The part's broker: its StatefulSet's nodes (replicas) and pod
+    // selector, read before a lab runs and for a PodKill of a broker node.
+    ("apps", "statefulsets", &["get"], &BROKERS),
     ("events.k8s.io", "events", &["create", "patch"], &[]),
 ];
 
 /// The Deployments of a part: FoodLab's services.
 const SERVICES: [&str; 4] = ["order", "inventory", "notification", "analytics"];
+
+/// The StatefulSets of a part: its broker.
+const BROKERS: [&str; 2] = ["kafka", "rabbitmq"];
 
 /// What an API request needs: group, resource, verb, and the object's name
 /// when the request names one.

@@ -39,6 +39,7 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 const CM: &str = "/api/v1/namespaces/default/configmaps/backlog-drain-run-0b7e4c1e";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases/foodlab-part";
+const BROKER: &str = "/apis/apps/v1/namespaces/default/statefulsets/rabbitmq";
 
 fn t(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
@@ -380,6 +381,11 @@ async fn a_lab_whose_part_is_not_installed_fails_at_once_saying_so() {
 }
 
 async fn expect_part_installed(h: &mut Handle) {
+    expect_services_installed(h).await;
+    expect(h, "GET", BROKER, 200, broker(1)).await;
+}
+
+async fn expect_services_installed(h: &mut Handle) {
     for service in ["inventory", "notification", "order"] {
         expect(
             h,
@@ -390,6 +396,47 @@ async fn expect_part_installed(h: &mut Handle) {
         )
         .await;
     }
+}
+
+/// The async-rabbitmq part's broker, installed with `rabbitmq.nodes=nodes`.
+fn broker(nodes: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+           "metadata": {"name": "rabbitmq", "namespace": "default"},
+           "spec": {"replicas": nodes, "serviceName": "rabbitmq-headless",
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": "rabbitmq"}},
+                    "template": {}}})
+}
+
+#[tokio::test]
+async fn a_lab_whose_broker_nodes_differ_from_the_installed_broker_fails_at_once_saying_so() {
+    let mut current = lab(Value::Null);
+    current.spec = serde_json::from_value({
+        let mut spec = serde_json::to_value(&current.spec).unwrap();
+        spec["broker"] = json!({"nodes": 3});
+        spec
+    })
+    .unwrap();
+    let reply = echo(&current);
+    let (action, calls) = run(
+        current,
+        || t(0),
+        async move |h: &mut Handle| {
+            expect_services_installed(h).await;
+            expect(h, "GET", BROKER, 200, broker(1)).await;
+            let status = expect(h, "PATCH", STATUS, 200, reply).await;
+            assert_eq!(status["status"]["phase"], "Failed");
+            let condition = &status["status"]["conditions"][0];
+            assert_eq!(condition["reason"], "BrokerNodesDiffer");
+            assert_eq!(
+                condition["message"],
+                "spec.broker.nodes: 3, but StatefulSet rabbitmq runs 1 node \
+             (install async-rabbitmq with --set rabbitmq.nodes=3)"
+            );
+        },
+    )
+    .await;
+    assert_eq!(action, Action::await_change());
+    assert!(calls.is_empty(), "nothing touched: {calls:?}");
 }
 
 #[tokio::test]

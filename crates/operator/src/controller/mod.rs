@@ -147,7 +147,8 @@ impl Context {
             lab.spec.transport == foodlab_lab::Transport::Rabbitmq,
         )
         .with_endpoint_slices(Api::namespaced(self.client.clone(), namespace))
-        .with_pods(Api::namespaced(self.client.clone(), namespace));
+        .with_pods(Api::namespaced(self.client.clone(), namespace))
+        .with_stateful_sets(Api::namespaced(self.client.clone(), namespace));
         match &self.endpoints {
             Some(endpoints) => platform.with_endpoints(endpoints.clone()),
             None => platform,
@@ -306,7 +307,8 @@ fn finished(phase: Phase) -> bool {
     matches!(phase, Phase::Succeeded | Phase::Failed)
 }
 
-/// Step 2: the part must be installed, and free; then the lab runs.
+/// Step 2: the part must be installed (its broker with the lab's nodes),
+/// and free; then the lab runs.
 async fn start(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
     let mut missing = Vec::new();
     for service in lab.transport.services() {
@@ -325,6 +327,18 @@ async fn start(run: &mut Run<'_>, lab: &ValidatedLab) -> Result<Action, Error> {
             missing.join(", ")
         );
         return run.fail("PartNotInstalled", message).await;
+    }
+    // The broker's nodes are the part's, as installed: a lab does not change them.
+    if let Some(broker) = lab.transport.broker() {
+        let installed = run.platform.broker_replicas(broker).await?;
+        if let Some(why) = crate::platform::broker_shape_mismatch(
+            broker,
+            lab.transport.part(),
+            lab.broker_nodes,
+            installed,
+        ) {
+            return run.fail("BrokerNodesDiffer", why).await;
+        }
     }
     match claim::claim(&run.ctx.client, run.namespace, run.lab).await? {
         Claim::Queued { holder } => {
