@@ -82,9 +82,16 @@ impl Disruptor for OperatorChaos {
             .map(|d| d.after + d.duration())
             .max()
             .unwrap_or_default();
+        // A broker's killed nodes are waited for past the lab's time (the
+        // verdict then says they were late).
+        let broker_return = match lab.chaos.iter().any(|d| d.target.broker().is_some()) {
+            true => lab.within + crate::controller::RESTORE_DEADLINE + POLL * 30,
+            false => Duration::ZERO,
+        };
         let wait = lab
             .within
-            .max(chaos_end + crate::controller::RESTORE_DEADLINE + POLL * 30);
+            .max(chaos_end + crate::controller::RESTORE_DEADLINE + POLL * 30)
+            .max(broker_return);
         let deadline = start.instant + wait;
         loop {
             if let Some(records) = self.records().await

@@ -67,22 +67,33 @@ pub(super) async fn run_chaos(
     Ok(ChaosTurn {
         finished: after.finished,
         next_due: plan.next_due,
-        failure: chaos_failure(&run.status.chaos, run.now),
+        failure: chaos_failure(&run.status.chaos, run.now, plus(origin, lab.within)),
     })
 }
 
 /// A step whose window ended without the disruption ever being applied, or
 /// whose restore kept failing past `RESTORE_DEADLINE` (whether or not it has
 /// been made since: a part disrupted that much longer than the lab said is
-/// not the lab it declared).
-pub(super) fn chaos_failure(records: &[ChaosRecord], now: Timestamp) -> Option<String> {
+/// not the lab it declared). A broker's killed nodes are waited for until
+/// `RESTORE_DEADLINE` after the lab's time (`within_end`): the verdict says
+/// whether they were back within it.
+pub(super) fn chaos_failure(
+    records: &[ChaosRecord],
+    now: Timestamp,
+    within_end: Timestamp,
+) -> Option<String> {
     records.iter().find_map(|r| {
         let error = r.error.as_deref()?;
         let what = format!("chaos[{}] {:?} {}", r.step, r.action, r.target);
         if r.restored_at.is_some() && !r.disrupted {
             return Some(format!("{what} could not be applied: {error}"));
         }
-        let deadline = plus(r.restore_at.unwrap_or(r.started_at), RESTORE_DEADLINE);
+        let restore_at = r.restore_at.unwrap_or(r.started_at);
+        let from = match r.target.broker() {
+            Some(_) => restore_at.max(within_end),
+            None => restore_at,
+        };
+        let deadline = plus(from, RESTORE_DEADLINE);
         match r.restored_at {
             None => (now >= deadline)
                 .then(|| format!("{what} could not be restored by its deadline: {error}")),
@@ -280,4 +291,50 @@ pub(super) async fn release_part(
     let unrestored = undo_disruptions(run, lab).await;
     let uncleared = clear_faults(run).await;
     (unrestored, uncleared)
+}
+
+#[cfg(test)]
+mod tests {
+    use foodlab_lab::spec::{ChaosAction, ChaosTarget};
+
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + SignedDuration::from_secs(seconds)
+    }
+
+    /// A PodKill at +5 s whose nodes are not back yet.
+    fn unrestored_kill(target: ChaosTarget) -> ChaosRecord {
+        ChaosRecord {
+            step: 0,
+            action: ChaosAction::PodKill,
+            target,
+            disrupted: true,
+            original_replicas: None,
+            pods: vec!["kafka-1".into()],
+            started_at: at(5),
+            restore_at: Some(at(5)),
+            restored_at: None,
+            error: Some("kafka: kafka-1 not serving again yet".into()),
+        }
+    }
+
+    #[test]
+    fn a_broker_s_killed_nodes_are_waited_for_until_past_the_labs_time() {
+        let records = [unrestored_kill(ChaosTarget::Kafka)];
+        let within_end = at(300);
+        // Past the 60 s a restore is given, but within the lab's time.
+        assert_eq!(chaos_failure(&records, at(120), within_end), None);
+        assert_eq!(chaos_failure(&records, at(359), within_end), None);
+        assert_eq!(
+            chaos_failure(&records, at(360), within_end).as_deref(),
+            Some(
+                "chaos[0] PodKill kafka could not be restored by its deadline: \
+                 kafka: kafka-1 not serving again yet"
+            )
+        );
+        // A service's restore has its 60 s, whatever the lab's time.
+        let records = [unrestored_kill(ChaosTarget::Inventory)];
+        assert!(chaos_failure(&records, at(65), within_end).is_some());
+    }
 }
