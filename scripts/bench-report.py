@@ -88,13 +88,17 @@ def scale_table(sizes):
 def setup(report):
     """What a report ran on beyond its part, and the flags that asked for it."""
     database, replicas = report.get("database", "sqlite"), report.get("replicas", "")
-    if database == "sqlite" and not replicas:
+    nodes = report.get("brokerNodes", report.get("broker_nodes", 1))
+    if database == "sqlite" and not replicas and nodes == 1:
         return "", ""
     shown = "PostgreSQL" if database == "postgres" else "SQLite"
     flags = ' --database-url "$(scripts/postgres.sh url)"' if database == "postgres" else ""
     if replicas:
         shown += f", {replicas}"
         flags += f" --replicas {replicas}"
+    if nodes != 1:
+        shown += f", {nodes} broker nodes"
+        flags += f" --broker-nodes {nodes}"
     return f" on {shown}", flags
 
 
@@ -105,7 +109,7 @@ def label(report):
 def render(documents):
     found = [d for d in documents if isinstance(d, dict) and "phases" in d]
     found.sort(key=lambda d: (PARTS.index(d["part"]), d.get("database", "sqlite") != "sqlite",
-                              d.get("replicas", "")))
+                              d.get("replicas", ""), d.get("broker_nodes", 1)))
     reports = {label(d): d for d in found}
     scales = [d for d in documents if isinstance(d, list)]
     out = [START, ""]

@@ -42,6 +42,8 @@ pub struct BenchReport {
     pub database: Backend,
     /// The part's shape (`inventory=3`), empty at one replica each.
     pub replicas: String,
+    /// Nodes of the part's broker (1 for sync-rest, which has none).
+    pub broker_nodes: u32,
     pub started_at: String,
     pub machine: Machine,
     pub phases: Vec<Phase>,
@@ -96,6 +98,8 @@ const STOCK: u64 = 1_000_000_000;
 /// Where a bench runs: one replica of each service on SQLite files unless told.
 pub struct BenchSetup {
     pub replicas: Replicas,
+    /// Nodes of the part's broker (1 or 3).
+    pub broker_nodes: u32,
     pub database_url: Option<String>,
 }
 
@@ -107,6 +111,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let mut options = LocalOptions::new(transport);
     options.replicas = setup.replicas.clone();
+    options.broker_nodes = setup.broker_nodes;
     options.database_url = setup.database_url.clone();
     let machine = Machine::describe();
     eprintln!("machine: {}", machine.line());
@@ -144,6 +149,7 @@ pub async fn run(
                 Backend::Sqlite
             },
             replicas: setup.replicas.to_string(),
+            broker_nodes: setup.broker_nodes,
             started_at: jiff::Timestamp::now().to_string(),
             machine,
             phases: Vec::new(),

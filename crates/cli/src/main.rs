@@ -231,6 +231,10 @@ enum Command {
         /// Processes per service, e.g. `inventory=3` (needs --database-url).
         #[arg(long, value_parser = Replicas::parse, default_value = "")]
         replicas: Replicas,
+        /// Nodes of the part's broker: 1, or 3 (the project's three-node
+        /// Kafka or RabbitMQ, started if need be; RabbitMQ's queues quorum).
+        #[arg(long, default_value_t = 1, value_parser = clap::builder::PossibleValuesParser::new(["1", "3"]).map(|n| n.parse::<u32>().unwrap_or(1)))]
+        broker_nodes: u32,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -311,6 +315,7 @@ async fn main() -> ExitCode {
             concurrency,
             json,
             replicas,
+            broker_nodes,
             database,
             ..
         } => {
@@ -321,6 +326,7 @@ async fn main() -> ExitCode {
             };
             let setup = bench::BenchSetup {
                 replicas,
+                broker_nodes,
                 database_url: database.url().map(str::to_owned),
             };
             bench::run(part, size, setup, json).await
