@@ -23,10 +23,11 @@ use foodlab_domain::{Arrival, EventType};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness};
 use foodlab_store::AnalyticsStore;
 use foodlab_store::analytics::{LogEnd, Partition, Read, Recorded};
-use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure, QUERY_TIMEOUT};
+use foodlab_transport::BrokerErrors;
+use foodlab_transport::kafka::{self, KafkaArgs, KafkaConsumer, KafkaFailure, QUERY_TIMEOUT};
 use foodlab_transport::trace;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
@@ -77,6 +78,8 @@ pub struct Reader {
     /// An injected delay (`/admin/delay`, a lab's Delay step) slows each event too.
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    /// What the reader sees of the broker failing.
+    pub errors: BrokerErrors,
     pub hops: HopMetrics,
 }
 
@@ -123,7 +126,7 @@ impl Reader {
         self.args.ensure_topics().await?;
         let consumer = self
             .args
-            .consumer(&self.args.analytics_group, "analytics")?;
+            .consumer(&self.args.analytics_group, "analytics", &self.errors)?;
         // Metadata and watermark queries on a connection of their own: on
         // the reader's, they would wait behind its fetch in flight.
         let observer = self.args.observer(&self.args.analytics_group)?;
@@ -165,7 +168,7 @@ impl Reader {
     /// time while analytics is slowed, each after its wait.
     async fn batch_from<'c>(
         &self,
-        consumer: &'c StreamConsumer,
+        consumer: &'c KafkaConsumer,
         first: BorrowedMessage<'c>,
     ) -> Vec<BorrowedMessage<'c>> {
         let delay = Duration::from_millis(self.throttle.ms()) + self.faults.get().delay();
@@ -210,7 +213,7 @@ impl Reader {
 /// A member's reading, for as long as its consumer lives.
 struct Session<'a> {
     reader: &'a Reader,
-    consumer: &'a StreamConsumer,
+    consumer: &'a KafkaConsumer,
     observer: &'a BaseConsumer,
     /// Partitions rewound by this member, with the offset their log ended
     /// at then: reads below it are the log read again (logged at debug).
@@ -420,13 +423,15 @@ fn log_read(topic: &str, partition: i32, offset: i64, outcome: &str, again: bool
 /// Waits until the group has given the reader its partitions (the rebalance
 /// runs while the consumer is polled), and returns what was read meanwhile.
 async fn await_assignment(
-    consumer: &StreamConsumer,
+    consumer: &KafkaConsumer,
 ) -> Result<Vec<BorrowedMessage<'_>>, KafkaFailure> {
     let started = Instant::now();
     let mut early = Vec::new();
     while consumer.assignment()?.count() == 0 {
-        if let Ok(Ok(message)) = tokio::time::timeout(ASSIGNMENT_POLL, consumer.recv()).await {
-            early.push(message);
+        match tokio::time::timeout(ASSIGNMENT_POLL, consumer.recv()).await {
+            Ok(Ok(message)) => early.push(message),
+            Ok(Err(error)) => consumer.context().count(&error, "consumer_error"),
+            Err(_) => {}
         }
     }
     tracing::info!(

@@ -17,6 +17,7 @@ use anyhow::Context;
 use foodlab_domain::Transport;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::AnalyticsStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::kafka::KafkaArgs;
 
 pub const SERVICE: &str = "analytics";
@@ -62,6 +63,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
         throttle: throttle.clone(),
         faults: kit.faults(),
         metrics: MessageMetrics::register(kit.registry()),
+        errors: BrokerErrors::register(kit.registry()),
         hops: kit.hops(),
     }
     .spawn(kit.readiness());

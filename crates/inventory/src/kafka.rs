@@ -13,11 +13,13 @@ use std::sync::Arc;
 use foodlab_domain::{Arrival, Envelope, Event, EventType, FaultDecision, TraceContext};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::{StockStore, StoreError};
-use foodlab_transport::kafka::{self, Delivered, KafkaArgs, KafkaFailure};
+use foodlab_transport::BrokerErrors;
+use foodlab_transport::kafka::{
+    self, Delivered, KafkaArgs, KafkaConsumer, KafkaFailure, KafkaProducer,
+};
 use foodlab_transport::trace;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::Consumer as _;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -32,6 +34,8 @@ pub struct Consumer {
     pub store: StockStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    /// What the consumer and its publisher see of the broker failing.
+    pub errors: BrokerErrors,
     pub hops: HopMetrics,
     /// Aborts between a decision's commit and its result (chaos testing).
     pub crash_point: Arc<CrashPoint>,
@@ -63,11 +67,12 @@ impl Consumer {
 
     async fn session(&self, readiness: &Readiness) -> Result<(), KafkaFailure> {
         self.args.ensure_topics().await?;
-        let producer = self.args.producer("inventory")?;
-        let consumer = Arc::new(
-            self.args
-                .consumer(&self.args.inventory_group, "inventory")?,
-        );
+        let producer = self.args.producer("inventory", &self.errors)?;
+        let consumer = Arc::new(self.args.consumer(
+            &self.args.inventory_group,
+            "inventory",
+            &self.errors,
+        )?);
         consumer.subscribe(&[&self.args.order_topic])?;
         readiness.set("kafka", true);
         tracing::info!(
@@ -92,8 +97,8 @@ impl Consumer {
 
     async fn consume(
         &self,
-        consumer: &StreamConsumer,
-        producer: &FutureProducer,
+        consumer: &KafkaConsumer,
+        producer: &KafkaProducer,
         produced: &mpsc::Sender<Produced>,
     ) -> Result<(), KafkaFailure> {
         let topic = self.args.order_topic.as_str();
@@ -125,7 +130,7 @@ impl Consumer {
     /// that is skipped (malformed, or not an OrderPlaced).
     async fn decide(
         &self,
-        producer: &FutureProducer,
+        producer: &KafkaProducer,
         body: &[u8],
         trace: TraceContext,
     ) -> Result<Option<Delivered>, KafkaFailure> {
@@ -200,7 +205,7 @@ impl Consumer {
 /// the messages came; a failed delivery ends the session, so the message
 /// and everything after it is read again.
 async fn store_offsets_when_delivered(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
     mut pending: mpsc::Receiver<Produced>,
     hops: HopMetrics,
 ) -> Result<(), KafkaFailure> {

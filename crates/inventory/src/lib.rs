@@ -19,6 +19,7 @@ use foodlab_domain::Catalogue;
 use foodlab_domain::Transport;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::StockStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::kafka::KafkaArgs;
 use foodlab_transport::rabbitmq::AmqpArgs;
 
@@ -67,6 +68,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
     let admin_token = args.service.admin_token()?;
     let mut kit = foodlab_service_kit::Kit::new(SERVICE, faults).with_admin_token(admin_token);
     let metrics = MessageMetrics::register(kit.registry());
+    let errors = BrokerErrors::register(kit.registry());
     match args.service.transport {
         Transport::Rest => {}
         Transport::Rabbitmq => rabbitmq::Consumer {
@@ -74,6 +76,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: metrics.clone(),
+            errors: errors.clone(),
             hops: kit.hops(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }
@@ -83,6 +86,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: metrics.clone(),
+            errors,
             hops: kit.hops(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
         }

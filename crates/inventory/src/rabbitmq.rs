@@ -6,6 +6,7 @@ use std::sync::Arc;
 use foodlab_domain::{Envelope, Event, EventType};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::StockStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
@@ -17,6 +18,8 @@ pub struct Consumer {
     pub store: StockStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    /// What the consumer and its publisher see of the broker failing.
+    pub errors: BrokerErrors,
     pub hops: HopMetrics,
     /// Aborts between a decision's commit and its result (chaos testing).
     pub crash_point: Arc<CrashPoint>,
@@ -26,7 +29,8 @@ impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
         let queue = self.args.topology.inventory_queue.clone();
         let report = move |up| readiness.set("rabbitmq", up);
-        rabbitmq::spawn_consumer(&self.args.clone(), "inventory", &queue, report, self);
+        let (args, errors) = (self.args.clone(), self.errors.clone());
+        rabbitmq::spawn_consumer(&args, "inventory", &queue, &errors, report, self);
     }
 }
 

@@ -257,7 +257,7 @@ async fn malformed_order_events_are_skipped_counted_and_the_partitions_keep_flow
     let lab = example("streaming-burst");
     let platform = LocalPlatform::start(options(&lab)).await.unwrap();
     let args = kafka_args(&platform);
-    let producer = args.producer("test-poison").unwrap();
+    let producer = args.producer("test-poison", &Default::default()).unwrap();
     let poison = foodlab_lab::inject::poison_bodies(6);
     // Different keys spread the poison over the partitions.
     for (i, body) in poison.iter().enumerate() {

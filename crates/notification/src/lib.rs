@@ -10,6 +10,7 @@ use anyhow::Context;
 use foodlab_domain::Transport;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::NotificationStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::rabbitmq::AmqpArgs;
 
 pub const SERVICE: &str = "notification";
@@ -46,6 +47,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
             store: store.clone(),
             faults: kit.faults(),
             metrics: MessageMetrics::register(kit.registry()),
+            errors: BrokerErrors::register(kit.registry()),
             hops: kit.hops(),
         }
         .spawn(kit.readiness());

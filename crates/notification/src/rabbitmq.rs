@@ -3,6 +3,7 @@
 use foodlab_domain::{Event, EventType};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::NotificationStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 
@@ -12,6 +13,8 @@ pub struct Consumer {
     pub store: NotificationStore,
     pub faults: FaultState,
     pub metrics: MessageMetrics,
+    /// What the consumer and its publisher see of the broker failing.
+    pub errors: BrokerErrors,
     pub hops: HopMetrics,
 }
 
@@ -19,7 +22,8 @@ impl Consumer {
     pub fn spawn(self, readiness: Readiness) {
         let queue = self.args.topology.notification_queue.clone();
         let report = move |up| readiness.set("rabbitmq", up);
-        rabbitmq::spawn_consumer(&self.args.clone(), "notification", &queue, report, self);
+        let (args, errors) = (self.args.clone(), self.errors.clone());
+        rabbitmq::spawn_consumer(&args, "notification", &queue, &errors, report, self);
     }
 }
 

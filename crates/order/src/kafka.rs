@@ -7,11 +7,11 @@ use std::sync::Arc;
 use foodlab_domain::Envelope;
 use foodlab_service_kit::{Hop, HopMetrics, MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
-use foodlab_transport::kafka::{self, KafkaArgs, KafkaFailure};
+use foodlab_transport::BrokerErrors;
+use foodlab_transport::kafka::{self, KafkaArgs, KafkaConsumer, KafkaFailure, KafkaProducer};
 use foodlab_transport::trace;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::consumer::Consumer;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -25,6 +25,8 @@ pub struct Streaming {
     pub args: KafkaArgs,
     pub store: OrderStore,
     pub metrics: MessageMetrics,
+    /// What the relay's producer and the consumer see of the broker failing.
+    pub errors: BrokerErrors,
     pub hops: HopMetrics,
     /// Nudged whenever an order is stored, so the relay produces at once.
     pub outbox_nudge: Arc<Notify>,
@@ -48,8 +50,10 @@ impl Streaming {
 
     async fn session(&self, readiness: &Readiness) -> Result<(), KafkaFailure> {
         self.args.ensure_topics().await?;
-        let producer = self.args.producer("order")?;
-        let consumer = self.args.consumer(&self.args.order_group, "order")?;
+        let producer = self.args.producer("order", &self.errors)?;
+        let consumer = self
+            .args
+            .consumer(&self.args.order_group, "order", &self.errors)?;
         consumer.subscribe(&[&self.args.inventory_topic])?;
         readiness.note("kafka", true);
         tokio::select! {
@@ -59,7 +63,7 @@ impl Streaming {
     }
 
     /// Produces the outbox; an event leaves it once the broker has it.
-    async fn relay(&self, producer: &FutureProducer) -> Result<(), KafkaFailure> {
+    async fn relay(&self, producer: &KafkaProducer) -> Result<(), KafkaFailure> {
         let store_error = |e: foodlab_store::StoreError| KafkaFailure::Handler(e.to_string());
         let topic = self.args.order_topic.as_str();
         outbox::relay(
@@ -73,7 +77,7 @@ impl Streaming {
         .await
     }
 
-    async fn settle_all(&self, consumer: &StreamConsumer) -> Result<(), KafkaFailure> {
+    async fn settle_all(&self, consumer: &KafkaConsumer) -> Result<(), KafkaFailure> {
         let topic = self.args.inventory_topic.as_str();
         loop {
             let message = kafka::next_message(consumer, "order").await;

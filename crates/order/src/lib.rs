@@ -30,6 +30,7 @@ use anyhow::Context;
 use foodlab_domain::Transport;
 use foodlab_service_kit::{MessageMetrics, ServiceArgs};
 use foodlab_store::OrderStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::HttpClient;
 use foodlab_transport::kafka::KafkaArgs;
 use foodlab_transport::rabbitmq::AmqpArgs;
@@ -124,6 +125,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
                 args: args.amqp.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
+                errors: BrokerErrors::register(kit.registry()),
                 hops: kit.hops(),
                 outbox_nudge: Arc::clone(&outbox_nudge),
             }
@@ -136,6 +138,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
                 args: args.kafka.clone(),
                 store: store.clone(),
                 metrics: MessageMetrics::register(kit.registry()),
+                errors: BrokerErrors::register(kit.registry()),
                 hops: kit.hops(),
                 outbox_nudge: Arc::clone(&outbox_nudge),
             }

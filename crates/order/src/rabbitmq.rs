@@ -7,6 +7,7 @@ use std::sync::Arc;
 use foodlab_domain::Envelope;
 use foodlab_service_kit::{Hop, HopMetrics, MessageMetrics, Readiness};
 use foodlab_store::OrderStore;
+use foodlab_transport::BrokerErrors;
 use foodlab_transport::rabbitmq::{self, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 use tokio::sync::Notify;
@@ -21,6 +22,8 @@ pub struct Messaging {
     pub args: AmqpArgs,
     pub store: OrderStore,
     pub metrics: MessageMetrics,
+    /// What the relay and the status consumer see of the broker failing.
+    pub errors: BrokerErrors,
     pub hops: HopMetrics,
     /// Nudged whenever an order is stored, so the relay publishes at once.
     pub outbox_nudge: Arc<Notify>,
@@ -32,7 +35,8 @@ impl Messaging {
         // Orders are accepted into the outbox without a broker: the connection
         // is reported, but the service stays ready.
         let report = move |up| readiness.note("rabbitmq", up);
-        rabbitmq::spawn_forever(url, "order", report, move |connection| {
+        let errors = self.errors.clone();
+        rabbitmq::spawn_forever(url, "order", &errors, report, move |connection| {
             let messaging = self.clone();
             async move { messaging.session(connection).await }
         });
@@ -40,7 +44,7 @@ impl Messaging {
 
     async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
         let topology = &self.args.topology;
-        let publisher = rabbitmq::open_session(&connection, topology).await?;
+        let publisher = rabbitmq::open_session(&connection, topology, &self.errors).await?;
         let statuses = rabbitmq::consume(
             &connection,
             &topology.order_status_queue,

@@ -10,14 +10,16 @@ use std::time::Duration;
 use foodlab_domain::{Backoff, Envelope, TRACEPARENT, TraceContext};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
+
+use crate::errors::{BrokerErrors, Role};
 
 /// Where the project's broker listens (`scripts/kafka.sh`: Apache Kafka).
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
@@ -36,6 +38,62 @@ pub enum KafkaFailure {
     Cancelled,
     #[error("{0}")]
     Handler(String),
+}
+
+/// A producer whose errors are counted (`KafkaArgs::producer`).
+pub struct KafkaProducer {
+    producer: FutureProducer<Counting>,
+    errors: BrokerErrors,
+}
+
+impl std::ops::Deref for KafkaProducer {
+    type Target = FutureProducer<Counting>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.producer
+    }
+}
+
+/// A consumer whose errors are counted (`KafkaArgs::consumer`).
+pub type KafkaConsumer = StreamConsumer<Counting>;
+
+/// The client context of the services' producers and consumers: the errors
+/// librdkafka reports of the client (a broker's connection lost, every
+/// broker down) are counted, then logged as by default.
+#[derive(Clone, Debug)]
+pub struct Counting {
+    pub errors: BrokerErrors,
+    pub role: Role,
+}
+
+impl Counting {
+    /// Counts an error of this client, of the kind `error` is, or `otherwise`.
+    pub fn count(&self, error: &KafkaError, otherwise: &'static str) {
+        self.errors
+            .count(self.role, kind_of(error).unwrap_or(otherwise));
+    }
+}
+
+impl ClientContext for Counting {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.count(&error, "client_error");
+        DefaultClientContext.error(error, reason);
+    }
+}
+
+impl ConsumerContext for Counting {}
+
+/// The kind of a broker error librdkafka reports, where it says which.
+fn kind_of(error: &KafkaError) -> Option<&'static str> {
+    match error.rdkafka_error_code()? {
+        RDKafkaErrorCode::BrokerTransportFailure => Some("transport_failure"),
+        RDKafkaErrorCode::AllBrokersDown => Some("all_brokers_down"),
+        RDKafkaErrorCode::MessageTimedOut => Some("message_timed_out"),
+        RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable => {
+            Some("leader_lost")
+        }
+        _ => None,
+    }
 }
 
 /// Where the broker is and what the topics are called.
@@ -181,9 +239,18 @@ impl KafkaArgs {
         Ok(())
     }
 
-    /// An idempotent producer waiting for every in-sync replica (acks=all).
-    pub fn producer(&self, client_id: &str) -> Result<FutureProducer, KafkaFailure> {
-        Ok(self
+    /// An idempotent producer waiting for every in-sync replica (acks=all),
+    /// counting its errors in `errors`.
+    pub fn producer(
+        &self,
+        client_id: &str,
+        errors: &BrokerErrors,
+    ) -> Result<KafkaProducer, KafkaFailure> {
+        let context = Counting {
+            errors: errors.clone(),
+            role: Role::Producer,
+        };
+        let producer = self
             .client()
             .set("client.id", client_id)
             .set("enable.idempotence", "true")
@@ -191,13 +258,27 @@ impl KafkaArgs {
             // Fewer, larger produce requests: each one is a durable write on the broker.
             .set("linger.ms", "10")
             .set("message.timeout.ms", "60000")
-            .create()?)
+            .create_with_context(context)?;
+        Ok(KafkaProducer {
+            producer,
+            errors: errors.clone(),
+        })
     }
 
     /// A consumer in `group` that reads from the earliest offset when the
     /// group has none, and whose offsets move only when the caller stores them
-    /// (committed in the background, every 200 ms and on close).
-    pub fn consumer(&self, group: &str, client_id: &str) -> Result<StreamConsumer, KafkaFailure> {
+    /// (committed in the background, every 200 ms and on close); its errors
+    /// are counted in `errors`.
+    pub fn consumer(
+        &self,
+        group: &str,
+        client_id: &str,
+        errors: &BrokerErrors,
+    ) -> Result<KafkaConsumer, KafkaFailure> {
+        let context = Counting {
+            errors: errors.clone(),
+            role: Role::Consumer,
+        };
         Ok(self
             .client()
             .set("group.id", group)
@@ -215,7 +296,7 @@ impl KafkaArgs {
             // An idle consumer's fetch waits at most this long at the broker,
             // so a rewind (which waits for the fetch in flight) starts soon.
             .set("fetch.wait.max.ms", "100")
-            .create()?)
+            .create_with_context(context)?)
     }
 
     /// A client for reading a group's committed offsets and the watermarks;
@@ -284,7 +365,7 @@ pub fn sent_at<M: Message>(message: &M) -> Option<std::time::SystemTime> {
 /// keep their order within a partition). `Delivered::confirmed` resolves
 /// once the broker has it.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     envelope: &Envelope,
 ) -> Result<Delivered, KafkaFailure> {
@@ -295,7 +376,7 @@ pub async fn send(
 
 /// Queues any bytes (tests and labs use this for malformed events).
 pub async fn send_raw(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     key: &str,
     body: &[u8],
@@ -305,20 +386,32 @@ pub async fn send_raw(
         .key(key)
         .payload(body)
         .headers(headers);
-    // A full local queue clears as deliveries complete: wait and retry.
+    let errors = &producer.errors;
+    // A full local queue clears as deliveries complete: wait and retry
+    // (counted once per record that had to wait).
+    let mut waited = false;
     let future = loop {
         match producer.send_result(record) {
             Ok(future) => break future,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if !waited {
+                    errors.count(Role::Producer, "queue_full");
+                    waited = true;
+                }
                 record = r;
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            Err((error, _)) => return Err(error.into()),
+            Err((error, _)) => {
+                let kind = kind_of(&error).unwrap_or("produce_failed");
+                errors.count(Role::Producer, kind);
+                return Err(error.into());
+            }
         }
     };
     Ok(Delivered {
         future,
         sent: std::time::Instant::now(),
+        errors: errors.clone(),
     })
 }
 
@@ -327,21 +420,29 @@ pub struct Delivered {
     future: DeliveryFuture,
     /// When it was handed to the producer.
     pub sent: std::time::Instant,
+    errors: BrokerErrors,
 }
 
 impl Delivered {
     pub async fn confirmed(self) -> Result<(), KafkaFailure> {
         match self.future.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(error.into()),
-            Err(_) => Err(KafkaFailure::Cancelled),
+            Ok(Err((error, _))) => {
+                let kind = kind_of(&error).unwrap_or("delivery_failed");
+                self.errors.count(Role::Producer, kind);
+                Err(error.into())
+            }
+            Err(_) => {
+                self.errors.count(Role::Producer, "delivery_cancelled");
+                Err(KafkaFailure::Cancelled)
+            }
         }
     }
 }
 
 /// Sends every event and waits until the broker has all of them.
 pub async fn send_all(
-    producer: &FutureProducer,
+    producer: &KafkaProducer,
     topic: &str,
     envelopes: &[Envelope],
 ) -> Result<Vec<Duration>, KafkaFailure> {
@@ -360,13 +461,14 @@ pub async fn send_all(
 
 /// Waits for the next message. Errors librdkafka reports through the
 /// message queue (a lost broker connection, a partition without a leader)
-/// are logged and waited out: the client recovers from them by itself, and
-/// the consumer's position is unchanged.
-pub async fn next_message<'a>(consumer: &'a StreamConsumer, what: &str) -> BorrowedMessage<'a> {
+/// are counted, logged and waited out: the client recovers from them by
+/// itself, and the consumer's position is unchanged.
+pub async fn next_message<'a>(consumer: &'a KafkaConsumer, what: &str) -> BorrowedMessage<'a> {
     loop {
         match consumer.recv().await {
             Ok(message) => return message,
             Err(error) => {
+                consumer.context().count(&error, "consumer_error");
                 tracing::warn!(what, %error, "kafka consumer error; waiting");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -376,8 +478,8 @@ pub async fn next_message<'a>(consumer: &'a StreamConsumer, what: &str) -> Borro
 
 /// Marks the message at `offset` processed: the next commit moves the
 /// group past it (librdkafka stores `offset + 1`, the next one to read).
-pub fn store_processed(
-    consumer: &StreamConsumer,
+pub fn store_processed<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -461,8 +563,8 @@ pub fn log_ranges(observer: &BaseConsumer, topics: &[&str]) -> Result<Vec<LogRan
 }
 
 /// The partition numbers of a topic; an error if the broker does not know it.
-fn partitions_of(
-    client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
+fn partitions_of<C: ConsumerContext>(
+    client: &impl Consumer<C>,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaFailure> {
     let metadata = client.fetch_metadata(Some(topic), QUERY_TIMEOUT)?;
@@ -480,8 +582,8 @@ fn partitions_of(
 }
 
 /// Every partition of `topics`, each at its earliest offset.
-pub fn earliest_of(
-    client: &impl Consumer<rdkafka::consumer::DefaultConsumerContext>,
+pub fn earliest_of<C: ConsumerContext>(
+    client: &impl Consumer<C>,
     topics: &[&str],
 ) -> Result<TopicPartitionList, KafkaFailure> {
     let mut list = TopicPartitionList::new();

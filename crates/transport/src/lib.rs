@@ -1,5 +1,6 @@
 //! How FoodLab services talk to each other.
 //!
+//! - `errors`: what the services see of their broker going wrong, counted.
 //! - `http`: the pooled client of the synchronous part, with a timeout per
 //!   call and failures sorted into the classes callers map to 502/503/504.
 //! - `rabbitmq`: RabbitMQ topology, confirming publisher, dead-lettering, and a
@@ -10,10 +11,12 @@
 //! - `trace`: the log span of one hop of a trace (`traceparent` travels in
 //!   each transport's headers).
 
+pub mod errors;
 pub mod http;
 pub mod kafka;
 pub mod rabbitmq;
 pub mod sent_at;
 pub mod trace;
 
+pub use errors::{BrokerErrors, Role};
 pub use http::{CallError, HttpClient};

@@ -11,12 +11,15 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 use super::headers::with_header;
 use super::{AmqpError, REASON_HEADER, RETRIES_HEADER, Topology, ack};
+use crate::errors::{BrokerErrors, Role};
 
 /// Publishes persistent messages and waits for the broker's confirm.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
     topology: Topology,
+    /// Failed publishes and confirms, refused messages (`counting`).
+    errors: BrokerErrors,
 }
 
 impl Publisher {
@@ -25,7 +28,25 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Self { channel, topology })
+        Ok(Self {
+            channel,
+            topology,
+            errors: BrokerErrors::default(),
+        })
+    }
+
+    /// The same publisher, counting its errors in `errors`.
+    pub fn counting(self, errors: &BrokerErrors) -> Self {
+        Self {
+            errors: errors.clone(),
+            ..self
+        }
+    }
+
+    /// Counts a publish or confirm that failed, and hands its error on.
+    fn failed(&self, error: lapin::Error) -> AmqpError {
+        self.errors.count(Role::Producer, "publish_failed");
+        error.into()
     }
 
     fn properties(envelope: &Envelope) -> BasicProperties {
@@ -86,11 +107,13 @@ impl Publisher {
                 &envelope.to_json(),
                 Self::properties(envelope),
             )
-            .await?;
+            .await
+            .map_err(|error| self.failed(error))?;
         Ok(PendingConfirm {
             message_id: envelope.message_id.to_string(),
             confirm,
             sent: std::time::Instant::now(),
+            errors: self.errors.clone(),
         })
     }
 
@@ -179,10 +202,15 @@ impl Publisher {
                 body,
                 properties.with_delivery_mode(2),
             )
-            .await?
-            .await?;
+            .await
+            .map_err(|error| self.failed(error))?
+            .await
+            .map_err(|error| self.failed(error))?;
         match confirm {
-            Confirmation::Nack(_) => Err(AmqpError::Nacked(message_id)),
+            Confirmation::Nack(_) => {
+                self.errors.count(Role::Producer, "nacked");
+                Err(AmqpError::Nacked(message_id))
+            }
             _ => Ok(()),
         }
     }
@@ -193,12 +221,20 @@ pub struct PendingConfirm {
     message_id: String,
     confirm: lapin::PublisherConfirm,
     sent: std::time::Instant,
+    errors: BrokerErrors,
 }
 
 impl PendingConfirm {
     pub async fn confirmed(self) -> Result<(), AmqpError> {
-        match self.confirm.await? {
-            Confirmation::Nack(_) => Err(AmqpError::Nacked(self.message_id)),
+        let confirmation = self.confirm.await.map_err(|error| {
+            self.errors.count(Role::Producer, "publish_failed");
+            AmqpError::from(error)
+        })?;
+        match confirmation {
+            Confirmation::Nack(_) => {
+                self.errors.count(Role::Producer, "nacked");
+                Err(AmqpError::Nacked(self.message_id))
+            }
             _ => Ok(()),
         }
     }
@@ -214,6 +250,7 @@ pub fn ack_when_confirmed(
 ) {
     tokio::spawn(async move {
         let sent = pending.sent;
+        let errors = pending.errors.clone();
         let outcome = match pending.confirmed().await {
             Ok(()) => {
                 let confirmed = sent.elapsed();
@@ -235,6 +272,7 @@ pub fn ack_when_confirmed(
         };
         if let Err(error) = outcome {
             // The channel is gone; the broker redelivers the message.
+            errors.count(Role::Consumer, "settle_failed");
             tracing::warn!(%error, "could not settle a delivery");
         }
     });

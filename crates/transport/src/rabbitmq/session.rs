@@ -14,17 +14,21 @@ use tracing::Instrument;
 
 use super::headers::continue_trace;
 use super::{AmqpArgs, AmqpError, Publisher, Topology};
+use crate::errors::{BrokerErrors, Role};
 
 /// The start of every service's session: declare the topology, open a
-/// confirming publisher.
+/// confirming publisher that counts its errors in `errors`.
 pub async fn open_session(
     connection: &Connection,
     topology: &Topology,
+    errors: &BrokerErrors,
 ) -> Result<Publisher, AmqpError> {
     topology
         .declare(&connection.create_channel().await?)
         .await?;
-    Publisher::new(connection, topology.clone()).await
+    Ok(Publisher::new(connection, topology.clone())
+        .await?
+        .counting(errors))
 }
 
 /// What a service does with each delivery of the queue it consumes.
@@ -40,23 +44,27 @@ pub trait Handler: Clone + Send + Sync + 'static {
 
 /// Consumes `queue` with `handler` for the life of the process: every
 /// session declares the topology, opens a publisher and consumes, and a lost
-/// connection is followed by a new session.
+/// connection is followed by a new session. Broker errors go to `errors`.
 pub fn spawn_consumer<H: Handler>(
     args: &AmqpArgs,
     service: &'static str,
     queue: &str,
+    errors: &BrokerErrors,
     on_connected: impl Fn(bool) + Send + 'static,
     handler: H,
 ) {
     let (topology, prefetch, queue) = (args.topology.clone(), args.prefetch, queue.to_owned());
+    let counted = errors.clone();
     spawn_forever(
         args.amqp_url.clone(),
         service,
+        errors,
         on_connected,
         move |connection| {
             let (handler, topology, queue) = (handler.clone(), topology.clone(), queue.clone());
+            let errors = counted.clone();
             async move {
-                let publisher = open_session(&connection, &topology).await?;
+                let publisher = open_session(&connection, &topology, &errors).await?;
                 consume(&connection, &queue, prefetch, |delivery| {
                     handler.handle(&publisher, delivery)
                 })
@@ -67,10 +75,12 @@ pub fn spawn_consumer<H: Handler>(
 }
 
 /// Runs a service's RabbitMQ side in the background for the life of the
-/// process: `session` on every fresh connection, readiness following it.
+/// process: `session` on every fresh connection, readiness following it,
+/// lost connections and reconnections counted in `errors`.
 pub fn spawn_forever<S, Fut>(
     url: String,
     service: &'static str,
+    errors: &BrokerErrors,
     on_connected: impl Fn(bool) + Send + 'static,
     session: S,
 ) where
@@ -78,7 +88,8 @@ pub fn spawn_forever<S, Fut>(
     Fut: Future<Output = Result<(), AmqpError>> + Send,
 {
     on_connected(false);
-    tokio::spawn(async move { run_forever(&url, service, on_connected, session).await });
+    let errors = errors.clone();
+    tokio::spawn(async move { run_forever(&url, service, &errors, on_connected, session).await });
 }
 
 /// How long one node may take to accept a connection before the next is tried.
@@ -187,9 +198,15 @@ pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
 /// so a session that fails at once does not spin). With several nodes
 /// (`urls` comma-separated) the one after the node that was lost is tried
 /// first, then the others in turn. `on_connected` hears every change.
+///
+/// Every session consumes, so `errors` counts as the consumer's: each
+/// session lost (`connection_lost`, or `session_failed` when the handler
+/// failed), each connection after a lost one (`reconnected`), and each round
+/// of nodes that did not answer (`connect_failed`).
 pub async fn run_forever<S, Fut>(
     urls: &str,
     name: &str,
+    errors: &BrokerErrors,
     on_connected: impl Fn(bool),
     mut session: S,
 ) -> !
@@ -199,15 +216,26 @@ where
 {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = 0;
+    let mut lost = false;
     loop {
         match connect_from(urls, first, name).await {
             Ok((connection, node)) => {
+                if lost {
+                    errors.count(Role::Consumer, "reconnected");
+                }
                 first = node + 1;
                 let node = url_list(urls).get(node).map_or("", |url| url_host(url));
                 tracing::info!(service = name, node, "connected to RabbitMQ");
                 on_connected(true);
                 let began = tokio::time::Instant::now();
-                let error = match session(connection).await {
+                let ended = session(connection).await;
+                let kind = match ended {
+                    Err(AmqpError::Handler(_)) => "session_failed",
+                    _ => "connection_lost",
+                };
+                errors.count(Role::Consumer, kind);
+                lost = true;
+                let error = match ended {
                     Ok(()) => "session ended".to_owned(),
                     Err(e) => e.to_string(),
                 };
@@ -219,6 +247,7 @@ where
                 tracing::warn!(service = name, %error, ?retry_in, "RabbitMQ session lost; reconnecting");
             }
             Err(error) => {
+                errors.count(Role::Consumer, "connect_failed");
                 let retry_in = backoff.peek();
                 tracing::warn!(service = name, %error, ?retry_in, "cannot reach RabbitMQ; retrying");
             }
