@@ -56,6 +56,10 @@ pub fn print(name: &str, report: &LabReport) {
             "broker node back after",
             r.broker_recovery_seconds.map(|s| format!("{s:.1} s")),
         ),
+        (
+            "broker errors seen",
+            r.broker_errors.as_ref().map(ToString::to_string),
+        ),
         ("dead-lettered", r.dead_lettered.map(|n| n.to_string())),
         (
             "orders decided by inventory",

@@ -7,7 +7,7 @@ use foodlab_domain::OrderStatus;
 
 use crate::probe::observe::Backlog;
 use crate::probe::observe::count_whose_status;
-use crate::results::{AnalyticsTotals, LabResults, LatencySummary, ReplayResults};
+use crate::results::{AnalyticsTotals, BrokerErrors, LabResults, LatencySummary, ReplayResults};
 use crate::series::EndToEnd;
 use crate::stats::{Latencies, round3};
 
@@ -141,6 +141,8 @@ pub struct Measured {
     pub dead_lettered: Option<u64>,
     pub lag_at_end: Option<u64>,
     pub replay: Option<ReplayResults>,
+    /// The broker errors the services counted over the run (async parts).
+    pub broker_errors: Option<BrokerErrors>,
 }
 
 /// The lab's results, built once: the workload's `summary`, then what
@@ -169,6 +171,7 @@ pub fn assemble(
         dead_lettered: measured.dead_lettered,
         lag_at_end: measured.lag_at_end,
         replay: measured.replay,
+        broker_errors: measured.broker_errors,
         ..summary
     }
 }

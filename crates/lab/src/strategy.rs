@@ -12,6 +12,7 @@ use crate::measure::{Measured, Settled, Tally};
 use crate::observer::Observer;
 use crate::platform::Platform;
 use crate::probe::ProbeError;
+use crate::probe::broker_errors::ErrorCounts;
 use crate::probe::kafka::Analytics;
 use crate::probe::observe::{
     BacklogSampler, Snapshot, order_cursor, wait_queues_empty, wait_settled,
@@ -47,6 +48,8 @@ pub struct Baseline {
     /// The order service's cursor (async parts): the lab's orders are the
     /// ones placed after it, as the claim keeps other labs off the part.
     pub order_cursor: Option<i64>,
+    /// The broker errors the services had counted (async parts).
+    pub broker_errors: Option<ErrorCounts>,
 }
 
 /// Where a strategy looks: the part, the lab's HTTP client (it carries the
@@ -105,6 +108,17 @@ impl Strategy {
             }
             Err(_) => None,
         };
+        let broker_errors = match self {
+            Self::Rest => None,
+            Self::Rabbitmq | Self::Kafka(_) => {
+                let services = self.transport().services();
+                let counts = ErrorCounts::read(platform, http, services).await;
+                if counts.is_none() {
+                    observer.note("no service's /admin/metrics was readable: the broker errors seen are not measured");
+                }
+                counts
+            }
+        };
         let (order_cursor, sampler) = match self {
             Self::Rest => (None, None),
             Self::Rabbitmq | Self::Kafka(_) => {
@@ -126,6 +140,15 @@ impl Strategy {
             analytics,
             sampler,
             order_cursor,
+            broker_errors,
+        }
+    }
+
+    fn transport(&self) -> Transport {
+        match self {
+            Self::Rest => Transport::Rest,
+            Self::Rabbitmq => Transport::Rabbitmq,
+            Self::Kafka(_) => Transport::Kafka,
         }
     }
 
@@ -227,6 +250,12 @@ impl Strategy {
             if let (Some(b), Some(a)) = (before.dead_letters, after.dead_letters) {
                 measured.dead_lettered = Some(a.saturating_sub(b));
             }
+        }
+        if let Some(before) = &baseline.broker_errors {
+            let services = self.transport().services();
+            measured.broker_errors = ErrorCounts::read(platform, http, services)
+                .await
+                .map(|after| after.since(before));
         }
         if let Some(analytics) = self.analytics() {
             measured.lag_at_end = analytics.total_lag().await;

@@ -71,9 +71,12 @@ async fn a_kafka_broker_killed_in_the_middle_of_a_burst_loses_no_order_and_decid
     let record = one_node_killed_and_back(&report.chaos, Broker::Kafka);
     let recovery = results.broker_recovery_seconds.unwrap();
     assert!(recovery > 0.0, "{record:?}");
+    // Measured, but not necessarily seen: a node the services were not
+    // talking to may go without any client noticing.
+    let errors = results.broker_errors.as_ref().unwrap();
     eprintln!(
         "kafka: {} killed, serving again after {recovery:.1} s; {:.0} orders/s accepted, \
-         processed in {:.1} s",
+         processed in {:.1} s; broker errors seen: {errors}",
         record.pods[0],
         results.throughput_per_second,
         results.processed_seconds.unwrap_or_default()
@@ -100,9 +103,12 @@ async fn a_rabbitmq_node_killed_during_a_drain_loses_no_order_and_reserves_none_
     assert_eq!((results.lost(), results.duplicated()), (Some(0), Some(0)));
     let record = one_node_killed_and_back(&report.chaos, Broker::Rabbitmq);
     let recovery = results.broker_recovery_seconds.unwrap();
+    // Measured, but not necessarily seen: no service may have been
+    // connected to the node killed.
+    let errors = results.broker_errors.as_ref().unwrap();
     eprintln!(
         "rabbitmq: {} killed with a backlog of up to {} messages, serving again after \
-         {recovery:.1} s; drained {:.1} s after",
+         {recovery:.1} s; drained {:.1} s after; broker errors seen: {errors}",
         record.pods[0],
         results.max_backlog.unwrap_or_default(),
         results.drain_seconds.unwrap_or_default()

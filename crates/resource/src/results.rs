@@ -45,6 +45,10 @@ pub struct LabResults {
     /// again, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_recovery_seconds: Option<f64>,
+    /// The broker errors the part's services counted during the run, every
+    /// replica's (async-rabbitmq and streaming-kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_errors: Option<BrokerErrors>,
     /// Highest backlog seen (queue depth or consumer lag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_backlog: Option<u64>,
@@ -84,6 +88,54 @@ impl LabResults {
     pub fn duplicated(&self) -> Option<u64> {
         self.reservations
             .map(|made| made.saturating_sub(self.reserved))
+    }
+}
+
+/// Broker errors the services saw (`foodlab_broker_errors_total`): failed
+/// or refused publishes and deliveries, lost connections and reconnections,
+/// consumer errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerErrors {
+    /// Errors seen producing (publishing).
+    pub producer: u64,
+    /// Errors seen consuming (connections included).
+    pub consumer: u64,
+    /// Each `role/kind` counted, e.g. `consumer/connection_lost`.
+    #[serde(default)]
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+impl BrokerErrors {
+    /// The counts of `role/kind` series, summed by role.
+    pub fn of(by_kind: BTreeMap<String, u64>) -> Self {
+        let of_role = |role: &str| {
+            by_kind
+                .iter()
+                .filter(|(series, _)| series.split('/').next() == Some(role))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        Self {
+            producer: of_role("producer"),
+            consumer: of_role("consumer"),
+            by_kind,
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "producer {}, consumer {}", self.producer, self.consumer)?;
+        if !self.by_kind.is_empty() {
+            let kinds: Vec<String> = self
+                .by_kind
+                .iter()
+                .map(|(series, n)| format!("{series} {n}"))
+                .collect();
+            write!(f, " ({})", kinds.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -199,4 +251,30 @@ pub struct ChaosRecord {
     /// Why the disruption or its restore last failed (retried until a deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_errors_are_summed_by_role_and_shown_by_kind() {
+        let errors = BrokerErrors::of(BTreeMap::from([
+            ("consumer/connection_lost".to_owned(), 1),
+            ("consumer/reconnected".to_owned(), 2),
+            ("producer/publish_failed".to_owned(), 12),
+        ]));
+        assert_eq!((errors.producer, errors.consumer), (12, 3));
+        assert_eq!(
+            errors.to_string(),
+            "producer 12, consumer 3 (consumer/connection_lost 1, consumer/reconnected 2, \
+             producer/publish_failed 12)"
+        );
+        let json = serde_json::to_value(&errors).unwrap();
+        assert_eq!(json["byKind"]["producer/publish_failed"], 12);
+        assert_eq!(
+            BrokerErrors::of(BTreeMap::new()).to_string(),
+            "producer 0, consumer 0"
+        );
+    }
 }

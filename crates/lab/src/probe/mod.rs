@@ -1,6 +1,8 @@
 //! Probes: what the lab reads of a running part — queue depths, consumer lag
-//! and analytics figures, inventory counters, order statuses — in one place.
+//! and analytics figures, inventory counters, order statuses, the broker
+//! errors the services counted — in one place.
 
+pub mod broker_errors;
 pub mod kafka;
 pub mod observe;
 pub mod rabbitmq;

@@ -240,7 +240,9 @@ impl Platform for OneEndpoint {
 /// offset once (a fetch repeated after a leader change delivers some again).
 pub async fn read_topic(args: &KafkaArgs, topic: &str) -> Vec<Value> {
     let group = format!("reader-{}", uuid::Uuid::new_v4().simple());
-    let consumer = args.consumer(&group, "test-reader", &Default::default()).unwrap();
+    let consumer = args
+        .consumer(&group, "test-reader", &Default::default())
+        .unwrap();
     let start = kafka::earliest_of(&consumer, &[topic]).unwrap();
     let mut ends = BTreeMap::new();
     for element in start.elements() {
