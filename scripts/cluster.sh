@@ -11,6 +11,8 @@
 #   scripts/cluster.sh node-up (after up) the node: containerd + runc, a bridge CNI, the
 #                              kubelet, kube-proxy, CoreDNS, a StorageClass with volumes, a
 #                              local pause image; waits for the node to be Ready
+#   scripts/cluster.sh reclaim the pool's volumes released by their claims wiped and offered
+#                              again (e2e runs it before each install)
 #   scripts/cluster.sh down    stop each component by its pid file (the node's pods first),
 #                              remove the routes, the bridge, the mounts and cgroups it made
 #   scripts/cluster.sh status  exit 0 if the API server answers /readyz
@@ -607,6 +609,19 @@ build_coredns() {
   exec 8>&-
 }
 
+# The pool's volumes whose claims were deleted: wiped and offered again (Available).
+reclaim_volumes() {
+  local name
+  for name in $(admin get pv -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
+    case $name in foodlab-local-*) ;; *) continue ;; esac
+    rm -rf "${node_dir:?}/volumes/${name#foodlab-local-}"
+    mkdir -p "$node_dir/volumes/${name#foodlab-local-}"
+    chmod 0777 "$node_dir/volumes/${name#foodlab-local-}"
+    admin patch pv "$name" --type json -p '[{"op":"remove","path":"/spec/claimRef"}]' >/dev/null
+    log "volume $name reclaimed"
+  done
+}
+
 # Storage for the charts' PersistentVolumeClaims: a default StorageClass without a
 # provisioner, and a pool of PersistentVolumes on the node's disk (hostPath under
 # .foodlab/cluster/node/volumes, open to the services' uid). A volume released by its claim
@@ -623,10 +638,7 @@ provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Retain
 EOF
-  for name in $(admin get pv -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
-    rm -rf "${node_dir:?}/volumes/${name#foodlab-local-}"
-    admin patch pv "$name" --type json -p '[{"op":"remove","path":"/spec/claimRef"}]' >/dev/null
-  done
+  reclaim_volumes
   for i in $(seq -w 1 "${CLUSTER_VOLUMES:-16}"); do
     dir="$node_dir/volumes/$i"
     mkdir -p "$dir"
@@ -847,6 +859,7 @@ case "${1:-}" in
   build) build ;;
   up) up ;;
   node-up) node_up ;;
+  reclaim) reclaim_volumes ;;
   down) down ;;
   status)
     if status; then
@@ -857,7 +870,7 @@ case "${1:-}" in
     fi
     ;;
   *)
-    echo "usage: $0 build|up|down|status" >&2
+    echo "usage: $0 build|up|node-up|reclaim|down|status" >&2
     exit 2
     ;;
 esac

@@ -288,6 +288,8 @@ install_part() {
       h uninstall "$other" --wait --timeout "${wait_limit}s" >/dev/null
     fi
   done
+  # On the local cluster, the volumes the last install's claims released are offered again.
+  [ "$KUBECONFIG" != "$local_kubeconfig" ] || scripts/cluster.sh reclaim
   say "helm install $part $*"
   local extra=("${persistence_args[@]}" "${shape_args[@]}" "$@")
   read -r -a brokers <<<"$(broker_args "$part")" || true
