@@ -10,7 +10,7 @@ SYNC_LABS := manifests/examples/sync-baseline.yaml \
 
 .PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
         check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down kafka-cluster-up kafka-cluster-down rabbitmq-cluster-up rabbitmq-cluster-down charts kind-up kind-down e2e-kind clean \
-        cluster-build cluster-up cluster-down cluster-test e2e
+        cluster-build cluster-up cluster-down cluster-status cluster-test e2e
 
 build:
 	$(CARGO) build --workspace --bins
@@ -83,6 +83,10 @@ cluster-build:
 cluster-up:
 	scripts/cluster.sh up
 	scripts/cluster.sh node-up
+
+## cluster-status: what runs of the local cluster, and how often each component restarted
+cluster-status:
+	scripts/cluster.sh status
 
 cluster-down:
 	scripts/cluster.sh down

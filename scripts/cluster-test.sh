@@ -9,7 +9,8 @@
 # mode one killing exactly one of two pods, by name; a lab's spec.replicas applied and put
 # back; a spec the operator refuses; from the audit log, no request of the operator refused; then a
 # restore refused by an admission policy for longer than the old 60 s deadline, done within
-# seconds of the refusal being lifted.
+# seconds of the refusal being lifted; last, etcd and the API server each SIGKILLed, started
+# again by their supervisors, /readyz answering again within a minute.
 #
 # Starts the cluster and its node when they are not up, and stops them again at the end then.
 # Settings (environment): FOODLAB_TEST_NAMESPACE (foodlab-cluster-test), CLUSTER_WAIT (120:
@@ -651,6 +652,28 @@ restored_at=$(epoch "$(lab_field refused-restore '{.status.chaos[0].restoredAt}'
 kubectl --kubeconfig "$base/kubeconfig" delete validatingadmissionpolicy "$policy" >/dev/null
 ok "the refusal lifted: inventory restored $((restored_at - lifted))s after (the operator kept retrying); the lab Failed saying the restore was late"
 admin delete foodlab refused-restore --timeout=60s >/dev/null
+
+# Supervision: a control-plane component killed with SIGKILL is started again by its
+# supervisor (scripts/cluster/supervise.sh), and the API server answers /readyz again.
+if [ -d "$base/run" ] && [ -f "$base/run/etcd.supervisor.pid" ]; then
+  for component in etcd kube-apiserver; do
+    before=$(cat "$base/run/$component.pid")
+    kill -9 "$before"
+    killed=$(date +%s)
+    back=
+    for _ in $(seq 1 120); do
+      now=$(cat "$base/run/$component.pid" 2>/dev/null || true)
+      if [ -n "$now" ] && [ "$now" != "$before" ] &&
+        timeout 5 kubectl --kubeconfig "$base/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
+        back=1
+        break
+      fi
+      sleep 0.5
+    done
+    [ -n "$back" ] || fail "$component SIGKILLed (pid $before): /readyz did not answer again within a minute"
+    ok "$component SIGKILLed (pid $before): started again (pid $now) by its supervisor, /readyz answered $(($(date +%s) - killed))s after (restarts: $(cat "$base/run/$component.restarts"))"
+  done
+fi
 
 # The last lab's restore may still be starting a pod (its init container waits for the
 # database): the logs of a ready one.

@@ -15,7 +15,8 @@
 #                              again (e2e runs it before each install)
 #   scripts/cluster.sh down    stop each component by its pid file (the node's pods first),
 #                              remove the routes, the bridge, the mounts and cgroups it made
-#   scripts/cluster.sh status  exit 0 if the API server answers /readyz
+#   scripts/cluster.sh status  each component running or not, and how often its supervisor
+#                              started it again; exit 0 if the API server answers /readyz
 #
 # Writes .foodlab/cluster/kubeconfig (cluster-admin); logs under .foodlab/cluster/logs/.
 # Settings (environment): FOODLAB_CLUSTER_DIR (.foodlab/cluster in the repo),
@@ -251,6 +252,9 @@ component_alive() {
   pid=$(cat "$base/run/$1.pid" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
+# Under its supervisor (scripts/cluster/supervise.sh, in a session of its own), which starts
+# it again whenever it exits: run/NAME.pid is the component's pid, run/NAME.supervisor.pid
+# the supervisor's, run/NAME.restarts how often it was started again.
 start_component() {
   local name=$1 binary=$2
   shift 2
@@ -258,13 +262,34 @@ start_component() {
     return 0
   fi
   log "starting $name"
+  rm -f "$base/run/$name.pid"
   # The component must not inherit the lock (fd 9), or it would hold it for its lifetime.
-  setsid "$binary" "$@" >>"$base/logs/$name.log" 2>&1 </dev/null 9>&- 8>&- &
-  echo $! >"$base/run/$name.pid"
+  setsid "$repo/scripts/cluster/supervise.sh" "$base/run" "$name" "$binary" "$@" \
+    >>"$base/logs/$name.log" 2>&1 </dev/null 9>&- 8>&- &
+  echo $! >"$base/run/$name.supervisor.pid"
+  for _ in $(seq 1 50); do
+    [ -s "$base/run/$name.pid" ] && return 0
+    sleep 0.1
+  done
+  log "$name: its supervisor wrote no pid"
+  return 1
 }
 
+# The supervisor first (so nothing starts the component again), which stops the component;
+# then the component by its pid, should the supervisor have gone before it.
 stop_component() {
-  local name=$1 pid
+  local name=$1 pid supervisor
+  supervisor=$(cat "$base/run/$name.supervisor.pid" 2>/dev/null || true)
+  if [ -n "$supervisor" ] && { tr '\0' ' ' <"/proc/$supervisor/cmdline"; } 2>/dev/null | grep -q "supervise.sh $base/run $name "; then
+    log "stopping the supervisor of $name (pid $supervisor)"
+    kill "$supervisor" 2>/dev/null || true
+    for _ in $(seq 1 150); do
+      kill -0 "$supervisor" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$supervisor" 2>/dev/null || true
+  fi
+  rm -f "$base/run/$name.supervisor.pid"
   if pid=$(component_pid "$name"); then
     log "stopping $name (pid $pid)"
     kill "$pid" 2>/dev/null || true
@@ -274,7 +299,7 @@ stop_component() {
     done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$base/run/$name.pid"
+  rm -f "$base/run/$name.pid" "$base/run/$name.restarts"
 }
 
 # Waits up to SECONDS for COMMAND to succeed while component NAME stays alive.
@@ -862,6 +887,14 @@ case "${1:-}" in
   reclaim) reclaim_volumes ;;
   down) down ;;
   status)
+    for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet \
+      kube-proxy coredns; do
+      if pid=$(component_pid "$name"); then
+        echo "  $name: running (pid $pid), restarted $(cat "$base/run/$name.restarts" 2>/dev/null || echo 0) times"
+      elif [ -f "$base/run/$name.supervisor.pid" ]; then
+        echo "  $name: not running (its supervisor is starting it again)"
+      fi
+    done
     if status; then
       echo "cluster: up (kubeconfig $base/kubeconfig)"
     else
