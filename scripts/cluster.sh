@@ -249,7 +249,17 @@ component_pid() {
 # an exited one.
 component_alive() {
   local pid
+  # Its supervisor starts it again while it runs.
+  supervisor_pid "$1" >/dev/null && return 0
   pid=$(cat "$base/run/$1.pid" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# Standard input into FILE, unless FILE holds that already.
+write_if_changed() {
+  local file=$1 new
+  new=$(cat)
+  [ -f "$file" ] && [ "$(cat "$file")" = "$new" ] && return 0
+  printf '%s\n' "$new" >"$file"
 }
 
 # Under its supervisor (scripts/cluster/supervise.sh, in a session of its own), which starts
@@ -258,7 +268,9 @@ component_alive() {
 start_component() {
   local name=$1 binary=$2
   shift 2
-  if component_pid "$name" >/dev/null; then
+  # A supervisor that runs starts its component again itself (kube-proxy, for one, exits
+  # when node-up rewrites its configuration): a second one would run a second component.
+  if supervisor_pid "$name" >/dev/null; then
     return 0
   fi
   log "starting $name"
@@ -275,12 +287,19 @@ start_component() {
   return 1
 }
 
+# The pid of NAME's supervisor, if it runs.
+supervisor_pid() {
+  local name=$1 pid
+  pid=$(cat "$base/run/$name.supervisor.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null |
+    grep -q "supervise.sh $base/run $name " && echo "$pid"
+}
+
 # The supervisor first (so nothing starts the component again), which stops the component;
 # then the component by its pid, should the supervisor have gone before it.
 stop_component() {
   local name=$1 pid supervisor
-  supervisor=$(cat "$base/run/$name.supervisor.pid" 2>/dev/null || true)
-  if [ -n "$supervisor" ] && { tr '\0' ' ' <"/proc/$supervisor/cmdline"; } 2>/dev/null | grep -q "supervise.sh $base/run $name "; then
+  if supervisor=$(supervisor_pid "$name"); then
     log "stopping the supervisor of $name (pid $supervisor)"
     kill "$supervisor" 2>/dev/null || true
     for _ in $(seq 1 150); do
@@ -309,7 +328,8 @@ wait_for() {
   local deadline=$((SECONDS + seconds))
   while [ $SECONDS -lt $deadline ]; do
     "$@" >/dev/null 2>&1 && return 0
-    if ! component_alive "$name"; then
+    # Gone, or exiting again and again under its supervisor: it will not come up.
+    if ! component_alive "$name" || [ "$(cat "$base/run/$name.restarts" 2>/dev/null || echo 0)" -ge 3 ]; then
       log "$name exited; see $base/logs/$name.log"
       tail -n 20 "$base/logs/$name.log" >&2 || true
       return 1
@@ -553,7 +573,8 @@ node_up() {
 # kube-proxy in iptables mode. It leaves the host's sysctls alone: no conntrack sizing,
 # no localhost NodePorts (route_localnet), NodePorts only on the node's address.
 kube_proxy_up() {
-  cat >"$node_dir/kube-proxy-config.yaml" <<EOF
+  # Written only when it changes: kube-proxy exits when its configuration file is written.
+  write_if_changed "$node_dir/kube-proxy-config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $base/kube-proxy.kubeconfig}
@@ -891,7 +912,7 @@ case "${1:-}" in
       kube-proxy coredns; do
       if pid=$(component_pid "$name"); then
         echo "  $name: running (pid $pid), restarted $(cat "$base/run/$name.restarts" 2>/dev/null || echo 0) times"
-      elif [ -f "$base/run/$name.supervisor.pid" ]; then
+      elif supervisor_pid "$name" >/dev/null; then
         echo "  $name: not running (its supervisor is starting it again)"
       fi
     done
