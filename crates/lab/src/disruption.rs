@@ -47,13 +47,16 @@ pub enum DisruptionError {
     NotBack { broker: Broker, nodes: Vec<String> },
 }
 
+/// The service `action` disrupts (every action but a broker's PodKill has one).
+fn service_of(action: ChaosAction, target: ChaosTarget) -> Result<Service, DisruptionError> {
+    target
+        .service()
+        .ok_or(DisruptionError::NotAService { action, target })
+}
+
 impl Disruption {
-    /// The service it disrupts (every action but a broker's PodKill has one).
     fn service(&self) -> Result<Service, DisruptionError> {
-        self.target.service().ok_or(DisruptionError::NotAService {
-            action: self.action(),
-            target: self.target,
-        })
+        service_of(self.action(), self.target)
     }
 
     /// When it must be undone, had it started at `started_at` (a killed
@@ -145,12 +148,7 @@ pub async fn undo<P: Platform, F: FaultSink>(
     faults: &F,
     base: &Faults,
 ) -> Result<(), DisruptionError> {
-    let service = || {
-        record.target.service().ok_or(DisruptionError::NotAService {
-            action: record.action,
-            target: record.target,
-        })
-    };
+    let service = || service_of(record.action, record.target);
     match record.action {
         ChaosAction::ScaleToZero => {
             restore_replicas(platform, service()?, record.original_replicas).await?;

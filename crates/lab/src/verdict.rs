@@ -171,9 +171,7 @@ pub fn brokers_back(
     within: Duration,
 ) -> Vec<Check> {
     let since_start = |at: jiff::Timestamp| at.duration_since(workload_start).as_secs_f64();
-    chaos
-        .iter()
-        .filter(|record| record.target.broker().is_some() && record.disrupted)
+    broker_kills(chaos)
         .map(|record| {
             let nodes = record.pods.join(", ");
             let killed = since_start(record.started_at);
@@ -211,11 +209,16 @@ pub fn brokers_back(
         .collect()
 }
 
-/// The longest recovery of a killed broker node that came back, in seconds.
-pub fn broker_recovery_seconds(chaos: &[ChaosRecord]) -> Option<f64> {
+/// The records of broker nodes killed (a broker target is a PodKill's only).
+fn broker_kills(chaos: &[ChaosRecord]) -> impl Iterator<Item = &ChaosRecord> {
     chaos
         .iter()
         .filter(|record| record.target.broker().is_some() && record.disrupted)
+}
+
+/// The longest recovery of a killed broker node that came back, in seconds.
+pub fn broker_recovery_seconds(chaos: &[ChaosRecord]) -> Option<f64> {
+    broker_kills(chaos)
         .filter_map(|record| {
             let back = record.restored_at?;
             Some(back.duration_since(record.started_at).as_secs_f64())

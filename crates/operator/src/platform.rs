@@ -108,11 +108,8 @@ impl KubernetesPlatform {
                 broker,
                 reason: "its StatefulSet has no pod selector".into(),
             })?;
-        let pods = self.pods.as_ref().ok_or_else(|| PlatformError::Broker {
-            broker,
-            reason: "no Kubernetes API client for pods here".into(),
-        })?;
-        let list = pods
+        let list = self
+            .broker_pod_api(broker)?
             .list(&ListParams::default().labels_from(&selector))
             .await
             .map_err(|e| broker_failed(broker, "listing its pods", &e))?;
@@ -188,6 +185,13 @@ impl KubernetesPlatform {
                 )),
             },
         )
+    }
+
+    fn broker_pod_api(&self, broker: Broker) -> Result<&Api<Pod>, PlatformError> {
+        self.pods.as_ref().ok_or_else(|| PlatformError::Broker {
+            broker,
+            reason: "no Kubernetes API client for pods here".into(),
+        })
     }
 
     fn pod_api(&self, service: Service) -> Result<&Api<Pod>, PlatformError> {
@@ -308,19 +312,12 @@ impl Platform for KubernetesPlatform {
         pod: &str,
         grace: Duration,
     ) -> Result<(), PlatformError> {
-        let params = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            ..DeleteParams::default()
-        };
-        match self.pod_api(service)?.delete(pod, &params).await {
-            Ok(_) => Ok(()),
-            // Gone already: what a kill wanted.
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(error) => Err(PlatformError::Api {
+        delete_pod(self.pod_api(service)?, pod, grace)
+            .await
+            .map_err(|error| PlatformError::Api {
                 service,
                 reason: format!("deleting pod {pod}: {error}"),
-            }),
-        }
+            })
     }
 
     /// The broker StatefulSet's running pods not being deleted, by name.
@@ -342,24 +339,9 @@ impl Platform for KubernetesPlatform {
         node: &str,
         grace: Duration,
     ) -> Result<(), PlatformError> {
-        let pods = self.pods.as_ref().ok_or_else(|| PlatformError::Broker {
-            broker,
-            reason: "no Kubernetes API client for pods here".into(),
-        })?;
-        let params = DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
-            ..DeleteParams::default()
-        };
-        match pods.delete(node, &params).await {
-            Ok(_) => Ok(()),
-            // Gone already: what a kill wanted.
-            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-            Err(error) => Err(broker_failed(
-                broker,
-                &format!("deleting pod {node}"),
-                &error,
-            )),
-        }
+        delete_pod(self.broker_pod_api(broker)?, node, grace)
+            .await
+            .map_err(|error| broker_failed(broker, &format!("deleting pod {node}"), &error))
     }
 
     /// Those of `nodes` whose pod (the StatefulSet makes it again under the
@@ -379,6 +361,20 @@ impl Platform for KubernetesPlatform {
             })
             .cloned()
             .collect())
+    }
+}
+
+/// Deletes a pod, given `grace` to stop (zero: at once), as a pod kill does;
+/// one gone already is what the kill wanted.
+async fn delete_pod(pods: &Api<Pod>, name: &str, grace: Duration) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        grace_period_seconds: Some(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+        ..DeleteParams::default()
+    };
+    match pods.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

@@ -99,13 +99,29 @@ impl PartialEq<Service> for ChaosTarget {
 
 impl fmt::Display for ChaosTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Order => "order",
-            Self::Inventory => "inventory",
-            Self::Notification => "notification",
-            Self::Analytics => "analytics",
-            Self::Kafka => "kafka",
-            Self::Rabbitmq => "rabbitmq",
-        })
+        match self.which() {
+            Target::Service(service) => service.fmt(f),
+            Target::Broker(broker) => broker.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_shown_as_it_is_written() {
+        let services = Service::ALL.map(ChaosTarget::from);
+        let brokers = [Broker::Kafka, Broker::Rabbitmq].map(ChaosTarget::from);
+        for target in services.into_iter().chain(brokers) {
+            let written = serde_json::to_value(target).unwrap();
+            assert_eq!(written, target.to_string(), "{target:?}");
+            assert_eq!(
+                serde_json::from_value::<ChaosTarget>(written).unwrap(),
+                target
+            );
+            assert_eq!(target.service().is_some(), target.broker().is_none());
+        }
     }
 }

@@ -218,23 +218,29 @@ impl LocalPlatform {
             }
             Transport::Rest | Transport::Rabbitmq => None,
         };
-        let broker_nodes = match (options.transport.broker(), &options.broker, &options.kafka) {
-            (Some(Broker::Rabbitmq), RabbitBroker::Local { script }, _) => Some(BrokerNodes::new(
-                Broker::Rabbitmq,
-                &RABBITMQ_SCRIPT,
-                RABBITMQ_SCRIPT.path(script.clone()),
-                options.broker_nodes,
-                options.broker_restart_after,
-            )),
-            (Some(Broker::Kafka), _, KafkaBroker::Local { script }) => Some(BrokerNodes::new(
-                Broker::Kafka,
-                &KAFKA_SCRIPT,
-                KAFKA_SCRIPT.path(script.clone()),
-                options.broker_nodes,
-                options.broker_restart_after,
-            )),
-            _ => None,
+        // The broker's nodes are this platform's to kill where its script runs them.
+        let local_script = match options.transport.broker() {
+            Some(Broker::Rabbitmq) => match &options.broker {
+                RabbitBroker::Local { script } => {
+                    Some((Broker::Rabbitmq, &RABBITMQ_SCRIPT, script))
+                }
+                RabbitBroker::At { .. } => None,
+            },
+            Some(Broker::Kafka) => match &options.kafka {
+                KafkaBroker::Local { script } => Some((Broker::Kafka, &KAFKA_SCRIPT, script)),
+                KafkaBroker::At { .. } => None,
+            },
+            None => None,
         };
+        let broker_nodes = local_script.map(|(broker, runner, script)| {
+            BrokerNodes::new(
+                broker,
+                runner,
+                runner.path(script.clone()),
+                options.broker_nodes,
+                options.broker_restart_after,
+            )
+        });
         let bin_dir = match options.bin_dir {
             Some(dir) => dir,
             None => find_bin_dir()?,

@@ -109,11 +109,12 @@ impl BrokerNodes {
             terminate(pid, grace).await;
         }
         let n = node.to_string();
-        if self.pid(node).await.is_some() {
-            self.script
-                .run(&self.path, self.nodes, &["kill", &n])
-                .await
-                .map_err(|e| self.error(format!("{name}: {e}")))?;
+        if self.pid(node).await.is_some()
+            && let Err(error) = self.script.run(&self.path, self.nodes, &["kill", &n]).await
+        {
+            // Not killed: not on its way back either.
+            self.returns().remove(&node);
+            return Err(self.error(format!("{name}: {error}")));
         }
         tracing::warn!(broker = %self.broker, node = name, pid, "broker node killed");
         let (script, path, nodes, delay) = (
