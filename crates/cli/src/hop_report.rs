@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use foodlab_lab::probe::metrics;
 use foodlab_lab::stats::round3;
 use serde::Serialize;
 
@@ -72,12 +73,13 @@ const HTTP: &str = "foodlab_http_request_duration_seconds";
 
 impl Scrape {
     /// Reads the OpenMetrics text of `/admin/metrics`.
-    pub fn parse(text: &str) -> Self {
-        let lines = text.lines().map(|line| Ok(line.to_owned()));
-        // Only reading a line can fail, and these are read already.
-        let Ok(parsed) = prometheus_parse::Scrape::parse(lines) else {
-            return Self::default();
-        };
+    #[cfg(test)]
+    fn parse(text: &str) -> Self {
+        Self::of(&metrics::parse(text))
+    }
+
+    /// The hop histograms of a parsed `/admin/metrics`.
+    fn of(parsed: &prometheus_parse::Scrape) -> Self {
         let mut histograms: BTreeMap<String, Buckets> = BTreeMap::new();
         for sample in &parsed.samples {
             let prometheus_parse::Value::Histogram(counts) = &sample.value else {
@@ -120,9 +122,8 @@ impl Scrape {
 
     /// Scrapes a service; an empty scrape when it does not answer.
     pub async fn take(http: &reqwest::Client, base: &str) -> Self {
-        let url = format!("{}/admin/metrics", base.trim_end_matches('/'));
-        match http.get(url).send().await {
-            Ok(response) => Self::parse(&response.text().await.unwrap_or_default()),
+        match metrics::scrape(http, base).await {
+            Ok(parsed) => Self::of(&parsed),
             Err(_) => Self::default(),
         }
     }

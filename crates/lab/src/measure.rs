@@ -7,7 +7,9 @@ use foodlab_domain::OrderStatus;
 
 use crate::probe::observe::Backlog;
 use crate::probe::observe::count_whose_status;
-use crate::results::{AnalyticsTotals, BrokerErrors, LabResults, LatencySummary, ReplayResults};
+use crate::results::{
+    AnalyticsTotals, BrokerErrorCounts, LabResults, LatencySummary, ReplayResults,
+};
 use crate::series::EndToEnd;
 use crate::stats::{Latencies, round3};
 
@@ -142,7 +144,7 @@ pub struct Measured {
     pub lag_at_end: Option<u64>,
     pub replay: Option<ReplayResults>,
     /// The broker errors the services counted over the run (async parts).
-    pub broker_errors: Option<BrokerErrors>,
+    pub broker_errors: Option<BrokerErrorCounts>,
 }
 
 /// The lab's results, built once: the workload's `summary`, then what

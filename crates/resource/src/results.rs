@@ -48,7 +48,7 @@ pub struct LabResults {
     /// The broker errors the part's services counted during the run, every
     /// replica's (async-rabbitmq and streaming-kafka).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broker_errors: Option<BrokerErrors>,
+    pub broker_errors: Option<BrokerErrorCounts>,
     /// Highest backlog seen (queue depth or consumer lag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_backlog: Option<u64>,
@@ -96,7 +96,7 @@ impl LabResults {
 /// consumer errors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BrokerErrors {
+pub struct BrokerErrorCounts {
     /// Errors seen producing (publishing).
     pub producer: u64,
     /// Errors seen consuming (connections included).
@@ -106,7 +106,7 @@ pub struct BrokerErrors {
     pub by_kind: BTreeMap<String, u64>,
 }
 
-impl BrokerErrors {
+impl BrokerErrorCounts {
     /// The counts of `role/kind` series, summed by role.
     pub fn of(by_kind: BTreeMap<String, u64>) -> Self {
         let of_role = |role: &str| {
@@ -124,7 +124,7 @@ impl BrokerErrors {
     }
 }
 
-impl std::fmt::Display for BrokerErrors {
+impl std::fmt::Display for BrokerErrorCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "producer {}, consumer {}", self.producer, self.consumer)?;
         if !self.by_kind.is_empty() {
@@ -259,21 +259,21 @@ mod tests {
 
     #[test]
     fn broker_errors_are_summed_by_role_and_shown_by_kind() {
-        let errors = BrokerErrors::of(BTreeMap::from([
+        let errors = BrokerErrorCounts::of(BTreeMap::from([
             ("consumer/connection_lost".to_owned(), 1),
-            ("consumer/reconnected".to_owned(), 2),
+            ("consumer/connect_failed".to_owned(), 2),
             ("producer/publish_failed".to_owned(), 12),
         ]));
         assert_eq!((errors.producer, errors.consumer), (12, 3));
         assert_eq!(
             errors.to_string(),
-            "producer 12, consumer 3 (consumer/connection_lost 1, consumer/reconnected 2, \
+            "producer 12, consumer 3 (consumer/connect_failed 2, consumer/connection_lost 1, \
              producer/publish_failed 12)"
         );
         let json = serde_json::to_value(&errors).unwrap();
         assert_eq!(json["byKind"]["producer/publish_failed"], 12);
         assert_eq!(
-            BrokerErrors::of(BTreeMap::new()).to_string(),
+            BrokerErrorCounts::of(BTreeMap::new()).to_string(),
             "producer 0, consumer 0"
         );
     }

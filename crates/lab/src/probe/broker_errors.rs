@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use crate::platform::Platform;
-use crate::results::BrokerErrors;
+use crate::probe::metrics;
+use crate::results::BrokerErrorCounts;
 use crate::spec::Service;
 
-const SERIES: &str = "foodlab_broker_errors_total{";
+const SERIES: &str = "foodlab_broker_errors_total";
 
 /// Each replica's counts (by its address), each `role/kind` series.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,9 +28,9 @@ impl ErrorCounts {
                 continue;
             };
             for endpoint in endpoints {
-                match scrape(http, &endpoint).await {
-                    Ok(text) => {
-                        counts.insert(endpoint, parse(&text));
+                match metrics::scrape(http, &endpoint).await {
+                    Ok(scrape) => {
+                        counts.insert(endpoint, parse(&scrape));
                     }
                     Err(error) => {
                         tracing::warn!(%service, %endpoint, %error, "broker errors not readable")
@@ -42,7 +43,7 @@ impl ErrorCounts {
 
     /// What was counted since `before`, summed over the replicas. A replica
     /// whose counter went down restarted: all it counts is new.
-    pub fn since(&self, before: &Self) -> BrokerErrors {
+    pub fn since(&self, before: &Self) -> BrokerErrorCounts {
         let mut by_kind = BTreeMap::<String, u64>::new();
         for (endpoint, series) in &self.0 {
             let earlier = before.0.get(endpoint);
@@ -54,45 +55,22 @@ impl ErrorCounts {
                 }
             }
         }
-        BrokerErrors::of(by_kind)
+        BrokerErrorCounts::of(by_kind)
     }
 }
 
-async fn scrape(http: &reqwest::Client, endpoint: &str) -> Result<String, reqwest::Error> {
-    http.get(format!("{endpoint}/admin/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await
-}
-
 /// The `role/kind` series of a scrape and their values.
-fn parse(text: &str) -> BTreeMap<String, u64> {
+fn parse(scrape: &prometheus_parse::Scrape) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(SERIES) else {
+    for sample in scrape.samples.iter().filter(|s| s.metric == SERIES) {
+        let (Some(role), Some(kind), Some(value)) = (
+            sample.labels.get("role"),
+            sample.labels.get("kind"),
+            metrics::counter(sample),
+        ) else {
             continue;
         };
-        let Some((labels, value)) = rest.split_once('}') else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels.split(',').find_map(|pair| {
-                let (key, value) = pair.split_once('=')?;
-                (key.trim() == name).then(|| value.trim().trim_matches('"').to_owned())
-            })
-        };
-        let (Some(role), Some(kind)) = (label("role"), label("kind")) else {
-            continue;
-        };
-        // `value`, or `value timestamp`.
-        let Some(value) = value.split_whitespace().next() else {
-            continue;
-        };
-        if let Ok(value) = value.parse::<f64>() {
-            *counts.entry(format!("{role}/{kind}")).or_default() += value as u64;
-        }
+        *counts.entry(format!("{role}/{kind}")).or_default() += value;
     }
     counts
 }
@@ -123,13 +101,13 @@ mod tests {
     #[test]
     fn a_scrape_gives_each_role_and_kind() {
         assert_eq!(
-            parse(SCRAPE),
+            parse(&metrics::parse(SCRAPE)),
             BTreeMap::from([
                 ("consumer/connection_lost".to_owned(), 1),
                 ("producer/publish_failed".to_owned(), 3),
             ])
         );
-        assert!(parse("foodlab_messages_total{queue=\"q\"} 1\n").is_empty());
+        assert!(parse(&metrics::parse("foodlab_messages_total{queue=\"q\"} 1\n")).is_empty());
     }
 
     #[test]
@@ -141,7 +119,10 @@ mod tests {
         let after = counts(&[
             (
                 "http://a",
-                &[("producer/publish_failed", 7), ("consumer/reconnected", 1)],
+                &[
+                    ("producer/publish_failed", 7),
+                    ("consumer/connect_failed", 1),
+                ],
             ),
             // Restarted: its counter began again.
             ("http://b", &[("consumer/connection_lost", 2)]),
@@ -154,10 +135,10 @@ mod tests {
             errors.by_kind,
             BTreeMap::from([
                 ("consumer/connection_lost".to_owned(), 2),
-                ("consumer/reconnected".to_owned(), 1),
+                ("consumer/connect_failed".to_owned(), 1),
                 ("producer/publish_failed".to_owned(), 6),
             ])
         );
-        assert_eq!(after.since(&after), BrokerErrors::default());
+        assert_eq!(after.since(&after), BrokerErrorCounts::default());
     }
 }

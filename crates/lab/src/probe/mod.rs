@@ -4,6 +4,7 @@
 
 pub mod broker_errors;
 pub mod kafka;
+pub mod metrics;
 pub mod observe;
 pub mod rabbitmq;
 

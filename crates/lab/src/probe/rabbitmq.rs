@@ -63,11 +63,28 @@ impl RabbitAdmin {
     }
 
     async fn managed_depth(&self, queue: &str) -> Result<QueueDepth, PlatformError> {
+        match self.describe_queue(queue).await? {
+            Some(described) => serde_json::from_value(described)
+                .map_err(|e| self.err(&format!("queue {queue}"), e)),
+            None => Ok(QueueDepth::default()),
+        }
+    }
+
+    /// A queue of the vhost as the management API describes it (type,
+    /// members, leader, counts); `None` for a queue not declared yet.
+    pub async fn describe_queue(
+        &self,
+        queue: &str,
+    ) -> Result<Option<serde_json::Value>, PlatformError> {
         let path = format!("/api/queues/{}/{queue}", encode(&self.vhost));
         let response = self.management(reqwest::Method::GET, &path, None).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(QueueDepth::default());
+            return Ok(None);
         }
-        response.json().await.map_err(|e| self.err(&path, e))
+        response
+            .json()
+            .await
+            .map(Some)
+            .map_err(|e| self.err(&path, e))
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use foodlab_lab::platform::kafka::KafkaBroker;
 use foodlab_lab::platform::rabbitmq::RabbitBroker;
+use foodlab_lab::probe::metrics;
 use std::sync::Arc;
 
 use foodlab_lab::{
@@ -117,13 +118,19 @@ pub async fn messages_counted(
 
 /// The same counter of the one process at `endpoint`.
 pub async fn messages_counted_at(endpoint: &str, queue: &str, outcome: &str) -> u64 {
-    let url = format!("{endpoint}/admin/metrics");
-    let scrape = reqwest::get(url).await.unwrap().text().await.unwrap();
-    let series = format!("foodlab_messages_total{{queue=\"{queue}\",outcome=\"{outcome}\"}} ");
+    let scrape = metrics::scrape(&reqwest::Client::new(), endpoint)
+        .await
+        .unwrap();
     scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map_or(0, |n| n.trim().parse().unwrap())
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "foodlab_messages_total"
+                && s.labels.get("queue") == Some(queue)
+                && s.labels.get("outcome") == Some(outcome)
+        })
+        .and_then(metrics::counter)
+        .unwrap_or(0)
 }
 
 /// Polls `probe` every 100 ms until it returns true or `seconds` pass.
