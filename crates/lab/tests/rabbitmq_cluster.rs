@@ -20,17 +20,15 @@ use support::{ThreeNodes, eventually, example, get};
 
 /// Two runs of this test take turns at this port (`ThreeNodes`).
 const TURN_PORT: u16 = 5699;
-/// The node whose management API the lab reads. The services connect to
-/// the nodes in order (node 1 first), so node 1 leads the queues and is the
-/// one killed: the observer must read another.
-const OBSERVED_NODE: &str = "3";
 
 /// The three nodes, and what the lab is given of them.
 struct Cluster {
     nodes: ThreeNodes,
     /// `host:port` of each node's AMQP listener, in order.
     hosts: Vec<String>,
-    management_url: String,
+    /// Every node's management API, comma-separated: the lab's probes ask
+    /// them in turn, so the node killed does not blind them.
+    management_urls: String,
 }
 
 impl Cluster {
@@ -42,31 +40,25 @@ impl Cluster {
             .map(|url| foodlab_transport::rabbitmq::url_host(url).to_owned())
             .collect::<Vec<_>>();
         assert_eq!(hosts.len(), 3, "{urls}");
-        let management_url = nodes.call(&["management", OBSERVED_NODE]);
+        let management_urls = ["1", "2", "3"]
+            .map(|node| nodes.call(&["management", node]))
+            .join(",");
         Self {
             nodes,
             hosts,
-            management_url,
+            management_urls,
         }
     }
 }
 
-/// A queue of the lab's vhost as the management API describes it.
+/// A queue of the lab's vhost as the management API describes it (null
+/// while it is not declared).
 async fn queue(admin: &RabbitAdmin, name: &str) -> Value {
-    let vhost = admin.vhost.replace('%', "%25").replace('/', "%2F");
-    reqwest::Client::new()
-        .get(format!(
-            "{}/api/queues/{vhost}/{name}",
-            admin.management_urls[0]
-        ))
-        .basic_auth(&admin.user, Some(&admin.password))
-        .timeout(Duration::from_secs(10))
-        .send()
+    admin
+        .describe_queue(name)
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .unwrap_or_default()
 }
 
 /// Node N's name (`foodlab-<AMQP port>@localhost`) from its `host:port`.
@@ -118,7 +110,7 @@ async fn the_queue_leader_killed_during_a_backlog_drain_loses_no_order_and_reser
 
     let mut options = support::options(&lab);
     options.broker = RabbitBroker::At {
-        management_url: cluster.management_url.clone(),
+        management_url: cluster.management_urls.clone(),
         amqp_host_port: cluster.hosts.join(","),
     };
     options.queue_type = Some(QueueType::Quorum);
