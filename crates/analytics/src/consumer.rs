@@ -428,10 +428,10 @@ async fn await_assignment(
     let started = Instant::now();
     let mut early = Vec::new();
     while consumer.assignment()?.count() == 0 {
-        match tokio::time::timeout(ASSIGNMENT_POLL, consumer.recv()).await {
-            Ok(Ok(message)) => early.push(message),
-            Ok(Err(error)) => consumer.context().count(&error, "consumer_error"),
-            Err(_) => {}
+        if let Ok(message) =
+            tokio::time::timeout(ASSIGNMENT_POLL, kafka::next_message(consumer, "analytics")).await
+        {
+            early.push(message);
         }
     }
     tracing::info!(

@@ -5,6 +5,7 @@
 //! Any Kafka-protocol broker works; the services only need bootstrap servers.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use foodlab_domain::{Backoff, Envelope, TRACEPARENT, TraceContext};
@@ -59,16 +60,33 @@ pub type KafkaConsumer = StreamConsumer<Counting>;
 
 /// The client context of the services' producers and consumers: the errors
 /// librdkafka reports of the client (a broker's connection lost, every
-/// broker down) are counted, then logged as by default.
-#[derive(Clone, Debug)]
+/// broker down) are counted once each, and logged as by default.
+///
+/// rdkafka 0.39 hands each error event to `error` and then to whoever polled:
+/// a consumer's `recv` returns it, so a consumer's errors are counted there
+/// (`next_message`), not here. A producer has no `recv`, and its poll hands
+/// each error event to `error` twice in a row (`Client::poll_event`, then
+/// `BaseProducer::handle_error_event`): the first of each pair is counted
+/// and logged, the second dropped.
+#[derive(Debug)]
 pub struct Counting {
-    pub errors: BrokerErrors,
-    pub role: Role,
+    errors: BrokerErrors,
+    role: Role,
+    /// A producer's next call of `error` is the second of its pair.
+    second: AtomicBool,
 }
 
 impl Counting {
+    fn new(errors: &BrokerErrors, role: Role) -> Self {
+        Self {
+            errors: errors.clone(),
+            role,
+            second: AtomicBool::new(false),
+        }
+    }
+
     /// Counts an error of this client, of the kind `error` is, or `otherwise`.
-    pub fn count(&self, error: &KafkaError, otherwise: &'static str) {
+    fn count(&self, error: &KafkaError, otherwise: &'static str) {
         self.errors
             .count(self.role, kind_of(error).unwrap_or(otherwise));
     }
@@ -76,22 +94,28 @@ impl Counting {
 
 impl ClientContext for Counting {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.count(&error, "client_error");
+        if self.role == Role::Producer {
+            if self.second.fetch_xor(true, Ordering::Relaxed) {
+                return;
+            }
+            self.count(&error, "client_error");
+        }
         DefaultClientContext.error(error, reason);
     }
 }
 
 impl ConsumerContext for Counting {}
 
-/// The kind of a broker error librdkafka reports, where it says which.
+/// The kind of a broker error librdkafka reports, where it says which. A
+/// partition's leader lost is not among them: librdkafka refreshes its
+/// metadata and retries the fetch or produce (an idempotent producer without
+/// limit), so the error never reaches the client; a record that waits too
+/// long fails as `message_timed_out`.
 fn kind_of(error: &KafkaError) -> Option<&'static str> {
     match error.rdkafka_error_code()? {
         RDKafkaErrorCode::BrokerTransportFailure => Some("transport_failure"),
         RDKafkaErrorCode::AllBrokersDown => Some("all_brokers_down"),
         RDKafkaErrorCode::MessageTimedOut => Some("message_timed_out"),
-        RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable => {
-            Some("leader_lost")
-        }
         _ => None,
     }
 }
@@ -246,10 +270,7 @@ impl KafkaArgs {
         client_id: &str,
         errors: &BrokerErrors,
     ) -> Result<KafkaProducer, KafkaFailure> {
-        let context = Counting {
-            errors: errors.clone(),
-            role: Role::Producer,
-        };
+        let context = Counting::new(errors, Role::Producer);
         let producer = self
             .client()
             .set("client.id", client_id)
@@ -275,10 +296,7 @@ impl KafkaArgs {
         client_id: &str,
         errors: &BrokerErrors,
     ) -> Result<KafkaConsumer, KafkaFailure> {
-        let context = Counting {
-            errors: errors.clone(),
-            role: Role::Consumer,
-        };
+        let context = Counting::new(errors, Role::Consumer);
         Ok(self
             .client()
             .set("group.id", group)
@@ -460,9 +478,9 @@ pub async fn send_all(
 }
 
 /// Waits for the next message. Errors librdkafka reports through the
-/// message queue (a lost broker connection, a partition without a leader)
-/// are counted, logged and waited out: the client recovers from them by
-/// itself, and the consumer's position is unchanged.
+/// message queue (a lost broker connection, every broker down) are counted
+/// (here only: see `Counting`), logged and waited out: the client recovers
+/// from them by itself, and the consumer's position is unchanged.
 pub async fn next_message<'a>(consumer: &'a KafkaConsumer, what: &str) -> BorrowedMessage<'a> {
     loop {
         match consumer.recv().await {
@@ -630,5 +648,161 @@ where
         }
         report(false);
         tokio::time::sleep(backoff.pause()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use rdkafka::producer::FutureProducer;
+
+    use super::*;
+
+    #[test]
+    fn broker_errors_are_told_apart_by_their_code() {
+        let kind = |code| kind_of(&KafkaError::Global(code));
+        assert_eq!(
+            kind(RDKafkaErrorCode::BrokerTransportFailure),
+            Some("transport_failure")
+        );
+        assert_eq!(
+            kind(RDKafkaErrorCode::AllBrokersDown),
+            Some("all_brokers_down")
+        );
+        assert_eq!(
+            kind_of(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            Some("message_timed_out")
+        );
+        assert_eq!(kind(RDKafkaErrorCode::NotLeaderForPartition), None);
+        assert_eq!(kind(RDKafkaErrorCode::UnknownTopicOrPartition), None);
+        assert_eq!(kind_of(&KafkaError::Canceled), None);
+        assert_eq!(kind_of(&KafkaError::PartitionEOF(0)), None);
+    }
+
+    /// Gives `error` what librdkafka would, as often as `calls`.
+    fn report(context: &Counting, calls: usize) {
+        for _ in 0..calls {
+            context.error(
+                KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+                "1/1 brokers are down",
+            );
+        }
+    }
+
+    #[test]
+    fn a_producer_counts_each_pair_of_calls_once_and_a_consumer_none() {
+        let errors = BrokerErrors::default();
+        report(&Counting::new(&errors, Role::Producer), 4);
+        report(&Counting::new(&errors, Role::Consumer), 3);
+        assert_eq!(errors.total(Role::Producer, "all_brokers_down"), 2);
+        assert_eq!(errors.total(Role::Consumer, "all_brokers_down"), 0);
+    }
+
+    /// One call of `error`: the error's code and the reason given.
+    type Call = (Option<RDKafkaErrorCode>, String);
+
+    /// What librdkafka hands a client's `error`, in order.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<Call>>>);
+
+    impl Recording {
+        fn calls(&self) -> Vec<Call> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl ClientContext for Recording {
+        fn error(&self, error: KafkaError, reason: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((error.rdkafka_error_code(), reason.to_owned()));
+        }
+    }
+
+    impl ConsumerContext for Recording {}
+
+    /// Settings of a broker that refuses connections.
+    fn nobody_listening() -> KafkaArgs {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        KafkaArgs {
+            brokers: format!("127.0.0.1:{port}"),
+            ..KafkaArgs::default()
+        }
+    }
+
+    // `Counting` counts the first of each pair: this fails if an rdkafka
+    // upgrade hands a producer's error events to `error` once.
+    #[test]
+    fn a_producer_hears_each_error_event_twice_in_a_row() {
+        let recording = Recording::default();
+        let producer: FutureProducer<Recording> = nobody_listening()
+            .client()
+            .set("enable.idempotence", "true")
+            .create_with_context(recording.clone())
+            .unwrap();
+        let began = Instant::now();
+        while recording.calls().len() < 2 && began.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Its polling thread stops with it, so no pair is left half-heard.
+        drop(producer);
+        let calls = recording.calls();
+        assert!(!calls.is_empty() && calls.len() % 2 == 0, "{calls:?}");
+        for pair in calls.chunks(2) {
+            assert_eq!(pair[0], pair[1], "{calls:?}");
+        }
+    }
+
+    // `next_message` counts what `recv` returns: this fails if an rdkafka
+    // upgrade stops handing a consumer's error events to `recv`.
+    #[tokio::test]
+    async fn a_consumer_hears_each_error_event_once_and_recv_returns_it() {
+        let args = nobody_listening();
+        let recording = Recording::default();
+        let consumer: StreamConsumer<Recording> = args
+            .client()
+            .set("group.id", "test")
+            .create_with_context(recording.clone())
+            .unwrap();
+        consumer.subscribe(&["test"]).unwrap();
+        let mut returned = Vec::new();
+        let began = Instant::now();
+        while returned.len() < 2 && began.elapsed() < Duration::from_secs(10) {
+            if let Ok(Err(error)) =
+                tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
+            {
+                returned.push(error.rdkafka_error_code());
+            }
+        }
+        let heard: Vec<_> = recording
+            .calls()
+            .into_iter()
+            .map(|(code, _)| code)
+            .collect();
+        assert!(!returned.is_empty(), "{heard:?}");
+        assert_eq!(heard, returned);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_counts_the_errors_recv_returns() {
+        let errors = BrokerErrors::default();
+        let consumer = nobody_listening()
+            .consumer("test", "test", &errors)
+            .unwrap();
+        consumer.subscribe(&["test"]).unwrap();
+        let waited =
+            tokio::time::timeout(Duration::from_secs(2), next_message(&consumer, "test")).await;
+        assert!(waited.is_err());
+        let counted = ["transport_failure", "all_brokers_down", "consumer_error"]
+            .map(|kind| errors.total(Role::Consumer, kind));
+        assert!(counted.iter().sum::<u64>() >= 1, "{counted:?}");
     }
 }

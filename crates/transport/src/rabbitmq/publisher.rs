@@ -18,12 +18,23 @@ use crate::errors::{BrokerErrors, Role};
 pub struct Publisher {
     channel: Channel,
     topology: Topology,
-    /// Failed publishes and confirms, refused messages (`counting`).
+    /// Failed publishes and confirms, refused messages (`counting_in`).
     errors: BrokerErrors,
 }
 
 impl Publisher {
+    /// A confirming publisher whose errors count nowhere (the lab's own
+    /// clients, tests); a service's comes from `counting_in`.
     pub async fn new(connection: &Connection, topology: Topology) -> Result<Self, AmqpError> {
+        Self::counting_in(connection, topology, &BrokerErrors::default()).await
+    }
+
+    /// A confirming publisher counting its errors in `errors`.
+    pub async fn counting_in(
+        connection: &Connection,
+        topology: Topology,
+        errors: &BrokerErrors,
+    ) -> Result<Self, AmqpError> {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -31,16 +42,8 @@ impl Publisher {
         Ok(Self {
             channel,
             topology,
-            errors: BrokerErrors::default(),
-        })
-    }
-
-    /// The same publisher, counting its errors in `errors`.
-    pub fn counting(self, errors: &BrokerErrors) -> Self {
-        Self {
             errors: errors.clone(),
-            ..self
-        }
+        })
     }
 
     /// Counts a publish or confirm that failed, and hands its error on.

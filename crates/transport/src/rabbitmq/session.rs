@@ -26,9 +26,7 @@ pub async fn open_session(
     topology
         .declare(&connection.create_channel().await?)
         .await?;
-    Ok(Publisher::new(connection, topology.clone())
-        .await?
-        .counting(errors))
+    Publisher::counting_in(connection, topology.clone(), errors).await
 }
 
 /// What a service does with each delivery of the queue it consumes.
@@ -76,7 +74,7 @@ pub fn spawn_consumer<H: Handler>(
 
 /// Runs a service's RabbitMQ side in the background for the life of the
 /// process: `session` on every fresh connection, readiness following it,
-/// lost connections and reconnections counted in `errors`.
+/// lost sessions and failed connects counted in `errors` (`run_forever`).
 pub fn spawn_forever<S, Fut>(
     url: String,
     service: &'static str,
@@ -200,9 +198,10 @@ pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
 /// first, then the others in turn. `on_connected` hears every change.
 ///
 /// Every session consumes, so `errors` counts as the consumer's: each
-/// session lost (`connection_lost`, or `session_failed` when the handler
-/// failed), each connection after a lost one (`reconnected`), and each round
-/// of nodes that did not answer (`connect_failed`).
+/// session lost with its connection or channel (`connection_lost`), and each
+/// round of nodes that did not answer (`connect_failed`). A session ended by
+/// its handler (`AmqpError::Handler`, a store error) is logged, not counted:
+/// the broker did nothing wrong.
 pub async fn run_forever<S, Fut>(
     urls: &str,
     name: &str,
@@ -216,25 +215,18 @@ where
 {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut first = 0;
-    let mut lost = false;
     loop {
         match connect_from(urls, first, name).await {
             Ok((connection, node)) => {
-                if lost {
-                    errors.count(Role::Consumer, "reconnected");
-                }
                 first = node + 1;
                 let node = url_list(urls).get(node).map_or("", |url| url_host(url));
                 tracing::info!(service = name, node, "connected to RabbitMQ");
                 on_connected(true);
                 let began = tokio::time::Instant::now();
                 let ended = session(connection).await;
-                let kind = match ended {
-                    Err(AmqpError::Handler(_)) => "session_failed",
-                    _ => "connection_lost",
-                };
-                errors.count(Role::Consumer, kind);
-                lost = true;
+                if !matches!(ended, Err(AmqpError::Handler(_))) {
+                    errors.count(Role::Consumer, "connection_lost");
+                }
                 let error = match ended {
                     Ok(()) => "session ended".to_owned(),
                     Err(e) => e.to_string(),
@@ -303,5 +295,32 @@ mod tests {
             connect("", "test").await,
             Err(AmqpError::Unreachable(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_does_not_answer_counts_as_connect_failed() {
+        // A port that refuses connections.
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("amqp://u:p@127.0.0.1:{port}/%2f");
+        let errors = BrokerErrors::default();
+        let connected = std::cell::Cell::new(false);
+        let ran = tokio::time::timeout(
+            Duration::from_millis(300),
+            run_forever(
+                &url,
+                "test",
+                &errors,
+                |up| connected.set(up),
+                |_connection| async { Ok(()) },
+            ),
+        )
+        .await;
+        assert!(ran.is_err());
+        assert!(errors.total(Role::Consumer, "connect_failed") >= 1);
+        assert_eq!(errors.total(Role::Consumer, "connection_lost"), 0);
+        assert!(!connected.get());
     }
 }
