@@ -180,8 +180,11 @@ bench: rabbitmq-up kafka-up postgres-up
 	./target/release/foodlab bench sync-rest --json > $(BENCH_DIR)/sync-rest.json
 	./target/release/foodlab bench async-rabbitmq --json > $(BENCH_DIR)/async-rabbitmq.json
 	./target/release/foodlab bench streaming-kafka --json > $(BENCH_DIR)/streaming-kafka.json
-	./target/release/foodlab bench async-rabbitmq --broker-nodes 3 --json > $(BENCH_DIR)/async-rabbitmq-3-nodes.json
-	./target/release/foodlab bench streaming-kafka --broker-nodes 3 --json > $(BENCH_DIR)/streaming-kafka-3-nodes.json
+	./target/release/foodlab bench async-rabbitmq --broker-nodes 3 --json \
+		> $(BENCH_DIR)/async-rabbitmq-3-nodes.json; status=$$?; \
+		./target/release/foodlab bench streaming-kafka --broker-nodes 3 --json \
+		> $(BENCH_DIR)/streaming-kafka-3-nodes.json || status=1; \
+		$(MAKE) kafka-cluster-down rabbitmq-cluster-down; exit $$status
 	./target/release/foodlab bench async-rabbitmq --scale 20000,200000 --json > $(BENCH_DIR)/scale.json
 	./target/release/foodlab bench sync-rest --database-url "$$(scripts/postgres.sh url)" --json \
 		> $(BENCH_DIR)/sync-rest-postgres.json
@@ -191,14 +194,13 @@ bench: rabbitmq-up kafka-up postgres-up
 		--replicas inventory=3 --json > $(BENCH_DIR)/async-rabbitmq-postgres-3.json
 	./target/release/foodlab bench streaming-kafka --database-url "$$(scripts/postgres.sh url)" --json \
 		> $(BENCH_DIR)/streaming-kafka-postgres.json
-	KAFKA_NODES=3 scripts/kafka.sh stop; RABBITMQ_NODES=3 scripts/rabbitmq.sh stop
 	python3 scripts/bench-report.py $(BENCH_DIR)/*.json > $(BENCH_DIR)/performance.md
 	@echo "bench: figures in $(BENCH_DIR); README's tables: make bench-readme"
 
 ## bench-readme: README's performance tables from the last `make bench`
 bench-readme:
 	python3 scripts/bench-report.py --readme README.md $(BENCH_DIR)/sync-rest.json \
-		$(BENCH_DIR)/async-rabbitmq.json $(BENCH_DIR)/streaming-kafka.json $(BENCH_DIR)/*-3-nodes.json \
+		$(BENCH_DIR)/async-rabbitmq.json $(BENCH_DIR)/streaming-kafka.json $(wildcard $(BENCH_DIR)/*-3-nodes.json) \
 		$(BENCH_DIR)/scale.json \
 		$(BENCH_DIR)/*-postgres*.json
 

@@ -88,7 +88,7 @@ def scale_table(sizes):
 def setup(report):
     """What a report ran on beyond its part, and the flags that asked for it."""
     database, replicas = report.get("database", "sqlite"), report.get("replicas", "")
-    nodes = report.get("brokerNodes", report.get("broker_nodes", 1))
+    nodes = report.get("broker_nodes", 1)
     if database == "sqlite" and not replicas and nodes == 1:
         return "", ""
     shown = "PostgreSQL" if database == "postgres" else "SQLite"

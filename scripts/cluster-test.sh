@@ -655,25 +655,27 @@ admin delete foodlab refused-restore --timeout=60s >/dev/null
 
 # Supervision: a control-plane component killed with SIGKILL is started again by its
 # supervisor (scripts/cluster/supervise.sh), and the API server answers /readyz again.
-if [ -d "$base/run" ] && [ -f "$base/run/etcd.supervisor.pid" ]; then
-  for component in etcd kube-apiserver; do
-    before=$(cat "$base/run/$component.pid")
-    kill -9 "$before"
-    killed=$(date +%s)
-    back=
-    for _ in $(seq 1 120); do
-      now=$(cat "$base/run/$component.pid" 2>/dev/null || true)
-      if [ -n "$now" ] && [ "$now" != "$before" ] &&
-        timeout 5 kubectl --kubeconfig "$base/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
-        back=1
-        break
-      fi
-      sleep 0.5
-    done
-    [ -n "$back" ] || fail "$component SIGKILLed (pid $before): /readyz did not answer again within a minute"
-    ok "$component SIGKILLed (pid $before): started again (pid $now) by its supervisor, /readyz answered $(($(date +%s) - killed))s after (restarts: $(cat "$base/run/$component.restarts"))"
-  done
-fi
+# Whether COMPONENT runs again under a pid other than BEFORE and the API server is ready.
+back_up() {
+  local now
+  now=$(cat "$base/run/$1.pid" 2>/dev/null) || return 0
+  [ -n "$now" ] && [ "$now" != "$2" ] && kill -0 "$now" 2>/dev/null &&
+    timeout 5 kubectl --kubeconfig "$base/kubeconfig" get --raw /readyz >/dev/null 2>&1 && echo yes
+}
+for component in etcd kube-apiserver; do
+  [ -f "$base/run/$component.supervisor.pid" ] || fail "$component runs without its supervisor"
+  before=$(cat "$base/run/$component.pid")
+  tr '\0' ' ' <"/proc/$before/cmdline" | grep -q "/$component " ||
+    fail "pid $before of $base/run/$component.pid is not $component"
+  restarted=$(cat "$base/run/$component.restarts")
+  kill -9 "$before"
+  killed=$SECONDS
+  wait_limit=60 wait_until "$component started again and /readyz answering within 60 s" yes \
+    back_up "$component" "$before"
+  [ "$(cat "$base/run/$component.restarts")" = $((restarted + 1)) ] ||
+    fail "$component: its supervisor counted $(cat "$base/run/$component.restarts") restarts, not $((restarted + 1))"
+  ok "$component SIGKILLed (pid $before): started again (pid $(cat "$base/run/$component.pid")) by its supervisor, /readyz answered $((SECONDS - killed))s after"
+done
 
 # The last lab's restore may still be starting a pod (its init container waits for the
 # database): the logs of a ready one.

@@ -268,9 +268,10 @@ write_if_changed() {
 start_component() {
   local name=$1 binary=$2
   shift 2
-  # A supervisor that runs starts its component again itself (kube-proxy, for one, exits
-  # when node-up rewrites its configuration): a second one would run a second component.
-  if supervisor_pid "$name" >/dev/null; then
+  # A supervisor that runs starts its component again itself (it may be between two
+  # starts): a second one would run a second component. So would a component left
+  # running without one.
+  if supervisor_pid "$name" >/dev/null || component_pid "$name" >/dev/null; then
     return 0
   fi
   log "starting $name"
@@ -295,41 +296,48 @@ supervisor_pid() {
     grep -q "supervise.sh $base/run $name " && echo "$pid"
 }
 
+# SIGTERM to PID, up to TENTHS tenths of a second to end, then SIGKILL.
+stop_pid() {
+  local pid=$1 tenths=$2
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 "$tenths"); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
 # The supervisor first (so nothing starts the component again), which stops the component;
 # then the component by its pid, should the supervisor have gone before it.
 stop_component() {
   local name=$1 pid supervisor
   if supervisor=$(supervisor_pid "$name"); then
     log "stopping the supervisor of $name (pid $supervisor)"
-    kill "$supervisor" 2>/dev/null || true
-    for _ in $(seq 1 150); do
-      kill -0 "$supervisor" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$supervisor" 2>/dev/null || true
+    stop_pid "$supervisor" 150
   fi
   rm -f "$base/run/$name.supervisor.pid"
   if pid=$(component_pid "$name"); then
     log "stopping $name (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
+    stop_pid "$pid" 100
   fi
   rm -f "$base/run/$name.pid" "$base/run/$name.restarts"
 }
 
-# Waits up to SECONDS for COMMAND to succeed while component NAME stays alive.
+# How often NAME's supervisor has started it again.
+restarts() {
+  cat "$base/run/$1.restarts" 2>/dev/null || echo 0
+}
+
+# Waits up to SECONDS for COMMAND to succeed while component NAME stays alive (its
+# supervisor starting it again at most five times meanwhile: a kubelet, for one, exits
+# while containerd's CRI service is still starting).
 wait_for() {
   local name=$1 seconds=$2
   shift 2
-  local deadline=$((SECONDS + seconds))
+  local deadline=$((SECONDS + seconds)) allowed=$(($(restarts "$name") + 5))
   while [ $SECONDS -lt $deadline ]; do
     "$@" >/dev/null 2>&1 && return 0
-    # Gone, or exiting again and again under its supervisor: it will not come up.
-    if ! component_alive "$name" || [ "$(cat "$base/run/$name.restarts" 2>/dev/null || echo 0)" -ge 3 ]; then
+    if ! component_alive "$name" || [ "$(restarts "$name")" -gt "$allowed" ]; then
       log "$name exited; see $base/logs/$name.log"
       tail -n 20 "$base/logs/$name.log" >&2 || true
       return 1
@@ -550,17 +558,11 @@ node_up() {
   kubelet_config
   touch "$base/run/node"
   # containerd answers before its CRI service is initialized, and a kubelet that finds it
-  # so exits ("server is not initialized yet"): start it again then.
-  local attempt
-  for attempt in 1 2 3 4 5; do
-    start_component kubelet "$k8s_bin/kubelet" \
-      --config "$node_dir/kubelet-config.yaml" --kubeconfig "$base/node.kubeconfig" \
-      --root-dir "$node_dir/kubelet" --cert-dir "$node_dir/kubelet/pki" \
-      --hostname-override "$node_name" --node-ip "$node_ip"
-    sleep 3
-    component_pid kubelet >/dev/null && break
-    log "kubelet exited (attempt $attempt); starting it again"
-  done
+  # so exits ("server is not initialized yet"): its supervisor starts it again.
+  start_component kubelet "$k8s_bin/kubelet" \
+    --config "$node_dir/kubelet-config.yaml" --kubeconfig "$base/node.kubeconfig" \
+    --root-dir "$node_dir/kubelet" --cert-dir "$node_dir/kubelet/pki" \
+    --hostname-override "$node_name" --node-ip "$node_ip"
   wait_for kubelet 120 node_ready
   # down cordons the node to drain it; a node that comes back takes pods again.
   admin uncordon "$node_name" >/dev/null
@@ -911,7 +913,7 @@ case "${1:-}" in
     for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet \
       kube-proxy coredns; do
       if pid=$(component_pid "$name"); then
-        echo "  $name: running (pid $pid), restarted $(cat "$base/run/$name.restarts" 2>/dev/null || echo 0) times"
+        echo "  $name: running (pid $pid), restarted $(restarts "$name") times"
       elif supervisor_pid "$name" >/dev/null; then
         echo "  $name: not running (its supervisor is starting it again)"
       fi

@@ -536,18 +536,30 @@ for part in "${parts[@]}"; do
   fi
   # The labs on a broker of three nodes: the part installed again with one.
   mapfile -t three_node_labs < <(examples_of "$part" 3)
-  if [ ${#three_node_labs[@]} -gt 0 ]; then
+  if [ ${#three_node_labs[@]} -gt 0 ] && [ "$part" = async-rabbitmq ] && [ ${#persistence_args[@]} -gt 0 ]; then
+    # Three RabbitMQ nodes keep their data on volumes; there are none to be had here (on
+    # the local cluster, which has a pool of them, that is a failure).
+    say "$part: its labs on three broker nodes not run (no volumes for the nodes)"
+    [ "$KUBECONFIG" != "$local_kubeconfig" ] ||
+      failures+=("$part: no volumes for three RabbitMQ nodes (its labs on three nodes not run)")
+  elif [ ${#three_node_labs[@]} -gt 0 ]; then
     read -r -a three <<<"$(three_node_args "$part")"
     if install_part "$part" "${three[@]}"; then
       for file in "${three_node_labs[@]}"; do
         run_lab "$file" "$part" 1
+        # One broker node killed, and back: its recovery recorded.
         name=$(kubectl create --dry-run=client -f "$file" -o 'jsonpath={.metadata.name}')
         killed=$(k get foodlab "$name" -o 'jsonpath={.status.chaos[0].pods[*]}')
         recovery=$(k get foodlab "$name" -o 'jsonpath={.status.results.brokerRecoverySeconds}')
-        say "$name: broker node $killed killed, serving again after ${recovery:-?} s"
+        if [ "$(wc -w <<<"$killed")" != 1 ] || [ -z "$recovery" ]; then
+          failures+=("$name: recorded the broker nodes '$killed' killed, back after '${recovery}' s")
+        else
+          say "ok: $name: broker node $killed killed, serving again after $recovery s"
+        fi
       done
     else
       failures+=("$part: helm install with a broker of three nodes (its labs not run)")
+      results+=("$(printf '%-16s (not installed with three broker nodes: its labs not run)' "$part")")
     fi
   fi
 done
