@@ -2,13 +2,18 @@
 # `make test` runs every check CI runs.
 
 CARGO ?= cargo
+# A one-shot build (CI's fresh clone) gains nothing from incremental data but
+# its disk space: several GB beside the build itself.
+ifdef CI
+export CARGO_INCREMENTAL ?= 0
+endif
 FOODLAB := ./target/debug/foodlab
 SYNC_LABS := manifests/examples/sync-baseline.yaml \
              manifests/examples/sync-delay.yaml \
              manifests/examples/sync-failure.yaml \
              manifests/examples/sync-timeout.yaml
 
-.PHONY: build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
+.PHONY: disk-check build demo demo-async demo-streaming demo-replay test unit-and-integration bench bench-readme fmt fmt-check lint crd \
         check-orphans cluster-e2e postgres-up postgres-down rabbitmq-up rabbitmq-down kafka-up kafka-down kafka-cluster-up kafka-cluster-down rabbitmq-cluster-up rabbitmq-cluster-down charts kind-up kind-down e2e-kind clean \
         cluster-build cluster-up cluster-down cluster-status cluster-test e2e
 
@@ -51,7 +56,7 @@ demo-replay: build kafka-up
 ## and again after the tests in case one was killed), then the
 ## local Kubernetes cluster: the operator against the real API server (cluster-test)
 ## and every example lab through helm install and kubectl apply (e2e); no orphans left
-test: fmt-check lint build charts
+test: disk-check fmt-check lint build charts
 	scripts/install-chromium.sh
 	scripts/postgres.sh up
 	scripts/rabbitmq.sh start || { scripts/postgres.sh down; exit 1; }
@@ -61,6 +66,11 @@ test: fmt-check lint build charts
 		scripts/postgres.sh down; exit $$status
 	$(MAKE) cluster-e2e
 	$(MAKE) check-orphans
+
+## disk-check: the build, the brokers and the cluster's images need room; a linker
+## that runs out of it dies with a bus error, so say so first
+disk-check:
+	scripts/check-disk.sh
 
 ## cluster-e2e: the local cluster up (built once), cluster-test, e2e, the cluster down
 ## whatever happened
