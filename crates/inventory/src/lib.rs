@@ -79,6 +79,7 @@ pub async fn app(args: &Args) -> anyhow::Result<axum::Router> {
             errors: errors.clone(),
             hops: kit.hops(),
             crash_point: Arc::new(decision::CrashPoint::after(args.crash_after_commits)),
+            acks: Default::default(),
         }
         .spawn(kit.readiness()),
         Transport::Kafka => kafka::Consumer {

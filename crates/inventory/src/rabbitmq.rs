@@ -1,14 +1,18 @@
 //! Inventory over RabbitMQ: consume OrderPlaced, reserve, publish the result,
-//! then ack. Poison is dead-lettered with its reason and never retried.
+//! then ack; the deliveries waiting together are decided in one transaction
+//! and acked with one ack. Poison is dead-lettered with its reason and never
+//! retried.
 
 use std::sync::Arc;
 
+use foodlab_domain::Faults;
 use foodlab_domain::{Envelope, Event, EventType};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
-use foodlab_store::StockStore;
+use foodlab_store::{OrderMessage, StockStore, StoreError};
 use foodlab_transport::BrokerErrors;
-use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
+use foodlab_transport::rabbitmq::{self, AckChain, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
+use tracing::Instrument;
 
 use crate::decision::{self, CrashPoint, result_event};
 
@@ -23,6 +27,8 @@ pub struct Consumer {
     pub hops: HopMetrics,
     /// Aborts between a decision's commit and its result (chaos testing).
     pub crash_point: Arc<CrashPoint>,
+    /// Acks each batch once its results are confirmed, batches in order.
+    pub acks: AckChain,
 }
 
 impl Consumer {
@@ -36,13 +42,106 @@ impl Consumer {
 
 impl rabbitmq::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        self.handle_batch(publisher, vec![delivery]).await
+    }
+
+    /// The deliveries that arrived together are decided in one store
+    /// transaction and acked with one ack once their results are confirmed.
+    /// A crash anywhere in between redelivers the whole batch, and each
+    /// order's decision is then replayed, not retaken.
+    async fn handle_batch(
+        &self,
+        publisher: &Publisher,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), AmqpError> {
         let received = std::time::Instant::now();
+        let faults = self.faults.get();
+        let mut admitted = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let span = rabbitmq::span_of(&delivery);
+            if let Some(order) = self
+                .admit(publisher, delivery, &faults)
+                .instrument(span.clone())
+                .await?
+            {
+                admitted.push((order, span));
+            }
+        }
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        let orders = admitted
+            .iter()
+            .map(|(order, _)| order.message.clone())
+            .collect();
+        let decided = self
+            .hops
+            .time(Hop::StoreCommit, self.store.reserve_messages(orders))
+            .await
+            .map_err(|e| AmqpError::Handler(e.to_string()))?;
+        let queue = self.args.topology.inventory_queue.as_str();
+        let mut results = Vec::with_capacity(admitted.len());
+        for ((order, span), decided) in admitted.into_iter().zip(decided) {
+            match decided {
+                Ok(result) => {
+                    self.crash_point.committed(order.envelope.order_id);
+                    results.push((order, span, result));
+                }
+                Err(StoreError::MessageIdReused { earlier_order }) => {
+                    let reason = format!(
+                        "message id {} was already used for order {earlier_order}",
+                        order.envelope.message_id
+                    );
+                    self.metrics.count(queue, "dead_lettered");
+                    publisher
+                        .reject_poison(&order.delivery, &reason)
+                        .instrument(span)
+                        .await?;
+                }
+                Err(other) => return Err(AmqpError::Handler(other.to_string())),
+            }
+        }
+        // A replayed decision is published again: the first attempt may have
+        // died between commit and publish. Its id is the same, so it is harmless.
+        let mut sent = Vec::with_capacity(results.len());
+        for (order, span, result) in results {
+            let outcome = result_event(&result.reservation, order.customer_id);
+            let event = Envelope::result_of(&order.envelope, jiff::Timestamp::now(), outcome);
+            let pending = publisher.send(&event).instrument(span.clone()).await?;
+            sent.push((pending, order.delivery));
+            span.in_scope(|| decision::record(&self.metrics, queue, &order.envelope, &result));
+        }
+        let hops = self.hops.clone();
+        self.acks.ack_when_confirmed(sent, move |confirmed| {
+            hops.observe(Hop::PublishConfirm, confirmed);
+            hops.since(Hop::DeliveryToAck, received);
+        });
+        Ok(())
+    }
+}
+
+/// An order event admitted for a decision.
+struct Admitted {
+    delivery: Delivery,
+    envelope: Envelope,
+    customer_id: Option<String>,
+    message: OrderMessage,
+}
+
+impl Consumer {
+    /// The checks of every delivery (shape, event, injected faults); the
+    /// order to decide, or `None` when the delivery was settled here.
+    async fn admit(
+        &self,
+        publisher: &Publisher,
+        delivery: Delivery,
+        faults: &Faults,
+    ) -> Result<Option<Admitted>, AmqpError> {
         self.hops
             .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.inventory_queue.as_str();
-        let faults = self.faults.get();
         let admission =
-            rabbitmq::admit(&delivery, EventType::OrderPlaced, &faults, publisher, queue).await?;
+            rabbitmq::admit(&delivery, EventType::OrderPlaced, faults, publisher, queue).await?;
         let envelope = match admission {
             Admission::Handle(envelope) => envelope,
             Admission::Settled {
@@ -60,42 +159,24 @@ impl rabbitmq::Handler for Consumer {
                     let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), failed);
                     publisher.publish(&result).await?;
                 }
-                return Ok(());
+                return Ok(None);
             }
         };
+        // Admitted as an OrderPlaced, so it carries one.
         let Event::OrderPlaced { customer_id, items } = &envelope.event else {
-            return Ok(());
+            return Ok(None);
         };
-        let message_id = envelope.message_id.to_string();
-        let reserved =
-            self.store
-                .reserve_message(&message_id, envelope.order_id, items.clone(), now_ms());
-        let result = self.hops.time(Hop::StoreCommit, reserved).await;
-        let result = match result {
-            Err(foodlab_store::StoreError::MessageIdReused { earlier_order }) => {
-                let reason = format!(
-                    "message id {} was already used for order {earlier_order}",
-                    envelope.message_id
-                );
-                self.metrics.count(queue, "dead_lettered");
-                return publisher.reject_poison(&delivery, &reason).await;
-            }
-            other => other.map_err(|e| AmqpError::Handler(e.to_string()))?,
+        let message = OrderMessage {
+            message_id: envelope.message_id.to_string(),
+            order_id: envelope.order_id,
+            lines: items.clone(),
+            now_ms: now_ms(),
         };
-        self.crash_point.committed(envelope.order_id);
-        let outcome = result_event(&result.reservation, customer_id.clone());
-        // A replayed decision is published again: the first attempt may have
-        // died between commit and publish. Its id is the same, so it is harmless.
-        // The delivery is acked once the broker confirms the result, in the
-        // background, so the next delivery does not wait for the confirm.
-        let result_event = Envelope::result_of(&envelope, jiff::Timestamp::now(), outcome);
-        let pending = publisher.send(&result_event).await?;
-        let hops = self.hops.clone();
-        rabbitmq::ack_when_confirmed(pending, delivery, move |confirmed| {
-            hops.observe(Hop::PublishConfirm, confirmed);
-            hops.since(Hop::DeliveryToAck, received);
-        });
-        decision::record(&self.metrics, queue, &envelope, &result);
-        Ok(())
+        Ok(Some(Admitted {
+            customer_id: customer_id.clone(),
+            delivery,
+            envelope,
+            message,
+        }))
     }
 }

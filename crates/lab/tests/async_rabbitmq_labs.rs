@@ -9,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use foodlab_domain::{Envelope, Event, ItemName, OrderId, OrderLine};
+use foodlab_lab::platform::local::ServiceEvent;
 use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::rabbitmq::{self, Publisher, Topology};
 use serde_json::{Value, json};
@@ -188,6 +189,87 @@ async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
         order_statuses(&platform).await,
         statuses(&[("reserved", 20)])
     );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_short_by_a_crash_is_redelivered_and_each_order_reserved_once() {
+    let lab = example("async-poison");
+    let platform = start(&lab).await;
+    let mut events = platform.events();
+    // A backlog first, so inventory takes its deliveries in batches.
+    platform.scale(Service::Inventory, 0).await.unwrap();
+    for _ in 0..30 {
+        let (status, _) = post(
+            &platform,
+            Service::Order,
+            "/order",
+            json!({"item": "burger"}),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let admin = platform.rabbitmq().unwrap().clone();
+    assert!(
+        eventually(20, || async {
+            admin
+                .queue_depth(Topology::INVENTORY_QUEUE)
+                .await
+                .is_ok_and(|depth| depth.messages_ready == 30)
+        })
+        .await
+    );
+    // It aborts after the 5th decision is committed, before any result of
+    // its batch leaves; the supervisor restarts it without the crash point.
+    let crash = vec![("FOODLAB_FAULT_CRASH_AFTER_COMMITS".into(), "5".into())];
+    platform.set_service_env(Service::Inventory, crash).await;
+    let started = platform.scale(Service::Inventory, 1).await;
+    platform
+        .set_service_env(Service::Inventory, Vec::new())
+        .await;
+    match started {
+        // It died before it was ready: scaling said so, and it is retried.
+        Err(error) => {
+            assert!(error.to_string().contains("SIGABRT"), "{error}");
+            let restarted = async {
+                while !matches!(
+                    events.recv().await.unwrap(),
+                    ServiceEvent::Restarted {
+                        service: Service::Inventory,
+                        ..
+                    }
+                ) {}
+            };
+            tokio::time::timeout(Duration::from_secs(20), restarted)
+                .await
+                .unwrap();
+        }
+        Ok(()) => {
+            let death = died_and_restarted(&mut events, Service::Inventory, 20).await;
+            assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
+        }
+    }
+    assert!(eventually(20, || all_orders_settled(&platform, 30)).await);
+    let stats = stats(&platform).await;
+    assert_eq!(stats["reserved_orders"], 30, "{stats}");
+    assert_eq!(
+        get(&platform, Service::Inventory, "/stock").await["burger"],
+        70
+    );
+    assert_eq!(
+        order_statuses(&platform).await,
+        statuses(&[("reserved", 30)])
+    );
+    // The batch committed before the crash came again, and its decisions
+    // were replayed, not retaken.
+    let replayed = support::messages_counted(
+        &platform,
+        Service::Inventory,
+        Topology::INVENTORY_QUEUE,
+        "duplicate",
+    )
+    .await;
+    assert!(replayed >= 5, "{replayed} replayed");
     platform.shutdown().await;
 }
 

@@ -1,11 +1,13 @@
-//! Notification over RabbitMQ: one notification per InventoryReserved.
+//! Notification over RabbitMQ: one notification per InventoryReserved; the
+//! deliveries waiting together are recorded in one transaction, acked with one ack.
 
-use foodlab_domain::{Event, EventType};
+use foodlab_domain::{Envelope, Event, EventType};
 use foodlab_service_kit::{FaultState, Hop, HopMetrics, MessageMetrics, Readiness, now_ms};
 use foodlab_store::NotificationStore;
 use foodlab_transport::BrokerErrors;
 use foodlab_transport::rabbitmq::{self, Admission, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct Consumer {
@@ -29,54 +31,87 @@ impl Consumer {
 
 impl rabbitmq::Handler for Consumer {
     async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+        self.handle_batch(publisher, vec![delivery]).await
+    }
+
+    /// The deliveries that arrived together are recorded in one store
+    /// transaction and acked with one ack; a crash before the ack redelivers
+    /// them, and an order already notified is not notified again.
+    async fn handle_batch(
+        &self,
+        publisher: &Publisher,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), AmqpError> {
         let received = std::time::Instant::now();
-        self.hops
-            .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.notification_queue.as_str();
         let faults = self.faults.get();
-        let admission = rabbitmq::admit(
-            &delivery,
-            EventType::InventoryReserved,
-            &faults,
-            publisher,
-            queue,
-        )
-        .await?;
-        let envelope = match admission {
-            Admission::Handle(envelope) => envelope,
-            Admission::Settled { outcome, .. } => {
-                self.metrics.count(queue, outcome);
-                return Ok(());
+        let mut admitted = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            self.hops
+                .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
+            let span = rabbitmq::span_of(&delivery);
+            let admission = rabbitmq::admit(
+                &delivery,
+                EventType::InventoryReserved,
+                &faults,
+                publisher,
+                queue,
+            )
+            .instrument(span.clone())
+            .await?;
+            match admission {
+                Admission::Handle(envelope) => admitted.push((delivery, envelope, span)),
+                Admission::Settled { outcome, .. } => self.metrics.count(queue, outcome),
             }
-        };
-        let Event::InventoryReserved { customer_id, items } = &envelope.event else {
-            return Ok(());
-        };
-        let what = items
+        }
+        let notifications = admitted
             .iter()
-            .map(|line| format!("{} x {}", line.quantity, line.item))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let message = format!("Your order {} is confirmed: {what}", envelope.order_id);
-        let recorded = self
-            .store
-            .record(envelope.order_id, customer_id.clone(), message, now_ms());
-        let (_, fresh) = self
+            .map(|(_, envelope, _)| {
+                let (customer_id, message) = notification_of(envelope);
+                (envelope.order_id, customer_id, message)
+            })
+            .collect();
+        let recorded = self.store.record_all(notifications, now_ms());
+        let fresh = self
             .hops
             .time(Hop::StoreCommit, recorded)
             .await
             .map_err(|e| AmqpError::Handler(e.to_string()))?;
-        rabbitmq::ack(&delivery).await?;
-        self.hops.since(Hop::DeliveryToAck, received);
-        self.metrics
-            .count(queue, if fresh { "processed" } else { "duplicate" });
-        tracing::info!(
-            message_id = %envelope.message_id,
-            order_id = %envelope.order_id,
-            correlation_id = %envelope.correlation_id,
-            duplicate = !fresh,
-            "notification sent"
-        );
+        let Some((last, _, _)) = admitted.last() else {
+            return Ok(());
+        };
+        rabbitmq::ack_through(last).await?;
+        for ((_, envelope, span), fresh) in admitted.iter().zip(fresh) {
+            self.hops.since(Hop::DeliveryToAck, received);
+            self.metrics
+                .count(queue, if fresh { "processed" } else { "duplicate" });
+            span.in_scope(|| {
+                tracing::info!(
+                    message_id = %envelope.message_id,
+                    order_id = %envelope.order_id,
+                    correlation_id = %envelope.correlation_id,
+                    duplicate = !fresh,
+                    "notification sent"
+                );
+            });
+        }
         Ok(())
     }
+}
+
+/// The customer and the text of an order's notification.
+fn notification_of(envelope: &Envelope) -> (Option<String>, String) {
+    let Event::InventoryReserved { customer_id, items } = &envelope.event else {
+        return (
+            None,
+            format!("Your order {} is confirmed", envelope.order_id),
+        );
+    };
+    let what = items
+        .iter()
+        .map(|line| format!("{} x {}", line.quantity, line.item))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = format!("Your order {} is confirmed: {what}", envelope.order_id);
+    (customer_id.clone(), message)
 }

@@ -72,7 +72,10 @@ impl Streaming {
             &self.hops,
             RELAY_BATCH,
             store_error,
-            |events| async move { kafka::send_all(producer, topic, &events).await },
+            |events| async move {
+                let pending = kafka::send_each(producer, topic, &events).await?;
+                Ok(kafka::confirm_all(pending))
+            },
         )
         .await
     }

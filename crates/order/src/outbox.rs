@@ -4,7 +4,9 @@
 //! whatever `publish` sends to; on a shared database each event is claimed
 //! by one replica's relay) and recording inventory's decision.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use foodlab_domain::{Envelope, OrderStatus};
@@ -15,60 +17,104 @@ use tokio::sync::Notify;
 /// The relay looks at the outbox at least this often, even without a nudge.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
-/// Relays until `publish` or the store fails; a failed batch stays in the
-/// outbox for the next session. Each event's dwell in the outbox and the
-/// wait for its batch's confirm go to `hops`.
-pub async fn relay<E, F, Fut>(
+/// Batches sent whose confirms the relay has not had yet: the next batch
+/// leaves while the broker confirms the ones before it.
+const CONFIRM_WINDOW: usize = 4;
+
+/// Relays until sending, a confirm or the store fails; unconfirmed batches
+/// stay in the outbox for the next session. `send` queues a batch's events
+/// in order and hands back the wait for their confirms; up to
+/// `CONFIRM_WINDOW` batches are unconfirmed at once, and they leave the
+/// outbox in the order sent. Each event's dwell in the outbox and the wait
+/// for its confirm go to `hops`.
+pub async fn relay<E, S, Sent, Confirmed>(
     store: &OrderStore,
     nudge: &Notify,
     hops: &HopMetrics,
     batch: usize,
     store_error: impl Fn(StoreError) -> E,
-    mut publish: F,
+    mut send: S,
 ) -> Result<(), E>
 where
-    F: FnMut(Vec<Envelope>) -> Fut,
-    Fut: Future<Output = Result<Vec<Duration>, E>>,
+    S: FnMut(Vec<Envelope>) -> Sent,
+    Sent: Future<Output = Result<Confirmed, E>>,
+    Confirmed: Future<Output = Result<Vec<Duration>, E>>,
 {
-    loop {
-        let pending = store
-            .claim_events(batch, now_ms())
-            .await
-            .map_err(&store_error)?;
-        if pending.is_empty() {
-            tokio::select! {
-                () = nudge.notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
-            }
-            continue;
-        }
-        let (seqs, events): (Vec<i64>, Vec<Envelope>) = pending.into_iter().unzip();
-        let count = events.len();
-        for event in &events {
-            hops.since_stamp(
-                Hop::OutboxDwell,
-                Some(std::time::SystemTime::from(event.occurred_at)),
-            );
-        }
-        match publish(events).await {
-            Ok(confirmed) => {
-                for confirmed in confirmed {
-                    hops.observe(Hop::PublishConfirm, confirmed);
+    let mut unconfirmed: VecDeque<(Vec<i64>, Pin<Box<Confirmed>>)> = VecDeque::new();
+    let mut unsent = Vec::new();
+    let outcome = async {
+        loop {
+            if unconfirmed.len() < CONFIRM_WINDOW {
+                let pending = store
+                    .claim_events(batch, now_ms(), in_flight_through(&unconfirmed))
+                    .await
+                    .map_err(&store_error)?;
+                if !pending.is_empty() {
+                    let (seqs, events): (Vec<i64>, Vec<Envelope>) = pending.into_iter().unzip();
+                    for event in &events {
+                        hops.since_stamp(
+                            Hop::OutboxDwell,
+                            Some(std::time::SystemTime::from(event.occurred_at)),
+                        );
+                    }
+                    match send(events).await {
+                        Ok(confirmed) => unconfirmed.push_back((seqs, Box::pin(confirmed))),
+                        Err(error) => {
+                            unsent = seqs;
+                            return Err(error);
+                        }
+                    }
+                    continue;
                 }
             }
-            Err(error) => {
-                // Free for the next attempt at once, here or on another replica.
-                if let Err(release) = store.release_events(&seqs).await {
-                    tracing::warn!(error = %release, "unpublished outbox events not released; their claim lapses");
+            let room = unconfirmed.len() < CONFIRM_WINDOW;
+            let Some((_, oldest)) = unconfirmed.front_mut() else {
+                tokio::select! {
+                    () = nudge.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
                 }
-                return Err(error);
+                continue;
+            };
+            let confirmed = if room {
+                tokio::select! {
+                    confirmed = oldest => confirmed?,
+                    // New events leave at once, beside the ones unconfirmed.
+                    () = nudge.notified() => continue,
+                }
+            } else {
+                oldest.await?
+            };
+            for took in confirmed {
+                hops.observe(Hop::PublishConfirm, took);
+            }
+            if let Some((seqs, _)) = unconfirmed.pop_front() {
+                hops.time(Hop::StoreCommit, store.mark_published(&seqs))
+                    .await
+                    .map_err(&store_error)?;
+                tracing::debug!(count = seqs.len(), "outbox events handed to the broker");
             }
         }
-        hops.time(Hop::StoreCommit, store.mark_published(&seqs))
-            .await
-            .map_err(&store_error)?;
-        tracing::debug!(count, "outbox events handed to the broker");
     }
+    .await;
+    // Free for the next attempt at once, here or on another replica.
+    let unpublished: Vec<i64> = unconfirmed
+        .into_iter()
+        .flat_map(|(seqs, _)| seqs)
+        .chain(unsent)
+        .collect();
+    if !unpublished.is_empty()
+        && let Err(release) = store.release_events(&unpublished).await
+    {
+        tracing::warn!(error = %release, "unpublished outbox events not released; their claim lapses");
+    }
+    outcome
+}
+
+/// The last position of the batches sent and not yet confirmed.
+fn in_flight_through<C>(unconfirmed: &VecDeque<(Vec<i64>, C)>) -> Option<i64> {
+    unconfirmed
+        .back()
+        .and_then(|(seqs, _)| seqs.last().copied())
 }
 
 /// Records inventory's decision on its order (only an order still `placed`
@@ -79,22 +125,183 @@ pub async fn settle(
     hops: &HopMetrics,
     source: &str,
     envelope: &Envelope,
-    (status, reason): (OrderStatus, Option<String>),
+    decision: (OrderStatus, Option<String>),
 ) -> Result<(), StoreError> {
+    let current = tracing::Span::current();
+    settle_all(
+        store,
+        metrics,
+        hops,
+        source,
+        [(envelope, decision, current)],
+    )
+    .await
+}
+
+/// `settle` for results that arrived together, in one store call; each
+/// logged in its own span (its trace).
+pub async fn settle_all<'a>(
+    store: &OrderStore,
+    metrics: &MessageMetrics,
+    hops: &HopMetrics,
+    source: &str,
+    results: impl IntoIterator<Item = (&'a Envelope, (OrderStatus, Option<String>), tracing::Span)>,
+) -> Result<(), StoreError> {
+    let (settled, outcomes): (Vec<_>, Vec<_>) = results
+        .into_iter()
+        .map(|(envelope, (status, reason), span)| {
+            (
+                (envelope, status, span),
+                (envelope.order_id, status, reason),
+            )
+        })
+        .unzip();
+    if settled.is_empty() {
+        return Ok(());
+    }
     let applied = hops
-        .time(
-            Hop::StoreCommit,
-            store.settle(envelope.order_id, status, reason, now_ms()),
-        )
+        .time(Hop::StoreCommit, store.settle_all(outcomes, now_ms()))
         .await?;
-    metrics.count(source, if applied { "processed" } else { "duplicate" });
-    tracing::info!(
-        message_id = %envelope.message_id,
-        order_id = %envelope.order_id,
-        correlation_id = %envelope.correlation_id,
-        %status,
-        duplicate = !applied,
-        "order settled"
-    );
+    for ((envelope, status, span), applied) in settled.into_iter().zip(applied) {
+        metrics.count(source, if applied { "processed" } else { "duplicate" });
+        span.in_scope(|| {
+            tracing::info!(
+                message_id = %envelope.message_id,
+                order_id = %envelope.order_id,
+                correlation_id = %envelope.correlation_id,
+                %status,
+                duplicate = !applied,
+                "order settled"
+            );
+        });
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use foodlab_domain::{Event, ItemName, Order, OrderId, OrderLine, OrderStatus};
+    use foodlab_store::Database;
+
+    use super::*;
+
+    /// A store with `n` placed orders whose events wait in the outbox.
+    async fn outbox_of(n: usize) -> (tempfile::TempDir, OrderStore, Vec<OrderId>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OrderStore::open(&Database::Sqlite(dir.path().join("orders.db")))
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for at in 0..n {
+            let items = vec![OrderLine {
+                item: ItemName::parse("burger").unwrap(),
+                quantity: 1,
+            }];
+            let order = Order {
+                order_id: OrderId::new(),
+                customer_id: None,
+                items: items.clone(),
+                status: OrderStatus::Placed,
+                reason: None,
+                created_at_ms: at as i64,
+                updated_at_ms: at as i64,
+            };
+            let event = Event::OrderPlaced {
+                customer_id: None,
+                items,
+            };
+            let envelope =
+                Envelope::new(order.order_id, "test".into(), jiff::Timestamp::now(), event);
+            ids.push(order.order_id);
+            store.insert_with_event(order, &envelope).await.unwrap();
+        }
+        (dir, store, ids)
+    }
+
+    fn hops() -> HopMetrics {
+        HopMetrics::register(&mut prometheus_client::registry::Registry::default())
+    }
+
+    #[tokio::test]
+    async fn a_confirm_lost_mid_window_leaves_that_batch_and_the_later_ones_for_the_next_session() {
+        let (_dir, store, ids) = outbox_of(10).await;
+        let sent: Arc<Mutex<Vec<OrderId>>> = Arc::default();
+        let (nudge, hops) = (Notify::new(), hops());
+        // Batches of 2; the third batch's confirm fails (the connection
+        // dropped) after the fourth and fifth were sent behind it.
+        let batches = Arc::new(Mutex::new(0));
+        let lost = relay(
+            &store,
+            &nudge,
+            &hops,
+            2,
+            |e| e.to_string(),
+            |events| {
+                let (sent, batches) = (Arc::clone(&sent), Arc::clone(&batches));
+                async move {
+                    sent.lock()
+                        .unwrap()
+                        .extend(events.iter().map(|e| e.order_id));
+                    let mut count = batches.lock().unwrap();
+                    *count += 1;
+                    let this = *count;
+                    Ok(async move {
+                        if this == 3 {
+                            Err("connection lost".to_owned())
+                        } else {
+                            Ok(vec![Duration::ZERO; events.len()])
+                        }
+                    })
+                }
+            },
+        )
+        .await;
+        assert_eq!(lost.unwrap_err(), "connection lost");
+        // Every batch went out in order, each once, the later ones while the
+        // third's confirm was awaited.
+        assert_eq!(sent.lock().unwrap()[..], ids[..]);
+        // The two confirmed batches left the outbox; the rest wait for the next session.
+        assert_eq!(store.pending_count().await.unwrap(), 6);
+        let next: Vec<OrderId> = store
+            .claim_events(10, now_ms(), None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, event)| event.order_id)
+            .collect();
+        assert_eq!(next, ids[4..]);
+
+        // The next session publishes them, and nothing is left.
+        sent.lock().unwrap().clear();
+        let session = relay(
+            &store,
+            &nudge,
+            &hops,
+            4,
+            |e| e.to_string(),
+            |events| {
+                let sent = Arc::clone(&sent);
+                async move {
+                    sent.lock()
+                        .unwrap()
+                        .extend(events.iter().map(|e| e.order_id));
+                    Ok(async move { Ok::<_, String>(vec![Duration::ZERO; events.len()]) })
+                }
+            },
+        );
+        let emptied = async {
+            while store.pending_count().await.unwrap() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            ended = session => panic!("the relay ended: {ended:?}"),
+            () = emptied => {}
+        }
+        assert_eq!(sent.lock().unwrap()[..], ids[4..]);
+    }
 }

@@ -11,6 +11,7 @@ use foodlab_transport::BrokerErrors;
 use foodlab_transport::rabbitmq::{self, AmqpArgs, AmqpError, Publisher};
 use lapin::message::Delivery;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::outbox;
 
@@ -45,11 +46,11 @@ impl Messaging {
     async fn session(&self, connection: lapin::Connection) -> Result<(), AmqpError> {
         let topology = &self.args.topology;
         let publisher = rabbitmq::open_session(&connection, topology, &self.errors).await?;
-        let statuses = rabbitmq::consume(
+        let statuses = rabbitmq::consume_batches(
             &connection,
             &topology.order_status_queue,
             self.args.prefetch,
-            |delivery| self.settle(&publisher, delivery),
+            |deliveries| self.settle(&publisher, deliveries),
         );
         tokio::select! {
             result = self.relay(&publisher) => result,
@@ -67,40 +68,57 @@ impl Messaging {
             &self.hops,
             RELAY_BATCH,
             store_error,
-            |events| async move { publisher.publish_all(&events).await },
+            |events| async move {
+                let pending = publisher.send_each(&events).await?;
+                Ok(rabbitmq::confirm_all(pending))
+            },
         )
         .await
     }
 
-    async fn settle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
+    /// Records the results that arrived together in one store transaction
+    /// and acks them with one ack; a crash before the ack redelivers them,
+    /// and an order already settled does not change again.
+    async fn settle(
+        &self,
+        publisher: &Publisher,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), AmqpError> {
         let received = std::time::Instant::now();
-        self.hops
-            .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.order_status_queue.as_str();
-        let envelope = match Envelope::parse(&delivery.data) {
-            Ok(envelope) => envelope,
-            Err(poison) => {
-                self.metrics.count(queue, "dead_lettered");
-                return publisher.reject_poison(&delivery, &poison.0).await;
-            }
-        };
-        let Some(decision) = envelope.event.settles_order_as() else {
+        let mut results = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            self.hops
+                .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
+            let span = rabbitmq::span_of(&delivery);
+            let poison = match Envelope::parse(&delivery.data) {
+                Ok(envelope) => match envelope.event.settles_order_as() {
+                    Some(decision) => {
+                        results.push((delivery, envelope, decision, span));
+                        continue;
+                    }
+                    None => "expected an inventory result, got OrderPlaced".to_owned(),
+                },
+                Err(poison) => poison.0,
+            };
             self.metrics.count(queue, "dead_lettered");
-            let reason = "expected an inventory result, got OrderPlaced";
-            return publisher.reject_poison(&delivery, reason).await;
-        };
-        outbox::settle(
-            &self.store,
-            &self.metrics,
-            &self.hops,
-            queue,
-            &envelope,
-            decision,
-        )
-        .await
-        .map_err(|e| AmqpError::Handler(e.to_string()))?;
-        rabbitmq::ack(&delivery).await?;
-        self.hops.since(Hop::DeliveryToAck, received);
+            publisher
+                .reject_poison(&delivery, &poison)
+                .instrument(span)
+                .await?;
+        }
+        let settled = results
+            .iter()
+            .map(|(_, envelope, decision, span)| (envelope, decision.clone(), span.clone()));
+        outbox::settle_all(&self.store, &self.metrics, &self.hops, queue, settled)
+            .await
+            .map_err(|e| AmqpError::Handler(e.to_string()))?;
+        if let Some((last, ..)) = results.last() {
+            rabbitmq::ack_through(last).await?;
+            for _ in &results {
+                self.hops.since(Hop::DeliveryToAck, received);
+            }
+        }
         Ok(())
     }
 }

@@ -31,4 +31,4 @@ pub use database::Database;
 pub use error::StoreError;
 pub use notifications::{Notification, NotificationStore};
 pub use orders::{OrderCounts, OrderStore};
-pub use stock::{Outcome, Reservation, ReserveResult, StockStore};
+pub use stock::{OrderMessage, Outcome, Reservation, ReserveResult, StockStore};

@@ -458,16 +458,23 @@ impl Delivered {
     }
 }
 
-/// Sends every event and waits until the broker has all of them.
-pub async fn send_all(
+/// Queues events back to back without waiting for the broker; their
+/// deliveries, in the order queued, for `confirm_all`.
+pub async fn send_each(
     producer: &KafkaProducer,
     topic: &str,
     envelopes: &[Envelope],
-) -> Result<Vec<Duration>, KafkaFailure> {
+) -> Result<Vec<Delivered>, KafkaFailure> {
     let mut pending = Vec::with_capacity(envelopes.len());
     for envelope in envelopes {
         pending.push(send(producer, topic, envelope).await?);
     }
+    Ok(pending)
+}
+
+/// Waits until the broker has every one of `pending`; how long each took
+/// from its send (read in order).
+pub async fn confirm_all(pending: Vec<Delivered>) -> Result<Vec<Duration>, KafkaFailure> {
     let mut took = Vec::with_capacity(pending.len());
     for delivered in pending {
         let sent = delivered.sent;

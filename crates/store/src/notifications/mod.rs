@@ -58,6 +58,32 @@ impl NotificationStore {
         }
     }
 
+    /// `record` for each of `notifications` (order id, customer, message):
+    /// whether each was new. On SQLite the lot is one transaction, so a batch
+    /// of deliveries costs one commit; on PostgreSQL each is its own (one
+    /// for the lot could wait on another replica's batch in the opposite order).
+    pub async fn record_all(
+        &self,
+        notifications: Vec<(OrderId, Option<String>, String)>,
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.call(move |conn| sqlite::record_all(conn, notifications, now_ms))
+                    .await
+            }
+            Backend::Postgres(pool) => {
+                let mut fresh = Vec::with_capacity(notifications.len());
+                for (order_id, customer_id, message) in notifications {
+                    let (_, new) =
+                        postgres::record(pool, order_id, customer_id, message, now_ms).await?;
+                    fresh.push(new);
+                }
+                Ok(fresh)
+            }
+        }
+    }
+
     /// Every notification, in the order they were recorded.
     pub async fn list(&self) -> Result<Vec<Notification>, StoreError> {
         match &self.backend {
@@ -91,6 +117,20 @@ mod tests {
             assert!(!fresh);
             assert_eq!(again.message, "ready");
             assert_eq!(store.list().await.unwrap().len(), 1);
+        }
+
+        async fn a_batch_notifies_each_order_once_and_says_which_were_new(db: Database) {
+            let store = NotificationStore::open(&db).await.unwrap();
+            let (a, b) = (OrderId::new(), OrderId::new());
+            store.record(a, None, "first".into(), 1).await.unwrap();
+            let batch = vec![
+                (a, None, "again".into()),
+                (b, Some("s2".into()), "ready".into()),
+                (b, None, "twice in one batch".into()),
+            ];
+            assert_eq!(store.record_all(batch, 2).await.unwrap(), [false, true, false]);
+            let messages: Vec<_> = store.list().await.unwrap().into_iter().map(|n| n.message).collect();
+            assert_eq!(messages, ["first", "ready"]);
         }
 
         async fn two_replicas_notifying_the_same_orders_at_once_notify_each_once(db: Database) {

@@ -56,6 +56,25 @@ pub(super) fn record(
     Ok((notification, inserted))
 }
 
+pub(super) fn record_all(
+    conn: &mut Connection,
+    notifications: Vec<(OrderId, Option<String>, String)>,
+    now_ms: i64,
+) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut fresh = Vec::with_capacity(notifications.len());
+    for (order_id, customer_id, message) in notifications {
+        let inserted = tx.run(
+            "INSERT INTO notifications (order_id, customer_id, message, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (order_id) DO NOTHING",
+            params![order_id.to_string(), customer_id, message, now_ms],
+        )?;
+        fresh.push(inserted == 1);
+    }
+    tx.commit()?;
+    Ok(fresh)
+}
+
 pub(super) fn list(conn: &mut Connection) -> Result<Vec<Notification>, StoreError> {
     let mut statement = conn.prepare(
         "SELECT notification_id, order_id, customer_id, message, created_at_ms

@@ -109,13 +109,22 @@ impl OrderStore {
     /// Claims up to `limit` events not yet confirmed by the broker, oldest
     /// first, with their positions: no other relay is given them until they
     /// are published, released, or the claim's lease (`CLAIM_LEASE_MS`) ends.
+    /// A relay whose own claims up to position `after` are still unconfirmed
+    /// says so: on SQLite, where one relay has the file and a claim is only a
+    /// read, only later events are given; on PostgreSQL the claims already
+    /// keep them from being given twice.
     pub async fn claim_events(
         &self,
         limit: usize,
         now_ms: i64,
+        after: Option<i64>,
     ) -> Result<Vec<(i64, Envelope)>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(db) => db.call(move |conn| sqlite::pending(conn, limit)).await,
+            Backend::Sqlite(db) => {
+                let after = after.unwrap_or(i64::MIN);
+                db.call(move |conn| sqlite::pending(conn, limit, after))
+                    .await
+            }
             Backend::Postgres(pool) => postgres::claim(pool, limit, now_ms).await,
         }
     }
@@ -165,6 +174,39 @@ impl OrderStore {
             only_if_placed: true,
         };
         Ok(self.change(change).await?.is_some())
+    }
+
+    /// `settle` for each of `outcomes` (order, status, reason): whether each
+    /// applied. On SQLite the lot is one transaction, so a batch of
+    /// deliveries costs one commit; on PostgreSQL each is its own (one for
+    /// the lot would hold its rows' locks across orders, against the other
+    /// replicas' batches).
+    pub async fn settle_all(
+        &self,
+        outcomes: Vec<(OrderId, OrderStatus, Option<String>)>,
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let changes = outcomes.into_iter().map(|(id, status, reason)| Change {
+            id,
+            status,
+            reason,
+            now_ms,
+            only_if_placed: true,
+        });
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let changes: Vec<Change> = changes.collect();
+                db.call(move |conn| sqlite::change_all(conn, &changes))
+                    .await
+            }
+            Backend::Postgres(pool) => {
+                let mut applied = Vec::new();
+                for change in changes {
+                    applied.push(postgres::change(pool, &change).await?.is_some());
+                }
+                Ok(applied)
+            }
+        }
     }
 
     /// Moves an order to `status`; returns the updated order, or `None` if unknown.

@@ -119,10 +119,11 @@ pub(super) fn store(
 pub(super) fn pending(
     conn: &mut Connection,
     limit: usize,
+    after: i64,
 ) -> Result<Vec<(i64, Envelope)>, StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT seq, envelope FROM outbox ORDER BY seq LIMIT ?1")?;
-    let rows = statement.query_map([limit as i64], |row| {
+    let mut statement = conn
+        .prepare_cached("SELECT seq, envelope FROM outbox WHERE seq > ?2 ORDER BY seq LIMIT ?1")?;
+    let rows = statement.query_map([limit as i64, after], |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
     })?;
     rows.map(|row| {
@@ -147,7 +148,7 @@ pub(super) fn pending_count(conn: &mut Connection) -> Result<u64, StoreError> {
     Ok(conn.row("SELECT COUNT(*) FROM outbox", [], |row| row.get(0))?)
 }
 
-pub(super) fn change(conn: &mut Connection, change: &Change) -> Result<Option<Order>, StoreError> {
+pub(super) fn change(conn: &Connection, change: &Change) -> Result<Option<Order>, StoreError> {
     let sql = if change.only_if_placed {
         CHANGE_IF_PLACED
     } else {
@@ -165,6 +166,20 @@ pub(super) fn change(conn: &mut Connection, change: &Change) -> Result<Option<Or
     )
     .optional()?
     .transpose()
+}
+
+/// `change` for each of `changes` in one transaction: whether each applied.
+pub(super) fn change_all(
+    conn: &mut Connection,
+    changes: &[Change],
+) -> Result<Vec<bool>, StoreError> {
+    let tx = conn.transaction()?;
+    let mut applied = Vec::with_capacity(changes.len());
+    for change in changes {
+        applied.push(self::change(&tx, change)?.is_some());
+    }
+    tx.commit()?;
+    Ok(applied)
 }
 
 pub(super) fn get(conn: &mut Connection, id: OrderId) -> Result<Option<Order>, StoreError> {

@@ -88,7 +88,7 @@ on_both_backends! { "orders.db";
             }
             // A restart before publishing keeps the event.
             let store = OrderStore::open(&db).await.unwrap();
-            let pending = store.claim_events(10, 1).await.unwrap();
+            let pending = store.claim_events(10, 1, None).await.unwrap();
             assert_eq!(
                 pending.len(),
                 1,
@@ -116,6 +116,24 @@ on_both_backends! { "orders.db";
                 store.get(id).await.unwrap().unwrap().status,
                 OrderStatus::Reserved
             );
+        }
+
+        async fn a_batch_settles_each_placed_order_once(db: Database) {
+            let store = OrderStore::open(&db).await.unwrap();
+            let orders = placed(&store, 2).await;
+            let (a, b) = (orders[0].order_id, orders[1].order_id);
+            let batch = vec![
+                (a, OrderStatus::Reserved, None),
+                (b, OrderStatus::Failed, Some("out of stock".into())),
+                // A redelivered result in the same batch, and an unknown order.
+                (a, OrderStatus::Failed, None),
+                (OrderId::new(), OrderStatus::Reserved, None),
+            ];
+            assert_eq!(store.settle_all(batch, 5).await.unwrap(), [true, true, false, false]);
+            let a = store.get(a).await.unwrap().unwrap();
+            let b = store.get(b).await.unwrap().unwrap();
+            assert_eq!((a.status, a.updated_at_ms), (OrderStatus::Reserved, 5));
+            assert_eq!((b.status, b.reason.as_deref()), (OrderStatus::Failed, Some("out of stock")));
         }
 
         async fn unknown_orders_are_none(db: Database) {
@@ -333,7 +351,7 @@ async fn each_outbox_event_is_claimed_by_one_relay_of_two() {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_events(7, 1_000).await.unwrap();
+                let batch = store.claim_events(7, 1_000, None).await.unwrap();
                 if batch.is_empty() {
                     break mine;
                 }
@@ -364,13 +382,19 @@ async fn a_claim_of_a_relay_that_died_lapses_and_a_released_one_is_free_at_once(
         .await
         .unwrap();
     let now = 50_000;
-    let claimed = store.claim_events(10, now).await.unwrap();
+    let claimed = store.claim_events(10, now, None).await.unwrap();
     assert_eq!(claimed.len(), 1);
     // The claiming relay dies before the broker confirms: nobody else takes
     // the event until its lease is over, then another relay does.
-    assert!(other.claim_events(10, now + 1).await.unwrap().is_empty());
+    assert!(
+        other
+            .claim_events(10, now + 1, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let taken = other
-        .claim_events(10, now + CLAIM_LEASE_MS + 1)
+        .claim_events(10, now + CLAIM_LEASE_MS + 1, None)
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -378,7 +402,7 @@ async fn a_claim_of_a_relay_that_died_lapses_and_a_released_one_is_free_at_once(
     // Released (the broker refused it): free for the next attempt at once.
     other.release_events(&[taken[0].0]).await.unwrap();
     let again = store
-        .claim_events(10, now + CLAIM_LEASE_MS + 2)
+        .claim_events(10, now + CLAIM_LEASE_MS + 2, None)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);

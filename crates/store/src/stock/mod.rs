@@ -68,6 +68,15 @@ pub struct ReserveResult {
     pub replayed: bool,
 }
 
+/// An order that arrived as a message, for `StockStore::reserve_messages`.
+#[derive(Debug, Clone)]
+pub struct OrderMessage {
+    pub message_id: String,
+    pub order_id: OrderId,
+    pub lines: Vec<OrderLine>,
+    pub now_ms: i64,
+}
+
 /// What one request asks of the stock.
 struct Request {
     message_id: Option<String>,
@@ -173,6 +182,45 @@ impl StockStore {
             now_ms,
         })
         .await
+    }
+
+    /// `reserve_message` for each of `orders`, in turn, each on the stock the
+    /// ones before it left; one answer per order (a reused message id refuses
+    /// its order alone). On SQLite the lot is one transaction, so a batch of
+    /// deliveries costs one commit, and an error of the store keeps nothing of
+    /// it. On PostgreSQL each order is its own transaction: one for the lot
+    /// would hold the stock rows it locks across orders, against the other
+    /// replicas' batches.
+    pub async fn reserve_messages(
+        &self,
+        orders: Vec<OrderMessage>,
+    ) -> Result<Vec<Result<ReserveResult, StoreError>>, StoreError> {
+        let requests = orders.into_iter().map(|order| Request {
+            message_id: Some(order.message_id),
+            order_id: order.order_id,
+            lines: order.lines,
+            rejection: None,
+            now_ms: order.now_ms,
+        });
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                let requests = requests.collect();
+                db.call(move |conn| sqlite::decide_all(conn, requests))
+                    .await
+            }
+            Backend::Postgres(pool) => {
+                let mut decided = Vec::new();
+                for request in requests {
+                    match postgres::decide(pool, request).await {
+                        Err(reused @ StoreError::MessageIdReused { .. }) => {
+                            decided.push(Err(reused));
+                        }
+                        other => decided.push(Ok(other?)),
+                    }
+                }
+                Ok(decided)
+            }
+        }
     }
 
     /// Records that an order that arrived as a message is refused for
@@ -376,6 +424,54 @@ mod tests {
                 "{reused:?}"
             );
             assert_eq!(store.stock().await.unwrap()["salad"], 95);
+        }
+
+        async fn a_batch_decides_each_order_in_turn_and_refuses_a_reused_id_alone(db: Database) {
+            let store = open(&db, "burger=5").await;
+            let (a, b, c, reused) = (OrderId::new(), OrderId::new(), OrderId::new(), OrderId::new());
+            let message = |id: &str, order: OrderId, quantity: u32| OrderMessage {
+                message_id: id.into(),
+                order_id: order,
+                lines: vec![line("burger", quantity)],
+                now_ms: 1,
+            };
+            let decided = store
+                .reserve_messages(vec![
+                    message("m-a", a, 3),
+                    // Only 2 left after the first: out of stock.
+                    message("m-b", b, 3),
+                    message("m-c", c, 2),
+                    // A duplicate of the first in the same batch: replayed.
+                    message("m-a2", a, 3),
+                    // The first's id on another order: refused, nothing written.
+                    message("m-a", reused, 1),
+                ])
+                .await
+                .unwrap();
+            let outcomes: Vec<_> = decided
+                .iter()
+                .map(|d| d.as_ref().map(|r| (r.reservation.outcome, r.replayed)))
+                .collect();
+            assert!(matches!(
+                outcomes[..],
+                [
+                    Ok((Outcome::Reserved, false)),
+                    Ok((Outcome::OutOfStock, false)),
+                    Ok((Outcome::Reserved, false)),
+                    Ok((Outcome::Reserved, true)),
+                    Err(StoreError::MessageIdReused { .. }),
+                ]
+            ), "{outcomes:?}");
+            assert_eq!(store.stock().await.unwrap()["burger"], 0);
+            assert_eq!(store.reservation(reused).await.unwrap(), None);
+            // The whole batch again (a redelivery): every answer replayed, no stock taken.
+            let again = store
+                .reserve_messages(vec![message("m-a", a, 3), message("m-b", b, 3), message("m-c", c, 2)])
+                .await
+                .unwrap();
+            assert!(again.iter().all(|d| d.as_ref().is_ok_and(|r| r.replayed)), "{again:?}");
+            assert_eq!(store.stats().await.unwrap().reserved_orders, 2);
+            assert_eq!(store.stats().await.unwrap().units_reserved, 5);
         }
 
         async fn stock_and_reservations_survive_a_restart_and_are_not_reseeded(db: Database) {

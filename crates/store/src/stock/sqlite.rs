@@ -58,6 +58,32 @@ pub(super) fn open(path: &Path, catalogue: &Catalogue) -> Result<Db, StoreError>
 
 pub(super) fn decide(conn: &mut Connection, request: Request) -> Result<ReserveResult, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let decided = decide_in(&tx, &request)?;
+    tx.commit()?;
+    Ok(decided)
+}
+
+/// Decides `requests` in turn in one transaction, each on the stock the ones
+/// before it left: one commit for the lot. A reused message id refuses its
+/// request alone (nothing of it is written); any other error fails them all.
+pub(super) fn decide_all(
+    conn: &mut Connection,
+    requests: Vec<Request>,
+) -> Result<Vec<Result<ReserveResult, StoreError>>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut decided = Vec::with_capacity(requests.len());
+    for request in &requests {
+        match decide_in(&tx, request) {
+            Err(reused @ StoreError::MessageIdReused { .. }) => decided.push(Err(reused)),
+            other => decided.push(Ok(other?)),
+        }
+    }
+    tx.commit()?;
+    Ok(decided)
+}
+
+/// One decision inside `tx`, which the caller commits.
+fn decide_in(tx: &Connection, request: &Request) -> Result<ReserveResult, StoreError> {
     let order_id = request.order_id;
     if let Some(message_id) = &request.message_id {
         let earlier: Option<String> = tx
@@ -76,26 +102,25 @@ pub(super) fn decide(conn: &mut Connection, request: Request) -> Result<ReserveR
                 earlier_order: earlier,
             });
         }
-        let decided = read_reservation(&tx, order_id)?;
+        let decided = read_reservation(tx, order_id)?;
         tx.run(
             "INSERT OR IGNORE INTO processed_messages (message_id, order_id, processed_at_ms)
              VALUES (?1, ?2, ?3)",
             params![message_id, order_id.to_string(), request.now_ms],
         )?;
         if let Some(reservation) = decided {
-            tx.commit()?;
             return Ok(ReserveResult {
                 reservation,
                 replayed: true,
             });
         }
-    } else if let Some(reservation) = read_reservation(&tx, order_id)? {
+    } else if let Some(reservation) = read_reservation(tx, order_id)? {
         return Ok(ReserveResult {
             reservation,
             replayed: true,
         });
     }
-    let (outcome, reason, levels) = request.decide(&read_stock(&tx)?);
+    let (outcome, reason, levels) = request.decide(&read_stock(tx)?);
     for (item, left) in levels {
         tx.run(
             "UPDATE stock SET available = ?2 WHERE item = ?1",
@@ -113,7 +138,6 @@ pub(super) fn decide(conn: &mut Connection, request: Request) -> Result<ReserveR
             request.now_ms
         ],
     )?;
-    tx.commit()?;
     Ok(ReserveResult {
         reservation: request.reservation(outcome, reason),
         replayed: false,

@@ -76,26 +76,20 @@ impl Publisher {
 
     /// Publishes one event and waits until the broker has it.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), AmqpError> {
-        self.publish_all(std::slice::from_ref(envelope))
-            .await
-            .map(drop)
+        self.send(envelope).await?.confirmed().await
     }
 
-    /// Publishes events back to back, then waits for every confirm; how long
-    /// each one took from its send to its confirm (read in order, so a
-    /// confirm is seen once the ones before it are).
-    pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<Vec<Duration>, AmqpError> {
+    /// Sends events back to back without waiting for the broker; their
+    /// confirms, in the order sent, for `confirm_all`.
+    pub async fn send_each(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<Vec<PendingConfirm>, AmqpError> {
         let mut pending = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             pending.push(self.send(envelope).await?);
         }
-        let mut took = Vec::with_capacity(pending.len());
-        for confirm in pending {
-            let sent = confirm.sent;
-            confirm.confirmed().await?;
-            took.push(sent.elapsed());
-        }
-        Ok(took)
+        Ok(pending)
     }
 
     /// Sends an event without waiting for the broker: the returned confirm is
@@ -243,6 +237,18 @@ impl PendingConfirm {
     }
 }
 
+/// Waits for every confirm of `pending`; how long each took from its send
+/// (read in order, so a confirm is seen once the ones before it are).
+pub async fn confirm_all(pending: Vec<PendingConfirm>) -> Result<Vec<Duration>, AmqpError> {
+    let mut took = Vec::with_capacity(pending.len());
+    for confirm in pending {
+        let sent = confirm.sent;
+        confirm.confirmed().await?;
+        took.push(sent.elapsed());
+    }
+    Ok(took)
+}
+
 /// Acks `delivery` once `pending` is confirmed, in the background; if the
 /// broker refuses the message, the delivery is requeued to be handled again.
 /// `acked` hears how long the confirm took, once the delivery is acked.
@@ -279,4 +285,90 @@ pub fn ack_when_confirmed(
             tracing::warn!(%error, "could not settle a delivery");
         }
     });
+}
+
+/// Acks batches of deliveries once the results they caused are confirmed,
+/// each with one ack of its last delivery (`multiple`), and in the order the
+/// batches came: a batch's ack waits for the batch before it, so it never
+/// covers a delivery whose result is still unconfirmed. The consumer goes
+/// on with the next batch meanwhile.
+#[derive(Clone, Default)]
+pub struct AckChain {
+    last: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl AckChain {
+    /// Acks `batch` (deliveries in the order they came, each with the
+    /// confirm of its result) once every confirm is in; if the broker
+    /// refuses one, the others are acked one by one and the refused
+    /// delivery is requeued to be handled again. `acked` hears how long each
+    /// acked delivery's confirm took.
+    pub fn ack_when_confirmed(
+        &self,
+        batch: Vec<(PendingConfirm, Delivery)>,
+        acked: impl Fn(Duration) + Send + 'static,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = last.take();
+        *last = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                // A batch before that failed to settle is redelivered; this
+                // one's acks are its own.
+                let _ = before.await;
+            }
+            settle_batch(batch, acked).await;
+        }));
+    }
+}
+
+async fn settle_batch(batch: Vec<(PendingConfirm, Delivery)>, acked: impl Fn(Duration)) {
+    let errors = batch[0].0.errors.clone();
+    let mut confirmed = Vec::with_capacity(batch.len());
+    let mut refused = Vec::new();
+    for (pending, delivery) in batch {
+        let sent = pending.sent;
+        match pending.confirmed().await {
+            Ok(()) => confirmed.push((sent.elapsed(), delivery)),
+            Err(error) => {
+                tracing::warn!(%error, "result not confirmed; requeueing the delivery");
+                refused.push(delivery);
+            }
+        }
+    }
+    let outcome = async {
+        for delivery in &refused {
+            delivery
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        match confirmed.last() {
+            Some((_, last)) if refused.is_empty() => {
+                last.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            _ => {
+                for (_, delivery) in &confirmed {
+                    delivery.ack(BasicAckOptions::default()).await?;
+                }
+            }
+        }
+        Ok::<_, lapin::Error>(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => confirmed.iter().for_each(|(took, _)| acked(*took)),
+        Err(error) => {
+            // The channel is gone; the broker redelivers the messages.
+            errors.count(Role::Consumer, "settle_failed");
+            tracing::warn!(%error, "could not settle a batch of deliveries");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use foodlab_domain::Backoff;
+use foodlab_domain::{Backoff, TraceContext};
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -12,7 +12,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use tracing::Instrument;
 
-use super::headers::continue_trace;
+use super::headers::{continue_trace, trace_of};
 use super::{AmqpArgs, AmqpError, Publisher, Topology};
 use crate::errors::{BrokerErrors, Role};
 
@@ -38,6 +38,30 @@ pub trait Handler: Clone + Send + Sync + 'static {
         publisher: &Publisher,
         delivery: Delivery,
     ) -> impl Future<Output = Result<(), AmqpError>> + Send;
+
+    /// Handles deliveries that arrived together (as many as were waiting, up
+    /// to the prefetch), in order; by default one at a time, each in its
+    /// trace's span. A handler that can settle several at once (one store
+    /// transaction, one ack) overrides it.
+    fn handle_batch(
+        &self,
+        publisher: &Publisher,
+        deliveries: Vec<Delivery>,
+    ) -> impl Future<Output = Result<(), AmqpError>> + Send {
+        async move {
+            for delivery in deliveries {
+                let span = span_of(&delivery);
+                self.handle(publisher, delivery).instrument(span).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The log span of a delivery's handling (its trace, continued on arrival).
+pub fn span_of(delivery: &Delivery) -> tracing::Span {
+    let trace = trace_of(&delivery.properties).unwrap_or_else(TraceContext::start);
+    crate::trace::span(&trace)
 }
 
 /// Consumes `queue` with `handler` for the life of the process: every
@@ -63,8 +87,8 @@ pub fn spawn_consumer<H: Handler>(
             let errors = counted.clone();
             async move {
                 let publisher = open_session(&connection, &topology, &errors).await?;
-                consume(&connection, &queue, prefetch, |delivery| {
-                    handler.handle(&publisher, delivery)
+                consume_batches(&connection, &queue, prefetch, |deliveries| {
+                    handler.handle_batch(&publisher, deliveries)
                 })
                 .await
             }
@@ -152,6 +176,28 @@ pub async fn connect_from(
     Err(AmqpError::Unreachable(failures.join("; ")))
 }
 
+/// A consumer of `queue` with manual acks and at most `prefetch` deliveries
+/// unacknowledged.
+async fn open_consumer(
+    connection: &Connection,
+    queue: &str,
+    prefetch: u16,
+) -> Result<lapin::Consumer, AmqpError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            format!("{queue}-{}", uuid::Uuid::new_v4()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
+}
+
 /// Consumes `queue` with manual acks, one delivery at a time; `handle` acks.
 /// Returns an error when the consumer ends (connection lost, cancelled).
 pub async fn consume<F, Fut>(
@@ -164,18 +210,7 @@ where
     F: FnMut(Delivery) -> Fut,
     Fut: Future<Output = Result<(), AmqpError>>,
 {
-    let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            format!("{queue}-{}", uuid::Uuid::new_v4()).into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = open_consumer(connection, queue, prefetch).await?;
     while let Some(delivery) = consumer.next().await {
         let (delivery, trace) = continue_trace(delivery?);
         handle(delivery)
@@ -185,8 +220,41 @@ where
     Err(AmqpError::ConsumerEnded(queue.to_owned()))
 }
 
+/// Consumes `queue` with manual acks, the deliveries already waiting taken
+/// together (up to `prefetch`; one when only one is there, so nothing waits
+/// for a batch to fill); `handle` settles them. Returns an error when the
+/// consumer ends (connection lost, cancelled).
+pub async fn consume_batches<F, Fut>(
+    connection: &Connection,
+    queue: &str,
+    prefetch: u16,
+    mut handle: F,
+) -> Result<(), AmqpError>
+where
+    F: FnMut(Vec<Delivery>) -> Fut,
+    Fut: Future<Output = Result<(), AmqpError>>,
+{
+    let consumer = open_consumer(connection, queue, prefetch).await?;
+    let mut batches = consumer.ready_chunks(usize::from(prefetch.max(1)));
+    while let Some(batch) = batches.next().await {
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            deliveries.push(continue_trace(delivery?).0);
+        }
+        handle(deliveries).await?;
+    }
+    Err(AmqpError::ConsumerEnded(queue.to_owned()))
+}
+
 pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
     delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// Acks `delivery` and every delivery before it on its channel not yet
+/// settled (`multiple`): for a batch whose deliveries are all done with.
+pub async fn ack_through(delivery: &Delivery) -> Result<(), AmqpError> {
+    delivery.ack(BasicAckOptions { multiple: true }).await?;
     Ok(())
 }
 
