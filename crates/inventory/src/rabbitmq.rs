@@ -76,7 +76,7 @@ impl rabbitmq::Handler for Consumer {
             .collect();
         let decided = self
             .hops
-            .time(Hop::StoreCommit, self.store.reserve_messages(orders))
+            .time(Hop::StoreCommit, self.store.decide_messages(orders))
             .await
             .map_err(|e| AmqpError::Handler(e.to_string()))?;
         let queue = self.args.topology.inventory_queue.as_str();
@@ -170,6 +170,7 @@ impl Consumer {
             message_id: envelope.message_id.to_string(),
             order_id: envelope.order_id,
             lines: items.clone(),
+            rejection: None,
             now_ms: now_ms(),
         };
         Ok(Some(Admitted {

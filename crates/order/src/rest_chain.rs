@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::StatusCode;
-use foodlab_domain::{Order, OrderStatus, TraceContext};
+use foodlab_domain::{Order, OrderId, OrderLine, OrderStatus, TraceContext};
 use foodlab_transport::{CallError, HttpClient};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::IgnoredAny;
 
 use crate::settings::Settings;
 
@@ -53,19 +54,24 @@ impl Endpoints {
         })
     }
 
-    async fn post(&self, client: &HttpClient, body: &Value) -> Result<(), CallError> {
+    /// POSTs `body` to the next replica; the answer's body is checked to be
+    /// JSON and not kept.
+    async fn post(&self, client: &HttpClient, body: &impl Serialize) -> Result<(), CallError> {
         let count = self.urls.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         // The last replica tried answers for all when none can be reached.
         for attempt in 1..count {
             let url = &self.urls[(first + attempt - 1) % count];
-            match client.post_json::<_, Value>(url, body).await {
+            match client.post_json::<_, IgnoredAny>(url, body).await {
                 Err(CallError::Unreachable { .. }) => continue,
                 other => return other.map(drop),
             }
         }
         let last = &self.urls[(first + count - 1) % count];
-        client.post_json::<_, Value>(last, body).await.map(drop)
+        client
+            .post_json::<_, IgnoredAny>(last, body)
+            .await
+            .map(drop)
     }
 }
 
@@ -109,18 +115,36 @@ impl RestChain {
     }
 
     pub async fn reserve(&self, order: &Order) -> Result<(), CallError> {
-        let body = json!({ "order_id": order.order_id, "items": order.items });
+        let body = ReserveBody {
+            order_id: order.order_id,
+            items: &order.items,
+        };
         self.reserve.post(&self.client(), &body).await
     }
 
     pub async fn notify(&self, order: &Order) -> Result<(), CallError> {
-        let body = json!({
-            "order_id": order.order_id,
-            "customer_id": order.customer_id,
-            "status": OrderStatus::Reserved,
-        });
+        let body = SendBody {
+            order_id: order.order_id,
+            customer_id: order.customer_id.as_deref(),
+            status: OrderStatus::Reserved,
+        };
         self.send.post(&self.client(), &body).await
     }
+}
+
+/// `POST /reserve` of inventory.
+#[derive(Serialize)]
+struct ReserveBody<'a> {
+    order_id: OrderId,
+    items: &'a [OrderLine],
+}
+
+/// `POST /send` of notification.
+#[derive(Serialize)]
+struct SendBody<'a> {
+    order_id: OrderId,
+    customer_id: Option<&'a str>,
+    status: OrderStatus,
 }
 
 /// The mapping of a failed reservation call to the order's fate:
@@ -160,6 +184,8 @@ pub fn detail(error: &CallError) -> String {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use serde_json::json;
 
     use super::*;
 

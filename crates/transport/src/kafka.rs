@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use foodlab_domain::{Backoff, Envelope, TRACEPARENT, TraceContext};
+use futures::FutureExt;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -499,6 +500,30 @@ pub async fn next_message<'a>(consumer: &'a KafkaConsumer, what: &str) -> Borrow
             }
         }
     }
+}
+
+/// The next message and those already waiting behind it, up to `max`
+/// (one when only one is there: nothing waits for a batch to fill). An
+/// error among those waiting ends the batch and is counted and logged as
+/// `next_message` does.
+pub async fn next_messages<'a>(
+    consumer: &'a KafkaConsumer,
+    what: &str,
+    max: usize,
+) -> Vec<BorrowedMessage<'a>> {
+    let mut messages = vec![next_message(consumer, what).await];
+    while messages.len() < max {
+        match consumer.recv().now_or_never() {
+            Some(Ok(message)) => messages.push(message),
+            Some(Err(error)) => {
+                consumer.context().count(&error, "consumer_error");
+                tracing::warn!(what, %error, "kafka consumer error");
+                break;
+            }
+            None => break,
+        }
+    }
+    messages
 }
 
 /// Marks the message at `offset` processed: the next commit moves the

@@ -68,12 +68,15 @@ pub struct ReserveResult {
     pub replayed: bool,
 }
 
-/// An order that arrived as a message, for `StockStore::reserve_messages`.
+/// An order that arrived as a message, for `StockStore::decide_messages`.
 #[derive(Debug, Clone)]
 pub struct OrderMessage {
     pub message_id: String,
     pub order_id: OrderId,
     pub lines: Vec<OrderLine>,
+    /// Refuse it for this reason without looking at the stock (an injected
+    /// failure), unless it was decided before (`reject_message`).
+    pub rejection: Option<String>,
     pub now_ms: i64,
 }
 
@@ -184,14 +187,15 @@ impl StockStore {
         .await
     }
 
-    /// `reserve_message` for each of `orders`, in turn, each on the stock the
+    /// `reserve_message` (or `reject_message`, for an order with a
+    /// `rejection`) for each of `orders`, in turn, each on the stock the
     /// ones before it left; one answer per order (a reused message id refuses
     /// its order alone). On SQLite the lot is one transaction, so a batch of
     /// deliveries costs one commit, and an error of the store keeps nothing of
     /// it. On PostgreSQL each order is its own transaction: one for the lot
     /// would hold the stock rows it locks across orders, against the other
     /// replicas' batches.
-    pub async fn reserve_messages(
+    pub async fn decide_messages(
         &self,
         orders: Vec<OrderMessage>,
     ) -> Result<Vec<Result<ReserveResult, StoreError>>, StoreError> {
@@ -199,7 +203,7 @@ impl StockStore {
             message_id: Some(order.message_id),
             order_id: order.order_id,
             lines: order.lines,
-            rejection: None,
+            rejection: order.rejection,
             now_ms: order.now_ms,
         });
         match &self.backend {
@@ -433,10 +437,11 @@ mod tests {
                 message_id: id.into(),
                 order_id: order,
                 lines: vec![line("burger", quantity)],
+                rejection: None,
                 now_ms: 1,
             };
             let decided = store
-                .reserve_messages(vec![
+                .decide_messages(vec![
                     message("m-a", a, 3),
                     // Only 2 left after the first: out of stock.
                     message("m-b", b, 3),
@@ -466,7 +471,7 @@ mod tests {
             assert_eq!(store.reservation(reused).await.unwrap(), None);
             // The whole batch again (a redelivery): every answer replayed, no stock taken.
             let again = store
-                .reserve_messages(vec![message("m-a", a, 3), message("m-b", b, 3), message("m-c", c, 2)])
+                .decide_messages(vec![message("m-a", a, 3), message("m-b", b, 3), message("m-c", c, 2)])
                 .await
                 .unwrap();
             assert!(again.iter().all(|d| d.as_ref().is_ok_and(|r| r.replayed)), "{again:?}");
