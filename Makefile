@@ -183,10 +183,12 @@ check-orphans:
 BENCH_DIR ?= .foodlab/bench
 
 ## bench: figures (not assertions) from an optimised build; every figure as
-## JSON in $(BENCH_DIR), and the Markdown of README's performance tables
+## JSON in $(BENCH_DIR), and the Markdown of README's performance tables; first
+## the floor (foodlab floor: each irreducible part alone, each path's sum)
 bench: rabbitmq-up kafka-up postgres-up
 	$(CARGO) build --release --workspace --bins
 	mkdir -p $(BENCH_DIR)
+	./target/release/foodlab floor --json > $(BENCH_DIR)/floor.json
 	./target/release/foodlab bench sync-rest --json > $(BENCH_DIR)/sync-rest.json
 	./target/release/foodlab bench async-rabbitmq --json > $(BENCH_DIR)/async-rabbitmq.json
 	./target/release/foodlab bench streaming-kafka --json > $(BENCH_DIR)/streaming-kafka.json
@@ -211,6 +213,7 @@ bench: rabbitmq-up kafka-up postgres-up
 bench-readme:
 	python3 scripts/bench-report.py --readme README.md $(BENCH_DIR)/sync-rest.json \
 		$(BENCH_DIR)/async-rabbitmq.json $(BENCH_DIR)/streaming-kafka.json $(wildcard $(BENCH_DIR)/*-3-nodes.json) \
+		$(wildcard $(BENCH_DIR)/floor.json) \
 		$(BENCH_DIR)/scale.json \
 		$(BENCH_DIR)/*-postgres*.json
 

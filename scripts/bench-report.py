@@ -6,7 +6,8 @@
 
 A bench report is an object with `part`, `machine` and `phases` (and, since
 PostgreSQL, `database` and `replicas`); the scale bench (`--scale`) writes a
-list of sizes. Only the part between the two
+list of sizes; `foodlab floor --json` an object with `parts` and `paths`, each
+path's floor set beside the bench figure it is the floor of. Only the part between the two
 markers in README is replaced.
 """
 
@@ -102,6 +103,40 @@ def setup(report):
     return f" on {shown}", flags
 
 
+def floor_tables(floor, reports):
+    lines = [
+        f"**The floor** (`foodlab floor`, {floor['started_at'][:10]}): each part alone, "
+        f"{floor['parts'][0]['rounds']} rounds, on {machine_line(floor['machine'])}.",
+        "",
+        "| part | p50 / p99 (ms) | CPU ms per round | what |",
+        "|---|---|---|---|",
+    ]
+    for part in floor["parts"]:
+        lines.append(
+            f"| {part['name']} | {ms(part['p50_ms'])} / {ms(part['p99_ms'])} | "
+            f"{part['cpu_ms']:.3f} | {part['what']} |"
+        )
+    lines += [
+        "",
+        "| path | floor (ms) | measured p50 (ms) | measured / floor | what it takes |",
+        "|---|---|---|---|---|",
+    ]
+    for path in floor["paths"]:
+        part, phase_name, figure = path["measured_by"]
+        measured = None
+        report = reports.get(part)
+        if report:
+            for phase in report["phases"]:
+                if phase["name"] == phase_name:
+                    measured = phase["figures"].get(figure)
+        shown = "—" if measured is None else ms(measured)
+        ratio = "—" if measured is None or not path["floor_ms"] else f"{measured / path['floor_ms']:.1f}"
+        lines.append(
+            f"| {path['name']} | {ms(path['floor_ms'])} | {shown} | {ratio} | {path['what']} |"
+        )
+    return lines
+
+
 def label(report):
     return report["part"] + setup(report)[0]
 
@@ -112,6 +147,7 @@ def render(documents):
                               d.get("replicas", ""), d.get("broker_nodes", 1)))
     reports = {label(d): d for d in found}
     scales = [d for d in documents if isinstance(d, list)]
+    floors = [d for d in documents if isinstance(d, dict) and "paths" in d]
     out = [START, ""]
     first = next(iter(reports.values()), None)
     if first:
@@ -127,6 +163,9 @@ def render(documents):
         out += phase_table(report)
         out += ["", "Where the time went, per service and hop, in each phase:", ""]
         out += hop_table(report)
+        out.append("")
+    for floor in floors:
+        out += floor_tables(floor, reports)
         out.append("")
     for sizes in scales:
         given = ",".join(str(s["orders"]) for s in sizes)

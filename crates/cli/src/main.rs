@@ -6,6 +6,7 @@ mod bench_scale;
 mod cluster_report;
 mod compare;
 mod crd;
+mod floor;
 mod hop_report;
 mod html;
 mod interrupt;
@@ -151,6 +152,31 @@ enum Command {
         reuse_part: bool,
         #[command(flatten)]
         database: DatabaseArgs,
+    },
+    /// Measure the parts of an order's way no design removes, each alone on
+    /// this machine: one loopback HTTP round trip (the services' client and
+    /// server), one SQLite commit of a reservation, one persistent RabbitMQ
+    /// publish and its confirm, one Kafka produce with acks=all (the project's
+    /// brokers, on a queue and a topic of its own, removed after); then each
+    /// path's floor as the sum of the parts it takes. `make bench` sets the
+    /// bench's figures beside them.
+    Floor {
+        /// Times each part is measured (after a tenth as many untimed).
+        #[arg(long, default_value_t = 2000)]
+        rounds: u32,
+        /// Print the figures as one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// The RabbitMQ to publish to.
+        #[arg(
+            long,
+            env = "FOODLAB_AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp_url: String,
+        /// The Kafka to produce to.
+        #[arg(long, env = "FOODLAB_KAFKA_BROKERS", default_value = foodlab_transport::kafka::DEFAULT_BROKERS)]
+        kafka_brokers: String,
     },
     /// Run one workload (and at most one fault or chaos step) on each part
     /// in turn on this machine and print them side by side
@@ -331,6 +357,12 @@ async fn main() -> ExitCode {
             };
             bench::run(part, size, setup, json).await
         }
+        Command::Floor {
+            rounds,
+            json,
+            amqp_url,
+            kafka_brokers,
+        } => floor::run(&amqp_url, &kafka_brokers, rounds, json).await,
         Command::Compare {
             file,
             json,
