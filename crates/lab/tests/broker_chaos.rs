@@ -77,11 +77,14 @@ async fn killed_in_flight(
         .find(|w| w.kind == "chaos")
         .unwrap()
         .from_seconds;
+    // The last sample before the kill: the one after may be read while the
+    // queue's leader moves, when a node can answer 0 for it.
     let waiting = report
         .series
         .backlog
         .iter()
-        .find(|point| point.at_seconds >= killed_at)
+        .rev()
+        .find(|point| point.at_seconds <= killed_at)
         .map(|point| point.value);
     assert!(
         waiting.is_some_and(|n| n > 0),
@@ -185,7 +188,8 @@ async fn a_broker_node_back_after_the_labs_time_fails_the_lab_naming_it() {
         .duration_since(record.started_at);
     assert!(down_for >= held_down.try_into().unwrap(), "{record:?}");
     // The orders themselves went through: only the broker's return failed
-    // the lab (and the time it took, waiting for it).
+    // the lab (and the time it took, waiting for it), and analytics may still
+    // be catching up on the log when the lab ends after the late return.
     assert_eq!(report.results.reservations, Some(u64::from(ORDERS)));
     let failed: Vec<&str> = report
         .results
@@ -194,5 +198,15 @@ async fn a_broker_node_back_after_the_labs_time_fails_the_lab_naming_it() {
         .filter(|c| !c.passed)
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(failed, ["within", "chaos[0].brokerBack"]);
+    assert!(
+        failed.starts_with(&["within"]) && failed.ends_with(&["chaos[0].brokerBack"]),
+        "{failed:?}"
+    );
+    let catching_up = ["everyEventCounted", "lagDrained"];
+    assert!(
+        failed[1..failed.len() - 1]
+            .iter()
+            .all(|name| catching_up.contains(name)),
+        "{failed:?}"
+    );
 }
