@@ -1,8 +1,7 @@
 //! Inventory over RabbitMQ: consume OrderPlaced, reserve, publish the result,
-//! then ack. The deliveries waiting together are decided in one transaction
-//! and, once their results are confirmed, acked with one ack (those settled
-//! as they are admitted, poison and injected failures, one by one). Poison is
-//! dead-lettered with its reason and never retried.
+//! then ack; the deliveries waiting together are decided in one transaction
+//! and acked with one ack. Poison is dead-lettered with its reason and never
+//! retried.
 
 use std::sync::Arc;
 
@@ -48,8 +47,8 @@ impl rabbitmq::Handler for Consumer {
 
     /// The deliveries that arrived together are decided in one store
     /// transaction and acked with one ack once their results are confirmed.
-    /// A crash before that ack redelivers every delivery of the batch not
-    /// settled yet, and each order's decision is then replayed, not retaken.
+    /// A crash anywhere in between redelivers the whole batch, and each
+    /// order's decision is then replayed, not retaken.
     async fn handle_batch(
         &self,
         publisher: &Publisher,

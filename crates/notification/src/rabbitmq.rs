@@ -64,9 +64,6 @@ impl rabbitmq::Handler for Consumer {
                 Admission::Settled { outcome, .. } => self.metrics.count(queue, outcome),
             }
         }
-        if admitted.is_empty() {
-            return Ok(());
-        }
         let notifications = admitted
             .iter()
             .map(|(_, envelope, _)| {

@@ -235,13 +235,7 @@ where
     Fut: Future<Output = Result<(), AmqpError>>,
 {
     let consumer = open_consumer(connection, queue, prefetch).await?;
-    // A prefetch of 0 is no limit: batches of at most 256 then.
-    let most = if prefetch == 0 {
-        256
-    } else {
-        usize::from(prefetch)
-    };
-    let mut batches = consumer.ready_chunks(most);
+    let mut batches = consumer.ready_chunks(usize::from(prefetch.max(1)));
     while let Some(batch) = batches.next().await {
         let mut deliveries = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -253,13 +247,15 @@ where
 }
 
 pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
-    super::publisher::settled(delivery.ack(BasicAckOptions::default()).await)
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
 }
 
 /// Acks `delivery` and every delivery before it on its channel not yet
 /// settled (`multiple`): for a batch whose deliveries are all done with.
 pub async fn ack_through(delivery: &Delivery) -> Result<(), AmqpError> {
-    super::publisher::settled(delivery.ack(BasicAckOptions { multiple: true }).await)
+    delivery.ack(BasicAckOptions { multiple: true }).await?;
+    Ok(())
 }
 
 /// Runs `session` on a fresh connection, again and again: when the broker
