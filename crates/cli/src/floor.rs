@@ -114,7 +114,7 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Times `round` `ROUNDS` times after a warm-up; its percentiles and this
+/// Times `round` `rounds` times after a warm-up; its percentiles and this
 /// process's CPU per round.
 async fn time<F, Fut>(
     rounds: u32,
@@ -259,7 +259,7 @@ async fn rabbitmq_confirm(url: &str, rounds: u32) -> anyhow::Result<Part> {
         "rabbitmq_confirm",
         "one persistent message to a durable queue, and the broker's confirm",
         |_| async {
-            channel
+            let confirmation = channel
                 .basic_publish(
                     "".into(),
                     queue.as_str().into(),
@@ -269,10 +269,12 @@ async fn rabbitmq_confirm(url: &str, rounds: u32) -> anyhow::Result<Part> {
                 )
                 .await?
                 .await?;
+            anyhow::ensure!(!confirmation.is_nack(), "the broker refused the message");
             Ok(())
         },
     )
     .await;
+    // Removed whether or not the timing went through.
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
@@ -284,6 +286,11 @@ async fn kafka_produce(brokers: &str, rounds: u32) -> anyhow::Result<Part> {
     let args = KafkaArgs {
         order_topic: format!("foodlab-floor-{run}"),
         inventory_topic: format!("foodlab-floor-{run}-unused"),
+        // Names of its own: the clean-up below deletes the groups named here,
+        // and the parts' groups are not the floor's to delete.
+        inventory_group: format!("foodlab-floor-{run}-inventory"),
+        analytics_group: format!("foodlab-floor-{run}-analytics"),
+        order_group: format!("foodlab-floor-{run}-order"),
         brokers: brokers.to_owned(),
         ..KafkaArgs::default()
     };

@@ -220,10 +220,14 @@ impl Consumer {
                     results.push(Some(decided));
                 }
                 Err(StoreError::MessageIdReused { earlier_order }) => {
-                    self.skip(&format!(
-                        "message id {} was already used for order {earlier_order}",
-                        order.envelope.message_id
-                    ));
+                    let span =
+                        trace::span(&order.envelope.trace.unwrap_or_else(TraceContext::start));
+                    span.in_scope(|| {
+                        self.skip(&format!(
+                            "message id {} was already used for order {earlier_order}",
+                            order.envelope.message_id
+                        ));
+                    });
                     results.push(None);
                 }
                 Err(other) => return Err(KafkaFailure::Handler(other.to_string())),

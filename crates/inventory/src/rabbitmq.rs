@@ -1,7 +1,7 @@
 //! Inventory over RabbitMQ: consume OrderPlaced, reserve, publish the result,
-//! then ack; the deliveries waiting together are decided in one transaction
-//! and acked with one ack. Poison is dead-lettered with its reason and never
-//! retried.
+//! then ack. The deliveries waiting together are decided in one transaction
+//! and acked with one ack (poison and injected failures one by one, as they
+//! are admitted). Poison is dead-lettered with its reason and never retried.
 
 use std::sync::Arc;
 
@@ -41,15 +41,12 @@ impl Consumer {
 }
 
 impl rabbitmq::Handler for Consumer {
-    async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
-        self.handle_batch(publisher, vec![delivery]).await
-    }
-
     /// The deliveries that arrived together are decided in one store
-    /// transaction and acked with one ack once their results are confirmed.
-    /// A crash anywhere in between redelivers the whole batch, and each
-    /// order's decision is then replayed, not retaken.
-    async fn handle_batch(
+    /// transaction and, once their results are confirmed, acked with one ack
+    /// (those settled as they are admitted, one by one). A crash before that
+    /// ack redelivers what was not settled, and each order's decision is then
+    /// replayed, not retaken.
+    async fn handle(
         &self,
         publisher: &Publisher,
         deliveries: Vec<Delivery>,

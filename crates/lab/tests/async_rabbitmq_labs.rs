@@ -150,6 +150,28 @@ async fn a_duplicate_after_an_inventory_restart_is_still_ignored() {
     platform.shutdown().await;
 }
 
+/// Places `n` orders of one burger each; every one accepted.
+async fn burgers_accepted(platform: &LocalPlatform, n: usize) {
+    for _ in 0..n {
+        let body = json!({"item": "burger"});
+        let (status, _) = post(platform, Service::Order, "/order", body).await;
+        assert_eq!(status, 202);
+    }
+}
+
+/// The `n` burger orders all settled, each reserved once: inventory's
+/// decisions, its stock (100 at the start) and the orders' statuses agree.
+async fn each_burger_reserved_once(platform: &LocalPlatform, n: usize) {
+    assert!(eventually(20, || all_orders_settled(platform, n)).await);
+    let stats = stats(platform).await;
+    assert_eq!(stats["reserved_orders"], n, "{stats}");
+    assert_eq!(
+        get(platform, Service::Inventory, "/stock").await["burger"],
+        100 - n
+    );
+    assert_eq!(order_statuses(platform).await, statuses(&[("reserved", n)]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
     let lab = example("async-poison");
@@ -165,30 +187,11 @@ async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
     platform
         .set_service_env(Service::Inventory, Vec::new())
         .await;
-    for _ in 0..20 {
-        let (status, _) = post(
-            &platform,
-            Service::Order,
-            "/order",
-            json!({"item": "burger"}),
-        )
-        .await;
-        assert_eq!(status, 202);
-    }
+    burgers_accepted(&platform, 20).await;
     // It aborts at its crash point (SIGABRT), is reported and restarted.
     let death = died_and_restarted(&mut events, Service::Inventory, 10).await;
     assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
-    assert!(eventually(20, || all_orders_settled(&platform, 20)).await);
-    let stats = stats(&platform).await;
-    assert_eq!(stats["reserved_orders"], 20, "{stats}");
-    assert_eq!(
-        get(&platform, Service::Inventory, "/stock").await["burger"],
-        80
-    );
-    assert_eq!(
-        order_statuses(&platform).await,
-        statuses(&[("reserved", 20)])
-    );
+    each_burger_reserved_once(&platform, 20).await;
     platform.shutdown().await;
 }
 
@@ -199,16 +202,7 @@ async fn a_batch_cut_short_by_a_crash_is_redelivered_and_each_order_reserved_onc
     let mut events = platform.events();
     // A backlog first, so inventory takes its deliveries in batches.
     platform.scale(Service::Inventory, 0).await.unwrap();
-    for _ in 0..30 {
-        let (status, _) = post(
-            &platform,
-            Service::Order,
-            "/order",
-            json!({"item": "burger"}),
-        )
-        .await;
-        assert_eq!(status, 202);
-    }
+    burgers_accepted(&platform, 30).await;
     let admin = platform.rabbitmq().unwrap().clone();
     assert!(
         eventually(20, || async {
@@ -249,17 +243,7 @@ async fn a_batch_cut_short_by_a_crash_is_redelivered_and_each_order_reserved_onc
             assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
         }
     }
-    assert!(eventually(20, || all_orders_settled(&platform, 30)).await);
-    let stats = stats(&platform).await;
-    assert_eq!(stats["reserved_orders"], 30, "{stats}");
-    assert_eq!(
-        get(&platform, Service::Inventory, "/stock").await["burger"],
-        70
-    );
-    assert_eq!(
-        order_statuses(&platform).await,
-        statuses(&[("reserved", 30)])
-    );
+    each_burger_reserved_once(&platform, 30).await;
     // The batch committed before the crash came again, and its decisions
     // were replayed, not retaken.
     let replayed = support::messages_counted(

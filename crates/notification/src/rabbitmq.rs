@@ -30,14 +30,10 @@ impl Consumer {
 }
 
 impl rabbitmq::Handler for Consumer {
-    async fn handle(&self, publisher: &Publisher, delivery: Delivery) -> Result<(), AmqpError> {
-        self.handle_batch(publisher, vec![delivery]).await
-    }
-
     /// The deliveries that arrived together are recorded in one store
     /// transaction and acked with one ack; a crash before the ack redelivers
     /// them, and an order already notified is not notified again.
-    async fn handle_batch(
+    async fn handle(
         &self,
         publisher: &Publisher,
         deliveries: Vec<Delivery>,
@@ -63,6 +59,9 @@ impl rabbitmq::Handler for Consumer {
                 Admission::Handle(envelope) => admitted.push((delivery, envelope, span)),
                 Admission::Settled { outcome, .. } => self.metrics.count(queue, outcome),
             }
+        }
+        if admitted.is_empty() {
+            return Ok(());
         }
         let notifications = admitted
             .iter()

@@ -10,7 +10,6 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use tracing::Instrument;
 
 use super::headers::{continue_trace, trace_of};
 use super::{AmqpArgs, AmqpError, Publisher, Topology};
@@ -29,33 +28,16 @@ pub async fn open_session(
     Publisher::counting_in(connection, topology.clone(), errors).await
 }
 
-/// What a service does with each delivery of the queue it consumes.
+/// What a service does with the deliveries of the queue it consumes.
 pub trait Handler: Clone + Send + Sync + 'static {
-    /// Handles one delivery, acking or rejecting it; an error ends the
-    /// session (the delivery is then redelivered on the next one).
+    /// Handles deliveries that arrived together (as many as were waiting, up
+    /// to the prefetch; one when only one was), in order, settling each; an
+    /// error ends the session (what is unsettled is then redelivered).
     fn handle(
         &self,
         publisher: &Publisher,
-        delivery: Delivery,
-    ) -> impl Future<Output = Result<(), AmqpError>> + Send;
-
-    /// Handles deliveries that arrived together (as many as were waiting, up
-    /// to the prefetch), in order; by default one at a time, each in its
-    /// trace's span. A handler that can settle several at once (one store
-    /// transaction, one ack) overrides it.
-    fn handle_batch(
-        &self,
-        publisher: &Publisher,
         deliveries: Vec<Delivery>,
-    ) -> impl Future<Output = Result<(), AmqpError>> + Send {
-        async move {
-            for delivery in deliveries {
-                let span = span_of(&delivery);
-                self.handle(publisher, delivery).instrument(span).await?;
-            }
-            Ok(())
-        }
-    }
+    ) -> impl Future<Output = Result<(), AmqpError>> + Send;
 }
 
 /// The log span of a delivery's handling (its trace, continued on arrival).
@@ -88,7 +70,7 @@ pub fn spawn_consumer<H: Handler>(
             async move {
                 let publisher = open_session(&connection, &topology, &errors).await?;
                 consume_batches(&connection, &queue, prefetch, |deliveries| {
-                    handler.handle_batch(&publisher, deliveries)
+                    handler.handle(&publisher, deliveries)
                 })
                 .await
             }
@@ -196,28 +178,6 @@ async fn open_consumer(
         )
         .await?;
     Ok(consumer)
-}
-
-/// Consumes `queue` with manual acks, one delivery at a time; `handle` acks.
-/// Returns an error when the consumer ends (connection lost, cancelled).
-pub async fn consume<F, Fut>(
-    connection: &Connection,
-    queue: &str,
-    prefetch: u16,
-    mut handle: F,
-) -> Result<(), AmqpError>
-where
-    F: FnMut(Delivery) -> Fut,
-    Fut: Future<Output = Result<(), AmqpError>>,
-{
-    let mut consumer = open_consumer(connection, queue, prefetch).await?;
-    while let Some(delivery) = consumer.next().await {
-        let (delivery, trace) = continue_trace(delivery?);
-        handle(delivery)
-            .instrument(crate::trace::span(&trace))
-            .await?;
-    }
-    Err(AmqpError::ConsumerEnded(queue.to_owned()))
 }
 
 /// Consumes `queue` with manual acks, the deliveries already waiting taken
