@@ -77,15 +77,13 @@ async fn killed_in_flight(
         .find(|w| w.kind == "chaos")
         .unwrap()
         .from_seconds;
-    // The last sample before the kill: the one after may be read while the
-    // queue's leader moves, when a node can answer 0 for it.
-    let waiting = report
-        .series
-        .backlog
-        .iter()
-        .rev()
-        .find(|point| point.at_seconds <= killed_at)
-        .map(|point| point.value);
+    // The samples on either side of the kill: RabbitMQ may answer 0 for a
+    // quorum queue in the one after (read while its leader moves), and a
+    // Kafka lag may only build once the node is gone (the one before).
+    let backlog = &report.series.backlog;
+    let before = backlog.iter().rev().find(|p| p.at_seconds <= killed_at);
+    let after = backlog.iter().find(|p| p.at_seconds > killed_at);
+    let waiting = before.into_iter().chain(after).map(|p| p.value).max();
     assert!(
         waiting.is_some_and(|n| n > 0),
         "{node} killed at +{killed_at} s with nothing waiting ({waiting:?}): nothing was tested"
