@@ -231,7 +231,10 @@ def part_chart(title, services, broker_key=None, broker_schema=None):
         "initResources": RESOURCES,
         "emptyDir": obj({"sizeLimit": QUANTITY, "medium": {"enum": ["", "Memory"]}}),
         "persistence": PERSISTENCE,
-        "probes": obj({"liveness": PROBE, "readiness": PROBE}, required=["liveness", "readiness"]),
+        "probes": obj(
+            {"startup": PROBE, "liveness": PROBE, "readiness": PROBE},
+            required=["startup", "liveness", "readiness"],
+        ),
         "resources": RESOURCES,
         "podSecurityContext": POD_SECURITY_CONTEXT,
         "securityContext": SECURITY_CONTEXT,

@@ -7,8 +7,8 @@ beyond what the Kubernetes schemas check:
   long-running containers have liveness and readiness probes;
 - FoodLab services: a Deployment and a Service of the same fixed name (order, inventory,
   notification, analytics), labelled app.kubernetes.io/name, part-of foodlab and
-  foodlab.dev/part, Prometheus scrape annotations, a read-only root filesystem and a
-  volume at /data;
+  foodlab.dev/part, Prometheus scrape annotations, a read-only root filesystem, a
+  volume at /data and a startup probe that gives the database time to answer;
 - RBAC: no wildcards and no access to Secrets.
 
 Usage: check-rendered.py CHART RENDERED.yaml   (needs PyYAML: run it with .tools/venv/bin/python)
@@ -21,6 +21,8 @@ import yaml
 SERVICES = {"order", "inventory", "notification", "analytics"}
 PARTS = {"sync-rest", "async-rabbitmq", "streaming-kafka"}
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
+# How long a service may take to listen (its database's CONNECT_PATIENCE and the migrations).
+STARTUP_PATIENCE = 75
 
 
 def check(chart, docs):
@@ -86,6 +88,11 @@ def check(chart, docs):
             fail(deploy, "root filesystem is not read-only")
         if not any(m["mountPath"] == "/data" for m in container.get("volumeMounts", [])):
             fail(deploy, "no volume mounted at /data")
+        # A service waits up to a minute for its database before it listens: liveness must
+        # not restart it for that, so a startup probe covers that minute.
+        startup = container.get("startupProbe", {})
+        if startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) < STARTUP_PATIENCE:
+            fail(deploy, f"no startupProbe allowing {STARTUP_PATIENCE} s before liveness counts")
         service = by_kind.get("Service", {}).get(name)
         if service is None:
             fail(deploy, f"no Service named {name}")

@@ -286,6 +286,9 @@ install_part() {
     if h status "$other" >/dev/null 2>&1; then
       say "uninstalling $other (the parts share service names)"
       h uninstall "$other" --wait --timeout "${wait_limit}s" >/dev/null
+      # The pods go after their owners: a database pod still shutting down under the same
+      # name would take the new install's first connections.
+      k wait --for=delete pod -l "app.kubernetes.io/instance=$other" --timeout="${wait_limit}s" >/dev/null
     fi
   done
   # On the local cluster, the volumes the last install's claims released are offered again.

@@ -131,6 +131,9 @@ spec:
               containerPort: {{ int .svc.port }}
           env:
             {{- include "foodlab.serviceEnv" . | nindent 12 }}
+          startupProbe:
+            httpGet: {path: /healthz, port: http}
+            {{- toYaml $v.probes.startup | nindent 12 }}
           livenessProbe:
             httpGet: {path: /healthz, port: http}
             {{- toYaml $v.probes.liveness | nindent 12 }}

@@ -28,7 +28,7 @@ pub use json::JsonBody;
 pub use metrics::MessageMetrics;
 pub use problem::ApiError;
 pub use query::QueryParams;
-pub use serve::{Kit, serve};
+pub use serve::{Kit, run};
 
 /// Milliseconds since the Unix epoch, the timestamp unit of FoodLab's records.
 pub fn now_ms() -> i64 {

@@ -1,5 +1,6 @@
 //! Assembling a service's router and serving it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,6 +9,7 @@ use axum::serve::ListenerExt;
 use foodlab_domain::Faults;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tower_http::trace::TraceLayer;
 
 use crate::admin_auth::{self, AdminToken};
@@ -96,8 +98,32 @@ impl Kit {
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
-pub async fn serve(router: Router, listener: TcpListener) -> std::io::Result<()> {
+/// Starts a service and serves it at `addr` until SIGTERM or Ctrl-C, then
+/// finishes the requests in flight.
+///
+/// The signals are watched before `start` runs: `start` may wait a minute for
+/// the database or the broker, and a container's first process that does not
+/// handle SIGTERM ignores it, so a pod stopped (or failing its probes) while
+/// starting would go on starting until the SIGKILL at the end of its grace
+/// period, and take its first requests just before it.
+pub async fn run<E>(
+    service: &'static str,
+    addr: SocketAddr,
+    start: impl Future<Output = Result<Router, E>>,
+) -> Result<(), E>
+where
+    E: From<std::io::Error>,
+{
+    let mut stop = Stop::listen()?;
+    let router = tokio::select! {
+        router = start => router?,
+        () = stop.requested() => {
+            tracing::info!(service, "stopped while starting");
+            return Ok(());
+        }
+    };
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(service, addr = %listener.local_addr()?, "listening");
     // Small JSON answers go out at once instead of waiting for Nagle's algorithm.
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {
@@ -105,28 +131,32 @@ pub async fn serve(router: Router, listener: TcpListener) -> std::io::Result<()>
         }
     });
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+        .with_graceful_shutdown(async move {
+            stop.requested().await;
+            tracing::info!(service, "shutting down");
+        })
+        .await?;
+    Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+/// SIGTERM and SIGINT, handled from the moment of [`Stop::listen`].
+struct Stop {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Stop {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    tracing::info!("shutting down");
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+    }
 }

@@ -5,14 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 use foodlab_domain::Faults;
-use foodlab_service_kit::{Kit, serve};
+use foodlab_service_kit::Kit;
 use serde_json::{Value, json};
 
 async fn start() -> String {
     let router = Kit::new("test", Faults::default()).router(axum::Router::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(router, listener));
+    tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }
 

@@ -7,7 +7,7 @@
 
 use axum::routing::get;
 use foodlab_domain::Faults;
-use foodlab_service_kit::{AdminToken, Kit, serve};
+use foodlab_service_kit::{AdminToken, Kit};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "lab-token-123";
@@ -19,7 +19,7 @@ async fn start(token: Option<&str>) -> String {
         .router_with_counters(axum::Router::new(), counters);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(router, listener));
+    tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }
 

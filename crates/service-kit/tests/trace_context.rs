@@ -8,7 +8,7 @@
 use axum::Extension;
 use axum::routing::get;
 use foodlab_domain::{Faults, TraceContext};
-use foodlab_service_kit::{Kit, serve};
+use foodlab_service_kit::Kit;
 
 const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -20,7 +20,7 @@ async fn start() -> String {
     let router = Kit::new("test", Faults::default()).router(business);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(router, listener));
+    tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }
 
