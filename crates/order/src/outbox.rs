@@ -40,81 +40,84 @@ where
     Sent: Future<Output = Result<Confirmed, E>>,
     Confirmed: Future<Output = Result<Vec<Duration>, E>>,
 {
+    let mut claims = Claims {
+        store: store.clone(),
+        seqs: Vec::new(),
+    };
     let mut unconfirmed: VecDeque<(Vec<i64>, Pin<Box<Confirmed>>)> = VecDeque::new();
-    let mut unsent = Vec::new();
-    let outcome = async {
-        loop {
-            if unconfirmed.len() < CONFIRM_WINDOW {
-                let pending = store
-                    .claim_events(batch, now_ms(), in_flight_through(&unconfirmed))
-                    .await
-                    .map_err(&store_error)?;
-                if !pending.is_empty() {
-                    let (seqs, events): (Vec<i64>, Vec<Envelope>) = pending.into_iter().unzip();
-                    for event in &events {
-                        hops.since_stamp(
-                            Hop::OutboxDwell,
-                            Some(std::time::SystemTime::from(event.occurred_at)),
-                        );
-                    }
-                    match send(events).await {
-                        Ok(confirmed) => unconfirmed.push_back((seqs, Box::pin(confirmed))),
-                        Err(error) => {
-                            unsent = seqs;
-                            return Err(error);
-                        }
-                    }
-                    continue;
+    loop {
+        if unconfirmed.len() < CONFIRM_WINDOW {
+            let pending = store
+                .claim_events(batch, now_ms(), &claims.seqs)
+                .await
+                .map_err(&store_error)?;
+            if !pending.is_empty() {
+                let (seqs, events): (Vec<i64>, Vec<Envelope>) = pending.into_iter().unzip();
+                claims.seqs.extend(&seqs);
+                for event in &events {
+                    hops.since_stamp(
+                        Hop::OutboxDwell,
+                        Some(std::time::SystemTime::from(event.occurred_at)),
+                    );
                 }
-            }
-            let room = unconfirmed.len() < CONFIRM_WINDOW;
-            let Some((_, oldest)) = unconfirmed.front_mut() else {
-                tokio::select! {
-                    () = nudge.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                }
+                unconfirmed.push_back((seqs, Box::pin(send(events).await?)));
                 continue;
-            };
-            let confirmed = if room {
-                tokio::select! {
-                    confirmed = oldest => confirmed?,
-                    // New events leave at once, beside the ones unconfirmed.
-                    () = nudge.notified() => continue,
-                }
-            } else {
-                oldest.await?
-            };
-            for took in confirmed {
-                hops.observe(Hop::PublishConfirm, took);
-            }
-            if let Some((seqs, _)) = unconfirmed.pop_front() {
-                hops.time(Hop::StoreCommit, store.mark_published(&seqs))
-                    .await
-                    .map_err(&store_error)?;
-                tracing::debug!(count = seqs.len(), "outbox events handed to the broker");
             }
         }
+        let room = unconfirmed.len() < CONFIRM_WINDOW;
+        let Some((_, oldest)) = unconfirmed.front_mut() else {
+            tokio::select! {
+                () = nudge.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        };
+        let confirmed = if room {
+            tokio::select! {
+                confirmed = oldest => confirmed?,
+                // New events leave at once, beside the ones unconfirmed.
+                () = nudge.notified() => continue,
+            }
+        } else {
+            oldest.await?
+        };
+        for took in confirmed {
+            hops.observe(Hop::PublishConfirm, took);
+        }
+        if let Some((seqs, _)) = unconfirmed.pop_front() {
+            hops.time(Hop::StoreCommit, store.mark_published(&seqs))
+                .await
+                .map_err(&store_error)?;
+            // Claimed in the order sent: the oldest batch's are the first.
+            claims.seqs.drain(..seqs.len());
+            tracing::debug!(count = seqs.len(), "outbox events handed to the broker");
+        }
     }
-    .await;
-    // Free for the next attempt at once, here or on another replica.
-    let unpublished: Vec<i64> = unconfirmed
-        .into_iter()
-        .flat_map(|(seqs, _)| seqs)
-        .chain(unsent)
-        .collect();
-    if !unpublished.is_empty()
-        && let Err(release) = store.release_events(&unpublished).await
-    {
-        tracing::warn!(error = %release, "unpublished outbox events not released; their claim lapses");
-    }
-    outcome
 }
 
-/// The last position of the batches sent and not yet confirmed.
-fn in_flight_through<C>(unconfirmed: &VecDeque<(Vec<i64>, C)>) -> Option<i64> {
-    unconfirmed
-        .back()
-        .and_then(|(seqs, _)| seqs.last().copied())
+/// The relay's claims not yet published. However the relay ends (an error,
+/// or its session dropping it), they are released, free at once for the
+/// next attempt here or on another replica instead of after their lease.
+struct Claims {
+    store: OrderStore,
+    seqs: Vec<i64>,
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.seqs.is_empty() {
+            return;
+        }
+        let (store, seqs) = (self.store.clone(), std::mem::take(&mut self.seqs));
+        runtime.spawn(async move {
+            if let Err(release) = store.release_events(&seqs).await {
+                tracing::warn!(error = %release, "unpublished outbox events not released; their claim lapses");
+            }
+        });
+    }
 }
 
 /// Records inventory's decision on its order (only an order still `placed`
@@ -192,9 +195,13 @@ mod tests {
     /// A store with `n` placed orders whose events wait in the outbox.
     async fn outbox_of(n: usize) -> (tempfile::TempDir, OrderStore, Vec<OrderId>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = OrderStore::open(&Database::Sqlite(dir.path().join("orders.db")))
-            .await
-            .unwrap();
+        let database = Database::Sqlite(dir.path().join("orders.db"));
+        let (store, ids) = outbox_in(&database, n).await;
+        (dir, store, ids)
+    }
+
+    async fn outbox_in(database: &Database, n: usize) -> (OrderStore, Vec<OrderId>) {
+        let store = OrderStore::open(database).await.unwrap();
         let mut ids = Vec::new();
         for at in 0..n {
             let items = vec![OrderLine {
@@ -219,7 +226,7 @@ mod tests {
             ids.push(order.order_id);
             store.insert_with_event(order, &envelope).await.unwrap();
         }
-        (dir, store, ids)
+        (store, ids)
     }
 
     fn hops() -> HopMetrics {
@@ -267,7 +274,7 @@ mod tests {
         // The two confirmed batches left the outbox; the rest wait for the next session.
         assert_eq!(store.pending_count().await.unwrap(), 6);
         let next: Vec<OrderId> = store
-            .claim_events(10, now_ms(), None)
+            .claim_events(10, now_ms(), &[])
             .await
             .unwrap()
             .into_iter()
@@ -303,5 +310,37 @@ mod tests {
             () = emptied => {}
         }
         assert_eq!(sent.lock().unwrap()[..], ids[4..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relay_dropped_by_its_session_releases_its_claims_at_once() {
+        let test = foodlab_store::testing::postgres().await;
+        let (store, ids) = outbox_in(&test.database, 3).await;
+        let (nudge, hops) = (Notify::new(), hops());
+        // Sent, and the confirms never come: the session ends and drops it.
+        let relay = relay(
+            &store,
+            &nudge,
+            &hops,
+            10,
+            |e| e.to_string(),
+            |_events| async { Ok(std::future::pending::<Result<Vec<Duration>, String>>()) },
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), relay)
+                .await
+                .is_err()
+        );
+        // Free at once for another relay, not after the claims' lease.
+        let mut taken = Vec::new();
+        for _ in 0..50 {
+            taken = store.claim_events(10, now_ms(), &[]).await.unwrap();
+            if !taken.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let taken: Vec<OrderId> = taken.into_iter().map(|(_, e)| e.order_id).collect();
+        assert_eq!(taken, ids);
     }
 }

@@ -109,23 +109,23 @@ impl OrderStore {
     /// Claims up to `limit` events not yet confirmed by the broker, oldest
     /// first, with their positions: no other relay is given them until they
     /// are published, released, or the claim's lease (`CLAIM_LEASE_MS`) ends.
-    /// A relay whose own claims up to position `after` are still unconfirmed
-    /// says so: on SQLite, where one relay has the file and a claim is only a
-    /// read, only later events are given; on PostgreSQL the claims already
-    /// keep them from being given twice.
+    /// `in_flight` are the caller's own claims still unconfirmed, never given
+    /// again (a confirm may take longer than the lease).
     pub async fn claim_events(
         &self,
         limit: usize,
         now_ms: i64,
-        after: Option<i64>,
+        in_flight: &[i64],
     ) -> Result<Vec<(i64, Envelope)>, StoreError> {
         match &self.backend {
+            // One relay per file, claiming in order: what it has in flight is
+            // everything up to its last claim that is still in the outbox.
             Backend::Sqlite(db) => {
-                let after = after.unwrap_or(i64::MIN);
+                let after = in_flight.iter().copied().max().unwrap_or(i64::MIN);
                 db.call(move |conn| sqlite::pending(conn, limit, after))
                     .await
             }
-            Backend::Postgres(pool) => postgres::claim(pool, limit, now_ms).await,
+            Backend::Postgres(pool) => postgres::claim(pool, limit, now_ms, in_flight).await,
         }
     }
 

@@ -170,6 +170,7 @@ pub(super) async fn claim(
     pool: &Pool,
     limit: usize,
     now_ms: i64,
+    in_flight: &[i64],
 ) -> Result<Vec<(i64, Envelope)>, StoreError> {
     let client = pool.get().await?;
     let claim = client
@@ -177,14 +178,18 @@ pub(super) async fn claim(
             "UPDATE outbox SET claimed_until_ms = $2 + $3
              WHERE seq IN (
                  SELECT seq FROM outbox
-                 WHERE claimed_until_ms IS NULL OR claimed_until_ms < $2
+                 WHERE (claimed_until_ms IS NULL OR claimed_until_ms < $2)
+                   AND seq <> ALL($4)
                  ORDER BY seq LIMIT $1
                  FOR UPDATE SKIP LOCKED)
              RETURNING seq, envelope",
         )
         .await?;
     let rows = client
-        .query(&claim, &[&(limit as i64), &now_ms, &CLAIM_LEASE_MS])
+        .query(
+            &claim,
+            &[&(limit as i64), &now_ms, &CLAIM_LEASE_MS, &in_flight],
+        )
         .await?;
     let mut events = rows
         .iter()

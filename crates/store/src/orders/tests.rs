@@ -88,7 +88,7 @@ on_both_backends! { "orders.db";
             }
             // A restart before publishing keeps the event.
             let store = OrderStore::open(&db).await.unwrap();
-            let pending = store.claim_events(10, 1, None).await.unwrap();
+            let pending = store.claim_events(10, 1, &[]).await.unwrap();
             assert_eq!(
                 pending.len(),
                 1,
@@ -351,7 +351,7 @@ async fn each_outbox_event_is_claimed_by_one_relay_of_two() {
         tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_events(7, 1_000, None).await.unwrap();
+                let batch = store.claim_events(7, 1_000, &[]).await.unwrap();
                 if batch.is_empty() {
                     break mine;
                 }
@@ -382,19 +382,19 @@ async fn a_claim_of_a_relay_that_died_lapses_and_a_released_one_is_free_at_once(
         .await
         .unwrap();
     let now = 50_000;
-    let claimed = store.claim_events(10, now, None).await.unwrap();
+    let claimed = store.claim_events(10, now, &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
     // The claiming relay dies before the broker confirms: nobody else takes
     // the event until its lease is over, then another relay does.
     assert!(
         other
-            .claim_events(10, now + 1, None)
+            .claim_events(10, now + 1, &[])
             .await
             .unwrap()
             .is_empty()
     );
     let taken = other
-        .claim_events(10, now + CLAIM_LEASE_MS + 1, None)
+        .claim_events(10, now + CLAIM_LEASE_MS + 1, &[])
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
@@ -402,11 +402,22 @@ async fn a_claim_of_a_relay_that_died_lapses_and_a_released_one_is_free_at_once(
     // Released (the broker refused it): free for the next attempt at once.
     other.release_events(&[taken[0].0]).await.unwrap();
     let again = store
-        .claim_events(10, now + CLAIM_LEASE_MS + 2, None)
+        .claim_events(10, now + CLAIM_LEASE_MS + 2, &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
-    store.mark_published(&[again[0].0]).await.unwrap();
+    // Its confirm outlasts the lease: the relay that has it in flight is not
+    // given it again, whatever the lease says.
+    let in_flight = [again[0].0];
+    let later = now + 3 * CLAIM_LEASE_MS;
+    assert!(
+        store
+            .claim_events(10, later, &in_flight)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.mark_published(&in_flight).await.unwrap();
     assert_eq!(other.pending_count().await.unwrap(), 0);
 }
 

@@ -36,6 +36,8 @@ pub enum AmqpError {
     Handler(String),
     #[error("no RabbitMQ node answered: {0}")]
     Unreachable(String),
+    #[error("a delivery could not be settled: its channel is closed")]
+    NotSettled,
 }
 
 /// Settings of a service's RabbitMQ connection.

@@ -249,44 +249,6 @@ pub async fn confirm_all(pending: Vec<PendingConfirm>) -> Result<Vec<Duration>, 
     Ok(took)
 }
 
-/// Acks `delivery` once `pending` is confirmed, in the background; if the
-/// broker refuses the message, the delivery is requeued to be handled again.
-/// `acked` hears how long the confirm took, once the delivery is acked.
-pub fn ack_when_confirmed(
-    pending: PendingConfirm,
-    delivery: Delivery,
-    acked: impl FnOnce(Duration) + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let sent = pending.sent;
-        let errors = pending.errors.clone();
-        let outcome = match pending.confirmed().await {
-            Ok(()) => {
-                let confirmed = sent.elapsed();
-                let outcome = delivery.ack(BasicAckOptions::default()).await;
-                if outcome.is_ok() {
-                    acked(confirmed);
-                }
-                outcome
-            }
-            Err(error) => {
-                tracing::warn!(%error, "result not confirmed; requeueing the delivery");
-                delivery
-                    .nack(lapin::options::BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            }
-        };
-        if let Err(error) = outcome {
-            // The channel is gone; the broker redelivers the message.
-            errors.count(Role::Consumer, "settle_failed");
-            tracing::warn!(%error, "could not settle a delivery");
-        }
-    });
-}
-
 /// Acks batches of deliveries once the results they caused are confirmed,
 /// each with one ack of its last delivery (`multiple`), and in the order the
 /// batches came: a batch's ack waits for the batch before it, so it never
@@ -333,34 +295,34 @@ async fn settle_batch(batch: Vec<(PendingConfirm, Delivery)>, acked: impl Fn(Dur
     let mut refused = Vec::new();
     for (pending, delivery) in batch {
         let sent = pending.sent;
+        let message_id = pending.message_id.clone();
         match pending.confirmed().await {
             Ok(()) => confirmed.push((sent.elapsed(), delivery)),
             Err(error) => {
-                tracing::warn!(%error, "result not confirmed; requeueing the delivery");
+                tracing::warn!(%message_id, %error, "result not confirmed; requeueing the delivery");
                 refused.push(delivery);
             }
         }
     }
     let outcome = async {
         for delivery in &refused {
-            delivery
-                .nack(lapin::options::BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await?;
+            let requeue = lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            settled(delivery.nack(requeue).await)?;
         }
         match confirmed.last() {
             Some((_, last)) if refused.is_empty() => {
-                last.ack(BasicAckOptions { multiple: true }).await?;
+                settled(last.ack(BasicAckOptions { multiple: true }).await)?;
             }
             _ => {
                 for (_, delivery) in &confirmed {
-                    delivery.ack(BasicAckOptions::default()).await?;
+                    settled(delivery.ack(BasicAckOptions::default()).await)?;
                 }
             }
         }
-        Ok::<_, lapin::Error>(())
+        Ok::<_, AmqpError>(())
     }
     .await;
     match outcome {
@@ -370,5 +332,15 @@ async fn settle_batch(batch: Vec<(PendingConfirm, Delivery)>, acked: impl Fn(Dur
             errors.count(Role::Consumer, "settle_failed");
             tracing::warn!(%error, "could not settle a batch of deliveries");
         }
+    }
+}
+
+/// An ack or nack that went out; lapin answers `false` for one it did not
+/// send (its channel closed, or the delivery settled already).
+pub(super) fn settled(sent: Result<bool, lapin::Error>) -> Result<(), AmqpError> {
+    match sent {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AmqpError::NotSettled),
+        Err(error) => Err(error.into()),
     }
 }

@@ -195,7 +195,13 @@ where
     Fut: Future<Output = Result<(), AmqpError>>,
 {
     let consumer = open_consumer(connection, queue, prefetch).await?;
-    let mut batches = consumer.ready_chunks(usize::from(prefetch.max(1)));
+    // A prefetch of 0 is no limit: batches of at most 256 then.
+    let most = if prefetch == 0 {
+        256
+    } else {
+        usize::from(prefetch)
+    };
+    let mut batches = consumer.ready_chunks(most);
     while let Some(batch) = batches.next().await {
         let mut deliveries = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -207,15 +213,13 @@ where
 }
 
 pub async fn ack(delivery: &Delivery) -> Result<(), AmqpError> {
-    delivery.ack(BasicAckOptions::default()).await?;
-    Ok(())
+    super::publisher::settled(delivery.ack(BasicAckOptions::default()).await)
 }
 
 /// Acks `delivery` and every delivery before it on its channel not yet
 /// settled (`multiple`): for a batch whose deliveries are all done with.
 pub async fn ack_through(delivery: &Delivery) -> Result<(), AmqpError> {
-    delivery.ack(BasicAckOptions { multiple: true }).await?;
-    Ok(())
+    super::publisher::settled(delivery.ack(BasicAckOptions { multiple: true }).await)
 }
 
 /// Runs `session` on a fresh connection, again and again: when the broker
