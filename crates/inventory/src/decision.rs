@@ -42,7 +42,8 @@ pub fn record(metrics: &MessageMetrics, source: &str, order: &Envelope, decided:
 }
 
 /// Aborts the process right after the configured number of committed
-/// decisions, before their result leaves (`FOODLAB_FAULT_CRASH_AFTER_COMMITS`).
+/// decisions (a reservation's commit, or a dead-lettering on RabbitMQ),
+/// before their result leaves (`FOODLAB_FAULT_CRASH_AFTER_COMMITS`).
 #[derive(Debug, Default)]
 pub struct CrashPoint {
     after: Option<u64>,

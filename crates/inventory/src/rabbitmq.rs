@@ -137,25 +137,34 @@ impl Consumer {
         self.hops
             .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.inventory_queue.as_str();
-        let admission =
-            rabbitmq::admit(&delivery, EventType::OrderPlaced, faults, publisher, queue).await?;
+        // An order given up on still ends somewhere: failed, with the reason.
+        let failed = |envelope: &Envelope| {
+            // Dead-lettered is its decision, taken before its result leaves.
+            self.crash_point.committed(envelope.order_id);
+            let reason = format!(
+                "inventory failed {} times (injected failure); the message was dead-lettered",
+                rabbitmq::MAX_RETRIES + 1
+            );
+            let failed = Event::InventoryFailed { reason };
+            Some(Envelope::result_of(
+                envelope,
+                jiff::Timestamp::now(),
+                failed,
+            ))
+        };
+        let admission = rabbitmq::admit(
+            &delivery,
+            EventType::OrderPlaced,
+            faults,
+            publisher,
+            queue,
+            failed,
+        )
+        .await?;
         let envelope = match admission {
             Admission::Handle(envelope) => envelope,
-            Admission::Settled {
-                outcome,
-                dead_letter_of,
-            } => {
+            Admission::Settled { outcome } => {
                 self.metrics.count(queue, outcome);
-                if let Some(envelope) = dead_letter_of {
-                    // The order itself must still end somewhere: failed, with the reason.
-                    let reason = format!(
-                        "inventory failed {} times (injected failure); the message was dead-lettered",
-                        rabbitmq::MAX_RETRIES + 1
-                    );
-                    let failed = Event::InventoryFailed { reason };
-                    let result = Envelope::result_of(&envelope, jiff::Timestamp::now(), failed);
-                    publisher.publish(&result).await?;
-                }
                 return Ok(None);
             }
         };

@@ -196,6 +196,64 @@ async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_crashing_after_dead_lettering_still_ends_the_order_failed() {
+    let lab = example("async-poison");
+    let mut options = options(&lab);
+    options.service_env.push((
+        Service::Inventory,
+        "FOODLAB_FAULT_CRASH_AFTER_COMMITS".into(),
+        "1".into(),
+    ));
+    let platform = LocalPlatform::start(options).await.unwrap();
+    let mut events = platform.events();
+    let (status, _) = post(
+        &platform,
+        Service::Inventory,
+        "/admin/fail",
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Restarted without the crash point, still failing every delivery.
+    let fail = ("FOODLAB_FAULT_FAIL_RATE".to_owned(), "1.0".to_owned());
+    platform
+        .set_service_env(Service::Inventory, vec![fail])
+        .await;
+    let (status, _) = post(
+        &platform,
+        Service::Order,
+        "/order",
+        json!({"item": "salad"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    // Retried three times, dead-lettered, and it aborts before the order's
+    // failure leaves: the delivery was not acked, so it comes back.
+    let death = died_and_restarted(&mut events, Service::Inventory, 20).await;
+    assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
+    assert!(eventually(20, || all_orders_settled(&platform, 1)).await);
+    let orders = get(&platform, Service::Order, "/orders").await;
+    let order = &orders[0];
+    assert_eq!(order["status"], "failed", "{order}");
+    assert!(
+        order["reason"].as_str().unwrap().contains("dead-lettered"),
+        "{order}"
+    );
+    // Dead-lettered once before the crash and once after: at least once.
+    let admin = platform.rabbitmq().unwrap();
+    let dlq = Topology::default().dead_letter_queue;
+    assert!(
+        eventually(10, || async {
+            admin.queue_depth(&dlq).await.unwrap().messages_ready == 2
+        })
+        .await,
+        "{:?}",
+        admin.queue_depth(&dlq).await
+    );
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_short_by_a_crash_is_redelivered_and_each_order_reserved_once() {
     let lab = example("async-poison");
     let platform = start(&lab).await;

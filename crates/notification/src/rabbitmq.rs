@@ -52,12 +52,13 @@ impl rabbitmq::Handler for Consumer {
                 &faults,
                 publisher,
                 queue,
+                |_| None,
             )
             .instrument(span.clone())
             .await?;
             match admission {
                 Admission::Handle(envelope) => admitted.push((delivery, envelope, span)),
-                Admission::Settled { outcome, .. } => self.metrics.count(queue, outcome),
+                Admission::Settled { outcome } => self.metrics.count(queue, outcome),
             }
         }
         if admitted.is_empty() {

@@ -37,12 +37,8 @@ pub enum Admission {
     /// The expected event and no injected failure: handle it.
     Handle(Envelope),
     /// Already settled: dead-lettered as poison, or retried or dead-lettered
-    /// by an injected failure. `outcome` is its metrics label; `dead_letter_of`
-    /// is a valid event that was given up on (its order still needs an end).
-    Settled {
-        outcome: &'static str,
-        dead_letter_of: Option<Envelope>,
-    },
+    /// by an injected failure. `outcome` is its metrics label.
+    Settled { outcome: &'static str },
 }
 
 /// What a delivery's channel says about it: the event its routing key
@@ -63,19 +59,26 @@ pub fn arrival(delivery: &Delivery, expected: EventType, queue: &str) -> Arrival
 
 /// Reads a delivery (any shape the tolerant reader knows), dead-letters it
 /// if it is poison or not the `expected` event, and applies the consumer's
-/// injected faults.
+/// injected faults. `given_up` is what a valid event given up on (failed too
+/// often) still causes, published before the delivery is acked: its order
+/// must end somewhere even if the consumer dies at that moment.
 pub async fn admit(
     delivery: &Delivery,
     expected: EventType,
     faults: &foodlab_domain::Faults,
     publisher: &Publisher,
     queue: &str,
+    given_up: impl FnOnce(&Envelope) -> Option<Envelope>,
 ) -> Result<Admission, AmqpError> {
     let arrived = arrival(delivery, expected, queue);
     let poison = match Envelope::read(&delivery.data, arrived) {
         Ok(mut envelope) if envelope.event_type() == expected => {
             envelope.trace = trace_of(&delivery.properties);
-            let faulted = apply_faults(faults, rand::random(), publisher, delivery, queue).await?;
+            let roll = rand::random();
+            let faulted = apply_faults(faults, roll, publisher, delivery, queue, || {
+                given_up(&envelope)
+            })
+            .await?;
             if faulted == FaultOutcome::Proceed {
                 return Ok(Admission::Handle(envelope));
             }
@@ -85,10 +88,8 @@ pub async fn admit(
                 outcome = faulted.label(),
                 "injected failure"
             );
-            let dead_letter_of = (faulted == FaultOutcome::DeadLettered).then_some(envelope);
             return Ok(Admission::Settled {
                 outcome: faulted.label(),
-                dead_letter_of,
             });
         }
         Ok(other) => format!("expected {expected:?}, got {:?}", other.event_type()),
@@ -97,19 +98,20 @@ pub async fn admit(
     publisher.reject_poison(delivery, &poison).await?;
     Ok(Admission::Settled {
         outcome: "dead_lettered",
-        dead_letter_of: None,
     })
 }
 
 /// Applies a consumer's injected faults to a delivery: waits the delay, and
-/// on an injected failure retries (up to `MAX_RETRIES`) or dead-letters it,
-/// acking the original either way.
+/// on an injected failure retries (up to `MAX_RETRIES`) or dead-letters it
+/// and publishes what `given_up` says it still causes, acking the original
+/// after either.
 pub async fn apply_faults(
     faults: &foodlab_domain::Faults,
     roll: f64,
     publisher: &Publisher,
     delivery: &Delivery,
     queue: &str,
+    given_up: impl FnOnce() -> Option<Envelope>,
 ) -> Result<FaultOutcome, AmqpError> {
     if faults.delay_ms > 0 {
         tokio::time::sleep(faults.delay()).await;
@@ -124,6 +126,9 @@ pub async fn apply_faults(
     } else {
         let reason = format!("injected failure, gave up after {MAX_RETRIES} retries");
         publisher.dead_letter(delivery, &reason).await?;
+        if let Some(result) = given_up() {
+            publisher.publish(&result).await?;
+        }
         FaultOutcome::DeadLettered
     };
     ack(delivery).await?;
