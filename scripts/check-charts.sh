@@ -175,5 +175,10 @@ PY
 }
 check "foodlab-operator: a token per namespace, all of them in the operator's Secret" tokens_per_namespace
 
+# e2e's Prometheus (E2E_OBSERVE=1): the Kubernetes schemas, strictly.
+cp manifests/observability/prometheus.yaml "$work/prometheus.yaml"
+check "manifests/observability/prometheus.yaml: kubernetes-validate --strict -k ${kube_versions[*]}" \
+  validate_rendered "$work/prometheus.yaml"
+
 echo "charts: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -13,6 +13,9 @@ for pidfile in "$here"/.foodlab/kafka-*/broker.pid; do
   tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '^-Dfoodlab.kafka.dir=' &&
     left+="kafka broker pid $pid ($pidfile)"
 done
+# e2e's port-forward to its Prometheus (scripts/e2e.sh with E2E_OBSERVE=1).
+forward=$(pgrep -af "^kubectl -n [^ ]+ port-forward service/prometheus " || true)
+[ -z "$forward" ] || left+=$'\n'"$forward"
 # The PostgreSQL server started from this checkout's scripts (by its pid file).
 pg_pidfile="$here/.foodlab/postgres/data/postmaster.pid"
 if [ -f "$pg_pidfile" ]; then

@@ -24,6 +24,9 @@
 #   E2E_IMAGE (the FoodLab image; local cluster: docker.io/library/foodlab:e2e; else the charts')
 #   E2E_RABBITMQ_IMAGE, E2E_KAFKA_IMAGE, E2E_POSTGRES_IMAGE (repo:tag of the brokers and the
 #   database; else the charts' official ones)
+#   E2E_OBSERVE (1 under CI, else 0: a Prometheus in the namespace, manifests/observability/,
+#   scraping the pods by their annotations, and every query of the dashboard checked to answer
+#   for each part after its labs: scripts/check-panels.py), E2E_PROMETHEUS_IMAGE
 #   E2E_SCALE_OUT (1: every part on its own PostgreSQL, inventory at 3 replicas, order at 2, analytics at 2;
 #   0: each service on its SQLite files, one replica each)
 #   E2E_REPEAT_PART (sync-rest), E2E_WAIT (180: seconds for any one step),
@@ -119,6 +122,7 @@ delete_namespace() {
 
 finish() {
   local status=$?
+  [ -z "$prometheus_forward" ] || kill "$prometheus_forward" 2>/dev/null || true
   if [ $status -ne 0 ] || [ ${#failures[@]} -gt 0 ]; then
     collect
     [ $status -ne 0 ] || status=1
@@ -139,6 +143,10 @@ timeout 20 kubectl get --raw /readyz >/dev/null 2>&1 ||
 scripts/install-helm.sh
 command -v jq >/dev/null || fail "needs jq"
 
+observe=${E2E_OBSERVE:-$([ -n "${CI:-}" ] && echo 1 || echo 0)}
+prometheus_image=${E2E_PROMETHEUS_IMAGE:-docker.io/library/foodlab-prometheus:3.16.0}
+prometheus_forward=
+prometheus_url=
 image=${E2E_IMAGE:-}
 if [ "$KUBECONFIG" = "$local_kubeconfig" ]; then
   image=${image:-docker.io/library/foodlab:e2e}
@@ -157,6 +165,8 @@ if [ "$KUBECONFIG" = "$local_kubeconfig" ]; then
       FOODLAB_KAFKA_IMAGE=$E2E_KAFKA_IMAGE scripts/cluster/images.sh kafka
     grep -qxF "$E2E_POSTGRES_IMAGE" <<<"$present" ||
       FOODLAB_POSTGRES_IMAGE=$E2E_POSTGRES_IMAGE scripts/cluster/images.sh postgres
+    [ "$observe" != 1 ] || grep -qxF "$prometheus_image" <<<"$present" ||
+      FOODLAB_PROMETHEUS_IMAGE=$prometheus_image scripts/cluster/images.sh prometheus
   fi
 fi
 image_args=()
@@ -222,6 +232,49 @@ kubectl wait --for condition=Established --timeout=60s crd/foodlabs.foodlab.dev 
 h install foodlab-operator charts/foodlab-operator --wait --timeout "${wait_limit}s" "${image_args[@]}" >/dev/null ||
   fail "helm install foodlab-operator"
 say "operator installed ($(k get pods -l app.kubernetes.io/name=foodlab-operator -o name))"
+
+# --- Prometheus (E2E_OBSERVE=1) -------------------------------------------------------------
+
+# Prometheus in the namespace, and its API on 127.0.0.1 through a port-forward (stopped by
+# its pid when e2e ends).
+observe_up() {
+  k apply -f manifests/observability/prometheus.yaml >/dev/null
+  k set image deployment/prometheus "prometheus=$prometheus_image" >/dev/null
+  k rollout status deployment/prometheus --timeout="${wait_limit}s" >/dev/null ||
+    fail "Prometheus is not ready within ${wait_limit}s"
+  mkdir -p "$out"
+  # kubectl itself in the background (not through k), so that $! is its pid.
+  kubectl -n "$ns" port-forward service/prometheus :9090 >"$out/prometheus-port-forward.log" 2>&1 &
+  prometheus_forward=$!
+  local port= deadline=$((SECONDS + 30))
+  while [ -z "$port" ] && [ $SECONDS -lt $deadline ]; do
+    sleep 1
+    port=$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$out/prometheus-port-forward.log" | head -n 1)
+  done
+  [ -n "$port" ] || fail "no port-forward to Prometheus: $(cat "$out/prometheus-port-forward.log")"
+  prometheus_url=http://127.0.0.1:$port
+  say "Prometheus at $prometheus_url (port-forward pid $prometheus_forward), scraping the pods of $ns"
+}
+
+# Every query of the dashboard answers for PART, from the labs it just ran, and from one
+# malformed order sent first through the API server's proxy (answered 422), as a user's
+# mistake would be: the labs of the broker parts send none, and the error panels show them.
+observe_part() {
+  local part=$1
+  echo '{"item": 5}' >"$out/malformed-order.json"
+  if kubectl create --raw "/api/v1/namespaces/$ns/services/order:http/proxy/order" \
+    -f "$out/malformed-order.json" >/dev/null 2>&1; then
+    failures+=("$part: a malformed order was accepted")
+  fi
+  if python3 scripts/check-panels.py "$prometheus_url" "$part" >"$out/panels-$part.txt" 2>&1; then
+    say "ok: $part: every dashboard query answered ($(grep -c '^ok' "$out/panels-$part.txt") queries; $(grep -c '^skip' "$out/panels-$part.txt") panels not for $part)"
+  else
+    grep -v '^ok' "$out/panels-$part.txt" >&2 || true
+    failures+=("$part: dashboard queries without data (.foodlab/e2e/.../panels-$part.txt)")
+  fi
+}
+
+[ "$observe" != 1 ] || observe_up
 
 # --- parts and labs ---------------------------------------------------------------------
 
@@ -514,6 +567,7 @@ for part in "${parts[@]}"; do
     [ "$now" = "$inventory_replicas" ] ||
       failures+=("$file: inventory left at $now replicas, not $inventory_replicas")
   done
+  [ "$observe" != 1 ] || observe_part "$part"
   if [ "$part" = "$repeat_part" ]; then
     say "$part: its examples again, in the reverse order, on the same install"
     for ((i = ${#examples[@]} - 1; i >= 0; i--)); do

@@ -12,6 +12,9 @@
 #                                       docker.io/library/foodlab-rabbitmq:3.10)
 #   scripts/cluster/images.sh postgres  PostgreSQL from Debian's package (FOODLAB_POSTGRES_IMAGE,
 #                                       docker.io/library/foodlab-postgres:15)
+#   scripts/cluster/images.sh prometheus  Prometheus from its Go module, pinned by
+#                                       scripts/cluster/prometheus (FOODLAB_PROMETHEUS_IMAGE,
+#                                       docker.io/library/foodlab-prometheus:3.16.0)
 #
 # What the Dockerfile's runtime stage does, minus the Rust builder stage: the binaries come
 # from the host's cargo build (same Debian release, so the same shared libraries).
@@ -165,14 +168,43 @@ postgres_image() {
     --env PGDATA=/var/lib/postgresql/data PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 }
 
+# Prometheus, for e2e's check of the dashboard's queries: built once per version into the
+# cache (Kubernetes discovery only; no web UI assets, the HTTP API answers), on the base.
+prometheus_image() {
+  local name=${FOODLAB_PROMETHEUS_IMAGE:-docker.io/library/foodlab-prometheus:3.16.0} work
+  local module="$repo/scripts/cluster/prometheus" version bin
+  version=$(cd "$module" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go list -m -f '{{.Version}}' github.com/prometheus/prometheus)
+  bin="$cache/prometheus-$version/prometheus"
+  if [ ! -x "$bin" ]; then
+    mkdir -p "$cache/prometheus-$version"
+    exec 8>"$cache/prometheus-$version.lock"
+    flock 8
+    if [ ! -x "$bin" ]; then
+      log "building prometheus $version into $cache/prometheus-$version (once)"
+      local started=$SECONDS
+      (cd "$module" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod nice -n 10 go build -trimpath \
+        -tags remove_all_sd,enable_kubernetes_sd -ldflags='-s -w' \
+        -o "$bin.partial" github.com/prometheus/prometheus/cmd/prometheus)
+      mv "$bin.partial" "$bin"
+      log "built prometheus in $((SECONDS - started)) s"
+    fi
+    exec 8>&-
+  fi
+  image_start "$name"
+  install -m 0755 "$bin" "$work/rootfs/usr/local/bin/prometheus"
+  install -d -o 65534 -g 65534 "$work/rootfs/prometheus"
+  image_finish "$name" --entrypoint /usr/local/bin/prometheus --user 65534:65534 --workdir /prometheus
+}
+
 case "${1:-}" in
   base) base_rootfs ;;
   postgres) postgres_image ;;
+  prometheus) prometheus_image ;;
   rabbitmq) rabbitmq_image ;;
   foodlab) foodlab_image ;;
   kafka) kafka_image ;;
   *)
-    echo "usage: $0 base|foodlab|kafka|postgres|rabbitmq" >&2
+    echo "usage: $0 base|foodlab|kafka|postgres|prometheus|rabbitmq" >&2
     exit 2
     ;;
 esac
