@@ -8,9 +8,11 @@ and is skipped by name. The dashboard's variables are set to what it shows by de
 every namespace and service ($namespace, $service: .*) and a 5-minute rate window
 ($__rate_interval), so a query sees the labs that just ran.
 
-    check-panels.py PROMETHEUS_URL PART [DASHBOARD]
+    check-panels.py [--forget] PROMETHEUS_URL PART [DASHBOARD]
 
 Prints one line per panel (ok, skip, FAIL with the query) and exits 1 if any failed.
+--forget then deletes every series (Prometheus' admin API), so the next part's check
+answers from its own labs only.
 """
 
 import json
@@ -85,13 +87,29 @@ def check(url, part, dashboard):
     return failed
 
 
+def forget(url):
+    for path in ("delete_series?" + urllib.parse.urlencode({"match[]": '{__name__=~".+"}'}), "clean_tombstones"):
+        request = urllib.request.Request(f"{url}/api/v1/admin/tsdb/{path}", method="POST")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            if response.status != 204:
+                raise RuntimeError(f"{path}: HTTP {response.status}")
+
+
 def main():
-    if len(sys.argv) not in (3, 4):
+    args = sys.argv[1:]
+    forgetting = args[:1] == ["--forget"]
+    if forgetting:
+        args = args[1:]
+    if len(args) not in (2, 3):
         print(__doc__.strip(), file=sys.stderr)
         return 2
-    url, part = sys.argv[1].rstrip("/"), sys.argv[2]
-    dashboard = Path(sys.argv[3]) if len(sys.argv) == 4 else ROOT / "docs/grafana/foodlab.json"
-    return 1 if check(url, part, dashboard) else 0
+    url, part = args[0].rstrip("/"), args[1]
+    dashboard = Path(args[2]) if len(args) == 3 else ROOT / "docs/grafana/foodlab.json"
+    failed = check(url, part, dashboard)
+    if forgetting:
+        forget(url)
+        print(f"every series deleted: the next check sees only what comes after {part}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

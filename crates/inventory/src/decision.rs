@@ -31,6 +31,11 @@ pub fn record(metrics: &MessageMetrics, source: &str, order: &Envelope, decided:
             "processed"
         },
     );
+    log(order, decided);
+}
+
+/// Logs a decision taken (or replayed) for an order event.
+pub fn log(order: &Envelope, decided: &ReserveResult) {
     tracing::info!(
         message_id = %order.message_id,
         order_id = %order.order_id,
@@ -42,8 +47,7 @@ pub fn record(metrics: &MessageMetrics, source: &str, order: &Envelope, decided:
 }
 
 /// Aborts the process right after the configured number of committed
-/// decisions (a reservation's commit, or a dead-lettering on RabbitMQ),
-/// before their result leaves (`FOODLAB_FAULT_CRASH_AFTER_COMMITS`).
+/// decisions, before their result leaves (`FOODLAB_FAULT_CRASH_AFTER_COMMITS`).
 #[derive(Debug, Default)]
 pub struct CrashPoint {
     after: Option<u64>,

@@ -1,7 +1,8 @@
 //! Inventory over RabbitMQ: consume OrderPlaced, reserve, publish the result,
 //! then ack. The deliveries waiting together are decided in one transaction
-//! and acked with one ack (poison and injected failures one by one, as they
-//! are admitted). Poison is dead-lettered with its reason and never retried.
+//! and acked with one ack (poison and retried injected failures one by one,
+//! as they are admitted). Poison is dead-lettered with its reason and never
+//! retried; an order failed too often is dead-lettered and decided as failed.
 
 use std::sync::Arc;
 
@@ -106,7 +107,13 @@ impl rabbitmq::Handler for Consumer {
             let event = Envelope::result_of(&order.envelope, jiff::Timestamp::now(), outcome);
             let pending = publisher.send(&event).instrument(span.clone()).await?;
             sent.push((pending, order.delivery));
-            span.in_scope(|| decision::record(&self.metrics, queue, &order.envelope, &result));
+            span.in_scope(|| {
+                if order.given_up {
+                    decision::log(&order.envelope, &result);
+                } else {
+                    decision::record(&self.metrics, queue, &order.envelope, &result);
+                }
+            });
         }
         let hops = self.hops.clone();
         self.acks.ack_when_confirmed(sent, move |confirmed| {
@@ -119,6 +126,8 @@ impl rabbitmq::Handler for Consumer {
 
 /// An order event admitted for a decision.
 struct Admitted {
+    /// Dead-lettered after its retries: decided as failed, counted as dead-lettered.
+    given_up: bool,
     delivery: Delivery,
     envelope: Envelope,
     customer_id: Option<String>,
@@ -137,32 +146,20 @@ impl Consumer {
         self.hops
             .since_stamp(Hop::BrokerTransit, rabbitmq::sent_at(&delivery));
         let queue = self.args.topology.inventory_queue.as_str();
-        // An order given up on still ends somewhere: failed, with the reason.
-        let failed = |envelope: &Envelope| {
-            // Dead-lettered is its decision, taken before its result leaves.
-            self.crash_point.committed(envelope.order_id);
-            let reason = format!(
-                "inventory failed {} times (injected failure); the message was dead-lettered",
-                rabbitmq::MAX_RETRIES + 1
-            );
-            let failed = Event::InventoryFailed { reason };
-            Some(Envelope::result_of(
-                envelope,
-                jiff::Timestamp::now(),
-                failed,
-            ))
-        };
-        let admission = rabbitmq::admit(
-            &delivery,
-            EventType::OrderPlaced,
-            faults,
-            publisher,
-            queue,
-            failed,
-        )
-        .await?;
-        let envelope = match admission {
-            Admission::Handle(envelope) => envelope,
+        let admission =
+            rabbitmq::admit(&delivery, EventType::OrderPlaced, faults, publisher, queue).await?;
+        let (envelope, rejection) = match admission {
+            Admission::Handle(envelope) => (envelope, None),
+            // Its end, failed, is decided and published like any other before
+            // the delivery is acked: a redelivery replays it.
+            Admission::GivenUp(envelope) => {
+                self.metrics.count(queue, "dead_lettered");
+                let reason = format!(
+                    "inventory failed {} times (injected failure); the message was dead-lettered",
+                    rabbitmq::MAX_RETRIES + 1
+                );
+                (envelope, Some(reason))
+            }
             Admission::Settled { outcome } => {
                 self.metrics.count(queue, outcome);
                 return Ok(None);
@@ -176,10 +173,11 @@ impl Consumer {
             message_id: envelope.message_id.to_string(),
             order_id: envelope.order_id,
             lines: items.clone(),
-            rejection: None,
+            rejection,
             now_ms: now_ms(),
         };
         Ok(Some(Admitted {
+            given_up: message.rejection.is_some(),
             customer_id: customer_id.clone(),
             delivery,
             envelope,

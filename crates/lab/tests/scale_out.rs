@@ -422,7 +422,10 @@ async fn two_analytics_in_one_group_count_the_group_s_totals_through_a_kill_and_
     // back after the other has read everything.)
     let mut shares = Vec::new();
     for (endpoint, before) in analytics.iter().zip(&read_before) {
-        let share = read_of(endpoint).await - before;
+        let now = read_of(endpoint).await;
+        let share = now.checked_sub(*before).unwrap_or_else(|| {
+            panic!("{endpoint}: read {now} after the replay, {before} before: it restarted")
+        });
         assert!(
             share > 0,
             "{endpoint}: read none of the order topic in the replay"

@@ -52,12 +52,16 @@ impl rabbitmq::Handler for Consumer {
                 &faults,
                 publisher,
                 queue,
-                |_| None,
             )
             .instrument(span.clone())
             .await?;
             match admission {
                 Admission::Handle(envelope) => admitted.push((delivery, envelope, span)),
+                // Nothing to record: a notification given up on ends here.
+                Admission::GivenUp(_) => {
+                    rabbitmq::ack(&delivery).await?;
+                    self.metrics.count(queue, "dead_lettered");
+                }
                 Admission::Settled { outcome } => self.metrics.count(queue, outcome),
             }
         }

@@ -36,6 +36,11 @@ impl FaultOutcome {
 pub enum Admission {
     /// The expected event and no injected failure: handle it.
     Handle(Envelope),
+    /// The expected event, failed too often by injected faults and
+    /// dead-lettered, but not acked: its order still needs an end, which the
+    /// consumer records (and publishes) like a decision before it acks the
+    /// delivery, so a crash in between comes back to the same end.
+    GivenUp(Envelope),
     /// Already settled: dead-lettered as poison, or retried or dead-lettered
     /// by an injected failure. `outcome` is its metrics label.
     Settled { outcome: &'static str },
@@ -59,26 +64,19 @@ pub fn arrival(delivery: &Delivery, expected: EventType, queue: &str) -> Arrival
 
 /// Reads a delivery (any shape the tolerant reader knows), dead-letters it
 /// if it is poison or not the `expected` event, and applies the consumer's
-/// injected faults. `given_up` is what a valid event given up on (failed too
-/// often) still causes, published before the delivery is acked: its order
-/// must end somewhere even if the consumer dies at that moment.
+/// injected faults.
 pub async fn admit(
     delivery: &Delivery,
     expected: EventType,
     faults: &foodlab_domain::Faults,
     publisher: &Publisher,
     queue: &str,
-    given_up: impl FnOnce(&Envelope) -> Option<Envelope>,
 ) -> Result<Admission, AmqpError> {
     let arrived = arrival(delivery, expected, queue);
     let poison = match Envelope::read(&delivery.data, arrived) {
         Ok(mut envelope) if envelope.event_type() == expected => {
             envelope.trace = trace_of(&delivery.properties);
-            let roll = rand::random();
-            let faulted = apply_faults(faults, roll, publisher, delivery, queue, || {
-                given_up(&envelope)
-            })
-            .await?;
+            let faulted = apply_faults(faults, rand::random(), publisher, delivery, queue).await?;
             if faulted == FaultOutcome::Proceed {
                 return Ok(Admission::Handle(envelope));
             }
@@ -88,6 +86,9 @@ pub async fn admit(
                 outcome = faulted.label(),
                 "injected failure"
             );
+            if faulted == FaultOutcome::DeadLettered {
+                return Ok(Admission::GivenUp(envelope));
+            }
             return Ok(Admission::Settled {
                 outcome: faulted.label(),
             });
@@ -102,16 +103,15 @@ pub async fn admit(
 }
 
 /// Applies a consumer's injected faults to a delivery: waits the delay, and
-/// on an injected failure retries (up to `MAX_RETRIES`) or dead-letters it
-/// and publishes what `given_up` says it still causes, acking the original
-/// after either.
+/// on an injected failure retries it (up to `MAX_RETRIES`; the original is
+/// acked) or dead-letters it (the original is left for the caller to ack
+/// once the order's end is recorded).
 pub async fn apply_faults(
     faults: &foodlab_domain::Faults,
     roll: f64,
     publisher: &Publisher,
     delivery: &Delivery,
     queue: &str,
-    given_up: impl FnOnce() -> Option<Envelope>,
 ) -> Result<FaultOutcome, AmqpError> {
     if faults.delay_ms > 0 {
         tokio::time::sleep(faults.delay()).await;
@@ -120,17 +120,12 @@ pub async fn apply_faults(
         return Ok(FaultOutcome::Proceed);
     }
     let retries = retries_of(delivery);
-    let outcome = if retries < MAX_RETRIES {
+    if retries < MAX_RETRIES {
         publisher.retry(delivery, queue, retries + 1).await?;
-        FaultOutcome::Retried
-    } else {
-        let reason = format!("injected failure, gave up after {MAX_RETRIES} retries");
-        publisher.dead_letter(delivery, &reason).await?;
-        if let Some(result) = given_up() {
-            publisher.publish(&result).await?;
-        }
-        FaultOutcome::DeadLettered
-    };
-    ack(delivery).await?;
-    Ok(outcome)
+        ack(delivery).await?;
+        return Ok(FaultOutcome::Retried);
+    }
+    let reason = format!("injected failure, gave up after {MAX_RETRIES} retries");
+    publisher.dead_letter(delivery, &reason).await?;
+    Ok(FaultOutcome::DeadLettered)
 }
