@@ -217,7 +217,11 @@ async fn a_bare_order_retried_through_the_queue_is_still_an_order() {
         rabbitmq::reason_of(&dead.delivery.properties).as_deref(),
         Some("injected failure, gave up after 3 retries")
     );
-    assert_eq!(stats(&platform).await["processed_count"], 0);
+    // Given up on is a decision, failed, and no stock is taken.
+    let stats = stats(&platform).await;
+    assert_eq!(stats["processed_count"], 1, "{stats}");
+    assert_eq!(stats["failed_count"], 1, "{stats}");
+    assert_eq!(stats["reserved_count"], 0, "{stats}");
     let _ = connection.close(200, "done".into()).await;
     platform.shutdown().await;
 }
