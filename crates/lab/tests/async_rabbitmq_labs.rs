@@ -14,8 +14,8 @@ use foodlab_lab::{LocalPlatform, Platform, Service, Verdict};
 use foodlab_transport::rabbitmq::{self, Publisher, Topology};
 use serde_json::{Value, json};
 use support::{
-    all_orders_settled, died_and_restarted, eventually, example, get, options, order_statuses,
-    post, start, statuses,
+    all_orders_settled, died_and_restarted, eventually, example, get, inventory_fails, options,
+    order_statuses, post, start, statuses,
 };
 
 async fn publisher(platform: &LocalPlatform) -> (lapin::Connection, Publisher) {
@@ -172,52 +172,51 @@ async fn each_burger_reserved_once(platform: &LocalPlatform, n: usize) {
     assert_eq!(order_statuses(platform).await, statuses(&[("reserved", n)]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
-    let lab = example("async-poison");
-    let mut options = options(&lab);
+/// The poison lab's part with inventory aborting after its `commits`-th
+/// committed decision; its supervisor restarts it without the crash point.
+async fn with_crash_point(
+    commits: u32,
+) -> (
+    LocalPlatform,
+    tokio::sync::broadcast::Receiver<ServiceEvent>,
+) {
+    let mut options = options(&example("async-poison"));
     options.service_env.push((
         Service::Inventory,
         "FOODLAB_FAULT_CRASH_AFTER_COMMITS".into(),
-        "5".into(),
+        commits.to_string(),
     ));
     let platform = LocalPlatform::start(options).await.unwrap();
-    let mut events = platform.events();
-    // The supervisor restarts it without the crash point.
+    let events = platform.events();
     platform
         .set_service_env(Service::Inventory, Vec::new())
         .await;
-    burgers_accepted(&platform, 20).await;
-    // It aborts at its crash point (SIGABRT), is reported and restarted.
-    let death = died_and_restarted(&mut events, Service::Inventory, 10).await;
+    (platform, events)
+}
+
+/// Inventory aborted at its crash point (SIGABRT), reported and restarted.
+async fn aborted_and_restarted(
+    events: &mut tokio::sync::broadcast::Receiver<ServiceEvent>,
+    seconds: u64,
+) {
+    let death = died_and_restarted(events, Service::Inventory, seconds).await;
     assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_crashing_between_commit_and_ack_never_reserves_twice() {
+    let (platform, mut events) = with_crash_point(5).await;
+    burgers_accepted(&platform, 20).await;
+    aborted_and_restarted(&mut events, 10).await;
     each_burger_reserved_once(&platform, 20).await;
     platform.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_given_up_on_stays_failed_through_a_crash_and_takes_no_stock() {
-    let lab = example("async-poison");
-    let mut options = options(&lab);
-    options.service_env.push((
-        Service::Inventory,
-        "FOODLAB_FAULT_CRASH_AFTER_COMMITS".into(),
-        "1".into(),
-    ));
-    let platform = LocalPlatform::start(options).await.unwrap();
-    let mut events = platform.events();
-    let (status, _) = post(
-        &platform,
-        Service::Inventory,
-        "/admin/fail",
-        json!({"enabled": true}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    // Restarted without the crash point and without the faults.
-    platform
-        .set_service_env(Service::Inventory, Vec::new())
-        .await;
+    let (platform, mut events) = with_crash_point(1).await;
+    // Failing until the restart, which comes without the faults.
+    inventory_fails(&platform, true).await;
     let (status, _) = post(
         &platform,
         Service::Order,
@@ -228,8 +227,7 @@ async fn an_order_given_up_on_stays_failed_through_a_crash_and_takes_no_stock() 
     assert_eq!(status, 202);
     // Retried three times and dead-lettered, its end (failed) committed, and
     // inventory aborts before that end leaves: the delivery was not acked.
-    let death = died_and_restarted(&mut events, Service::Inventory, 20).await;
-    assert!(death.to_string().contains("killed by SIGABRT"), "{death}");
+    aborted_and_restarted(&mut events, 20).await;
     // Redelivered to an inventory that no longer fails it: the decision taken
     // is replayed, not taken again.
     assert!(eventually(20, || all_orders_settled(&platform, 1)).await);
@@ -482,14 +480,7 @@ async fn bulk_orders_settle_with_exact_stock_arithmetic() {
 async fn an_order_failing_every_retry_is_dead_lettered_and_ends_failed() {
     let lab = example("async-poison");
     let platform = start(&lab).await;
-    let (status, _) = post(
-        &platform,
-        Service::Inventory,
-        "/admin/fail",
-        json!({"enabled": true}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    inventory_fails(&platform, true).await;
     for _ in 0..3 {
         post(
             &platform,
@@ -517,13 +508,7 @@ async fn an_order_failing_every_retry_is_dead_lettered_and_ends_failed() {
         .await
     );
     // Faults cover every business endpoint, reads included: lift them to look.
-    post(
-        &platform,
-        Service::Inventory,
-        "/admin/fail",
-        json!({"enabled": false}),
-    )
-    .await;
+    inventory_fails(&platform, false).await;
     assert_eq!(stats(&platform).await["reserved_orders"], 0);
     assert_eq!(
         get(&platform, Service::Inventory, "/stock").await["salad"],

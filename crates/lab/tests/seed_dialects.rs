@@ -17,7 +17,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-use support::{eventually, example, get, messages_counted, post, start};
+use support::{eventually, example, get, inventory_fails, messages_counted, start};
 
 /// One order per seed shape, and what each takes from the stock.
 fn seed_orders() -> (Vec<Value>, BTreeMap<&'static str, u64>) {
@@ -183,14 +183,7 @@ async fn each_seed_shape_is_reserved_once_across_an_inventory_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bare_order_retried_through_the_queue_is_still_an_order() {
     let platform = start(&example("async-idempotency")).await;
-    let (status, _) = post(
-        &platform,
-        Service::Inventory,
-        "/admin/fail",
-        json!({"enabled": true}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    inventory_fails(&platform, true).await;
     let connection = plain_client(&platform).await;
     let bare = json!({"order_id": "ORD-RETRIED-1", "item": "burger", "qty": 1});
     publish_plain(&connection, &bare).await;

@@ -95,9 +95,10 @@ where
     }
 }
 
-/// The relay's claims not yet published. However the relay ends (an error,
-/// or its session dropping it), they are released, free at once for the
-/// next attempt here or on another replica instead of after their lease.
+/// The relay's claims not yet published. When the relay ends (an error, or
+/// its session dropping it) they are released in the background, free for
+/// the next attempt here or on another replica instead of after their lease;
+/// a process that exits first leaves them to lapse with the lease.
 struct Claims {
     store: OrderStore,
     seqs: Vec<i64>,

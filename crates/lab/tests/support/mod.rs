@@ -83,6 +83,18 @@ pub async fn post(
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
+/// Makes inventory fail every delivery it takes (`POST /admin/fail`), or stop.
+pub async fn inventory_fails(platform: &LocalPlatform, enabled: bool) {
+    let (status, body) = post(
+        platform,
+        Service::Inventory,
+        "/admin/fail",
+        serde_json::json!({"enabled": enabled}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// How many orders the order service holds in each status.
 pub async fn order_statuses(platform: &LocalPlatform) -> BTreeMap<String, usize> {
     let orders = get(platform, Service::Order, "/orders").await;
